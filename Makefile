@@ -1,0 +1,32 @@
+# The commands README.md shows. Everything installs from uv.lock into .venv.
+SHELL := /bin/bash
+UV := $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
+RUN := $(UV) run --frozen
+
+.PHONY: install check-servers run test lint typecheck bench docs
+
+install:
+	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
+	$(UV) sync --frozen --all-packages
+
+check-servers: install
+	$(RUN) spm-admin check
+
+run: install
+	$(RUN) spm-admin run
+
+lint: install
+	$(RUN) ruff check .
+	$(RUN) ruff format --check .
+
+typecheck: install
+	$(RUN) mypy libs/common/src
+
+test: check-servers lint typecheck
+	$(RUN) pytest
+
+docs: install
+	$(RUN) spm-admin docs
+
+bench: install
+	$(RUN) python -m bench

@@ -1,0 +1,1 @@
+"""Shared backbone of the SPM services: one envelope, one outbox, one idempotent consumer, one topology."""

@@ -1,0 +1,254 @@
+"""`spm-admin`: the operator's commands for the whole system (bootstrap, migrate, run, dead letters).
+
+Each service package `NAME` provides `NAME.settings.Settings` and `NAME.settings.MIGRATIONS`; this is how
+the commands here find them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated
+
+import aio_pika
+import asyncpg
+import orjson
+import typer
+
+from spm_common.bootstrap import ensure_database, ensure_roles, with_database
+from spm_common.logging import configure_logging
+from spm_common.migrations import migrate as apply_migrations
+from spm_common.settings import SERVICES, CommonSettings, ServiceSettings, load
+from spm_common.topology import Topology
+
+cli = typer.Typer(help="Operate the SPM services.", no_args_is_help=True)
+dlq = typer.Typer(help="Inspect and replay dead-lettered messages.", no_args_is_help=True)
+cli.add_typer(dlq, name="dlq")
+
+ServiceArg = Annotated[str, typer.Argument(help=f"one of {', '.join(SERVICES)}")]
+
+
+def service_settings(service: str) -> tuple[ServiceSettings, object]:
+    if service not in SERVICES:
+        raise typer.BadParameter(f"unknown service {service!r}; expected one of {', '.join(SERVICES)}")
+    module = importlib.import_module(f"{service}.settings")
+    return load(module.Settings), module.MIGRATIONS
+
+
+@cli.command()
+def bootstrap() -> None:
+    """Create the database and the four service roles (needs SPM_DATABASE_URL with admin rights)."""
+    settings = load(CommonSettings)
+    passwords = {s: os.environ.get(f"SPM_{s.upper()}_DB_PASSWORD") or None for s in SERVICES}
+
+    async def go() -> None:
+        await ensure_database(settings.database_url)
+        await ensure_roles(settings.database_url, passwords)
+
+    asyncio.run(go())
+    typer.echo("database and roles ready")
+
+
+@cli.command()
+def migrate(services: Annotated[list[str] | None, typer.Argument()] = None) -> None:
+    """Apply pending migrations of the given services (all four by default), each as its own role."""
+
+    async def go(service: str) -> list[str]:
+        settings, migrations = service_settings(service)
+        conn = await asyncpg.connect(settings.role_database_url())
+        try:
+            return await apply_migrations(conn, settings.db_schema, migrations)  # type: ignore[arg-type]
+        finally:
+            await conn.close()
+
+    for service in services or list(SERVICES):
+        applied = asyncio.run(go(service))
+        typer.echo(f"{service}: {len(applied)} migration(s) applied")
+
+
+@cli.command()
+def run(services: Annotated[list[str] | None, typer.Argument()] = None) -> None:
+    """Bootstrap, migrate, then run the services as local processes until Ctrl-C or SIGTERM."""
+    chosen = services or list(SERVICES)
+    bootstrap()
+    migrate(chosen)
+    children = {name: subprocess.Popen([sys.executable, "-m", name]) for name in chosen}
+    stopping = False
+
+    def stop(*_: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    exit_code = 0
+    while not stopping:
+        for name, child in children.items():
+            if child.poll() is not None:
+                typer.echo(f"{name} exited with {child.returncode}; stopping the others", err=True)
+                exit_code = child.returncode or 1
+                stopping = True
+        time.sleep(0.2)
+    for child in children.values():
+        if child.poll() is None:
+            child.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + 20
+    for child in children.values():
+        try:
+            child.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            child.kill()
+    raise typer.Exit(exit_code)
+
+
+@cli.command()
+def check() -> None:
+    """Say whether Postgres and RabbitMQ answer, and if not, which variable to set and how to start them."""
+    settings = load(CommonSettings)
+    database_url = os.environ.get("SPM_TEST_DATABASE_URL", settings.database_url)
+    amqp_url = os.environ.get("SPM_TEST_AMQP_URL", settings.amqp_url)
+    problems = []
+
+    async def postgres() -> None:
+        conn = await asyncpg.connect(with_database(database_url, "postgres"), timeout=5)
+        await conn.close()
+
+    async def rabbitmq() -> None:
+        connection = await aio_pika.connect(amqp_url, timeout=5)
+        await connection.close()
+
+    for name, probe, variable, start in (
+        (
+            "Postgres",
+            postgres,
+            "SPM_DATABASE_URL (tests: SPM_TEST_DATABASE_URL)",
+            "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start",
+        ),
+        ("RabbitMQ", rabbitmq, "SPM_AMQP_URL (tests: SPM_TEST_AMQP_URL)", "rabbitmq-server -detached"),
+    ):
+        try:
+            asyncio.run(probe())
+        except Exception as exc:
+            problems.append(
+                f"{name} does not answer ({type(exc).__name__}). Point {variable} at a running "
+                f"server, or start the local one: {start}"
+            )
+    for problem in problems:
+        typer.echo(problem, err=True)
+    if problems:
+        raise typer.Exit(1)
+    typer.echo("Postgres and RabbitMQ answer")
+
+
+@cli.command()
+def docs(out: Path = Path("docs")) -> None:
+    """Write each service's AsyncAPI (YAML) and OpenAPI (JSON) documents, generated from the code."""
+    for service, asyncapi, openapi in generated_documents():
+        (out / "asyncapi").mkdir(parents=True, exist_ok=True)
+        (out / "openapi").mkdir(parents=True, exist_ok=True)
+        (out / "asyncapi" / f"{service}.yaml").write_text(asyncapi, encoding="utf-8")
+        (out / "openapi" / f"{service}.json").write_text(openapi, encoding="utf-8")
+        typer.echo(f"{service}: docs/asyncapi/{service}.yaml, docs/openapi/{service}.json")
+
+
+def generated_documents() -> list[tuple[str, str, str]]:
+    documents = []
+    for service in SERVICES:
+        app_module = importlib.import_module(f"{service}.app")
+        settings_module = importlib.import_module(f"{service}.settings")
+        settings = settings_module.Settings(amqp_url="amqp://rabbitmq:5672/")
+        runtime = app_module.build(settings)
+        asyncapi = runtime.asyncapi().schema.to_specification().to_yaml()
+        openapi = json.dumps(app_module.create(settings).openapi(), indent=2, ensure_ascii=False) + "\n"
+        documents.append((service, asyncapi, openapi))
+    return documents
+
+
+@dlq.command("list")
+def dlq_list(service: ServiceArg, limit: int = 20) -> None:
+    """Show dead-lettered messages (id, type, attempts, reason) without removing them."""
+    settings, _ = service_settings(service)
+    topology = Topology(settings.exchange, service)
+
+    async def go() -> None:
+        connection = await aio_pika.connect(settings.amqp_url)
+        async with connection:
+            channel = await connection.channel()
+            queue = await channel.get_queue(topology.dead_letter_queue_name, ensure=True)
+            seen = []
+            for _ in range(limit):
+                message = await queue.get(no_ack=False, fail=False)
+                if message is None:
+                    break
+                seen.append(message)
+                headers = message.headers or {}
+                typer.echo(
+                    orjson.dumps(
+                        {
+                            "message_id": message.message_id,
+                            "type": message.type,
+                            "attempts": headers.get("x-spm-attempt"),
+                            "reason": headers.get("x-spm-error") or _death_reason(headers),
+                            "failed_at": headers.get("x-spm-failed-at"),
+                        }
+                    ).decode()
+                )
+            for message in seen:
+                await message.nack(requeue=True)
+
+    asyncio.run(go())
+
+
+@dlq.command("replay")
+def dlq_replay(service: ServiceArg, limit: int = 1000) -> None:
+    """Move dead-lettered messages back to the service's queue for another round of attempts."""
+    settings, _ = service_settings(service)
+    topology = Topology(settings.exchange, service)
+
+    async def go() -> int:
+        connection = await aio_pika.connect(settings.amqp_url)
+        moved = 0
+        async with connection:
+            channel = await connection.channel(publisher_confirms=True)
+            queue = await channel.get_queue(topology.dead_letter_queue_name, ensure=True)
+            for _ in range(limit):
+                message = await queue.get(no_ack=False, fail=False)
+                if message is None:
+                    break
+                headers = {k: v for k, v in (message.headers or {}).items() if not k.startswith("x-")}
+                await channel.default_exchange.publish(
+                    aio_pika.Message(
+                        message.body,
+                        headers=headers,
+                        content_type=message.content_type,
+                        message_id=message.message_id,
+                        type=message.type,
+                        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                    ),
+                    routing_key=topology.queue_name,
+                )
+                await message.ack()
+                moved += 1
+        return moved
+
+    typer.echo(f"{asyncio.run(go())} message(s) replayed to {topology.queue_name}")
+
+
+def _death_reason(headers: Mapping[str, object]) -> str | None:
+    deaths = headers.get("x-death")
+    if isinstance(deaths, list) and deaths and isinstance(deaths[0], dict):
+        return f"broker: {deaths[0].get('reason')}"
+    return None
+
+
+def main() -> None:
+    configure_logging("admin", os.environ.get("SPM_LOG_FORMAT", "console"))
+    cli()

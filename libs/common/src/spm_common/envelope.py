@@ -1,0 +1,69 @@
+"""The CloudEvents 1.0 envelope (structured JSON mode) every event on the exchange travels in."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import orjson
+import structlog
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+CONTENT_TYPE = "application/cloudevents+json"
+ACCEPTED_CONTENT_TYPES = frozenset({CONTENT_TYPE, "application/json", ""})
+MAX_EVENT_BYTES = 1_000_000
+
+Purpose = Literal["answer-message", "fulfil-order", "license-recovery", "free-upgrade", "product-news"]
+
+
+class CloudEvent(BaseModel):
+    """One event. `correlationid` and `purpose` are CloudEvents extension attributes of this system."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    specversion: Literal["1.0"] = "1.0"
+    id: str = Field(min_length=1, max_length=200)
+    type: str = Field(min_length=1, max_length=200, pattern=r"^[a-z0-9][a-z0-9._-]*$")
+    source: str = Field(min_length=1, max_length=500)
+    time: AwareDatetime | None = None
+    datacontenttype: str = "application/json"
+    dataschema: str | None = None
+    subject: str | None = Field(default=None, max_length=500)
+    correlationid: str | None = Field(default=None, max_length=200)
+    purpose: Purpose | None = None
+    data: dict[str, Any] = Field(default_factory=dict)
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(self.model_dump(mode="json", exclude_none=True))
+
+    @classmethod
+    def parse(cls, body: bytes) -> CloudEvent:
+        """Validate an incoming body; raises pydantic.ValidationError (or ValueError) on anything else."""
+        if len(body) > MAX_EVENT_BYTES:
+            raise ValueError(f"event body of {len(body)} bytes exceeds {MAX_EVENT_BYTES}")
+        return cls.model_validate(orjson.loads(body))
+
+
+def new_event(
+    type: str,
+    source: str,
+    data: BaseModel | dict[str, Any],
+    *,
+    correlation_id: str | None = None,
+    purpose: Purpose | None = None,
+    event_id: str | None = None,
+) -> CloudEvent:
+    """A new event; its correlation id is, unless given, the one of the request or event being handled."""
+    payload = data.model_dump(mode="json") if isinstance(data, BaseModel) else data
+    if correlation_id is None:
+        correlation_id = structlog.contextvars.get_contextvars().get("correlation_id")
+    return CloudEvent(
+        id=event_id or str(uuid.uuid4()),
+        type=type,
+        source=source,
+        time=datetime.now(UTC),
+        correlationid=correlation_id,
+        purpose=purpose,
+        data=payload,
+    )

@@ -1,0 +1,199 @@
+"""The HTTP side every service shares: app factory, probes, metrics, errors, body limit, operator token."""
+
+from __future__ import annotations
+
+import hmac
+import time
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, status
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from spm_common.logging import bind_contextvars, clear_contextvars, get_logger
+from spm_common.metrics import HTTP_LATENCY
+from spm_common.runtime import Runtime
+
+log = get_logger(__name__)
+REQUEST_ID_HEADER = "X-Request-ID"
+DEFAULT_MAX_BODY_BYTES = 64 * 1024
+
+
+def create_app(
+    runtime: Runtime,
+    *,
+    title: str,
+    description: str,
+    routers: Sequence[APIRouter] = (),
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await runtime.start()
+        try:
+            yield
+        finally:
+            await runtime.stop()
+
+    app = FastAPI(title=title, description=description, version="1.0.0", lifespan=lifespan)
+    app.state.runtime = runtime
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.include_router(_probes(runtime))
+    for router in routers:
+        app.include_router(router)
+    app.add_middleware(_Observability, service=runtime.settings.service)
+    app.add_middleware(_BodyLimit, max_bytes=max_body_bytes)
+    return app
+
+
+def _probes(runtime: Runtime) -> APIRouter:
+    router = APIRouter(tags=["operations"])
+
+    @router.get("/healthz", summary="The process is alive")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @router.get("/readyz", summary="Its database and broker are reachable", responses={503: {}})
+    async def readyz() -> JSONResponse:
+        checks = await runtime.ready()
+        ok = all(checks.values())
+        return JSONResponse({"status": "ok" if ok else "unavailable", **checks}, status_code=200 if ok else 503)
+
+    @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+    async def metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    return router
+
+
+async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
+    """422 naming each bad field and why, never echoing what was sent (it may be personal data)."""
+    errors = exc.errors() if isinstance(exc, RequestValidationError) else []
+    detail = [
+        {"loc": list(e.get("loc", ())), "msg": e.get("msg", "invalid"), "type": e.get("type", "")} for e in errors
+    ]
+    return JSONResponse({"detail": detail}, status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)
+
+
+_bearer = HTTPBearer(auto_error=False)
+
+
+def require_operator(
+    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+) -> None:
+    """Constant-time check of the bearer token against SPM_OPERATOR_TOKEN; unset refuses everyone."""
+    expected = request.app.state.runtime.settings.operator_token
+    given = credentials.credentials if credentials else ""
+    if expected is None or not hmac.compare_digest(given.encode(), expected.get_secret_value().encode()):
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED, "a valid operator token is required", {"WWW-Authenticate": "Bearer"}
+        )
+
+
+Operator = Annotated[None, Depends(require_operator)]
+
+
+def runtime_of(request: Request) -> Runtime:
+    runtime: Runtime = request.app.state.runtime
+    return runtime
+
+
+RuntimeDep = Annotated[Runtime, Depends(runtime_of)]
+
+
+class _Observability:
+    """Request id into the log context (and from there into the events a request causes), latency metrics,
+    one access line per request without query strings (they may hold an e-mail address)."""
+
+    def __init__(self, app: ASGIApp, service: str) -> None:
+        self.app = app
+        self.service = service
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        given = headers.get(REQUEST_ID_HEADER.lower().encode(), b"").decode("latin-1")
+        request_id = given if 0 < len(given) <= 100 and given.isprintable() else str(uuid.uuid4())
+        clear_contextvars()
+        bind_contextvars(service=self.service, request_id=request_id, correlation_id=request_id)
+        started = time.perf_counter()
+        status_code = 500
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status_code
+            if message["type"] == "http.response.start":
+                status_code = message["status"]
+                message.setdefault("headers", []).append((REQUEST_ID_HEADER.lower().encode(), request_id.encode()))
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            elapsed = time.perf_counter() - started
+            route = scope.get("route")
+            template = getattr(route, "path", "unmatched")
+            HTTP_LATENCY.labels(self.service, scope["method"], template, str(status_code)).observe(elapsed)
+            if template not in ("/healthz", "/readyz", "/metrics"):
+                log.info(
+                    "request",
+                    method=scope["method"],
+                    path=template,
+                    status=status_code,
+                    duration_ms=round(elapsed * 1000, 2),
+                )
+
+
+class _BodyLimit:
+    """413 for a body over the limit, by Content-Length or while it streams in."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        declared = headers.get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
+            await _too_large(send)
+            return
+        received = 0
+        too_large = False
+
+        async def limited_receive() -> Message:
+            nonlocal received, too_large
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    too_large = True
+                    raise _BodyTooLarge
+            return message
+
+        try:
+            await self.app(scope, limited_receive, send)
+        except _BodyTooLarge:
+            await _too_large(send)
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+async def _too_large(send: Send) -> None:
+    response = JSONResponse({"detail": "request body too large"}, status_code=status.HTTP_413_CONTENT_TOO_LARGE)
+    await response({"type": "http"}, _no_receive, send)
+
+
+async def _no_receive() -> Any:
+    return {"type": "http.disconnect"}

@@ -1,0 +1,40 @@
+"""Waking on Postgres NOTIFY, with polling as the fallback when the notification is missed."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import asyncpg
+
+
+class Listener:
+    """A LISTEN connection of its own (outside any pool) that sets an event on each notification."""
+
+    def __init__(self, dsn: str, channel: str) -> None:
+        self._dsn = dsn
+        self._channel = channel
+        self._event = asyncio.Event()
+        self._conn: asyncpg.Connection | None = None
+
+    def wake(self) -> None:
+        self._event.set()
+
+    async def ensure(self) -> None:
+        """(Re)connect if needed; raises while Postgres is away."""
+        if self._conn is not None and not self._conn.is_closed():
+            return
+        self._conn = await asyncpg.connect(self._dsn)
+        await self._conn.add_listener(self._channel, lambda *_: self._event.set())
+        self._event.set()  # anything committed while we were not listening is due now
+
+    async def wait(self, timeout: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._event.wait(), timeout)
+        self._event.clear()
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(Exception):
+                await self._conn.close(timeout=2)
+            self._conn = None

@@ -1,0 +1,105 @@
+"""Configuration from SPM_* environment variables (CONTRACT section 1), one class per service over this base."""
+
+from __future__ import annotations
+
+import sys
+from typing import Literal, TypeVar
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import Field, SecretStr, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+SERVICES = ("contact", "orders", "notifier", "audit")
+
+
+class CommonSettings(BaseSettings):
+    """Variables that mean the same thing in every service."""
+
+    model_config = SettingsConfigDict(env_prefix="SPM_", extra="ignore", frozen=True)
+
+    database_url: str = "postgresql://postgres@127.0.0.1:5432/spm"
+    amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/"
+    exchange: str = Field(default="spm.events", min_length=1, max_length=200)
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = Field(default=1025, ge=1, le=65535)
+    mail_from: str = "SPM Group <no-reply@spmgroup.vn>"
+    operator_token: SecretStr | None = None
+    webhook_secret: SecretStr | None = None
+    http_host: str = "127.0.0.1"
+    log_format: Literal["json", "console"] = "json"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    # A failing message is retried this many times in all, each after the delay, then dead-lettered.
+    max_attempts: int = Field(default=5, ge=1, le=50)
+    retry_delay_ms: int = Field(default=5000, ge=10, le=3_600_000)
+    prefetch: int = Field(default=50, ge=1, le=5000)
+    outbox_batch: int = Field(default=200, ge=1, le=5000)
+    outbox_poll_seconds: float = Field(default=2.0, gt=0, le=60)
+
+
+class ServiceSettings(CommonSettings):
+    """The base every service's settings class extends; `service` names the schema, role and queues."""
+
+    service: str = ""
+    db_pool_min: int = Field(default=1, ge=0, le=100)
+    db_pool_max: int = Field(default=10, ge=1, le=200)
+
+    @property
+    def db_schema(self) -> str:
+        return self.service
+
+    @property
+    def role(self) -> str:
+        return f"spm_{self.service}"
+
+    @property
+    def port(self) -> int:
+        """SPM_<SERVICE>_PORT, declared by each service's settings class."""
+        value = getattr(self, f"{self.service}_port", None)
+        if not isinstance(value, int):
+            raise AttributeError(f"{type(self).__name__} has no {self.service}_port field")
+        return value
+
+    @property
+    def source(self) -> str:
+        """The CloudEvents `source` of every event this service publishes."""
+        return f"urn:spm:{self.service}"
+
+    def role_database_url(self) -> str:
+        """SPM_<SERVICE>_DATABASE_URL where a service declares and sets it, else SPM_DATABASE_URL's
+        database reached as the service's own role (spm_<service>), which can use its schema only."""
+        own = getattr(self, f"{self.service}_database_url", None)
+        if isinstance(own, str) and own:
+            return own
+        return with_user(self.database_url, self.role)
+
+
+def with_user(url: str, user: str, password: str | None = None) -> str:
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = f"{user}:{password}@{host}" if password else f"{user}@{host}"
+    if parts.port:
+        netloc += f":{parts.port}"
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def database_name(url: str) -> str:
+    return urlsplit(url).path.lstrip("/") or "postgres"
+
+
+S = TypeVar("S", bound=BaseSettings)
+
+
+def load(cls: type[S]) -> S:
+    """Read settings or exit at once naming each bad variable (never its value: it may be a secret)."""
+    try:
+        return cls()
+    except ValidationError as exc:
+        prefix = str(cls.model_config.get("env_prefix", ""))
+        lines = [f"invalid configuration for {cls.__name__}:"]
+        for error in exc.errors():
+            name = (prefix + "_".join(str(part) for part in error["loc"])).upper()
+            lines.append(f"  {name}: {error['msg']}")
+        print("\n".join(lines), file=sys.stderr)
+        raise SystemExit(2) from None

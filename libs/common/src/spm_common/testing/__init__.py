@@ -1,0 +1,1 @@
+"""Test support shared by every service's tests: a throwaway database and exchange, an SMTP server."""

@@ -1,0 +1,95 @@
+"""A real SMTP server in the test process (aiosmtpd), recording what it accepts, and able to misbehave."""
+
+from __future__ import annotations
+
+import asyncio
+import email
+import email.policy
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from email.message import EmailMessage
+from typing import Any
+
+from aiosmtpd.controller import Controller
+
+
+@dataclass
+class Received:
+    mail_from: str
+    rcpt_tos: list[str]
+    raw: bytes
+
+    @property
+    def message(self) -> EmailMessage:
+        parsed = email.message_from_bytes(self.raw, policy=email.policy.default)
+        assert isinstance(parsed, EmailMessage)
+        return parsed
+
+
+class _Handler:
+    def __init__(self, server: SmtpServer) -> None:
+        self.server = server
+
+    async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, options: Any) -> str:
+        reply = self.server.reply_for_rcpt
+        if reply:
+            return reply
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        if self.server.stall_seconds:
+            await asyncio.sleep(self.server.stall_seconds)
+        reply = self.server.reply_for_data
+        if reply:
+            return reply
+        with self.server.lock:
+            self.server.received.append(Received(envelope.mail_from, list(envelope.rcpt_tos), envelope.content))
+        return "250 Message accepted"
+
+
+class SmtpServer:
+    """`reply_for_rcpt`/`reply_for_data` (e.g. "451 try later", "550 no such user") make it refuse."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.received: list[Received] = []
+        self.lock = threading.Lock()
+        self.reply_for_rcpt: str | None = None
+        self.reply_for_data: str | None = None
+        self.stall_seconds = 0.0
+        self._controller = Controller(_Handler(self), hostname="127.0.0.1", port=self.port)
+
+    def start(self) -> None:
+        self._controller.start()
+
+    def stop(self) -> None:
+        self._controller.stop()
+
+    def to(self, address: str) -> list[Received]:
+        with self.lock:
+            return [m for m in self.received if address in m.rcpt_tos]
+
+    async def wait_for(self, predicate: Callable[[list[Received]], bool], timeout: float = 10) -> list[Received]:
+        deadline = time.monotonic() + timeout
+        while True:
+            with self.lock:
+                snapshot = list(self.received)
+            if predicate(snapshot):
+                return snapshot
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"SMTP condition not met in {timeout}s; {len(snapshot)} message(s) received")
+            await asyncio.sleep(0.05)
+
+    async def wait_to(self, address: str, count: int = 1, timeout: float = 10) -> list[Received]:
+        await self.wait_for(lambda ms: sum(address in m.rcpt_tos for m in ms) >= count, timeout)
+        return self.to(address)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

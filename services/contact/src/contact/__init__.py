@@ -1,0 +1,1 @@
+"""The website's contact form and the operators' inbox."""

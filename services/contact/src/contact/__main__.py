@@ -1,0 +1,3 @@
+from contact.app import main
+
+main()

@@ -1,0 +1,1 @@
+"""Every e-mail the system sends, once, in Vietnamese or English."""

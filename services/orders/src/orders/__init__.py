@@ -1,0 +1,1 @@
+"""Orders in, license keys out, purchaser requests and upgrade fan-out."""

@@ -1,0 +1,3 @@
+from orders.app import main
+
+main()
