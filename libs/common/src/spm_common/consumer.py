@@ -1,17 +1,27 @@
 """The idempotent consumer: every service takes its events through here.
 
-For each message: parse the CloudEvent; in one transaction record (source, id) in the service's inbox and
-run the handler for its type, so a redelivered event has no second effect. On failure the message is
-not requeued hot: a transient error sends a copy to the retry queue (back after `SPM_RETRY_DELAY_MS`)
-until `SPM_MAX_ATTEMPTS`; a message that cannot be valid (bad JSON, wrong shape) or that keeps failing is
-sent to the dead-letter queue with its reason in the `x-spm-error` header. Only then is the original
-acknowledged, so a crash at any point leaves the message in RabbitMQ. Should the failure path itself fail,
-the message is requeued, and the queue's delivery limit dead-letters it at the broker.
+Messages are taken in batches (whatever arrived while the previous batch was being written, up to
+`SPM_CONSUMER_BATCH`): one transaction records every (source, id) in the service's inbox and runs the
+handler of each event seen for the first time, then every message is acknowledged. A redelivered event
+finds its row in the inbox and has no second effect. If a batch fails, its messages are processed one by
+one, so only the failing message meets the failure path:
+
+- a message that cannot be valid (bad JSON, not a CloudEvent, a handler's `PermanentError` or pydantic
+  `ValidationError`) goes to the dead-letter queue at once, with its reason in the `x-spm-error` header;
+- any other error sends a copy to the retry queue, back after `SPM_RETRY_DELAY_MS`, until
+  `SPM_MAX_ATTEMPTS`, then to the dead-letter queue.
+
+The original is acknowledged only after its copy is confirmed, so a crash at any point leaves it in
+RabbitMQ. Should the failure path itself fail, the message is requeued, and the queue's delivery limit
+dead-letters it at the broker: nothing loops forever, nothing is dropped.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -30,6 +40,7 @@ from spm_common.topology import Topology
 log = get_logger(__name__)
 
 Handler = Callable[[Connection, CloudEvent], Awaitable[None]]
+BatchHandler = Callable[[Connection, list[CloudEvent]], Awaitable[None]]
 ATTEMPT_HEADER = "x-spm-attempt"
 ERROR_HEADER = "x-spm-error"
 CATCH_ALL = "#"
@@ -37,6 +48,19 @@ CATCH_ALL = "#"
 
 class PermanentError(Exception):
     """Raised by a handler for a message that no retry can fix: it goes to the dead-letter queue at once."""
+
+
+def batched(handler: BatchHandler) -> Handler:
+    """Mark a handler that takes a list of events: consecutive events for it arrive in one call."""
+    handler.batched = True  # type: ignore[attr-defined]
+    return handler  # type: ignore[return-value]
+
+
+@dataclass(eq=False)
+class _Item:
+    event: CloudEvent
+    message: RabbitMessage
+    attempt: int
 
 
 class EventConsumer:
@@ -49,6 +73,7 @@ class EventConsumer:
         handlers: Mapping[str, Handler],
         pool: Callable[[], asyncpg.Pool],
         max_attempts: int,
+        batch_size: int = 50,
     ) -> None:
         self._service = service
         self._broker = broker
@@ -56,10 +81,16 @@ class EventConsumer:
         self._handlers = dict(handlers)
         self._pool = pool
         self._max_attempts = max_attempts
+        self._batch_size = batch_size
+        self._pending: list[_Item] = []
+        self._arrived = asyncio.Event()
+        self._room = asyncio.Event()
+        self._room.set()
+        self._task: asyncio.Task[None] | None = None
         broker.subscriber(
             topology.consumer_queue,
-            ack_policy=AckPolicy.NACK_ON_ERROR,
-            decoder=_raw_body,
+            ack_policy=AckPolicy.MANUAL,
+            decoder=_itself,
             title=f"{topology.queue_name}:consume",
             description=f"{service} consumes: {', '.join(sorted(self._handlers))}",
         )(self.on_message)
@@ -68,49 +99,130 @@ class EventConsumer:
     def routing_keys(self) -> list[str]:
         return sorted(self._handlers)
 
-    async def on_message(self, body: bytes, message: RabbitMessage) -> None:
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=f"{self._service}-consumer")
+
+    async def stop(self) -> None:
+        """Call after the broker stopped delivering: what is pending is processed, or comes back later."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def on_message(self, message: RabbitMessage) -> None:
+        """Called by FastStream for each delivery, one at a time; never raises (MANUAL acknowledgement)."""
+        body = message.body
         headers = message.headers or {}
-        attempt = int(headers.get(ATTEMPT_HEADER, 1))
-        if message.content_type not in ACCEPTED_CONTENT_TYPES:
-            await self._dead_letter(message, f"unsupported content type {message.content_type!r}", attempt, "?")
-            return
+        attempt = _int(headers.get(ATTEMPT_HEADER), 1)
         try:
+            if message.content_type not in ACCEPTED_CONTENT_TYPES:
+                raise ValueError(f"unsupported content type {str(message.content_type)[:100]!r}")
             event = CloudEvent.parse(body)
         except (ValidationError, ValueError) as exc:
-            await self._dead_letter(message, describe_error(exc), attempt, "?")
+            await self._settle(message, self._dead_letter(message, describe_error(exc), attempt, "?"))
             return
-        with bound_contextvars(event_id=event.id, event_type=event.type, correlation_id=event.correlationid):
-            await self._handle(event, message, attempt)
+        await self._room.wait()
+        self._pending.append(_Item(event, message, attempt))
+        if len(self._pending) >= self._batch_size:
+            self._room.clear()
+        self._arrived.set()
 
-    async def _handle(self, event: CloudEvent, message: RabbitMessage, attempt: int) -> None:
-        handler = self._handlers.get(event.type) or self._handlers.get(CATCH_ALL)
-        if handler is None:
-            log.warning("no handler for event type; acknowledged", attempt=attempt)
-            EVENTS_CONSUMED.labels(self._service, event.type, "ignored").inc()
-            return
+    async def _run(self) -> None:
+        while True:
+            await self._arrived.wait()
+            batch, self._pending = self._pending[: self._batch_size], self._pending[self._batch_size :]
+            if not self._pending:
+                self._arrived.clear()
+            self._room.set()
+            try:
+                await self._process(batch)
+            except Exception as exc:  # the failure path failed (broker away): they come back on reconnect
+                log.error("batch left unacknowledged", error=describe_error(exc), count=len(batch))
+
+    async def _process(self, batch: list[_Item]) -> None:
         try:
-            async with self._pool().acquire() as conn, conn.transaction():
-                first_time = await conn.fetchval(
-                    "INSERT INTO inbox (source, event_id, event_type) VALUES ($1, $2, $3)"
-                    " ON CONFLICT DO NOTHING RETURNING true",
-                    event.source,
-                    event.id,
-                    event.type,
-                )
-                if first_time:
-                    await handler(conn, event)
-        except (PermanentError, ValidationError) as exc:
-            await self._dead_letter(message, describe_error(exc), attempt, event.type)
-            return
+            fresh = await self._apply(batch)
         except Exception as exc:
-            if attempt >= self._max_attempts:
-                await self._dead_letter(message, describe_error(exc), attempt, event.type)
+            if len(batch) == 1:
+                await self._fail(batch[0], exc)
             else:
-                await self._retry(message, describe_error(exc), attempt, event.type)
+                for item in batch:
+                    await self._process([item])
             return
-        outcome = "processed" if first_time else "duplicate"
-        EVENTS_CONSUMED.labels(self._service, event.type, outcome).inc()
-        log.info("event processed" if first_time else "duplicate event ignored", attempt=attempt)
+        for item in batch:
+            outcome = "processed" if id(item) in fresh else "duplicate"
+            EVENTS_CONSUMED.labels(self._service, item.event.type, outcome).inc()
+            with bound_contextvars(
+                event_id=item.event.id, event_type=item.event.type, correlation_id=item.event.correlationid
+            ):
+                log.debug("event " + outcome, attempt=item.attempt)
+            await _ack(item.message)
+
+    async def _apply(self, batch: list[_Item]) -> set[int]:
+        """One transaction: record the batch in the inbox, run the handlers of first-seen events."""
+        async with self._pool().acquire() as conn, conn.transaction():
+            keys = {(i.event.source, i.event.id): i for i in reversed(batch)}  # first occurrence wins
+            rows = await conn.fetch(
+                "INSERT INTO inbox (source, event_id, event_type)"
+                " SELECT * FROM unnest($1::text[], $2::text[], $3::text[])"
+                " ON CONFLICT DO NOTHING RETURNING source, event_id",
+                [k[0] for k in keys],
+                [k[1] for k in keys],
+                [i.event.type for i in keys.values()],
+            )
+            position = {id(item): n for n, item in enumerate(batch)}
+            fresh = sorted((keys[(r["source"], r["event_id"])] for r in rows), key=lambda i: position[id(i)])
+            await self._dispatch(conn, fresh)
+        return {id(item) for item in fresh}
+
+    async def _dispatch(self, conn: Connection, items: list[_Item]) -> None:
+        run: list[CloudEvent] = []
+        run_handler: Any = None
+        for item in items:
+            handler = self._handlers.get(item.event.type) or self._handlers.get(CATCH_ALL)
+            if handler is None:
+                log.warning("no handler for event type; acknowledged", event_type=item.event.type)
+                continue
+            if getattr(handler, "batched", False):
+                if run and handler is not run_handler:
+                    await run_handler(conn, run)
+                    run = []
+                run_handler = handler
+                run.append(item.event)
+                continue
+            if run:
+                await run_handler(conn, run)
+                run = []
+            with bound_contextvars(
+                event_id=item.event.id, event_type=item.event.type, correlation_id=item.event.correlationid
+            ):
+                await handler(conn, item.event)
+        if run:
+            await run_handler(conn, run)
+
+    async def _fail(self, item: _Item, exc: Exception) -> None:
+        """The failure path of one message whose own transaction failed with `exc`."""
+        reason = describe_error(exc)
+        permanent = isinstance(exc, PermanentError | ValidationError)
+        with bound_contextvars(
+            event_id=item.event.id, event_type=item.event.type, correlation_id=item.event.correlationid
+        ):
+            if permanent or item.attempt >= self._max_attempts:
+                action = self._dead_letter(item.message, reason, item.attempt, item.event.type)
+            else:
+                action = self._retry(item.message, reason, item.attempt, item.event.type)
+            await self._settle(item.message, action)
+
+    async def _settle(self, message: RabbitMessage, action: Awaitable[None]) -> None:
+        try:
+            await action
+        except Exception as exc:
+            log.error("failure path failed; message requeued", error=describe_error(exc))
+            with contextlib.suppress(Exception):
+                await message.nack(requeue=True)
+            return
+        await _ack(message)
 
     async def _retry(self, message: RabbitMessage, reason: str, attempt: int, event_type: str) -> None:
         log.warning("event failed, will retry", error=reason, attempt=attempt)
@@ -146,6 +258,21 @@ class EventConsumer:
         )
 
 
-def _raw_body(message: Any) -> bytes:
-    """Hand the handler the body untouched; parsing and its failures belong to `on_message`."""
-    return bytes(message.body)
+async def _ack(message: RabbitMessage) -> None:
+    try:
+        await message.ack()
+    except Exception as exc:  # the channel died: the broker redelivers, the inbox absorbs the duplicate
+        log.warning("acknowledgement failed", error=describe_error(exc))
+
+
+def _int(value: object, default: int) -> int:
+    try:
+        return int(str(value)) if value is not None else default
+    except ValueError:
+        return default
+
+
+async def _itself(message: RabbitMessage) -> RabbitMessage:
+    """The handler gets the message itself, parsed by `on_message`: no dependency injection on the hot path
+    (FastStream resolves an injected message in a worker thread, once per delivery)."""
+    return message

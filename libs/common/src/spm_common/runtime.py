@@ -53,6 +53,7 @@ class Runtime:
             settings.amqp_url,
             default_channel=Channel(prefetch_count=settings.prefetch),
             logger=None,
+            apply_types=False,
             description=description,
         )
         self.consumer = (
@@ -63,6 +64,7 @@ class Runtime:
                 handlers=handlers,
                 pool=lambda: self.pool,
                 max_attempts=settings.max_attempts,
+                batch_size=min(settings.consumer_batch, settings.prefetch),
             )
             if handlers
             else None
@@ -109,6 +111,8 @@ class Runtime:
         await self.topology.declare(
             self.broker, self.consumer.routing_keys if self.consumer else [], self.settings.retry_delay_ms
         )
+        if self.consumer:
+            self.consumer.start()
         await self.broker.start()
         self.relay = OutboxRelay(
             self.pool,
@@ -134,6 +138,8 @@ class Runtime:
         if self.relay is not None:
             await self.relay.close()
         await self.broker.stop()
+        if self.consumer:
+            await self.consumer.stop()
         if self._pool is not None:
             await self._pool.close()
             self._pool = None

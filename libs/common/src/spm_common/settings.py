@@ -31,7 +31,9 @@ class CommonSettings(BaseSettings):
     # A failing message is retried this many times in all, each after the delay, then dead-lettered.
     max_attempts: int = Field(default=5, ge=1, le=50)
     retry_delay_ms: int = Field(default=5000, ge=10, le=3_600_000)
-    prefetch: int = Field(default=50, ge=1, le=5000)
+    prefetch: int = Field(default=100, ge=1, le=5000)
+    # Messages written in one consumer transaction at most; must not exceed the prefetch.
+    consumer_batch: int = Field(default=50, ge=1, le=1000)
     outbox_batch: int = Field(default=200, ge=1, le=5000)
     outbox_poll_seconds: float = Field(default=2.0, gt=0, le=60)
 
