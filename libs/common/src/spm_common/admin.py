@@ -22,6 +22,7 @@ import aio_pika
 import asyncpg
 import orjson
 import typer
+import yaml
 
 from spm_common.bootstrap import ensure_database, ensure_roles, with_database
 from spm_common.logging import configure_logging
@@ -166,7 +167,9 @@ def generated_documents() -> list[tuple[str, str, str]]:
         settings_module = importlib.import_module(f"{service}.settings")
         settings = settings_module.Settings(amqp_url="amqp://rabbitmq:5672/")
         runtime = app_module.build(settings)
-        asyncapi = runtime.asyncapi().schema.to_specification().to_yaml()
+        # Sorted, so the document does not depend on the order FastStream happens to register things in.
+        spec = runtime.asyncapi().schema.to_specification().to_jsonable()
+        asyncapi = yaml.safe_dump(spec, sort_keys=True, allow_unicode=True)
         openapi = json.dumps(app_module.create(settings).openapi(), indent=2, ensure_ascii=False) + "\n"
         documents.append((service, asyncapi, openapi))
     return documents
