@@ -11,6 +11,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -147,3 +148,32 @@ async def test_spm_admin_run_serves_a_contact_message_and_stops_cleanly(
         assert address.split("@")[0] not in line
         assert name not in line
         assert name.split()[-1] not in line
+
+
+async def test_when_one_service_dies_spm_admin_run_stops_the_others_and_fails(world: World, tmp_path: Path) -> None:
+    ports = {service: free_port() for service in SERVICES}
+    env = {
+        **os.environ,
+        **world.env(SPM_LOG_FORMAT="json", **{f"SPM_{s.upper()}_PORT": str(p) for s, p in ports.items()}),
+    }
+    output = tmp_path / "spm-admin-run.log"
+    # The audit service's port is taken, so it cannot start.
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", ports["audit"]))
+        taken.listen()
+        with output.open("wb") as sink:
+            process = subprocess.Popen(
+                [spm_admin(), "run"], env=env, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        try:
+            code = await asyncio.to_thread(process.wait, READY_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+            raise
+    log = output.read_text(encoding="utf-8", errors="replace")
+    assert code != 0, log[-4000:]
+    assert "audit exited with" in log, log[-4000:]
+    for pid in (int(pid) for pid in re.findall(r"started \(pid (\d+)\)", log)):
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
