@@ -27,13 +27,15 @@ import yaml
 from spm_common.bootstrap import ensure_database, ensure_roles, with_database
 from spm_common.logging import configure_logging
 from spm_common.migrations import migrate as apply_migrations
-from spm_common.settings import SERVICES, CommonSettings, ServiceSettings, load
+from spm_common.settings import PLACEHOLDER, SERVICES, CommonSettings, ServiceSettings, load
 from spm_common.topology import Topology
 
 cli = typer.Typer(help="Operate the SPM services.", no_args_is_help=True)
 dlq = typer.Typer(help="Inspect and replay dead-lettered messages.", no_args_is_help=True)
 cli.add_typer(dlq, name="dlq")
 
+# A service gets this long to finish its graceful shutdown (uvicorn allows 10 s for open requests).
+STOP_TIMEOUT_SECONDS = 15.0
 ServiceArg = Annotated[str, typer.Argument(help=f"one of {', '.join(SERVICES)}")]
 
 
@@ -49,6 +51,10 @@ def bootstrap() -> None:
     """Create the database and the four service roles (needs SPM_DATABASE_URL with admin rights)."""
     settings = load(CommonSettings)
     passwords = {s: os.environ.get(f"SPM_{s.upper()}_DB_PASSWORD") or None for s in SERVICES}
+    for service, password in passwords.items():
+        if password and PLACEHOLDER in password:
+            typer.echo(f"SPM_{service.upper()}_DB_PASSWORD still holds the {PLACEHOLDER!r} placeholder", err=True)
+            raise typer.Exit(2)
 
     async def go() -> None:
         await ensure_database(settings.database_url)
@@ -81,15 +87,19 @@ def run(services: Annotated[list[str] | None, typer.Argument()] = None) -> None:
     chosen = services or list(SERVICES)
     bootstrap()
     migrate(chosen)
-    children = {name: subprocess.Popen([sys.executable, "-m", name]) for name in chosen}
     stopping = False
 
     def stop(*_: object) -> None:
         nonlocal stopping
         stopping = True
 
+    # Installed before the first child starts, so a signal never finds children without a parent to stop them.
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
+    children: dict[str, subprocess.Popen[bytes]] = {}
+    for name in chosen:
+        children[name] = subprocess.Popen([sys.executable, "-m", name])
+        typer.echo(f"{name} started (pid {children[name].pid})", err=True)
     exit_code = 0
     while not stopping:
         for name, child in children.items():
@@ -101,12 +111,20 @@ def run(services: Annotated[list[str] | None, typer.Argument()] = None) -> None:
     for child in children.values():
         if child.poll() is None:
             child.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + 20
-    for child in children.values():
+    deadline = time.monotonic() + STOP_TIMEOUT_SECONDS
+    for name, child in children.items():
         try:
-            child.wait(timeout=max(0.1, deadline - time.monotonic()))
+            code = child.wait(timeout=max(0.1, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             child.kill()
+            child.wait()
+            typer.echo(f"{name} did not stop within {STOP_TIMEOUT_SECONDS:.0f}s and was killed", err=True)
+            exit_code = exit_code or 1
+            continue
+        if code != 0 and exit_code == 0:
+            typer.echo(f"{name} stopped with exit code {code}", err=True)
+            exit_code = code if code > 0 else 1
+    typer.echo("all services stopped" + ("" if exit_code == 0 else f" (exit code {exit_code})"), err=True)
     raise typer.Exit(exit_code)
 
 

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import sys
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import Field, SecretStr, ValidationError
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 SERVICES = ("contact", "orders", "notifier", "audit")
+# What .env.example puts where a secret goes: a value still holding it was never set, so it is refused.
+PLACEHOLDER = "change-me"
 
 
 class CommonSettings(BaseSettings):
@@ -36,6 +38,22 @@ class CommonSettings(BaseSettings):
     consumer_batch: int = Field(default=50, ge=1, le=1000)
     outbox_batch: int = Field(default=200, ge=1, le=5000)
     outbox_poll_seconds: float = Field(default=2.0, gt=0, le=60)
+
+    @field_validator("operator_token", "webhook_secret", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        # `SPM_OPERATOR_TOKEN=` (as compose passes an unset variable) must refuse everyone, not accept "".
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _no_placeholder(cls, value: Any) -> Any:
+        text = value.get_secret_value() if isinstance(value, SecretStr) else value
+        if isinstance(text, str) and PLACEHOLDER in text:
+            raise ValueError(f"still holds the {PLACEHOLDER!r} placeholder of .env.example; set a real value")
+        return value
 
 
 class ServiceSettings(CommonSettings):

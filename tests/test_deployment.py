@@ -1,0 +1,288 @@
+"""The deployment files, checked without a Docker engine: docker-compose.yml, the Dockerfiles, .env.example.
+
+No Docker runs here, so these tests read the files and check what `docker compose up -d` relies on: every
+container, its ports (CONTRACT section 1), health checks, start order, restart policies, named volumes, one
+image per service installed from the lock file, and configuration that is documented and holds no secret.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from audit.settings import Settings as AuditSettings
+from contact.settings import Settings as ContactSettings
+from notifier.settings import Settings as NotifierSettings
+from orders.settings import Settings as OrdersSettings
+from pydantic import SecretStr
+from spm_common.settings import PLACEHOLDER, SERVICES, ServiceSettings
+
+ROOT = Path(__file__).resolve().parents[1]
+PORTS = {"contact": 8081, "orders": 8082, "notifier": 8083, "audit": 8084}
+SETTINGS: dict[str, type[ServiceSettings]] = {
+    "contact": ContactSettings,
+    "orders": OrdersSettings,
+    "notifier": NotifierSettings,
+    "audit": AuditSettings,
+}
+INFRASTRUCTURE = ("postgres", "rabbitmq", "mailpit")
+ONE_SHOT = ("db-init",)
+# `${NAME}`, `${NAME:-default}`, `${NAME-default}`, `${NAME:?error}`...
+INTERPOLATION = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?[-?+])(?P<default>[^}]*))?\}")
+# Variables of the code that are no setting a person makes.
+INTERNAL_FIELDS = {"service"}
+# Secrets compose must never hand to a service that has no use for them.
+ADMIN_SECRETS = {"SPM_POSTGRES_PASSWORD"}
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    document = yaml.safe_load((ROOT / "docker-compose.yml").read_text(encoding="utf-8"))
+    assert isinstance(document, dict)
+    return document
+
+
+@pytest.fixture(scope="module")
+def containers(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return compose["services"]
+
+
+@pytest.fixture(scope="module")
+def env_example() -> dict[str, str]:
+    """Every `NAME=value` of .env.example, including the commented-out ones (documented, not set)."""
+    values = {}
+    for line in (ROOT / ".env.example").read_text(encoding="utf-8").splitlines():
+        match = re.match(r"^#?\s*(SPM_[A-Z0-9_]+)=(.*)$", line)
+        if match:
+            values[match.group(1)] = match.group(2).strip().strip('"')
+    return values
+
+
+def compose_variables() -> dict[str, set[str]]:
+    """Each variable the compose file interpolates, with the defaults it is given there."""
+    found: dict[str, set[str]] = {}
+    for match in INTERPOLATION.finditer((ROOT / "docker-compose.yml").read_text(encoding="utf-8")):
+        defaults = found.setdefault(match["name"], set())
+        if match["op"] in ("-", ":-"):
+            defaults.add(match["default"])
+    return found
+
+
+def settings_variables() -> dict[str, object]:
+    """Every SPM_* variable the services read, with its default in the code."""
+    variables: dict[str, object] = {}
+    for cls in SETTINGS.values():
+        for name, field in cls.model_fields.items():
+            if name not in INTERNAL_FIELDS:
+                variables[f"SPM_{name.upper()}"] = field.default
+    return variables
+
+
+def environment(container: dict[str, Any]) -> dict[str, str]:
+    env = container.get("environment", {})
+    assert isinstance(env, dict), "environment is written as a mapping"
+    return {key: str(value) for key, value in env.items()}
+
+
+def test_every_container_is_there(containers: dict[str, dict[str, Any]]) -> None:
+    assert set(containers) == {*INFRASTRUCTURE, *ONE_SHOT, *SERVICES}
+
+
+def test_the_infrastructure_images(containers: dict[str, dict[str, Any]]) -> None:
+    assert re.fullmatch(r"postgres:1[67](\.\d+)?(-\w+)?", containers["postgres"]["image"])
+    # RabbitMQ 4 with the management plugin (its UI) enabled: the official `-management` image.
+    assert re.fullmatch(r"rabbitmq:4(\.\d+)*-management(-\w+)?", containers["rabbitmq"]["image"])
+    assert containers["mailpit"]["image"].startswith("axllent/mailpit")
+
+
+def published(container: dict[str, Any]) -> dict[int, str]:
+    """Container port -> the host side of its mapping (`[address:]port`, possibly `${VARIABLE:-default}`)."""
+    mappings = {}
+    for entry in container.get("ports", []):
+        host, _, inside = str(entry).rpartition(":")
+        mappings[int(inside)] = host
+    return mappings
+
+
+def test_each_service_listens_on_its_contract_port(containers: dict[str, dict[str, Any]]) -> None:
+    for service, port in PORTS.items():
+        assert published(containers[service]) == {port: f"${{SPM_{service.upper()}_PORT:-{port}}}"}, service
+        dockerfile = (ROOT / "services" / service / "Dockerfile").read_text(encoding="utf-8")
+        assert re.search(rf"^EXPOSE {port}$", dockerfile, re.MULTILINE), service
+        # The port inside the container is the default one: no SPM_<SERVICE>_PORT inside it.
+        assert f"SPM_{service.upper()}_PORT" not in environment(containers[service])
+
+
+def test_the_uis_are_published_on_loopback(containers: dict[str, dict[str, Any]]) -> None:
+    assert published(containers["mailpit"]) == {8025: "127.0.0.1:8025"}
+    assert published(containers["rabbitmq"]) == {15672: "127.0.0.1:15672"}
+    for name in ("postgres", "db-init"):
+        assert not containers[name].get("ports"), f"{name} is reached over the compose network only"
+
+
+def test_every_long_running_container_has_a_health_check(containers: dict[str, dict[str, Any]]) -> None:
+    for name, container in containers.items():
+        if name in ONE_SHOT:
+            continue
+        check = container.get("healthcheck")
+        assert check and check.get("test") and not check.get("disable"), name
+        assert check["test"][0] in ("CMD", "CMD-SHELL"), name
+        for key in ("interval", "timeout", "retries"):
+            assert key in check, f"{name}: healthcheck without {key}"
+
+
+def test_a_service_is_healthy_when_its_readyz_answers(containers: dict[str, dict[str, Any]]) -> None:
+    for service, port in PORTS.items():
+        test = containers[service]["healthcheck"]["test"]
+        # Slim images have no curl: the image's own Python asks.
+        assert test[:3] == ["CMD", "python", "-c"], service
+        assert f"http://127.0.0.1:{port}/readyz" in test[3], service
+        compile(test[3], f"{service} healthcheck", "exec")
+
+
+def test_start_order(containers: dict[str, dict[str, Any]]) -> None:
+    for name, container in containers.items():
+        for dependency, rule in (container.get("depends_on") or {}).items():
+            assert dependency in containers, f"{name} depends on unknown {dependency}"
+            condition = rule["condition"]
+            if dependency in ONE_SHOT:
+                assert condition == "service_completed_successfully", f"{name} -> {dependency}"
+            else:
+                assert condition == "service_healthy", f"{name} -> {dependency}"
+                assert containers[dependency].get("healthcheck"), f"{dependency} must have a health check"
+    assert set(containers["db-init"]["depends_on"]) == {"postgres"}
+    for service in SERVICES:
+        needs = {"db-init", "postgres", "rabbitmq"} | ({"mailpit"} if service == "notifier" else set())
+        assert set(containers[service]["depends_on"]) == needs, service
+
+
+def test_restart_policies(containers: dict[str, dict[str, Any]]) -> None:
+    for name, container in containers.items():
+        if name in ONE_SHOT:
+            assert container["restart"] == "no", f"{name} runs once"
+        else:
+            assert container["restart"] in ("unless-stopped", "always"), name
+
+
+def test_data_lives_in_named_volumes(compose: dict[str, Any], containers: dict[str, dict[str, Any]]) -> None:
+    named = set(compose.get("volumes") or {})
+    mounts = {}
+    for name, container in containers.items():
+        for volume in container.get("volumes", []):
+            source, _, target = str(volume).partition(":")
+            assert source in named, f"{name}: {source} is not a named volume"
+            mounts[name] = target.split(":")[0]
+    assert mounts["postgres"] == "/var/lib/postgresql/data"
+    assert mounts["rabbitmq"] == "/var/lib/rabbitmq"
+    assert "mailpit" in mounts
+    assert containers["rabbitmq"].get("hostname"), "RabbitMQ keeps its data under its node name: fix the host name"
+    used = {str(volume).partition(":")[0] for c in containers.values() for volume in c.get("volumes", [])}
+    assert named == used, "every named volume is mounted somewhere"
+
+
+def test_each_service_is_built_from_its_own_dockerfile(containers: dict[str, dict[str, Any]]) -> None:
+    for service in SERVICES:
+        build = containers[service]["build"]
+        assert build == {"context": ".", "dockerfile": f"services/{service}/Dockerfile"}, service
+    # The one-shot bootstrap reuses an image that has spm-admin (every image has: it is in spm-common).
+    assert containers["db-init"]["build"]["context"] == "."
+    assert (ROOT / containers["db-init"]["build"]["dockerfile"]).is_file()
+    assert containers["db-init"]["command"] == ["spm-admin", "bootstrap"]
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_the_dockerfile_installs_one_service_from_the_lock_file(service: str) -> None:
+    path = ROOT / "services" / service / "Dockerfile"
+    assert path.is_file()
+    text = path.read_text(encoding="utf-8")
+    assert re.search(r"^FROM python:3\.1[1-9]-slim\b", text, re.MULTILINE)
+    assert re.search(r"^COPY pyproject\.toml uv\.lock ", text, re.MULTILINE)
+    syncs = [line for line in text.splitlines() if line.startswith("RUN uv sync")]
+    assert syncs, "no uv sync"
+    for line in syncs:
+        assert "--frozen" in line and "--no-dev" in line, line
+        assert f"--package spm-{service}" in line, line
+    # Installed, not linked to the build stage's source tree, so the final image needs only the environment.
+    assert "--no-editable" in syncs[-1]
+    for other in SERVICES:
+        if other != service:
+            assert f"COPY services/{other} " not in text, f"the {service} image must not hold {other}'s code"
+    user = re.findall(r"^USER (\S+)$", text, re.MULTILINE)
+    assert user and user[-1].split(":")[0] not in ("root", "0"), "the service must not run as root"
+    assert f'CMD ["spm-{service}"]' in text
+    pyproject = (ROOT / "services" / service / "pyproject.toml").read_text(encoding="utf-8")
+    assert f"spm-{service} = " in pyproject, "the CMD is the service's console script"
+
+
+def test_the_docker_build_context_leaves_out_local_state() -> None:
+    ignored = (ROOT / ".dockerignore").read_text(encoding="utf-8").split()
+    for entry in (".git", "**/.venv", ".env", "**/__pycache__"):
+        assert entry in ignored, entry
+    assert "uv.lock" not in ignored and "libs" not in ignored and "services" not in ignored
+
+
+def test_services_bind_all_interfaces_and_reach_postgres_as_their_own_role(
+    containers: dict[str, dict[str, Any]],
+) -> None:
+    for service in SERVICES:
+        env = environment(containers[service])
+        assert env["SPM_HTTP_HOST"] == "0.0.0.0", service  # noqa: S104 (inside a container, on purpose)
+        url = env[f"SPM_{service.upper()}_DATABASE_URL"]
+        assert url.startswith(f"postgresql://spm_{service}:${{SPM_{service.upper()}_DB_PASSWORD"), service
+        assert url.endswith("@postgres:5432/spm"), service
+        # Least privilege: no admin password, no other service's password, no admin database URL.
+        used = {m["name"] for value in env.values() for m in INTERPOLATION.finditer(value)}
+        assert not used & ADMIN_SECRETS, service
+        assert not {f"SPM_{other.upper()}_DB_PASSWORD" for other in SERVICES if other != service} & used, service
+        assert "SPM_DATABASE_URL" not in env, service
+        assert env["SPM_SMTP_HOST"].endswith("mailpit}") and env["SPM_AMQP_URL"].endswith("@rabbitmq:5672/")
+    init = environment(containers["db-init"])
+    for service in SERVICES:
+        assert f"SPM_{service.upper()}_DB_PASSWORD" in init
+
+
+def test_every_variable_compose_reads_is_documented(env_example: dict[str, str]) -> None:
+    missing = sorted(set(compose_variables()) - set(env_example))
+    assert not missing, f"documented nowhere in .env.example: {missing}"
+
+
+def test_every_setting_of_the_code_is_documented(env_example: dict[str, str]) -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    for variable in [*settings_variables(), "SPM_TEST_DATABASE_URL", "SPM_TEST_AMQP_URL"]:
+        assert variable in env_example, f"{variable} is read by the code but not in .env.example"
+        assert f"`{variable}`" in readme, f"{variable} is missing from README.md's configuration table"
+
+
+def test_compose_defaults_are_the_code_defaults() -> None:
+    code = settings_variables()
+    # Inside compose, mail goes to the Mailpit container rather than to this machine.
+    own_defaults = {"SPM_SMTP_HOST"}
+    for variable, defaults in compose_variables().items():
+        if variable not in code or variable in own_defaults:
+            continue
+        expected = code[variable]
+        if isinstance(expected, SecretStr):
+            expected = expected.get_secret_value()
+        for default in defaults:
+            assert default == ("" if expected is None else str(expected)), variable
+
+
+def test_the_example_holds_placeholders_not_secrets(env_example: dict[str, str]) -> None:
+    for variable, value in env_example.items():
+        if re.search(r"PASSWORD|SECRET|TOKEN", variable):
+            assert value == "" or value.startswith(PLACEHOLDER), f"{variable} looks like a real secret"
+        for password in re.findall(r"://[^:/@\s]+:([^@\s]*)@", value):
+            assert password == "guest" or password.startswith(PLACEHOLDER), f"{variable} holds a password"
+        # Nor anything that looks like a generated key (a long run of letters and digits, as base64 or hex).
+        for run in re.findall(r"[A-Za-z0-9+/=_-]{20,}", value):
+            assert not (re.search(r"\d", run) and re.search(r"[A-Za-z]", run)), f"{variable} looks like a key"
+
+
+def test_compose_dev_defaults_are_never_placeholders() -> None:
+    # Without a .env the stack must start: a default holding the placeholder would be refused.
+    for variable, defaults in compose_variables().items():
+        for default in defaults:
+            assert PLACEHOLDER not in default, variable
