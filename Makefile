@@ -23,7 +23,7 @@ typecheck: install
 	$(RUN) mypy libs/common/src
 
 test: check-servers lint typecheck
-	$(RUN) pytest
+	$(RUN) pytest $(PYTEST_ARGS)
 
 docs: install
 	$(RUN) spm-admin docs

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import signal
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -123,9 +125,11 @@ class Runtime:
             batch_size=self.settings.outbox_batch,
             poll_seconds=self.settings.outbox_poll_seconds,
         )
-        self._spawn(self.relay.run(), "outbox-relay")
+        self._spawn(self.relay.run, "outbox-relay")
         for task in self._background:
-            self._spawn(task(self), getattr(task, "__name__", "background"))
+            self._spawn(functools.partial(task, self), getattr(task, "__name__", "background"))
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, _log_task_stacks)
         log.info("service started", port=self.settings.port)
 
     async def stop(self) -> None:
@@ -168,17 +172,31 @@ class Runtime:
             broker = await self.broker.ping(timeout=2)
         return {"database": database, "broker": bool(broker)}
 
-    def _spawn(self, coro: Awaitable[None], name: str) -> None:
-        async def guarded() -> None:
-            try:
-                await coro
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.error("background task died", task=name, error=describe_error(exc))
-                raise
+    def _spawn(self, run: Callable[[], Awaitable[None]], name: str) -> None:
+        """Run a long-lived task; if it fails, log it and start it again, so a service never stays up
+        (and ready) with a part of it silently dead."""
 
-        self._tasks.append(asyncio.create_task(guarded(), name=name))
+        async def supervised() -> None:
+            delay = 1.0
+            while True:
+                try:
+                    await run()
+                    return
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    log.error("background task failed; restarting it", task=name, error=describe_error(exc))
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 30.0)
+
+        self._tasks.append(asyncio.create_task(supervised(), name=name))
+
+
+def _log_task_stacks() -> None:
+    """SIGUSR1: log where every task of the process is waiting, for an operator chasing a stall."""
+    for task in asyncio.all_tasks():
+        frames = [f"{f.f_code.co_filename}:{f.f_lineno} {f.f_code.co_name}" for f in task.get_stack(limit=12)]
+        log.warning("task stack", task=task.get_name(), stack=frames)
 
 
 async def _retry_until_up(what: str, connect: Callable[[], Awaitable[Any]]) -> Any:

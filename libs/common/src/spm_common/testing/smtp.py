@@ -69,6 +69,14 @@ class SmtpServer:
     def stop(self) -> None:
         self._controller.stop()
 
+    def refuse_connections(self) -> None:
+        """Stop listening: clients get "connection refused" until `accept_connections`."""
+        self._controller.stop()
+
+    def accept_connections(self) -> None:
+        self._controller = Controller(_Handler(self), hostname="127.0.0.1", port=self.port)
+        self._controller.start()
+
     def to(self, address: str) -> list[Received]:
         with self.lock:
             return [m for m in self.received if address in m.rcpt_tos]

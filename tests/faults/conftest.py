@@ -1,0 +1,45 @@
+"""Fault suite: the four services as real processes, one fault per scenario, and a table of the counts.
+
+Policy: real servers only. Scenarios run in one session against one set of service processes, each with
+its own work labels, and each waits for the system to settle before it counts. SPM_FAULT_BROKER=drop
+replaces the broker restart (stop_app/start_app) with dropping every connection, for machines where the
+broker is shared with other work.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from spm_common.testing.smtp import SmtpServer
+from spm_common.testing.world import World
+
+from .harness import REPORT, System, report_table
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if os.environ.get("SPM_FAULTS", "1") == "0":
+        for item in items:
+            if "tests/faults/" in str(item.fspath):
+                item.add_marker(pytest.mark.skip(reason="SPM_FAULTS=0"))
+
+
+@pytest.fixture(scope="session")
+def fault_logs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("fault-logs")
+
+
+@pytest.fixture(scope="session")
+async def system(world: World, smtp: SmtpServer, fault_logs: Path) -> AsyncIterator[System]:
+    instance = System(world, smtp, fault_logs)
+    await instance.start()
+    yield instance
+    await instance.stop()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if REPORT:
+        terminalreporter.section("fault suite")
+        terminalreporter.write_line(report_table())

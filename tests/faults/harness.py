@@ -1,0 +1,257 @@
+"""The fault suite's machinery: the four services as real processes, faults to inject, and the counts.
+
+Everything here talks to real servers: the services run as separate processes (`python -m <service>`)
+against the test world's database and exchange, mail goes to the in-process SMTP server, and faults are
+real (broker connections dropped or the broker stopped, Postgres backends terminated, SIGKILL, SMTP
+refusing, a TCP proxy that slows and cuts connections).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+from spm_common.settings import SERVICES
+from spm_common.testing.smtp import SmtpServer, free_port
+from spm_common.testing.world import OPERATOR_TOKEN, World
+
+
+class ServiceProcess:
+    def __init__(self, name: str, env: dict[str, str], log_dir: Path) -> None:
+        self.name = name
+        self.port = free_port()
+        self.env = {**os.environ, **env, f"SPM_{name.upper()}_PORT": str(self.port), "SPM_LOG_FORMAT": "json"}
+        self.log_path = log_dir / f"{name}.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", self.name], env=self.env, stdout=log, stderr=subprocess.STDOUT
+        )
+
+    async def kill(self, sig: int = signal.SIGKILL, grace: float = 20) -> None:
+        """Signal the process and wait for it without blocking the loop (the proxies run on it)."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(sig)
+        deadline = time.monotonic() + grace
+        while self.process.poll() is None:
+            if time.monotonic() > deadline:
+                self.process.kill()
+            await asyncio.sleep(0.05)
+
+    async def wait_ready(self, timeout: float = 60) -> float:
+        started = time.monotonic()
+        async with httpx.AsyncClient(timeout=2) as client:
+            while True:
+                if self.process is not None and self.process.poll() is not None:
+                    raise RuntimeError(f"{self.name} exited with {self.process.returncode}; see {self.log_path}")
+                with contextlib.suppress(httpx.HTTPError):
+                    if (await client.get(f"{self.url}/readyz")).status_code == 200:
+                        return time.monotonic() - started
+                if time.monotonic() - started > timeout:
+                    raise TimeoutError(f"{self.name} not ready after {timeout}s; see {self.log_path}")
+                await asyncio.sleep(0.1)
+
+
+class TcpProxy:
+    """A TCP proxy that can add latency to every chunk and cut every open connection."""
+
+    def __init__(self, target_host: str, target_port: int) -> None:
+        self.target = (target_host, target_port)
+        self.port = free_port()
+        self.delay = 0.0
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", self.port)
+
+    async def stop(self) -> None:
+        self.cut()
+        if self._server:
+            self._server.close()
+            await self._server.wait_closed()
+
+    def cut(self) -> None:
+        for writer in list(self._writers):
+            writer.transport.abort()
+        self._writers.clear()
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            up_reader, up_writer = await asyncio.open_connection(*self.target)
+        except OSError:
+            writer.close()
+            return
+        self._writers.update({writer, up_writer})
+        await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer), return_exceptions=True)
+        for w in (writer, up_writer):
+            self._writers.discard(w)
+            w.close()
+
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while data := await reader.read(65536):
+            if self.delay:
+                await asyncio.sleep(self.delay)
+            writer.write(data)
+            await writer.drain()
+        writer.close()
+
+
+@dataclass
+class System:
+    world: World
+    smtp: SmtpServer
+    log_dir: Path
+    extra_env: dict[str, str] = field(default_factory=dict)
+    services: dict[str, ServiceProcess] = field(default_factory=dict)
+    # Every service reaches the broker and the database through these, so a scenario can slow or cut them.
+    broker_proxy: TcpProxy = field(default_factory=lambda: TcpProxy("127.0.0.1", 5672))
+    database_proxy: TcpProxy = field(default_factory=lambda: TcpProxy("127.0.0.1", 5432))
+
+    def env_for(self, name: str) -> dict[str, str]:
+        database = self.world.database_url.replace(":5432/", f":{self.database_proxy.port}/")
+        return self.world.env(
+            SPM_RETRY_DELAY_MS="1000",
+            SPM_MAX_ATTEMPTS="10",
+            SPM_AMQP_URL=f"amqp://guest:guest@127.0.0.1:{self.broker_proxy.port}/",
+            SPM_DATABASE_URL=database,
+            **self.extra_env,
+        )
+
+    async def start(self, names: tuple[str, ...] = SERVICES) -> None:
+        await self.broker_proxy.start()
+        await self.database_proxy.start()
+        for name in names:
+            self.services[name] = ServiceProcess(name, self.env_for(name), self.log_dir)
+            self.services[name].start()
+        await asyncio.gather(*(self.services[n].wait_ready() for n in names))
+
+    async def restart(self, name: str, env: dict[str, str] | None = None) -> float:
+        old = self.services[name]
+        await old.kill(signal.SIGTERM)
+        new = ServiceProcess(name, env or self.env_for(name), self.log_dir)
+        new.port = old.port
+        new.env[f"SPM_{name.upper()}_PORT"] = str(old.port)
+        self.services[name] = new
+        new.start()
+        return await new.wait_ready()
+
+    async def stop(self) -> None:
+        await asyncio.gather(*(s.kill(signal.SIGTERM) for s in self.services.values()), return_exceptions=True)
+        await self.broker_proxy.stop()
+        await self.database_proxy.stop()
+
+    def url(self, name: str) -> str:
+        return self.services[name].url
+
+
+OPERATOR = {"Authorization": f"Bearer {OPERATOR_TOKEN}"}
+
+
+class ContactWork:
+    """A steady stream of contact messages; remembers which were accepted (202)."""
+
+    def __init__(self, system: System, label: str) -> None:
+        self.system = system
+        self.label = label
+        self.accepted: list[str] = []
+        self.refused = 0
+
+    def address(self, n: int) -> str:
+        slug = "".join(ch if ch.isalnum() else "-" for ch in self.label)
+        return f"fault-{slug}-{n}@example.com"
+
+    async def run(self, stop: asyncio.Event, per_second: float = 20) -> None:
+        n = 0
+        async with httpx.AsyncClient(timeout=5) as client:
+            while not stop.is_set():
+                address = self.address(n)
+                n += 1
+                try:
+                    response = await client.post(
+                        f"{self.system.url('contact')}/v1/messages",
+                        json={"name": "Fault Tester", "email": address, "message": "fault suite"},
+                    )
+                    if response.status_code == 202:
+                        self.accepted.append(address)
+                    else:
+                        self.refused += 1
+                except httpx.HTTPError:
+                    self.refused += 1
+                await asyncio.sleep(1 / per_second)
+
+    def mail_counts(self, smtp: SmtpServer) -> tuple[int, int, int]:
+        """(lost, duplicated, duplicated with the same Message-ID: the SMTP crash window) over accepted work."""
+        wanted = set(self.accepted)
+        per_address: Counter[str] = Counter()
+        message_ids: Counter[tuple[str, str]] = Counter()
+        with smtp.lock:
+            for mail in smtp.received:
+                for rcpt in mail.rcpt_tos:
+                    if rcpt in wanted:
+                        per_address[rcpt] += 1
+                        message_ids[(rcpt, str(mail.message["Message-ID"]))] += 1
+        lost = sum(1 for a in wanted if per_address[a] == 0)
+        duplicated = sum(c - 1 for c in per_address.values() if c > 1)
+        same_id = sum(c - 1 for c in message_ids.values() if c > 1)
+        return lost, duplicated, same_id
+
+
+async def settle(check: object, timeout: float) -> float:
+    """Wait until `check()` (a coroutine function returning bool) holds; return how long it took."""
+    started = time.monotonic()
+    while not await check():  # type: ignore[operator]
+        if time.monotonic() - started > timeout:
+            raise TimeoutError(f"the system did not settle in {timeout}s")
+        await asyncio.sleep(0.25)
+    return time.monotonic() - started
+
+
+async def run_command(*args: str) -> None:
+    process = await asyncio.create_subprocess_exec(
+        *args, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
+    )
+    _, stderr = await asyncio.wait_for(process.communicate(), 120)
+    if process.returncode:
+        raise RuntimeError(f"{args[0]} failed: {stderr.decode(errors='replace')[:500]}")
+
+
+@dataclass
+class Row:
+    scenario: str
+    sent: int
+    lost: int
+    duplicated: int
+    window_duplicates: int
+    dead_lettered: int
+    recovery_seconds: float
+
+
+REPORT: list[Row] = []
+
+
+def report_table() -> str:
+    header = f"{'scenario':<34} {'sent':>6} {'lost':>5} {'dup':>5} {'smtp-window':>11} {'dead-lettered':>13} {'recovery s':>10}"
+    lines = [header, "-" * len(header)]
+    for r in REPORT:
+        lines.append(
+            f"{r.scenario:<34} {r.sent:>6} {r.lost:>5} {r.duplicated:>5} {r.window_duplicates:>11} "
+            f"{r.dead_lettered:>13} {r.recovery_seconds:>10.1f}"
+        )
+    return "\n".join(lines)
