@@ -7,8 +7,11 @@ from datetime import UTC, date, datetime
 
 import orjson
 import pytest
+import rfc8785
 from audit import pageviews, trail
 from audit.settings import Settings
+from hypothesis import given
+from hypothesis import strategies as st
 from spm_common.envelope import CloudEvent
 
 KEY = b"k" * 32
@@ -71,6 +74,7 @@ def test_every_field_is_covered_by_the_hash() -> None:
 
 def test_canonical_json_is_rfc_8785() -> None:
     assert trail.canonical({"b": 1, "a": [1.0, "é"]}) == '{"a":[1,"é"],"b":1}'.encode()
+    assert trail.flat_canonical({"b": "\u2028\x1f", "a": None}) == rfc8785.dumps({"b": "\u2028\x1f", "a": None})
 
 
 @pytest.mark.parametrize(
@@ -154,3 +158,12 @@ def test_identifiers_are_not_taken_for_card_numbers() -> None:
     assert trail.scrub_text("a" * 8 + "4111111111111111" + "b" * 8, KEY).endswith("b" * 8)
     assert "1111" in trail.scrub_text("card 4111111111111111", KEY)
     assert "4111111111111111" not in trail.scrub_text("card 4111111111111111", KEY)
+
+
+@given(
+    st.fixed_dictionaries(
+        {name: st.one_of(st.none(), st.text(), st.integers(-(2**53) + 1, 2**53 - 1)) for name in trail.FIELDS}
+    )
+)
+def test_the_entry_hash_input_is_rfc_8785(fields: dict[str, object]) -> None:
+    assert trail.flat_canonical(fields) == rfc8785.dumps(fields)  # type: ignore[arg-type]

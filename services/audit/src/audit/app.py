@@ -68,7 +68,8 @@ def assemble(settings: Settings) -> tuple[Runtime, AuditState]:
         migrations=MIGRATIONS,
         handlers={CATCH_ALL: on_events},
         background=[write_page_views, checkpoints, rotate_salts],
-        description=__doc__ or "",
+        description="Every event on the exchange, appended to the hash-chained audit trail; page views from "
+        "the log shipper (site.page.viewed).",
     )
     state = AuditState(key=key, trusted_proxies=pageviews.parse_networks(settings.trusted_proxies), writer=writer)
     return runtime, state

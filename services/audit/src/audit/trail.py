@@ -1,7 +1,10 @@
 """The audit trail's rules: pseudonymise an event, chain it to the previous entry, walk the chain to prove it.
 
 An entry's hash is SHA-256 over the RFC 8785 (JSON Canonicalization Scheme) form of every field of the
-entry but the hash itself, the previous entry's hash included; the first entry follows `GENESIS`.
+entry but the hash itself, the previous entry's hash included; the first entry follows `GENESIS`. The
+entry is a flat object of ASCII keys and string, integer or null values, for which orjson with sorted keys
+writes exactly the RFC 8785 bytes (a test holds it to the `rfc8785` package), at a fraction of the cost.
+The payload is one of those strings: the pseudonymised data as JSON with sorted keys.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 import rfc8785
 from spm_common.db import Connection
 from spm_common.envelope import CloudEvent
@@ -60,6 +64,7 @@ CONTAINER_FIELDS = frozenset({"purchaser", "recipient", "sender", "to", "rcpt"})
 LICENSE_KEY_RE = re.compile(r"(?<![A-Za-z0-9-])[A-Z0-9]{4,8}(?:-[A-Z0-9]{4,8}){3,7}(?![A-Za-z0-9-])")
 # Identifiers, not personal data, whose digits can look like a Luhn-valid card number by chance.
 IDENTIFIER_RE = re.compile(r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}|[0-9a-fA-F]{32,}")
+DIGITS_RE = re.compile(r"\d")
 IPV6_CANDIDATE_RE = re.compile(r"(?<![\w:])[0-9A-Fa-f]{0,4}(?::[0-9A-Fa-f]{0,4}){2,7}(?:%\w+)?(?![\w:])")
 MAX_DEPTH = 30
 MAX_SAFE_INTEGER = 2**53 - 1  # RFC 8785 numbers are IEEE doubles: larger integers travel as strings
@@ -102,17 +107,17 @@ def _ipv6(match: re.Match[str]) -> str:
 def scrub_text(text: str, key: bytes) -> str:
     """Free text that may hide personal data: addresses become references, cards are masked to their
     last four digits, license keys and IP addresses are removed. A UUID or a hex digest is left as it is."""
-    if IDENTIFIER_RE.fullmatch(text):
+    if len(text) < 6 or IDENTIFIER_RE.fullmatch(text):  # no address fits in fewer characters
         return text
     if "@" in text:
         text = EMAIL_RE.sub(lambda m: "ref:" + subject_ref(m.group(0), key), text)
-    if any(ch.isdigit() for ch in text):
+    if DIGITS_RE.search(text):
         text = CARD_RE.sub(_mask_card, text)
         text = IPV4_RE.sub(REMOVED, text)
-    if ":" in text:
-        text = IPV6_CANDIDATE_RE.sub(_ipv6, text)
     if "-" in text:
         text = LICENSE_KEY_RE.sub(REMOVED, text)
+    if ":" in text:
+        text = IPV6_CANDIDATE_RE.sub(_ipv6, text)
     return text
 
 
@@ -161,8 +166,14 @@ def find_email(value: Any, depth: int = 0) -> str | None:
 
 
 def canonical(document: Any) -> bytes:
-    """RFC 8785 canonical JSON."""
+    """RFC 8785 canonical JSON of any document."""
     return rfc8785.dumps(document)
+
+
+def flat_canonical(fields: Mapping[str, str | int | None]) -> bytes:
+    """RFC 8785 canonical JSON of a flat object with ASCII keys and string, integer (|n| < 2**53) or null
+    values: for these, orjson's sorted output is byte for byte the same."""
+    return orjson.dumps(fields, option=orjson.OPT_SORT_KEYS)
 
 
 def timestamp(moment: datetime) -> str:
@@ -175,7 +186,7 @@ def entry_hash(entry: Mapping[str, Any]) -> str:
     fields = {name: entry[name] for name in FIELDS}
     if isinstance(fields["recorded_at"], datetime):
         fields["recorded_at"] = timestamp(fields["recorded_at"])
-    return hashlib.sha256(canonical(fields)).hexdigest()
+    return hashlib.sha256(flat_canonical(fields)).hexdigest()
 
 
 def make_entry(
@@ -196,7 +207,7 @@ def make_entry(
         "event_time": timestamp(event.time) if event.time else None,
         "purpose": event.purpose,
         "subject_ref": subject_ref(email, key) if email else None,
-        "payload": canonical(pseudonymise(data, key)).decode(),
+        "payload": orjson.dumps(pseudonymise(data, key), option=orjson.OPT_SORT_KEYS).decode(),
         "prev_hash": prev_hash,
         "recorded_at": recorded_at,
     }
