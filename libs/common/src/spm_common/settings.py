@@ -28,6 +28,8 @@ class CommonSettings(BaseSettings):
     operator_token: SecretStr | None = None
     webhook_secret: SecretStr | None = None
     http_host: str = "127.0.0.1"
+    # Outside development, a service refuses the development-only defaults of its secrets.
+    environment: Literal["development", "production"] = "development"
     log_format: Literal["json", "console"] = "json"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     # A failing message is retried this many times in all, each after the delay, then dead-lettered.

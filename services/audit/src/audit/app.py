@@ -1,35 +1,105 @@
-"""Wiring of the audit service: every event on the exchange, appended to the hash-chained trail."""
+"""Wiring of the audit service: every event on the exchange appended to the hash-chained trail, page views
+from the website and the log shipper, checkpoints of the chain and the rotation of the visitors' salts."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
 
 from fastapi import FastAPI
-from spm_common.consumer import CATCH_ALL
+from spm_common.consumer import CATCH_ALL, batched
+from spm_common.db import Connection
 from spm_common.envelope import CloudEvent
 from spm_common.http import create_app
+from spm_common.logging import get_logger
+from spm_common.redaction import describe_error
 from spm_common.runtime import Runtime
 from spm_common.serve import serve
 from spm_common.settings import load
 
-from audit import store
+from audit import pageviews, trail
+from audit.api import AuditState, operator_router, pageviews_router
+from audit.events import PAGE_VIEWED
 from audit.settings import MIGRATIONS, Settings
-from audit.trail import make_entry
+
+log = get_logger(__name__)
+SALT_ROTATION_SECONDS = 600.0
+
+
+def assemble(settings: Settings) -> tuple[Runtime, AuditState]:
+    key = settings.subject_key()
+    salts = pageviews.Salts()
+    writer = pageviews.PageViewWriter(salts)
+    # A page-view event is in the trail like every event, reduced to what the page-view table keeps.
+    reducers = {PAGE_VIEWED: pageviews.trail_payload}
+
+    @batched
+    async def on_events(conn: Connection, events: list[CloudEvent]) -> None:
+        await trail.append(conn, events, key, reducers)
+        views = [e for e in events if e.type == PAGE_VIEWED]
+        if views:
+            await pageviews.ingest_events(conn, views, salts)
+
+    async def write_page_views(runtime: Runtime) -> None:
+        await writer.run(lambda: runtime.pool)
+
+    async def checkpoints(runtime: Runtime) -> None:
+        async def once() -> None:
+            async with runtime.pool.acquire() as conn:
+                outcome = await trail.checkpoint(conn)
+            if outcome.ok:
+                log.info("audit checkpoint", seq=outcome.head_seq, hash=outcome.head_hash, count=outcome.checked)
+            else:
+                log.error("audit trail broken", seq=outcome.broken_seq, error=outcome.problem)
+
+        await _every(settings.audit_checkpoint_seconds, once, "audit checkpoint failed")
+
+    async def rotate_salts(runtime: Runtime) -> None:
+        async def once() -> None:
+            async with runtime.pool.acquire() as conn:
+                deleted = await salts.rotate(conn)
+            if deleted:
+                log.info("visitor salts destroyed", count=deleted)
+
+        await _every(SALT_ROTATION_SECONDS, once, "salt rotation failed")
+
+    runtime = Runtime(
+        settings,
+        migrations=MIGRATIONS,
+        handlers={CATCH_ALL: on_events},
+        background=[write_page_views, checkpoints, rotate_salts],
+        description="Every event on the exchange, appended to the hash-chained audit trail; page views from "
+        "the log shipper (site.page.viewed).",
+    )
+    state = AuditState(key=key, trusted_proxies=pageviews.parse_networks(settings.trusted_proxies), writer=writer)
+    return runtime, state
+
+
+async def _every(seconds: float, job: Callable[[], Awaitable[None]], failure: str) -> None:
+    """Run `job` now and then every `seconds`; a failure is logged and the next round tries again."""
+    while True:
+        try:
+            await job()
+        except Exception as exc:
+            log.error(failure, error=describe_error(exc))
+        await asyncio.sleep(seconds)
 
 
 def build(settings: Settings) -> Runtime:
-    key = settings.subject_key()
-
-    async def on_event(conn, event: CloudEvent) -> None:  # type: ignore[no-untyped-def]
-        seq, head = await store.lock_head(conn)
-        await store.append(conn, [make_entry(event, seq + 1, head, key)])
-
-    return Runtime(settings, migrations=MIGRATIONS, handlers={CATCH_ALL: on_event}, description=__doc__ or "")
+    return assemble(settings)[0]
 
 
 def create(settings: Settings | None = None) -> FastAPI:
     settings = settings or load(Settings)
-    return create_app(
-        build(settings),
+    runtime, state = assemble(settings)
+    app = create_app(
+        runtime,
         title="SPM audit",
         description="A tamper-evident trail of every event, and page-view trends that know no one.",
+        routers=[pageviews_router, operator_router],
     )
+    app.state.audit = state
+    return app
 
 
 def main() -> None:

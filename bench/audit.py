@@ -1,0 +1,304 @@
+"""Audit benchmark: trail entries appended per second from events published to the exchange, and page views
+ingested per second through POST /v1/pageviews and as `site.page.viewed` events, each against a real audit
+process and beside a plain asyncpg COPY of the same rows in the same run (the ceiling).
+
+    uv run python -m bench.audit [--quick] [--events N] [--views N] [--connections C]
+
+It makes its own database and exchange (like the tests' world) and removes them at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import subprocess
+import sys
+import time
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import aio_pika
+import asyncpg
+import orjson
+from audit import trail
+from spm_common.testing.smtp import free_port
+from spm_common.testing.world import AMQP_URL, World, new_world
+
+BROWSER = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0"
+PAGES = ["/", "/dict", "/dict/pro", "/buy", "/support", "/news/2026-12", "/download", "/about"]
+
+
+def order_event(i: int) -> dict[str, Any]:
+    """An event shaped like the busiest real ones: a purchaser to pseudonymise, items, a card to mask."""
+    return {
+        "specversion": "1.0",
+        "id": str(uuid.uuid4()),
+        "type": "order.placed",
+        "source": "urn:bench:shop",
+        "time": datetime.now(UTC).isoformat(),
+        "datacontenttype": "application/json",
+        "data": {
+            "order_id": f"FS-BENCH-{i:07d}",
+            "placed_at": "2026-11-29T03:59:12Z",
+            "currency": "USD",
+            "total": "49.00",
+            "purchaser": {
+                "name": "Nguyễn Văn Thử",
+                "email": f"buyer-{i}@example.vn",
+                "phone": "+84 912 345 678",
+                "address": {"line1": "12 Tràng Tiền", "city": "Hà Nội", "postal_code": "100000", "country": "VN"},
+                "locale": "vi",
+            },
+            "items": [
+                {"sku": "SPM-DICT-PRO", "product_name": "SPM Dictionary Pro", "quantity": 1, "unit_price": "49.00"}
+            ],
+            "marketing_consent": i % 2 == 0,
+        },
+    }
+
+
+def view_event(i: int) -> dict[str, Any]:
+    return {
+        "specversion": "1.0",
+        "id": str(uuid.uuid4()),
+        "type": "site.page.viewed",
+        "source": "urn:bench:access-log",
+        "time": datetime.now(UTC).isoformat(),
+        "data": {
+            "url": f"https://spmgroup.vn{PAGES[i % len(PAGES)]}?utm_source=bench",
+            "referrer": "https://www.example.com/search?q=spm",
+            "client_address": address(i),
+            "user_agent": BROWSER,
+        },
+    }
+
+
+def address(i: int) -> str:
+    return f"10.{(i >> 16) & 255}.{(i >> 8) & 255}.{i & 255}"
+
+
+async def publish(events: list[dict[str, Any]], exchange_name: str) -> float:
+    """Publish with confirms, overlapped; returns the seconds it took."""
+    connection = await aio_pika.connect(AMQP_URL)
+    async with connection:
+        channel = await connection.channel(publisher_confirms=True)
+        exchange = await channel.get_exchange(exchange_name)
+        started = time.perf_counter()
+        for start in range(0, len(events), 1000):
+            await asyncio.gather(
+                *(
+                    exchange.publish(
+                        aio_pika.Message(
+                            orjson.dumps(e),
+                            message_id=e["id"],
+                            type=e["type"],
+                            content_type="application/cloudevents+json",
+                            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                        ),
+                        routing_key=e["type"],
+                    )
+                    for e in events[start : start + 1000]
+                )
+            )
+        return time.perf_counter() - started
+
+
+async def wait_until(admin: asyncpg.Connection, query: str, target: int, timeout: float) -> float:
+    deadline = time.perf_counter() + timeout
+    while True:
+        value = await admin.fetchval(query)
+        if value >= target:
+            return time.perf_counter()
+        if time.perf_counter() > deadline:
+            raise TimeoutError(f"{value} of {target} after {timeout}s")
+        await asyncio.sleep(0.02)
+
+
+async def copy_ceiling(admin: asyncpg.Connection, table: str, where: str, columns: list[str]) -> tuple[int, float]:
+    """COPY the same rows into a scratch table of the same shape: the ceiling of what Postgres takes."""
+    rows = await admin.fetch(f"SELECT {', '.join(columns)} FROM audit.{table} WHERE {where}")
+    records = [tuple(r) for r in rows]
+    await admin.execute(f"CREATE TABLE IF NOT EXISTS public.bench_{table} (LIKE audit.{table} INCLUDING ALL)")
+    await admin.execute(f"TRUNCATE public.bench_{table}")
+    started = time.perf_counter()
+    await admin.copy_records_to_table(f"bench_{table}", schema_name="public", records=records, columns=columns)
+    return len(records), time.perf_counter() - started
+
+
+async def post_views(port: int, total: int, connections: int) -> float:
+    """Keep-alive HTTP/1.1 clients written on bare sockets (a Python HTTP library would be the bottleneck)."""
+    counter = iter(range(total))
+
+    async def client() -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            for i in counter:
+                body = orjson.dumps(
+                    {
+                        "url": f"https://spmgroup.vn{PAGES[i % len(PAGES)]}?ref={i}",
+                        "referrer": "https://www.example.com/",
+                    }
+                )
+                writer.write(
+                    b"POST /v1/pageviews HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                    + f"User-Agent: {BROWSER}\r\nX-Forwarded-For: {address(i)}\r\n".encode()
+                    + f"Content-Length: {len(body)}\r\n\r\n".encode()
+                    + body
+                )
+                head = await reader.readuntil(b"\r\n\r\n")
+                if not head.startswith(b"HTTP/1.1 202"):
+                    raise RuntimeError(head.split(b"\r\n", 1)[0].decode())
+                length = 0
+                for line in head.split(b"\r\n"):
+                    if line.lower().startswith(b"content-length:"):
+                        length = int(line.split(b":", 1)[1])
+                await reader.readexactly(length)
+        finally:
+            writer.close()
+
+    started = time.perf_counter()
+    await asyncio.gather(*(client() for _ in range(connections)))
+    return time.perf_counter() - started
+
+
+async def wait_ready(port: int, process: asyncio.subprocess.Process, timeout: float = 60) -> None:
+    deadline = time.perf_counter() + timeout
+    while time.perf_counter() < deadline:
+        if process.returncode is not None:
+            raise RuntimeError(f"the audit service exited with {process.returncode}")
+        with contextlib.suppress(OSError):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            answer = await reader.read()
+            writer.close()
+            if answer.startswith(b"HTTP/1.1 200"):
+                return
+        await asyncio.sleep(0.2)
+    raise TimeoutError("the audit service did not become ready")
+
+
+def line(what: str, count: int, seconds: float, ceiling: tuple[int, float] | None = None) -> None:
+    text = f"  {what:<52} {count:>7} in {seconds:6.2f}s = {count / seconds:8.0f}/s"
+    if ceiling:
+        text += f"   (COPY ceiling: {ceiling[0] / ceiling[1]:9.0f}/s)"
+    print(text, flush=True)
+
+
+async def run(events: int, views: int, view_events: int, connections: int) -> None:
+    world: World = new_world()
+    await world.create()
+    port = free_port()
+    env = {
+        **os.environ,
+        **world.env(
+            SPM_AUDIT_PORT=str(port),
+            SPM_LOG_LEVEL="warning",
+            SPM_TRUSTED_PROXIES="127.0.0.1/32",
+            SPM_AUDIT_CHECKPOINT_SECONDS="3600",
+        ),
+    }
+
+    async def start() -> asyncio.subprocess.Process:
+        started = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "audit", env=env, stdout=subprocess.DEVNULL
+        )
+        await wait_ready(port, started)
+        return started
+
+    async def stop(running: asyncio.subprocess.Process) -> None:
+        if running.returncode is None:
+            running.terminate()
+            try:
+                await asyncio.wait_for(running.wait(), timeout=15)
+            except TimeoutError:
+                running.kill()
+
+    process = await start()
+    admin = await world.admin()
+    try:
+        print(f"audit benchmark: {os.cpu_count()} cores, one audit process, measured while others share the machine")
+
+        # 1. The trail: order.placed events published to the exchange, until every one is an entry.
+        batch = [order_event(i) for i in range(events)]
+        base = await admin.fetchval("SELECT seq FROM audit.chain_head")
+        started = time.perf_counter()
+        publishing = asyncio.create_task(publish(batch, world.exchange))
+        done = await wait_until(admin, "SELECT seq FROM audit.chain_head", base + events, timeout=600)
+        published_in = await publishing
+        ceiling = await copy_ceiling(
+            admin,
+            "entries",
+            "event_type = 'order.placed'",
+            [
+                "seq",
+                "event_id",
+                "event_type",
+                "source",
+                "event_time",
+                "purpose",
+                "subject_ref",
+                "payload",
+                "prev_hash",
+                "recorded_at",
+                "hash",
+            ],
+        )
+        line("trail: events published -> entries appended", events, done - started, ceiling)
+        line("  (publishing alone, with confirms)", events, published_in)
+        verify_started = time.perf_counter()
+        await admin.execute("SET search_path TO audit")
+        outcome = await trail.verify(admin, full=True)
+        line(f"  full verification (ok={outcome.ok})", outcome.checked, time.perf_counter() - verify_started)
+
+        # 1b. The same with the publisher out of the way: a backlog published while the service is down,
+        # timed from the first new entry to the last (the consumer's own rate).
+        await stop(process)
+        backlog = [order_event(events + i) for i in range(events)]
+        await publish(backlog, world.exchange)
+        base = await admin.fetchval("SELECT seq FROM audit.chain_head")
+        process = await start()
+        first = await wait_until(admin, "SELECT seq FROM audit.chain_head", base + 1, timeout=600)
+        done = await wait_until(admin, "SELECT seq FROM audit.chain_head", base + events, timeout=600)
+        line("trail: a backlog in the queue -> entries appended", events - 1, done - first)
+
+        # 2. Page views through the HTTP beacon: every 202 means stored (group commit).
+        view_columns = ["viewed_at", "path", "referrer_host", "visitor_hash"]
+        seconds = await post_views(port, views, connections)
+        stored = await admin.fetchval("SELECT count(*) FROM audit.pageviews")
+        ceiling = await copy_ceiling(admin, "pageviews", "true", view_columns)
+        line(f"page views: POST /v1/pageviews, {connections} connections", views, seconds, ceiling)
+        if stored != views:
+            print(f"  !! {stored} page views stored for {views} accepted")
+
+        # 3. Page views as events from the log shipper (each is also a trail entry).
+        if view_events:
+            batch = [view_event(i) for i in range(view_events)]
+            started = time.perf_counter()
+            publishing = asyncio.create_task(publish(batch, world.exchange))
+            done = await wait_until(admin, "SELECT count(*) FROM audit.pageviews", views + view_events, timeout=600)
+            await publishing
+            line("page views: site.page.viewed events (+ trail entries)", view_events, done - started)
+    finally:
+        await stop(process)
+        await admin.close()
+        await world.destroy()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="a small smoke run")
+    parser.add_argument("--events", type=int, default=30_000)
+    parser.add_argument("--views", type=int, default=30_000)
+    parser.add_argument("--view-events", type=int, default=10_000)
+    parser.add_argument("--connections", type=int, default=64)
+    args = parser.parse_args()
+    if args.quick:
+        args.events, args.views, args.view_events, args.connections = 1000, 1000, 500, 16
+    asyncio.run(run(args.events, args.views, args.view_events, args.connections))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,191 @@
+"""HTTP routes of the audit service: the page-view beacon, trends, and the operators' view of the trail."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response, status
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from spm_common.http import Operator, RuntimeDep
+
+from audit import trail, trends
+from audit.pageviews import PAGE_VIEWS, Network, PageViewsUnavailable, PageViewWriter, client_address, raw_view
+from audit.pageviews import normalise_path as _normalise_path
+from audit.store import find_entries
+
+
+@dataclass(frozen=True)
+class AuditState:
+    """What the routes need beyond the runtime: the subject key, the trusted proxies, the page-view writer."""
+
+    key: bytes
+    trusted_proxies: list[Network]
+    writer: PageViewWriter
+
+
+async def state_of(request: Request) -> AuditState:
+    # async: FastAPI runs a plain `def` dependency in a worker thread, a cost on every beacon request
+    state: AuditState = request.app.state.audit
+    return state
+
+
+StateDep = Annotated[AuditState, Depends(state_of)]
+
+pageviews_router = APIRouter(prefix="/v1", tags=["page views"])
+operator_router = APIRouter(prefix="/v1", tags=["operators"])
+
+
+class PageViewIn(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    url: str = Field(min_length=1, max_length=4096, description="the page viewed: absolute URL or path")
+    referrer: str | None = Field(default=None, max_length=4096, description="document.referrer, if any")
+
+    @field_validator("url")
+    @classmethod
+    def _page(cls, value: str) -> str:
+        if _normalise_path(value) is None:
+            raise ValueError("must be an http(s) URL or a path")
+        return value
+
+
+class Accepted(BaseModel):
+    status: str = "accepted"
+
+
+ACCEPTED_BODY = Accepted().model_dump_json().encode()
+
+
+@pageviews_router.post(
+    "/pageviews",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=Accepted,
+    summary="Count a page view (the client address and user agent come from the request)",
+    responses={503: {"description": "the view could not be stored; it may be sent again"}},
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": PageViewIn.model_json_schema()}},
+        }
+    },
+)
+async def post_pageview(request: Request) -> Response:
+    """The busiest route: the body is validated here, with the same model and the same 422, rather than by
+    FastAPI's per-request dependency machinery, which costs more than the rest of the request."""
+    try:
+        view = PageViewIn.model_validate_json(await request.body())
+    except ValidationError as exc:
+        errors = [{**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_input=False, include_context=False)]
+        raise RequestValidationError(errors) from None
+    state: AuditState = request.app.state.audit
+    address = client_address(
+        request.client.host if request.client else None,
+        request.headers.get("x-forwarded-for"),
+        state.trusted_proxies,
+    )
+    raw = raw_view(view.url, view.referrer, address, request.headers.get("user-agent"), datetime.now(UTC))
+    if raw is None:
+        PAGE_VIEWS.labels("http", "not_counted").inc()
+        return _accepted()
+    try:
+        await state.writer.submit(raw)
+    except PageViewsUnavailable:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "page views cannot be stored now") from None
+    return _accepted()
+
+
+def _accepted() -> Response:
+    # Written once, not serialised through the response model on every beacon request.
+    return Response(ACCEPTED_BODY, status.HTTP_202_ACCEPTED, media_type="application/json")
+
+
+def _day_range(first: date | None, last: date | None) -> tuple[date, date]:
+    today = datetime.now(UTC).date()
+    last = last or today
+    first = first or last - timedelta(days=29)
+    if first > last:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "`from` is after `to`")
+    if (last - first).days >= trends.MAX_DAYS:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, f"at most {trends.MAX_DAYS} days at a time")
+    return first, last
+
+
+@operator_router.get("/trends", summary="Page views, unique visitors, top pages and referrers, visits")
+async def get_trends(
+    _: Operator,
+    runtime: RuntimeDep,
+    first: Annotated[date | None, Query(alias="from", description="first UTC day (default: `to` - 29 days)")] = None,
+    last: Annotated[date | None, Query(alias="to", description="last UTC day, included (default: today)")] = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 10,
+) -> dict[str, Any]:
+    first, last = _day_range(first, last)
+    async with runtime.pool.acquire() as conn:
+        return await trends.trends(conn, first, last, limit)
+
+
+def _moment(value: date | datetime | None, *, end: bool) -> datetime | None:
+    """A day means the whole day: `from` its start, `to` its end; a time without a zone is UTC."""
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    return datetime.combine(value + timedelta(days=1) if end else value, time(), UTC)
+
+
+@operator_router.get("/audit/events", summary="The audit trail, filtered by type, time and the person it concerns")
+async def get_events(
+    _: Operator,
+    runtime: RuntimeDep,
+    state: StateDep,
+    event_type: Annotated[str | None, Query(alias="type", max_length=200)] = None,
+    email: Annotated[
+        str | None, Query(max_length=254, description="turned into the pseudonymous reference, never stored")
+    ] = None,
+    since: Annotated[datetime | date | None, Query(alias="from", description="recorded at or after")] = None,
+    until: Annotated[datetime | date | None, Query(alias="to", description="recorded before (a day: included)")] = None,
+    after: Annotated[int, Query(ge=0, description="the `next` of the previous page")] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> dict[str, Any]:
+    reference = trail.subject_ref(email, state.key) if email else None
+    async with runtime.pool.acquire() as conn:
+        rows = await find_entries(
+            conn,
+            event_type=event_type,
+            subject_ref=reference,
+            since=_moment(since, end=False),
+            until=_moment(until, end=True),
+            after=after,
+            limit=limit,
+        )
+    items = [
+        {
+            "seq": r["seq"],
+            "event_id": r["event_id"],
+            "type": r["event_type"],
+            "source": r["source"],
+            "time": r["event_time"],
+            "purpose": r["purpose"],
+            "subject_ref": r["subject_ref"],
+            "data": orjson.loads(r["payload"]),
+            "recorded_at": trail.timestamp(r["recorded_at"]),
+            "prev_hash": r["prev_hash"],
+            "hash": r["hash"],
+        }
+        for r in rows
+    ]
+    return {"items": items, "next": items[-1]["seq"] if len(items) == limit else None}
+
+
+@operator_router.get("/audit/verify", summary="Prove the audit trail was not altered")
+async def get_verify(
+    _: Operator,
+    runtime: RuntimeDep,
+    full: Annotated[bool, Query(description="walk the whole chain, not only what follows the last checkpoint")] = False,
+) -> dict[str, Any]:
+    async with runtime.pool.acquire() as conn:
+        outcome = await trail.verify(conn, full=full)
+    return outcome.report()

@@ -1,0 +1,27 @@
+"""Events the audit service consumes: every event on the exchange, and page views from the log shipper."""
+
+from __future__ import annotations
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+PAGE_VIEWED = "site.page.viewed"
+
+
+class PageViewed(BaseModel):
+    """One line of the web server's access log, shipped as an event (routing key `site.page.viewed`).
+
+    It carries personal data (the client's address) until the audit service hashes it: the address and the
+    user agent are never stored, only the visitor hash made from them with the day's salt. `viewed_at`
+    defaults to the event's `time`.
+    """
+
+    model_config = ConfigDict(extra="ignore", str_max_length=4096)
+
+    url: str = Field(min_length=1, description="the page as requested: absolute URL or path")
+    referrer: str | None = None
+    client_address: str = Field(min_length=2, max_length=100, description="IPv4 or IPv6 address of the client")
+    user_agent: str | None = Field(default=None, max_length=1000)
+    viewed_at: AwareDatetime | None = None
+
+
+CONSUMES = {PAGE_VIEWED: PageViewed}

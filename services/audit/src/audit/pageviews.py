@@ -1,0 +1,292 @@
+"""Page views that know no one: a normalised path, the referrer's host, the time and a daily visitor hash.
+
+The client's address lives only in memory, until it is hashed with the user agent and the day's salt. The
+salt is random, kept in the audit schema, made for each day and deleted after two, so yesterday's hashes
+cannot be recomputed from an address once it is gone. Known bots are not counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import ipaddress
+import posixpath
+import re
+import secrets
+import unicodedata
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import asyncpg
+from prometheus_client import Counter
+from pydantic import ValidationError
+from spm_common.db import Connection
+from spm_common.envelope import CloudEvent
+from spm_common.logging import get_logger
+from spm_common.redaction import EMAIL_RE, IPV4_RE, describe_error
+
+from audit import store
+from audit.events import PageViewed
+
+log = get_logger(__name__)
+
+PAGE_VIEWS = Counter("spm_audit_page_views_total", "Page views received, by outcome", ["channel", "outcome"])
+
+MAX_PATH = 512
+MAX_HOST = 253
+HIDDEN = "[hidden]"
+SALT_DAYS_KEPT = 2  # today's salt and yesterday's (late log lines); older ones are deleted
+BOT_RE = re.compile(
+    r"bot\b|bot/|crawl|spider|slurp|archiver|scrap|curl/|wget/|python-|httpx|aiohttp|go-http-client|java/|"
+    r"okhttp|libwww|headless|phantomjs|lighthouse|pingdom|uptime|monitor|facebookexternalhit|embedly|"
+    r"preview|feedfetcher|mediapartners|validator",
+    re.IGNORECASE,
+)
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def is_bot(user_agent: str | None) -> bool:
+    """An empty user agent or one of the usual robots' names (a short list: the big crawlers say who they are)."""
+    return not (user_agent or "").strip() or BOT_RE.search(user_agent or "") is not None
+
+
+def _hide_personal(segment: str) -> str:
+    return IPV4_RE.sub(HIDDEN, EMAIL_RE.sub(HIDDEN, segment))
+
+
+def normalise_path(url: str) -> str | None:
+    """The page's path without query string or fragment, percent-decoded, dot segments resolved, repeated
+    and trailing slashes removed, e-mail and IP shapes hidden, at most MAX_PATH characters. None if `url`
+    is neither an http(s) URL nor a path."""
+    try:
+        parts = urlsplit(url.strip())
+    except ValueError:
+        return None
+    if parts.scheme not in ("", "http", "https") or (parts.scheme and not parts.netloc):
+        return None
+    path = unicodedata.normalize("NFC", unquote(parts.path, errors="replace"))
+    path = "".join(ch for ch in path if ch.isprintable())
+    path = re.sub(r"/{2,}", "/", "/" + path)
+    path = posixpath.normpath(path)
+    if path.startswith("//"):
+        path = path[1:]
+    path = "/".join(_hide_personal(segment) for segment in path.split("/"))
+    return path[:MAX_PATH]
+
+
+def page_host(url: str) -> str | None:
+    try:
+        return (urlsplit(url.strip()).hostname or None) if url else None
+    except ValueError:
+        return None
+
+
+def referrer_host(referrer: str | None, own_host: str | None) -> str | None:
+    """The referring site's host name; None for no referrer, an internal one, or an address literal."""
+    if not referrer:
+        return None
+    try:
+        parts = urlsplit(referrer.strip())
+        host = parts.hostname
+    except ValueError:
+        return None
+    if parts.scheme not in ("http", "https", "android-app") or not host:
+        return None
+    host = host.rstrip(".")[:MAX_HOST]
+    if host == (own_host or "").lower():
+        return None
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return host
+    return None
+
+
+def parse_networks(values: Sequence[Any]) -> list[Network]:
+    return [ipaddress.ip_network(str(v), strict=False) for v in values]
+
+
+def client_address(peer: str | None, forwarded_for: str | None, trusted: Sequence[Network]) -> str | None:
+    """The client's address: the connection's peer, unless the peer is a trusted proxy; then the rightmost
+    X-Forwarded-For hop that is not itself a trusted proxy (hops further left are the client's to forge)."""
+    address = _ip(peer)
+    if address is None:
+        return None
+    if not forwarded_for or not _trusted(address, trusted):
+        return str(address)
+    for hop in reversed(forwarded_for.split(",")):
+        candidate = _ip(hop)
+        if candidate is None:
+            break
+        address = candidate
+        if not _trusted(candidate, trusted):
+            break
+    return str(address)
+
+
+def _ip(text: str | None) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    if not text:
+        return None
+    text = text.strip()
+    if text.startswith("[") and "]" in text:  # [v6]:port
+        text = text[1 : text.index("]")]
+    elif text.count(":") == 1:  # v4:port
+        text = text.split(":", 1)[0]
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    mapped = getattr(address, "ipv4_mapped", None)
+    return mapped or address
+
+
+def _trusted(address: ipaddress.IPv4Address | ipaddress.IPv6Address, trusted: Sequence[Network]) -> bool:
+    return any(address.version == net.version and address in net for net in trusted)
+
+
+def visitor_hash(salt: bytes, address: str, user_agent: str) -> bytes:
+    return hmac.new(salt, f"{address}\n{user_agent}".encode(), hashlib.sha256).digest()[:16]
+
+
+@dataclass(frozen=True, slots=True)
+class RawView:
+    """A page view as it arrives; lives in memory only, until `Salts.rows` hashes it."""
+
+    viewed_at: datetime
+    path: str
+    referrer_host: str | None
+    address: str
+    user_agent: str
+
+
+def raw_view(
+    url: str, referrer: str | None, address: str | None, user_agent: str | None, viewed_at: datetime
+) -> RawView | None:
+    """None when the view is not counted: a bot, no usable address, or not a page of a web site."""
+    if is_bot(user_agent) or address is None:
+        return None
+    path = normalise_path(url)
+    if path is None:
+        return None
+    return RawView(viewed_at, path, referrer_host(referrer, page_host(url)), address, user_agent or "")
+
+
+class Salts:
+    """The salt of each day, made on first use and shared by every replica through the database."""
+
+    def __init__(self, today: Callable[[], date] = lambda: datetime.now(UTC).date()) -> None:
+        self._today = today
+        self._cache: dict[date, bytes] = {}
+
+    async def for_day(self, conn: Connection, day: date) -> bytes | None:
+        """The salt of `day`, or None if that day's salt has been destroyed (or never may exist)."""
+        today = self._today()
+        if not today - timedelta(days=SALT_DAYS_KEPT - 1) <= day <= today:
+            return None
+        salt = self._cache.get(day)
+        if salt is None:
+            salt = await store.salt_for(conn, day, secrets.token_bytes(32))
+            self._cache = {d: s for d, s in self._cache.items() if d >= day - timedelta(days=SALT_DAYS_KEPT)}
+            self._cache[day] = salt
+        return salt
+
+    async def rotate(self, conn: Connection) -> int:
+        """Delete every salt older than yesterday's; returns how many went."""
+        oldest_kept = self._today() - timedelta(days=SALT_DAYS_KEPT - 1)
+        self._cache = {d: s for d, s in self._cache.items() if d >= oldest_kept}
+        return await store.delete_salts_before(conn, oldest_kept)
+
+    async def rows(self, conn: Connection, views: Sequence[RawView]) -> list[tuple[Any, ...]]:
+        """The rows to store: the address and user agent replaced by the visitor hash. A view from the
+        future counts as now; one whose day's salt is gone is dropped (it can no longer be hashed)."""
+        now = datetime.now(UTC)
+        out = []
+        for view in views:
+            moment = min(view.viewed_at, now)
+            salt = await self.for_day(conn, moment.astimezone(UTC).date())
+            if salt is None:
+                PAGE_VIEWS.labels("any", "too_old").inc()
+                continue
+            out.append((moment, view.path, view.referrer_host, visitor_hash(salt, view.address, view.user_agent)))
+        return out
+
+
+def trail_payload(data: dict[str, Any]) -> dict[str, Any]:
+    """What the audit trail keeps of a `site.page.viewed` event: what the page-view table keeps, less the
+    visitor hash. No address, no user agent, no query string."""
+    url = data.get("url") if isinstance(data.get("url"), str) else ""
+    referrer = data.get("referrer") if isinstance(data.get("referrer"), str) else None
+    return {
+        "path": normalise_path(str(url)) if url else None,
+        "referrer_host": referrer_host(referrer, page_host(str(url))),
+        "counted": not is_bot(data.get("user_agent") if isinstance(data.get("user_agent"), str) else None),
+    }
+
+
+async def ingest_events(conn: Connection, events: Sequence[CloudEvent], salts: Salts) -> int:
+    """Store the page views of a batch of `site.page.viewed` events in one COPY; returns how many were counted.
+    An invalid one is dropped, not dead-lettered: a dead-letter queue would keep its address."""
+    views = []
+    for event in events:
+        try:
+            data = PageViewed.model_validate(event.data)
+        except ValidationError:
+            PAGE_VIEWS.labels("event", "invalid").inc()
+            continue
+        moment = data.viewed_at or event.time or datetime.now(UTC)
+        address = _ip(data.client_address)
+        view = raw_view(data.url, data.referrer, str(address) if address else None, data.user_agent, moment)
+        PAGE_VIEWS.labels("event", "counted" if view else "not_counted").inc()
+        if view is not None:
+            views.append(view)
+    rows = await salts.rows(conn, views)
+    if rows:
+        await store.insert_pageviews(conn, rows)
+    return len(rows)
+
+
+class PageViewWriter:
+    """Group commit for the HTTP beacon: each request waits until its view is stored, and every view that
+    arrived while the previous batch was being written goes into the next one, with a single COPY. So an
+    accepted (202) view is in the database, and the number of writes follows the load, not the requests."""
+
+    def __init__(self, salts: Salts, max_batch: int = 5000) -> None:
+        self._salts = salts
+        self._max_batch = max_batch
+        self._queue: list[tuple[RawView, asyncio.Future[None]]] = []
+        self._arrived = asyncio.Event()
+
+    async def submit(self, view: RawView) -> None:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._queue.append((view, future))
+        self._arrived.set()
+        await future
+
+    async def run(self, pool: Callable[[], asyncpg.Pool]) -> None:
+        while True:
+            await self._arrived.wait()
+            batch, self._queue = self._queue[: self._max_batch], self._queue[self._max_batch :]
+            if not self._queue:
+                self._arrived.clear()
+            try:
+                async with pool().acquire() as conn, conn.transaction():
+                    rows = await self._salts.rows(conn, [view for view, _ in batch])
+                    await store.insert_pageviews(conn, rows)
+            except Exception as exc:
+                log.error("page views not stored", error=describe_error(exc), count=len(batch))
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(PageViewsUnavailable())
+                continue
+            PAGE_VIEWS.labels("http", "counted").inc(len(batch))
+            for _, future in batch:
+                if not future.done():
+                    future.set_result(None)
+
+
+class PageViewsUnavailable(Exception):
+    """The batch could not be written; the request answers 503 and the website may send it again."""

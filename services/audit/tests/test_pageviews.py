@@ -1,0 +1,246 @@
+"""Page views and trends against the real Postgres and RabbitMQ: from the website (HTTP) and the log shipper
+(events), stored without any address, counted per day, and nothing personal anywhere in the audit schema."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+import httpx
+import orjson
+import pytest
+from audit import pageviews
+from spm_common.redaction import EMAIL_RE, IPV4_RE
+
+
+async def wait_for_views(admin: asyncpg.Connection, pattern: str, count: int, timeout: float = 20) -> list[Any]:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        rows = await admin.fetch("SELECT * FROM audit.pageviews WHERE path LIKE $1 ORDER BY id", pattern)
+        if len(rows) >= count:
+            return rows
+        if asyncio.get_running_loop().time() > deadline:
+            raise TimeoutError(f"{len(rows)} of {count} page views")
+        await asyncio.sleep(0.05)
+
+
+async def test_page_views_from_the_website(audit: httpx.AsyncClient, admin: asyncpg.Connection, kit: Any) -> None:
+    tag = uuid.uuid4().hex[:8]
+
+    async def view(url: str, address: str, agent: str = kit.browser, referrer: str | None = None) -> httpx.Response:
+        return await audit.post(
+            "/v1/pageviews",
+            json={"url": url, "referrer": referrer},
+            headers={"User-Agent": agent, "X-Forwarded-For": f"192.0.2.66, {address}"},
+        )
+
+    responses = [
+        await view(
+            f"https://spmgroup.vn/{tag}/dict/?q=an%40example.vn#top",
+            "203.0.113.50",
+            referrer="https://www.google.com/search?q=me",
+        ),
+        await view(f"https://spmgroup.vn/{tag}/buy", "203.0.113.50", referrer=f"https://spmgroup.vn/{tag}/dict"),
+        await view(f"/{tag}/dict", "2001:db8::51"),
+        await view(f"/{tag}/dict", "203.0.113.52", agent="Mozilla/5.0 (compatible; Googlebot/2.1)"),
+    ]
+    assert [r.status_code for r in responses] == [202, 202, 202, 202]
+    assert (await audit.post("/v1/pageviews", json={"url": "javascript:alert(1)"})).status_code == 422
+    assert (await audit.post("/v1/pageviews", json={})).status_code == 422
+
+    rows = await wait_for_views(admin, f"/{tag}/%", 3)
+    assert [(r["path"], r["referrer_host"]) for r in rows] == [
+        (f"/{tag}/dict", "www.google.com"),
+        (f"/{tag}/buy", None),
+        (f"/{tag}/dict", None),
+    ]
+    assert rows[0]["visitor_hash"] == rows[1]["visitor_hash"] != rows[2]["visitor_hash"]
+    assert all(datetime.now(UTC) - r["viewed_at"] < timedelta(minutes=1) for r in rows)
+
+
+async def test_page_view_events_from_the_log_shipper(
+    audit: httpx.AsyncClient, admin: asyncpg.Connection, kit: Any
+) -> None:
+    tag = uuid.uuid4().hex[:8]
+    yesterday = (datetime.now(UTC) - timedelta(days=1)).isoformat()
+    events = [
+        kit.event(
+            "site.page.viewed",
+            {
+                "url": f"https://spmgroup.vn/{tag}/home?session=abc",
+                "referrer": "https://news.example.com/a?b",
+                "client_address": "198.51.100.23",
+                "user_agent": kit.browser,
+                "viewed_at": yesterday,
+            },
+        ),
+        kit.event(
+            "site.page.viewed",
+            {"url": f"/{tag}/dict", "client_address": "198.51.100.23", "user_agent": kit.browser},
+        ),
+        kit.event(
+            "site.page.viewed", {"url": f"/{tag}/bot", "client_address": "198.51.100.24", "user_agent": "curl/8"}
+        ),
+        kit.event("site.page.viewed", {"url": f"/{tag}/broken", "user_agent": kit.browser}),
+    ]
+    await kit.publish(events)
+    entries = await kit.wait_for_entries(admin, [e["id"] for e in events])
+    rows = await wait_for_views(admin, f"/{tag}/%", 2)
+    await asyncio.sleep(0.2)
+    rows = await admin.fetch("SELECT * FROM audit.pageviews WHERE path LIKE $1 ORDER BY viewed_at", f"/{tag}/%")
+    assert [(r["path"], r["referrer_host"]) for r in rows] == [
+        (f"/{tag}/home", "news.example.com"),
+        (f"/{tag}/dict", None),
+    ]
+    assert rows[0]["viewed_at"].date() == (datetime.now(UTC) - timedelta(days=1)).date()
+    # Yesterday's and today's salts differ, so the same visitor is not followed across days.
+    assert rows[0]["visitor_hash"] != rows[1]["visitor_hash"]
+
+    # Every event is in the trail, reduced to what the page-view table keeps: no address, no user agent.
+    payloads = [orjson.loads(e["payload"]) for e in entries]
+    assert payloads[0] == {"path": f"/{tag}/home", "referrer_host": "news.example.com", "counted": True}
+    assert payloads[2]["counted"] is False
+    for entry in entries:
+        assert "198.51.100" not in entry["payload"] and "Mozilla" not in entry["payload"]
+
+
+async def test_salts_are_daily_and_destroyed_after_two_days(admin: asyncpg.Connection) -> None:
+    today = datetime.now(UTC).date()
+    async with admin.transaction():
+        await admin.execute("SET LOCAL search_path TO audit")
+        for age in (5, 2):
+            await admin.execute(
+                "INSERT INTO visitor_salts (day, salt) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                today - timedelta(days=age),
+                b"old-salt",
+            )
+        salts = pageviews.Salts()
+        one, two = await salts.for_day(admin, today), await salts.for_day(admin, today - timedelta(days=1))
+        assert one and two and one != two and len(one) == 32
+        assert await pageviews.Salts().for_day(admin, today) == one  # another replica gets the same salt
+        assert await salts.rotate(admin) >= 2
+        days = {r["day"] for r in await admin.fetch("SELECT day FROM visitor_salts")}
+        assert days == {today, today - timedelta(days=1)}
+        assert await salts.for_day(admin, today - timedelta(days=2)) is None
+
+
+def visitor(name: str) -> bytes:
+    return name.encode().ljust(16, b"\0")
+
+
+async def test_trends_on_a_crafted_dataset(audit: httpx.AsyncClient, admin: asyncpg.Connection, kit: Any) -> None:
+    """Day 1: six visitors go / -> /dict -> /buy (from a search engine); A comes back 50 minutes later (a new
+    visit); G alone goes /rare -> /dict (from a small site). Day 2: five new hashes view /, one of them goes
+    on to /dict 20 minutes later (the same visit)."""
+    d1 = datetime(2020, 3, 1, 10, tzinfo=UTC)
+    d2 = datetime(2020, 3, 2, 9, tzinfo=UTC)
+    rows: list[tuple[Any, ...]] = []
+    for name in "ABCDEF":
+        rows += [
+            (d1, "/", "search.example", visitor(name)),
+            (d1 + timedelta(minutes=5), "/dict", None, visitor(name)),
+            (d1 + timedelta(minutes=10), "/buy", None, visitor(name)),
+        ]
+    rows.append((d1 + timedelta(minutes=60), "/", None, visitor("A")))
+    rows += [(d1, "/rare", "tiny.example", visitor("G")), (d1 + timedelta(minutes=1), "/dict", None, visitor("G"))]
+    for name in ("A2", "B2", "C2", "D2", "E2"):
+        rows.append((d2, "/", None, visitor(name)))
+    rows.append((d2 + timedelta(minutes=20), "/dict", None, visitor("A2")))
+    rows.append((datetime(2020, 3, 3, 0, 0, tzinfo=UTC), "/outside", None, visitor("Z")))
+    await admin.copy_records_to_table(
+        "pageviews", schema_name="audit", records=rows, columns=["viewed_at", "path", "referrer_host", "visitor_hash"]
+    )
+
+    response = await audit.get("/v1/trends", params={"from": "2020-03-01", "to": "2020-03-02"}, headers=kit.operator)
+    assert response.status_code == 200
+    got = response.json()
+    assert got["days"] == [
+        {"day": "2020-03-01", "views": 21, "visitors": 7},
+        {"day": "2020-03-02", "views": 6, "visitors": 5},
+    ]
+    assert got["views"] == 27
+    assert got["top_pages"] == [
+        {"path": "/", "views": 12, "visitors": 11},
+        {"path": "/dict", "views": 8, "visitors": 8},
+        {"path": "/buy", "views": 6, "visitors": 6},
+        {"path": "other", "views": 1, "visitors": 1},
+    ]
+    assert got["top_referrers"] == [
+        {"host": "search.example", "views": 6, "visitors": 6},
+        {"host": "other", "views": 1, "visitors": 1},
+    ]
+    assert got["entry_pages"] == [
+        {"path": "/", "visits": 12, "visitors": 11},
+        {"path": "other", "visits": 1, "visitors": 1},
+    ]
+    assert got["exit_pages"] == [
+        {"path": "/buy", "visits": 6, "visitors": 6},
+        {"path": "/", "visits": 5, "visitors": 5},
+        {"path": "other", "visits": 2, "visitors": 2},
+    ]
+    assert got["transitions"] == [
+        {"from": "/", "to": "/dict", "moves": 7, "visitors": 7},
+        {"from": "/dict", "to": "/buy", "moves": 6, "visitors": 6},
+        {"from": "other", "to": "other", "moves": 1, "visitors": 1},
+    ]
+
+    limited = await audit.get(
+        "/v1/trends", params={"from": "2020-03-01", "to": "2020-03-02", "limit": 1}, headers=kit.operator
+    )
+    assert [p["path"] for p in limited.json()["top_pages"]] == ["/", "other"]
+    assert (
+        await audit.get("/v1/trends", params={"from": "2020-03-02", "to": "2020-03-01"}, headers=kit.operator)
+    ).status_code == 422
+    assert (await audit.get("/v1/trends")).status_code == 401
+
+
+TEST_ADDRESSES = ("203.0.113.77", "2001:db8::77", "198.51.100.77")
+
+
+async def test_no_address_and_no_e_mail_anywhere_in_the_audit_schema_or_the_logs(
+    audit: httpx.AsyncClient, admin: asyncpg.Connection, kit: Any, capfd: pytest.CaptureFixture[str]
+) -> None:
+    email = f"scan-{uuid.uuid4().hex[:8]}@example.com"
+    tag = uuid.uuid4().hex[:8]
+    for address in TEST_ADDRESSES[:2]:
+        response = await audit.post(
+            "/v1/pageviews",
+            json={"url": f"/{tag}/p?email={email}", "referrer": f"http://{TEST_ADDRESSES[2]}/x"},
+            headers={"User-Agent": kit.browser, "X-Forwarded-For": address},
+        )
+        assert response.status_code == 202
+    events = [
+        kit.event(
+            "site.page.viewed",
+            {"url": f"/{tag}/{email}", "client_address": TEST_ADDRESSES[2], "user_agent": kit.browser},
+        ),
+        kit.event(
+            "order.placed",
+            {"order_id": "X", "purchaser": {"email": email, "name": "Lê Thị Thử"}, "note": f"from {TEST_ADDRESSES[0]}"},
+        ),
+        kit.event("contact.message.received", {"message_id": "m", "email": email, "ip": TEST_ADDRESSES[1]}),
+        kit.event("notification.requested", {"recipient": {"email": email}, "context": {"reply_body": email}}),
+    ]
+    await kit.publish(events)
+    await kit.wait_for_entries(admin, [e["id"] for e in events])
+    await wait_for_views(admin, f"/{tag}/%", 3)
+
+    tables = await admin.fetch("SELECT table_name FROM information_schema.tables WHERE table_schema = 'audit'")
+    scanned = 0
+    for table in tables:
+        for row in await admin.fetch(f'SELECT t::text AS line FROM audit."{table["table_name"]}" t'):
+            line = row["line"]
+            scanned += 1
+            assert not IPV4_RE.search(line), (table["table_name"], line)
+            assert not EMAIL_RE.search(line), (table["table_name"], line)
+            assert not any(a in line for a in TEST_ADDRESSES), (table["table_name"], line)
+            assert email not in line
+    assert scanned > 10
+    out, err = capfd.readouterr()
+    for text in (out, err):
+        assert email not in text
+        assert not any(re.search(re.escape(a), text) for a in TEST_ADDRESSES)

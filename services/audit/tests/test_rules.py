@@ -1,0 +1,169 @@
+"""Unit tests of the audit service's rules: pseudonymisation, hashing, paths, referrers, bots, addresses."""
+
+from __future__ import annotations
+
+import ipaddress
+from datetime import UTC, date, datetime
+
+import orjson
+import pytest
+import rfc8785
+from audit import pageviews, trail
+from audit.settings import Settings
+from hypothesis import given
+from hypothesis import strategies as st
+from spm_common.envelope import CloudEvent
+
+KEY = b"k" * 32
+ORDER = {
+    "order_id": "FS-2026-000123",
+    "currency": "USD",
+    "total": "49.00",
+    "purchaser": {
+        "name": "Nguyễn Văn Thử",
+        "email": "An.Thu@Example.VN",
+        "phone": "+84 912 345 678",
+        "address": {"line1": "12 Tràng Tiền", "city": "Hà Nội", "country": "VN"},
+    },
+    "items": [{"sku": "SPM-DICT-PRO", "product_name": "SPM Dictionary Pro", "quantity": 1}],
+    "card_number": "4111 1111 1111 1111",
+    "note": "paid with 4242-4242-4242-4242, key 7KQ2M-XW4PD-9TRHC-B3NVA-L6ZEY, from 203.0.113.9 / 2001:db8::7",
+}
+
+
+def test_pseudonymised_payload_keeps_no_personal_data() -> None:
+    event = CloudEvent(id="e-1", type="order.placed", source="urn:test", data=ORDER)
+    entry = trail.make_entry(event, 1, trail.GENESIS, KEY, datetime.now(UTC))
+    text = entry["payload"]
+    for secret in (
+        "Nguyễn",
+        "An.Thu",
+        "example.vn",
+        "912 345",
+        "Tràng",
+        "1111 1111",
+        "4242-4242",
+        "7KQ2M",
+        "203.0.113",
+    ):
+        assert secret not in text
+    assert "2001:db8" not in text
+    payload = orjson.loads(text)
+    assert payload["purchaser"]["email_ref"] == trail.subject_ref("an.thu@example.vn ", KEY)
+    assert payload["purchaser"]["name"] == trail.REMOVED
+    assert payload["card_number"] == trail.REMOVED
+    assert "************4242" in payload["note"]
+    assert payload["items"][0]["product_name"] == "SPM Dictionary Pro"
+    assert payload["order_id"] == "FS-2026-000123"
+    assert entry["subject_ref"] == trail.subject_ref("AN.THU@example.vn", KEY)
+
+
+def test_subject_reference_depends_on_the_key() -> None:
+    assert trail.subject_ref("a@example.com", KEY) != trail.subject_ref("a@example.com", b"other" * 8)
+
+
+def test_every_field_is_covered_by_the_hash() -> None:
+    event = CloudEvent(id="e-2", type="contact.message.received", source="urn:test", data={"message_id": "m"})
+    entry = trail.make_entry(event, 7, "a" * 64, KEY, datetime(2026, 11, 29, 4, tzinfo=UTC))
+    assert trail.check_entry(entry, 6, "a" * 64) is None
+    for field in trail.FIELDS:
+        changed = dict(entry)
+        changed[field] = "x" if field != "seq" else 8
+        assert trail.check_entry(changed, 6, "a" * 64) is not None, field
+
+
+def test_canonical_json_is_rfc_8785() -> None:
+    assert trail.canonical({"b": 1, "a": [1.0, "é"]}) == '{"a":[1,"é"],"b":1}'.encode()
+    assert trail.flat_canonical({"b": "\u2028\x1f", "a": None}) == rfc8785.dumps({"b": "\u2028\x1f", "a": None})
+
+
+@pytest.mark.parametrize(
+    ("url", "path"),
+    [
+        ("https://spmgroup.vn/dict/?utm_source=x#top", "/dict"),
+        ("/a//b/./c/../d/", "/a/b/d"),
+        ("https://spmgroup.vn", "/"),
+        ("/caf%C3%A9", "/café"),
+        ("/users/an@example.vn/orders", "/users/[hidden]/orders"),
+        ("/" + "x" * 1000, "/" + "x" * 511),
+        ("javascript:alert(1)", None),
+        ("ftp://example.com/file", None),
+    ],
+)
+def test_paths_are_normalised(url: str, path: str | None) -> None:
+    assert pageviews.normalise_path(url) == path
+
+
+def test_referrer_host() -> None:
+    assert pageviews.referrer_host("https://www.Google.com/search?q=me", "spmgroup.vn") == "www.google.com"
+    assert pageviews.referrer_host("https://spmgroup.vn/dict", "spmgroup.vn") is None
+    assert pageviews.referrer_host("http://192.0.2.1/x", None) is None
+    assert pageviews.referrer_host("", None) is None
+
+
+@pytest.mark.parametrize(
+    ("agent", "bot"),
+    [
+        ("Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)", True),
+        ("Mozilla/5.0 (compatible; bingbot/2.0)", True),
+        ("curl/8.5.0", True),
+        ("python-httpx/0.28.1", True),
+        ("", True),
+        (None, True),
+        ("Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15 Safari/604.1", False),
+    ],
+)
+def test_known_bots(agent: str | None, bot: bool) -> None:
+    assert pageviews.is_bot(agent) is bot
+
+
+def test_forwarded_for_is_believed_only_from_trusted_proxies() -> None:
+    trusted = pageviews.parse_networks(["10.0.0.0/8", "127.0.0.1/32"])
+    assert pageviews.client_address("198.51.100.4", "203.0.113.7", trusted) == "198.51.100.4"
+    assert pageviews.client_address("10.1.2.3", "203.0.113.7", trusted) == "203.0.113.7"
+    # The client can put anything on the left; the hop the trusted proxy saw is the rightmost untrusted one.
+    assert pageviews.client_address("127.0.0.1", "1.1.1.1, 203.0.113.7, 10.0.0.9", trusted) == "203.0.113.7"
+    assert pageviews.client_address("10.1.2.3", "garbage", trusted) == "10.1.2.3"
+    assert pageviews.client_address("10.1.2.3", None, trusted) == "10.1.2.3"
+    assert pageviews.client_address("::ffff:198.51.100.4", None, trusted) == "198.51.100.4"
+
+
+async def test_salt_of_a_destroyed_day_is_refused() -> None:
+    salts = pageviews.Salts(today=lambda: date(2026, 11, 29))
+    assert await salts.for_day(None, date(2026, 11, 27)) is None  # type: ignore[arg-type]
+    assert await salts.for_day(None, date(2026, 11, 30)) is None  # type: ignore[arg-type]
+
+
+def test_visitor_hash_changes_with_the_salt() -> None:
+    one = pageviews.visitor_hash(b"a" * 32, "203.0.113.7", "UA")
+    assert one == pageviews.visitor_hash(b"a" * 32, "203.0.113.7", "UA")
+    assert one != pageviews.visitor_hash(b"b" * 32, "203.0.113.7", "UA")
+    assert one != pageviews.visitor_hash(b"a" * 32, "203.0.113.8", "UA")
+
+
+def test_development_secret_refused_in_production() -> None:
+    with pytest.raises(ValueError, match="audit_secret"):
+        Settings(environment="production")
+    assert Settings(environment="production", audit_secret="s" * 40).subject_key() == b"s" * 40
+    assert Settings(trusted_proxies="10.0.0.0/8, 192.0.2.1").trusted_proxies == [
+        ipaddress.ip_network("10.0.0.0/8"),
+        ipaddress.ip_network("192.0.2.1/32"),
+    ]
+
+
+def test_identifiers_are_not_taken_for_card_numbers() -> None:
+    # 7443133954470299 is Luhn-valid: an unlucky UUID must stay whole.
+    uuid_text = "4f744313-3954-4702-99db-90ec0659de20"
+    assert trail.scrub_text(uuid_text, KEY) == uuid_text
+    assert trail.scrub_text("a" * 8 + "4111111111111111" + "b" * 8, KEY).endswith("b" * 8)
+    assert "1111" in trail.scrub_text("card 4111111111111111", KEY)
+    assert "4111111111111111" not in trail.scrub_text("card 4111111111111111", KEY)
+
+
+@given(
+    st.fixed_dictionaries(
+        {name: st.one_of(st.none(), st.text(), st.integers(-(2**53) + 1, 2**53 - 1)) for name in trail.FIELDS}
+    )
+)
+def test_the_entry_hash_input_is_rfc_8785(fields: dict[str, object]) -> None:
+    assert trail.flat_canonical(fields) == rfc8785.dumps(fields)  # type: ignore[arg-type]

@@ -1,0 +1,287 @@
+"""The trail against the real Postgres and RabbitMQ: events published to the exchange become pseudonymised,
+chained entries; the audit role cannot change them; tampering by someone with database access is detected."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import aio_pika
+import asyncpg
+import httpx
+import pytest
+from audit import trail
+from audit.app import create
+from spm_common.settings import with_user
+from spm_common.testing.world import AMQP_URL, World, running
+from spm_common.topology import Topology
+
+
+def order(email: str) -> dict[str, Any]:
+    return {
+        "order_id": f"FS-TEST-{uuid.uuid4().hex[:6]}",
+        "placed_at": "2026-11-29T03:59:12Z",
+        "currency": "USD",
+        "total": "49.00",
+        "purchaser": {"name": "Phạm Thị Thử", "email": email, "phone": "+84 912 000 111"},
+        "items": [{"sku": "SPM-DICT-PRO", "product_name": "SPM Dictionary Pro", "quantity": 1, "unit_price": "49.00"}],
+        "card_number": "4111111111111111",
+    }
+
+
+async def filler(kit: Any, admin: asyncpg.Connection, n: int) -> list[Any]:
+    events = [kit.event("test.filler", {"n": i}) for i in range(n)]
+    await kit.publish(events)
+    return await kit.wait_for_entries(admin, [e["id"] for e in events])
+
+
+async def test_events_become_pseudonymised_entries_findable_by_person(
+    world: World, audit: httpx.AsyncClient, admin: asyncpg.Connection, kit: Any
+) -> None:
+    email = f"buyer-{uuid.uuid4().hex[:8]}@example.vn"
+    events = [
+        kit.event("order.placed", order(email)),
+        kit.event(
+            "notification.requested",
+            {
+                "purpose": "fulfil-order",
+                "template": "order-confirmation",
+                "recipient": {"email": email.upper(), "name": "Phạm Thị Thử"},
+                "context": {"items": [{"license_keys": ["7KQ2M-XW4PD-9TRHC-B3NVA-L6ZEY"]}]},
+            },
+            purpose="fulfil-order",
+        ),
+        kit.event("contact.message.received", {"message_id": "m-1", "email": email, "locale": "vi"}),
+    ]
+    await kit.publish(events)
+    rows = await kit.wait_for_entries(admin, [e["id"] for e in events])
+
+    assert [r["event_type"] for r in rows] == ["order.placed", "notification.requested", "contact.message.received"]
+    assert len({r["subject_ref"] for r in rows}) == 1 and rows[0]["subject_ref"]
+    assert rows[1]["purpose"] == "fulfil-order"
+    for row in rows:
+        for personal in (email, email.upper(), "Phạm", "912 000", "4111111111111111", "7KQ2M"):
+            assert personal not in row["payload"]
+        assert trail.check_entry(row, row["seq"] - 1, row["prev_hash"]) is None
+
+    response = await audit.get("/v1/audit/events", params={"email": f"  {email.title()} "}, headers=kit.operator)
+    assert response.status_code == 200
+    found = response.json()["items"]
+    assert [i["event_id"] for i in found] == [e["id"] for e in events]
+    assert found[0]["data"]["card_number"] == trail.REMOVED
+
+    first = await audit.get(
+        "/v1/audit/events", params={"email": email, "limit": 2, "type": "order.placed"}, headers=kit.operator
+    )
+    assert [i["event_id"] for i in first.json()["items"]] == [events[0]["id"]]
+    page = await audit.get("/v1/audit/events", params={"email": email, "limit": 2}, headers=kit.operator)
+    rest = await audit.get(
+        "/v1/audit/events", params={"email": email, "limit": 2, "after": page.json()["next"]}, headers=kit.operator
+    )
+    assert [i["event_id"] for i in page.json()["items"] + rest.json()["items"]] == [e["id"] for e in events]
+    assert rest.json()["next"] is None
+    assert (
+        await audit.get(
+            "/v1/audit/events", params={"email": email, "from": "2000-01-01", "to": "2000-01-02"}, headers=kit.operator
+        )
+    ).json()["items"] == []
+
+    assert (await audit.get("/v1/audit/events")).status_code == 401
+    assert (await audit.get("/v1/audit/verify", headers={"Authorization": "Bearer wrong"})).status_code == 401
+    verified = await audit.get("/v1/audit/verify", params={"full": "true"}, headers=kit.operator)
+    assert verified.json()["ok"] is True and verified.json()["checked"] >= 3
+
+
+async def test_the_audit_role_cannot_update_or_delete_entries(
+    world: World, audit: httpx.AsyncClient, admin: asyncpg.Connection, kit: Any
+) -> None:
+    await filler(kit, admin, 2)
+    role = await asyncpg.connect(with_user(world.database_url, "spm_audit"), server_settings={"search_path": "audit"})
+    try:
+        for statement in ("UPDATE entries SET payload = '{}'", "DELETE FROM entries", "TRUNCATE entries"):
+            with pytest.raises(asyncpg.InsufficientPrivilegeError, match="permission denied"):
+                await role.execute(statement)
+        # The role owns the table, so it can grant itself the privileges back; the trigger still refuses.
+        await role.execute("GRANT UPDATE, DELETE, TRUNCATE ON entries TO CURRENT_USER")
+        try:
+            for statement in ("UPDATE entries SET payload = '{}'", "DELETE FROM entries", "TRUNCATE entries"):
+                with pytest.raises(asyncpg.InsufficientPrivilegeError, match="append-only"):
+                    await role.execute(statement)
+        finally:
+            await role.execute("REVOKE UPDATE, DELETE, TRUNCATE ON entries FROM CURRENT_USER")
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await role.execute("DELETE FROM checkpoints")
+    finally:
+        await role.close()
+
+
+class Rollback(Exception):
+    pass
+
+
+Tamper = Callable[[asyncpg.Connection, int], Awaitable[None]]
+
+
+async def _update(db: asyncpg.Connection, k: int) -> None:
+    await db.execute("UPDATE entries SET payload = '{\"forged\":true}' WHERE seq = $1", k)
+
+
+async def _delete(db: asyncpg.Connection, k: int) -> None:
+    await db.execute("DELETE FROM entries WHERE seq = $1", k)
+
+
+async def _insert(db: asyncpg.Connection, k: int) -> None:
+    """A forged entry at k, correctly chained to k - 1 and correctly hashed, the rest moved up by one."""
+    prev = await db.fetchrow("SELECT * FROM entries WHERE seq = $1", k - 1)
+    await db.execute("UPDATE entries SET seq = -seq WHERE seq >= $1", k)
+    await db.execute("UPDATE entries SET seq = 1 - seq WHERE seq < 0")
+    forged = {**dict(prev), "seq": k, "event_id": "forged", "payload": "{}", "prev_hash": prev["hash"]}
+    forged["hash"] = trail.entry_hash(forged)
+    columns = list(trail.COLUMNS)
+    await db.copy_records_to_table("entries", records=[tuple(forged[c] for c in columns)], columns=columns)
+
+
+async def _reorder(db: asyncpg.Connection, k: int) -> None:
+    await db.execute("UPDATE entries SET seq = -1 WHERE seq = $1", k)
+    await db.execute("UPDATE entries SET seq = $1 WHERE seq = $1 + 1", k)
+    await db.execute("UPDATE entries SET seq = $1 + 1 WHERE seq = -1", k)
+
+
+async def _append(db: asyncpg.Connection, k: int) -> None:
+    """A well-formed entry after the head, the head itself left alone."""
+    last = await db.fetchrow("SELECT * FROM entries ORDER BY seq DESC LIMIT 1")
+    forged = {**dict(last), "seq": last["seq"] + 1, "event_id": "forged", "prev_hash": last["hash"]}
+    forged["hash"] = trail.entry_hash(forged)
+    columns = list(trail.COLUMNS)
+    await db.copy_records_to_table("entries", records=[tuple(forged[c] for c in columns)], columns=columns)
+
+
+@pytest.mark.parametrize(
+    ("tamper", "broken_at", "problem"),
+    [
+        (_update, 0, "altered"),
+        (_delete, 0, "missing"),
+        (_insert, 1, "out of place"),
+        (_reorder, 0, "out of place"),
+        (_append, None, "inserted"),
+    ],
+    ids=["update", "delete", "insert", "reorder", "append"],
+)
+async def test_tampering_in_postgres_is_detected(
+    audit: httpx.AsyncClient, admin: asyncpg.Connection, kit: Any, tamper: Tamper, broken_at: int | None, problem: str
+) -> None:
+    """As the superuser, with triggers off (what an attacker with database access can do), inside a
+    transaction that is rolled back so the session's chain stays whole."""
+    rows = await filler(kit, admin, 6)
+    k = rows[2]["seq"]
+    outcome: trail.Verification | None = None
+    with pytest.raises(Rollback):
+        async with admin.transaction(isolation="repeatable_read"):
+            await admin.execute("SET LOCAL search_path TO audit")
+            await admin.execute("SET LOCAL session_replication_role = replica")
+            assert (await trail.verify(admin, full=True)).ok
+            await tamper(admin, k)
+            outcome = await trail.verify(admin, full=True)
+            raise Rollback
+    assert outcome is not None and not outcome.ok
+    assert outcome.problem is not None and outcome.problem.startswith(problem)
+    if broken_at is not None:
+        assert outcome.broken_seq == k + broken_at
+    else:
+        assert outcome.broken_seq == outcome.head_seq + 1
+
+
+def admin_command(world: World, *args: str) -> subprocess.CompletedProcess[str]:
+    command = Path(sys.executable).parent / "spm-audit-admin"
+    env = {**os.environ, **world.env()}
+    return subprocess.run([str(command), *args], env=env, capture_output=True, text=True, timeout=60, check=False)
+
+
+async def test_verify_from_checkpoint_and_in_full_through_api_and_command(
+    world: World, audit: httpx.AsyncClient, admin: asyncpg.Connection, kit: Any
+) -> None:
+    await filler(kit, admin, 3)
+    done = await asyncio.to_thread(admin_command, world, "checkpoint")
+    assert done.returncode == 0, done.stderr
+    checkpoint = json.loads(done.stdout)["head"]
+    before = await filler(kit, admin, 4)
+    after = await filler(kit, admin, 4)
+
+    incremental = (await audit.get("/v1/audit/verify", headers=kit.operator)).json()
+    assert incremental["ok"] is True and incremental["full"] is False
+    assert incremental["checked"] == incremental["head"]["seq"] - checkpoint["seq"] + 1
+    full = (await audit.get("/v1/audit/verify", params={"full": "true"}, headers=kit.operator)).json()
+    assert full["ok"] is True and full["checked"] == full["head"]["seq"]
+
+    victim = after[1]
+    async with admin.transaction():
+        await admin.execute("SET LOCAL session_replication_role = replica")
+        await admin.execute("UPDATE audit.entries SET event_type = 'forged' WHERE seq = $1", victim["seq"])
+    try:
+        for params in ({}, {"full": "true"}):
+            report = (await audit.get("/v1/audit/verify", params=params, headers=kit.operator)).json()
+            assert report["ok"] is False
+            assert report["first_broken"]["seq"] == victim["seq"]
+        cli = await asyncio.to_thread(admin_command, world, "verify", "--full")
+        assert cli.returncode == 1 and json.loads(cli.stdout)["first_broken"]["seq"] == victim["seq"]
+    finally:
+        async with admin.transaction():
+            await admin.execute("SET LOCAL session_replication_role = replica")
+            await admin.execute("UPDATE audit.entries SET event_type = $2 WHERE seq = $1", victim["seq"], "test.filler")
+
+    # A change before the last checkpoint is past the incremental walk but not the full one; and an entry
+    # rewritten with a recomputed hash is caught by the checkpoint kept elsewhere.
+    done = await asyncio.to_thread(admin_command, world, "checkpoint")
+    assert done.returncode == 0, done.stderr
+    victim = before[1]
+    forged = {**dict(victim), "event_type": "forged"}
+    async with admin.transaction():
+        await admin.execute("SET LOCAL session_replication_role = replica")
+        await admin.execute(
+            "UPDATE audit.entries SET event_type = 'forged', hash = $2 WHERE seq = $1",
+            victim["seq"],
+            trail.entry_hash(forged),
+        )
+    try:
+        assert (await audit.get("/v1/audit/verify", headers=kit.operator)).json()["ok"] is True
+        report = (await audit.get("/v1/audit/verify", params={"full": "true"}, headers=kit.operator)).json()
+        assert report["ok"] is False and report["first_broken"]["seq"] == victim["seq"] + 1
+        kept = f"{victim['seq']}:{victim['hash']}"
+        cli = await asyncio.to_thread(admin_command, world, "verify", "--expect", kept)
+        assert cli.returncode == 1
+    finally:
+        async with admin.transaction():
+            await admin.execute("SET LOCAL session_replication_role = replica")
+            await admin.execute(
+                "UPDATE audit.entries SET event_type = $2, hash = $3 WHERE seq = $1",
+                victim["seq"],
+                victim["event_type"],
+                victim["hash"],
+            )
+    assert (await audit.get("/v1/audit/verify", params={"full": "true"}, headers=kit.operator)).json()["ok"] is True
+
+
+async def test_two_replicas_keep_one_unbroken_chain(
+    world: World, audit: httpx.AsyncClient, admin: asyncpg.Connection, kit: Any
+) -> None:
+    async with running(create(kit.settings(world, prefetch=20, consumer_batch=10))):
+        connection = await aio_pika.connect(AMQP_URL)
+        async with connection:
+            channel = await connection.channel()
+            queue = await channel.declare_queue(Topology(world.exchange, "audit").queue_name, passive=True)
+            assert queue.declaration_result.consumer_count == 2
+        events = [kit.event("test.replicas", {"n": i}) for i in range(1500)]
+        await kit.publish(events)
+        rows = await kit.wait_for_entries(admin, [e["id"] for e in events], timeout=60)
+    assert len(rows) == len(events)
+    full = (await audit.get("/v1/audit/verify", params={"full": "true"}, headers=kit.operator)).json()
+    assert full["ok"] is True, full
+    assert full["checked"] == await admin.fetchval("SELECT count(*) FROM audit.entries")
+    assert full["head"]["seq"] == await admin.fetchval("SELECT max(seq) FROM audit.entries")
