@@ -157,7 +157,7 @@ class EventConsumer:
                 event_id=item.event.id, event_type=item.event.type, correlation_id=item.event.correlationid
             ):
                 log.debug("event " + outcome, attempt=item.attempt)
-            await _ack(item.message)
+        await _ack_through(batch[-1].message)
 
     async def _apply(self, batch: list[_Item]) -> set[int]:
         """One transaction: record the batch in the inbox, run the handlers of first-seen events."""
@@ -262,6 +262,15 @@ async def _ack(message: RabbitMessage) -> None:
     try:
         await message.ack()
     except Exception as exc:  # the channel died: the broker redelivers, the inbox absorbs the duplicate
+        log.warning("acknowledgement failed", error=describe_error(exc))
+
+
+async def _ack_through(message: RabbitMessage) -> None:
+    """Acknowledge `message` and every earlier delivery of its channel in one frame: a batch is acked
+    together, and everything before it has been acknowledged or settled already."""
+    try:
+        await message.raw_message.ack(multiple=True)
+    except Exception as exc:  # the channel died: the broker redelivers, the inbox absorbs the duplicates
         log.warning("acknowledgement failed", error=describe_error(exc))
 
 

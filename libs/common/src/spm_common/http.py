@@ -82,9 +82,10 @@ async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
 
 
 _bearer = HTTPBearer(auto_error=False)
+# Dependencies here are `async def`: FastAPI runs a plain `def` one in a worker thread on every request.
 
 
-def require_operator(
+async def require_operator(
     request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 ) -> None:
     """Constant-time check of the bearer token against SPM_OPERATOR_TOKEN; unset refuses everyone."""
@@ -99,7 +100,7 @@ def require_operator(
 Operator = Annotated[None, Depends(require_operator)]
 
 
-def runtime_of(request: Request) -> Runtime:
+async def runtime_of(request: Request) -> Runtime:
     runtime: Runtime = request.app.state.runtime
     return runtime
 
