@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -90,12 +91,14 @@ async def test_a_new_version_takes_effect_and_each_message_records_its_own(
     assert datetime.fromisoformat(announced[later].data["effective_from"]) > datetime.now(UTC)
 
 
-def test_operators_publish_a_version_from_the_command_line(world: World, tmp_path: Path) -> None:
+async def test_operators_publish_a_version_from_the_command_line(world: World, tmp_path: Path) -> None:
     vi, en = tmp_path / "vi.txt", tmp_path / "en.txt"
     vi.write_text("Chính Sách Cá Nhân (CLI)\n", encoding="utf-8")
     en.write_text("Privacy Policy (CLI)\n", encoding="utf-8")
     runner = CliRunner()
-    result = runner.invoke(
+    # In a thread, as from a shell: the command runs its own event loop.
+    result = await asyncio.to_thread(
+        runner.invoke,
         admin.cli,
         ["publish-policy", "--vi", str(vi), "--en", str(en), "--effective-from", "2099-01-01T00:00:00"],
         env=world.env(),
@@ -105,5 +108,7 @@ def test_operators_publish_a_version_from_the_command_line(world: World, tmp_pat
 
     empty = tmp_path / "empty.txt"
     empty.write_text("  \n", encoding="utf-8")
-    result = runner.invoke(admin.cli, ["publish-policy", "--vi", str(empty), "--en", str(en)], env=world.env())
+    result = await asyncio.to_thread(
+        runner.invoke, admin.cli, ["publish-policy", "--vi", str(empty), "--en", str(en)], env=world.env()
+    )
     assert result.exit_code != 0

@@ -84,10 +84,11 @@ async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
 _bearer = HTTPBearer(auto_error=False)
 
 
-def require_operator(
+async def require_operator(
     request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 ) -> None:
-    """Constant-time check of the bearer token against SPM_OPERATOR_TOKEN; unset refuses everyone."""
+    """Constant-time check of the bearer token against SPM_OPERATOR_TOKEN; unset refuses everyone.
+    (Async, like `runtime_of`, only so FastAPI does not hand it to a worker thread on every request.)"""
     expected = request.app.state.runtime.settings.operator_token
     given = credentials.credentials if credentials else ""
     if expected is None or not hmac.compare_digest(given.encode(), expected.get_secret_value().encode()):
@@ -99,7 +100,7 @@ def require_operator(
 Operator = Annotated[None, Depends(require_operator)]
 
 
-def runtime_of(request: Request) -> Runtime:
+async def runtime_of(request: Request) -> Runtime:
     runtime: Runtime = request.app.state.runtime
     return runtime
 

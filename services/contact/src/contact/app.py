@@ -13,6 +13,7 @@ from contact import inbox, policy, retention
 from contact.api import operators, public
 from contact.events import CONSUMES, PUBLISHES
 from contact.settings import MIGRATIONS, Settings
+from contact.writer import MessageWriter
 
 
 def build(settings: Settings) -> Runtime:
@@ -48,7 +49,12 @@ def create(settings: Settings | None = None) -> FastAPI:
             # Before the first request, so every message can record the policy version in force.
             async with runtime.pool.acquire() as conn:
                 await policy.publish_shipped(conn, settings.source)
-            yield
+            app.state.writer = MessageWriter(runtime.pool)
+            app.state.writer.start()
+            try:
+                yield
+            finally:
+                await app.state.writer.stop()
 
     app.router.lifespan_context = lifespan
     return app

@@ -14,10 +14,6 @@ import math
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from spm_common.db import Connection
-
-from contact import store
-
 GLOBAL_BUCKET = "*"
 
 
@@ -41,25 +37,43 @@ def client_bucket(address: str, key: bytes) -> str:
     return "c:" + hmac.new(key, address.encode(), hashlib.sha256).hexdigest()
 
 
-async def hit(conn: Connection, bucket: str, per_client: Limit, overall: Limit, now: float) -> Decision:
-    """Count one attempt by `bucket` and say whether it is within both limits."""
+@dataclass(frozen=True)
+class Buckets:
+    """Where one attempt is counted: its client's bucket and the global one, each in its current window.
+    The window's length is part of the name, so changing a limit's window starts its counts afresh."""
+
+    client: str
+    client_start: datetime
+    client_end: datetime
+    client_limit: int
+    overall: str
+    overall_start: datetime
+    overall_end: datetime
+    overall_limit: int
+
+
+def buckets(client: str, per_client: Limit, overall: Limit, now: float) -> Buckets:
     client_start, client_end = per_client.window(now)
-    global_start, global_end = overall.window(now)
-    # The window's length is part of the bucket, so changing a limit's window starts its counts afresh.
-    client_hits, global_hits = await store.count_hit(
-        conn,
-        f"{bucket}/{per_client.window_seconds}",
+    overall_start, overall_end = overall.window(now)
+    return Buckets(
+        f"{client}/{per_client.window_seconds}",
         client_start,
         client_end,
         per_client.requests,
         f"{GLOBAL_BUCKET}/{overall.window_seconds}",
-        global_start,
-        global_end,
+        overall_start,
+        overall_end,
+        overall.requests,
     )
-    if client_hits > per_client.requests:
-        return Decision(False, _seconds_until(client_end, now))
-    if global_hits is not None and global_hits > overall.requests:
-        return Decision(False, _seconds_until(global_end, now))
+
+
+def decide(counted: Buckets, client_hits: int, global_hits: int | None, now: float) -> Decision:
+    """Whether the attempt just counted is within both limits (`global_hits` is None where it was not
+    counted globally, its client being over its own limit)."""
+    if client_hits > counted.client_limit:
+        return Decision(False, _seconds_until(counted.client_end, now))
+    if global_hits is not None and global_hits > counted.overall_limit:
+        return Decision(False, _seconds_until(counted.overall_end, now))
     return Decision(True)
 
 

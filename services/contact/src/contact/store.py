@@ -8,29 +8,49 @@ from typing import Any
 
 import asyncpg
 from spm_common.db import Connection
+from spm_common.envelope import CloudEvent
+from spm_common.outbox import ENQUEUE_FROM_ARRAYS, NOTIFY, outbox_arrays
 
 from contact.intake import Received
+from contact.ratelimit import Buckets
 
 # Messages
 
 
-async def insert_message(conn: Connection, message: Received) -> int | None:
-    """Store a message with the privacy policy version in force at its arrival; return that version."""
-    version: int | None = await conn.fetchval(
-        "INSERT INTO messages (id, name, email, subject, body, locale, ack_message_id, received_at, policy_version)"
-        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8,"
-        " (SELECT max(version) FROM privacy_policies WHERE effective_from <= $8))"
-        " RETURNING policy_version",
-        message.id,
-        message.name,
-        message.email,
-        message.subject,
-        message.body,
-        message.locale,
-        message.ack_message_id,
-        message.received_at,
+async def insert_messages(conn: Connection, messages: list[tuple[Received, int | None, list[CloudEvent]]]) -> None:
+    """Store messages (each with the policy version in force and its events) in one statement: one round
+    trip, one implicit transaction, one outbox wake-up."""
+    columns: list[list[Any]] = [[] for _ in range(9)]
+    events: list[CloudEvent] = []
+    for message, policy_version, message_events in messages:
+        for column, value in zip(
+            columns,
+            (
+                message.id,
+                message.name,
+                message.email,
+                message.subject,
+                message.body,
+                message.locale,
+                message.ack_message_id,
+                message.received_at,
+                policy_version,
+            ),
+            strict=True,
+        ):
+            column.append(value)
+        events += message_events
+    await conn.execute(
+        "WITH message AS ("
+        "  INSERT INTO messages"
+        "  (id, name, email, subject, body, locale, ack_message_id, received_at, policy_version)"
+        "  SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],"
+        "  $7::text[], $8::timestamptz[], $9::integer[])),"
+        f" events AS ({ENQUEUE_FROM_ARRAYS.format(ids='$10', types='$11', bodies='$12')})"
+        f" SELECT {NOTIFY}",
+        *columns,
+        *outbox_arrays(events),
     )
-    return version
 
 
 _SUMMARY = (
@@ -212,18 +232,13 @@ async def get_policy(conn: Connection, version: int | None) -> asyncpg.Record | 
 # Rate limits
 
 
-async def count_hit(
-    conn: Connection,
-    bucket: str,
-    window_start: datetime,
-    window_end: datetime,
-    bucket_limit: int,
-    global_bucket: str,
-    global_start: datetime,
-    global_end: datetime,
-) -> tuple[int, int | None]:
-    """Count one hit for `bucket` and, where that stays within `bucket_limit`, one for the global bucket.
-    One statement, so one round trip, on an unlogged table: the hot rows are locked for microseconds."""
+async def admit(conn: Connection, counted: Buckets, at: datetime) -> tuple[int, int | None, int | None]:
+    """What the intake needs before storing, in one round trip: count the attempt in its client's bucket
+    and, where that stays within the client's limit, in the global one; and find the privacy policy version
+    in force at `at`. Returns (client hits, global hits or None, policy version or None).
+
+    The counters are an unlogged table and this statement writes nothing else, so its commit waits for no
+    disk flush and the hot rows stay locked for microseconds."""
     row: Any = await conn.fetchrow(
         "WITH client AS ("
         "  INSERT INTO rate_counters (bucket, window_start, hits, expires_at) VALUES ($1, $2, 1, $3)"
@@ -232,16 +247,18 @@ async def count_hit(
         "  INSERT INTO rate_counters (bucket, window_start, hits, expires_at)"
         "  SELECT $5, $6, 1, $7 FROM client WHERE client.hits <= $4"
         "  ON CONFLICT (bucket, window_start) DO UPDATE SET hits = rate_counters.hits + 1 RETURNING hits)"
-        " SELECT (SELECT hits FROM client) AS client_hits, (SELECT hits FROM overall) AS global_hits",
-        bucket,
-        window_start,
-        window_end,
-        bucket_limit,
-        global_bucket,
-        global_start,
-        global_end,
+        " SELECT (SELECT hits FROM client) AS client_hits, (SELECT hits FROM overall) AS global_hits,"
+        " (SELECT max(version) FROM privacy_policies WHERE effective_from <= $8) AS policy_version",
+        counted.client,
+        counted.client_start,
+        counted.client_end,
+        counted.client_limit,
+        counted.overall,
+        counted.overall_start,
+        counted.overall_end,
+        at,
     )
-    return int(row["client_hits"]), row["global_hits"]
+    return int(row["client_hits"]), row["global_hits"], row["policy_version"]
 
 
 async def sweep_rate_counters(conn: Connection) -> None:
