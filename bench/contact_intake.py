@@ -112,8 +112,9 @@ def wait_ready(url: str, child: subprocess.Popen[bytes], log: Path, timeout: flo
 
 
 def run_wrk(url: str, seconds: float, connections: int, threads: int, script: Path) -> dict[str, float]:
+    duration = f"-d{max(1, round(seconds))}s"
     result = subprocess.run(
-        ["wrk", f"-t{threads}", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--timeout", "5s", "-s", str(script), url],
+        ["wrk", f"-t{threads}", f"-c{connections}", duration, "--timeout", "5s", "-s", str(script), url],
         capture_output=True,
         text=True,
         check=True,
@@ -183,6 +184,23 @@ async def stored_messages(world: World) -> tuple[int, int]:
     return int(messages), int(backlog)
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc; 0 elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def drain(world: World, timeout: float = 120) -> float:
+    """Seconds until the outbox is empty (the relay has published everything)."""
+    started = time.monotonic()
+    while asyncio.run(stored_messages(world))[1] and time.monotonic() - started < timeout:
+        time.sleep(0.2)
+    return time.monotonic() - started
+
+
 def line(name: str, r: dict[str, float], stored_per_second: float | None = None) -> str:
     stored = f"{stored_per_second:>10,.0f}" if stored_per_second is not None else f"{'-':>10}"
     return (
@@ -233,15 +251,31 @@ def main() -> None:
             contact_url = f"http://127.0.0.1:{contact_port}{PATH}"
             load(contact_url, 1, connections, args.threads, script, args.tool)  # warm-up
             before, _ = asyncio.run(stored_messages(world))
+            cpu_before = cpu_seconds(contact.pid)
             results["contact"] = load(contact_url, seconds, connections, args.threads, script, args.tool)
+            cpu_used = cpu_seconds(contact.pid) - cpu_before
             after, backlog = asyncio.run(stored_messages(world))
+            drained_in = drain(world)
         stored_rate = (after - before) / results["contact"]["seconds"]
-        print(f"contact intake benchmark ({args.tool}, {connections} connections, {seconds:.0f} s each, {os.cpu_count()} CPUs)")
-        print(f"{'':<26}{'req/s':>10}{'stored/s':>10}{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}{'max ms':>9}{'failed':>8}{'requests':>10}")
+        print(
+            f"contact intake benchmark ({args.tool}, {connections} connections, {seconds:.0f} s each, "
+            f"{os.cpu_count()} CPUs)"
+        )
+        heads = ("req/s", "stored/s", "p50 ms", "p90 ms", "p99 ms", "max ms", "failed", "requests")
+        widths = (10, 10, 9, 9, 9, 9, 8, 10)
+        print(" " * 26 + "".join(f"{h:>{w}}" for h, w in zip(heads, widths, strict=True)))
         print(line("bare FastAPI 202", results["bare"]))
         print(line("contact POST /v1/messages", results["contact"], stored_rate))
         print(f"contact/bare rate: {results['contact']['rps'] / results['bare']['rps']:.2f}")
-        print(f"outbox rows not yet published when the load stopped: {backlog}")
+        stored = after - before
+        print(
+            f"contact process CPU during the load: {cpu_used / results['contact']['seconds']:.0%} of one core, "
+            f"{cpu_used / max(stored, 1) * 1e6:,.0f} us per stored message"
+        )
+        print(
+            f"outbox rows (2 per message) not yet published when the load stopped: {backlog:,};"
+            f" all published {drained_in:.1f} s later"
+        )
     finally:
         asyncio.run(world.destroy())
         shutil.rmtree(workdir, ignore_errors=True)
