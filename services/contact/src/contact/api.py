@@ -7,7 +7,7 @@ import base64
 import binascii
 import uuid
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, cast
 
 from email_validator import EmailNotValidError, validate_email
 from fastapi import APIRouter, Header, HTTPException, Query, Request, Response, status
@@ -27,7 +27,7 @@ operators = APIRouter(prefix="/v1", tags=["inbox"])
 
 DeliveryStatus = Literal["queued", "sent", "failed"]
 MessageStatus = Literal["new", "answered", "closed"]
-NOT_FOUND = {404: {"description": "No such message"}}
+NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "No such message"}}
 
 
 class Accepted(BaseModel):
@@ -118,7 +118,7 @@ async def post_message(form: ContactForm, request: Request) -> Any:
     if form.is_spam:
         # The bot is told what a person would be told, and nothing is stored or sent.
         return _accepted(uuid.uuid4())
-    settings: Settings = runtime.settings  # type: ignore[assignment]
+    settings = cast(Settings, runtime.settings)
     if settings.contact_check_email_domain and not await _domain_exists(form.email):
         return JSONResponse(
             {

@@ -136,7 +136,7 @@ def preferred_locale(explicit: str | None, accept_language: str | None) -> Local
     for position, part in enumerate((accept_language or "")[:500].split(",")):
         tag, _, params = part.strip().partition(";")
         primary = tag.strip().lower().split("-", 1)[0]
-        if primary != "vi" and primary != "en":
+        if primary not in ("vi", "en"):
             continue
         quality = 1.0
         for param in params.split(";"):
@@ -147,7 +147,7 @@ def preferred_locale(explicit: str | None, accept_language: str | None) -> Local
                 except ValueError:
                     quality = 0.0
         if quality > 0:
-            candidates.append((quality, -position, primary))
+            candidates.append((quality, -position, "vi" if primary == "vi" else "en"))
     return max(candidates)[2] if candidates else "en"
 
 
