@@ -1,0 +1,1 @@
+"""Benchmarks that print figures: `uv run python -m bench.<name> [--quick]`."""

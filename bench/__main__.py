@@ -1,23 +1,20 @@
-"""`make bench`: every benchmark in turn; each prints its own figures. `--quick` for a smoke run."""
+"""`python -m bench [--quick]`: run every benchmark module in this folder, one after the other."""
 
-import importlib
+from __future__ import annotations
+
+import pkgutil
+import subprocess
 import sys
-
-BENCHMARKS = ["contact_intake", "notifier_send", "audit", "orders"]
+from pathlib import Path
 
 
 def main() -> None:
-    args = sys.argv[1:]
-    chosen = [a for a in args if not a.startswith("-")] or BENCHMARKS
-    for name in chosen:
-        try:
-            module = importlib.import_module(f"bench.{name}")
-        except ModuleNotFoundError:
-            print(f"== {name}: not present, skipped")
-            continue
-        print(f"== {name}", flush=True)
-        sys.argv = [f"bench.{name}", *[a for a in args if a.startswith("-")]]
-        module.main()
+    names = sorted(m.name for m in pkgutil.iter_modules([str(Path(__file__).parent)]) if not m.name.startswith("_"))
+    failed = 0
+    for name in names:
+        print(f"== bench.{name}", flush=True)
+        failed += subprocess.run([sys.executable, "-m", f"bench.{name}", *sys.argv[1:]], check=False).returncode != 0
+    raise SystemExit(1 if failed else 0)
 
 
 if __name__ == "__main__":

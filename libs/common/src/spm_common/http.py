@@ -88,7 +88,8 @@ _bearer = HTTPBearer(auto_error=False)
 async def require_operator(
     request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 ) -> None:
-    """Constant-time check of the bearer token against SPM_OPERATOR_TOKEN; unset refuses everyone."""
+    """Constant-time check of the bearer token against SPM_OPERATOR_TOKEN; unset refuses everyone.
+    (Async, like `runtime_of`, only so FastAPI does not hand it to a worker thread on every request.)"""
     expected = request.app.state.runtime.settings.operator_token
     given = credentials.credentials if credentials else ""
     if expected is None or not hmac.compare_digest(given.encode(), expected.get_secret_value().encode()):
@@ -168,27 +169,34 @@ class _BodyLimit:
         if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
             await _too_large(send)
             return
+        if declared is not None:
+            await self.app(scope, receive, send)
+            return
+        # No Content-Length (chunked): read up to the limit before the app sees anything. Raising from the
+        # app's receive instead would reach FastAPI's body parsing, which turns any error into a 400.
+        chunks: list[bytes] = []
         received = 0
-        too_large = False
-
-        async def limited_receive() -> Message:
-            nonlocal received, too_large
+        while True:
             message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.max_bytes:
-                    too_large = True
-                    raise _BodyTooLarge
-            return message
+            if message["type"] != "http.request":
+                break
+            chunks.append(message.get("body", b""))
+            received += len(chunks[-1])
+            if received > self.max_bytes:
+                await _too_large(send)
+                return
+            if not message.get("more_body", False):
+                break
+        replayed = False
 
-        try:
-            await self.app(scope, limited_receive, send)
-        except _BodyTooLarge:
-            await _too_large(send)
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+            return await receive()
 
-
-class _BodyTooLarge(Exception):
-    pass
+        await self.app(scope, replay, send)
 
 
 async def _too_large(send: Send) -> None:

@@ -47,6 +47,21 @@ async def enqueue(conn: Connection, *events: CloudEvent) -> None:
     await conn.execute("SELECT pg_notify('spm_outbox_' || current_schema(), '')")
 
 
+# For hot paths where one round trip matters: a statement may write its state change and its events at
+# once, `WITH change AS (INSERT ...), events AS (<ENQUEUE_FROM_ARRAYS>) SELECT <NOTIFY>`, with the three
+# arrays of `outbox_arrays(events)` bound to the placeholders named in ENQUEUE_FROM_ARRAYS.
+ENQUEUE_FROM_ARRAYS = (
+    "INSERT INTO outbox (event_id, event_type, body)"
+    " SELECT * FROM unnest({ids}::text[], {types}::text[], {bodies}::bytea[])"
+)
+NOTIFY = "pg_notify('spm_outbox_' || current_schema(), '')"
+
+
+def outbox_arrays(events: Sequence[CloudEvent]) -> tuple[list[str], list[str], list[bytes]]:
+    """The (ids, types, bodies) arrays ENQUEUE_FROM_ARRAYS takes."""
+    return [e.id for e in events], [e.type for e in events], [e.to_json() for e in events]
+
+
 class OutboxRelay:
     def __init__(
         self,

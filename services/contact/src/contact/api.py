@@ -1,49 +1,319 @@
-"""HTTP routes of the contact service."""
+"""HTTP routes of the contact service: the website's form and policy, and the operators' inbox."""
 
 from __future__ import annotations
 
-from typing import Literal
+import asyncio
+import base64
+import binascii
+import uuid
+from datetime import datetime
+from typing import Annotated, Any, Literal, cast
 
-from fastapi import APIRouter, Header, status
+from email_validator import EmailNotValidError, validate_email
+from fastapi import APIRouter, Header, HTTPException, Query, Request, Response, status
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel
-from spm_common.http import RuntimeDep
-from spm_common.outbox import enqueue
+from spm_common.http import Operator, RuntimeDep
+from spm_common.runtime import Runtime
 
-from contact import store
-from contact.intake import ContactForm, receive
+from contact import inbox, ratelimit, store
+from contact.inbox import MessageIsClosed, MessageNotFound, ReplyForm
+from contact.intake import ContactForm, Locale, new_message, preferred_locale, receipt_events
+from contact.settings import Settings
+from contact.writer import MessageWriter
 
-router = APIRouter(prefix="/v1", tags=["messages"])
+public = APIRouter(prefix="/v1", tags=["website"])
+operators = APIRouter(prefix="/v1", tags=["inbox"])
+
+DeliveryStatus = Literal["queued", "sent", "failed"]
+MessageStatus = Literal["new", "answered", "closed"]
+NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "No such message"}}
 
 
 class Accepted(BaseModel):
     id: str
 
 
-def preferred_locale(explicit: str | None, accept_language: str | None) -> Literal["vi", "en"]:
-    if explicit in ("vi", "en"):
-        return explicit  # type: ignore[return-value]
-    for part in (accept_language or "").split(","):
-        tag = part.split(";", 1)[0].strip().lower()
-        if tag.startswith("vi"):
-            return "vi"
-        if tag.startswith("en"):
-            return "en"
-    return "en"
+class Delivery(BaseModel):
+    status: DeliveryStatus
+    error: str | None = None
+    updated_at: datetime | None = None
 
 
-@router.post(
+class MessageSummary(BaseModel):
+    id: uuid.UUID
+    name: str
+    email: str
+    subject: str | None
+    locale: Locale
+    status: MessageStatus
+    received_at: datetime
+    closed_at: datetime | None
+    privacy_policy_version: int | None
+    acknowledgement: Delivery
+    reply_count: int
+
+
+class Reply(BaseModel):
+    id: uuid.UUID
+    body: str
+    created_at: datetime
+    delivery: Delivery
+
+
+class MessageDetail(MessageSummary):
+    body: str
+    replies: list[Reply]
+
+
+class MessagePage(BaseModel):
+    items: list[MessageSummary]
+    next_cursor: str | None = None
+
+
+class ReplyAccepted(BaseModel):
+    id: uuid.UUID
+    message_id: uuid.UUID
+    created_at: datetime
+    delivery: Delivery
+
+
+class PrivacyPolicy(BaseModel):
+    version: int
+    lang: Locale
+    text: str
+    effective_from: datetime
+    published_at: datetime
+    sha256: str
+
+
+# The website
+
+
+@public.post(
     "/messages",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=Accepted,
     summary="Receive a message from the website's contact form",
+    responses={
+        413: {"description": "The body is over the limit"},
+        429: {"description": "Too many messages from this client or in all; see Retry-After"},
+    },
+    openapi_extra={
+        "parameters": [
+            {
+                "name": "Accept-Language",
+                "in": "header",
+                "required": False,
+                "schema": {"type": "string"},
+                "description": "the acknowledgement's language where the form names no locale (vi or en)",
+            }
+        ]
+    },
 )
-async def post_message(
-    form: ContactForm, runtime: RuntimeDep, accept_language: str | None = Header(default=None)
-) -> Accepted:
-    settings = runtime.settings
-    locale = preferred_locale(form.locale, accept_language)
-    message, events = receive(form, locale, settings.mail_from, settings.source)
+async def post_message(form: ContactForm, request: Request) -> Any:
+    # The runtime and the header are read from the request rather than declared as dependencies and
+    # parameters: FastAPI's per-request work for those is a measurable share of this, the hottest route.
+    runtime: Runtime = request.app.state.runtime
+    if form.is_spam:
+        # The bot is told what a person would be told, and nothing is stored or sent.
+        return _accepted(uuid.uuid4())
+    settings = cast(Settings, runtime.settings)
+    if settings.contact_check_email_domain and not await _domain_exists(form.email):
+        return JSONResponse(
+            {
+                "detail": [
+                    {"loc": ["body", "email"], "msg": "the address's domain does not accept mail", "type": "email"}
+                ]
+            },
+            status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
+        )
+    accept_language = request.headers.get("accept-language")
+    message = new_message(form, preferred_locale(form.locale, accept_language), settings.mail_from)
+    now = message.received_at.timestamp()
+    counted = ratelimit.buckets(
+        ratelimit.client_bucket(request.client.host if request.client else "unknown", settings.client_key()),
+        ratelimit.Limit(settings.contact_rate_per_client, settings.contact_rate_client_window_seconds),
+        ratelimit.Limit(settings.contact_rate_global, settings.contact_rate_global_window_seconds),
+        now,
+    )
+    # The form is the hottest path of the system: one round trip to admit, then a group commit.
+    async with runtime.pool.acquire() as conn:
+        client_hits, global_hits, policy_version = await store.admit(conn, counted, message.received_at)
+    decision = ratelimit.decide(counted, client_hits, global_hits, now)
+    if not decision.allowed:
+        raise HTTPException(
+            status.HTTP_429_TOO_MANY_REQUESTS,
+            "too many messages; please try again later",
+            headers={"Retry-After": str(decision.retry_after)},
+        )
+    writer: MessageWriter = request.app.state.writer
+    await writer.store(message, policy_version, receipt_events(message, policy_version, settings.source))
+    return _accepted(message.id)
+
+
+def _accepted(message_id: uuid.UUID) -> Response:
+    return Response(f'{{"id":"{message_id}"}}', status.HTTP_202_ACCEPTED, media_type="application/json")
+
+
+async def _domain_exists(address: str) -> bool:
+    def check() -> bool:
+        try:
+            validate_email(address, check_deliverability=True, timeout=3)
+        except EmailNotValidError:
+            return False
+        return True
+
+    return await asyncio.to_thread(check)
+
+
+@public.get(
+    "/privacy-policy",
+    response_model=PrivacyPolicy,
+    summary="The privacy policy in force, or the version asked for",
+    responses={404: {"description": "No such version (or none published yet)"}},
+)
+async def get_privacy_policy(
+    runtime: RuntimeDep,
+    response: Response,
+    lang: Annotated[Locale | None, Query(description="vi or en; else from Accept-Language, else en")] = None,
+    version: Annotated[int | None, Query(ge=1, le=1_000_000)] = None,
+    accept_language: Annotated[str | None, Header()] = None,
+) -> PrivacyPolicy:
+    language = preferred_locale(lang, accept_language)
+    async with runtime.pool.acquire() as conn:
+        row = await store.get_policy(conn, version)
+    if row is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "no such privacy policy version")
+    response.headers["Content-Language"] = language
+    # A numbered version never changes; "the one in force" may, when a new version takes effect.
+    response.headers["Cache-Control"] = "public, max-age=86400" if version else "public, max-age=300"
+    response.headers["Vary"] = "Accept-Language"
+    return PrivacyPolicy(
+        version=row["version"],
+        lang=language,
+        text=row[f"text_{language}"],
+        effective_from=row["effective_from"],
+        published_at=row["published_at"],
+        sha256=row["sha256"],
+    )
+
+
+# The operators' inbox
+
+
+@operators.get("/messages", response_model=MessagePage, summary="The inbox, newest first")
+async def list_messages(
+    _: Operator,
+    runtime: RuntimeDep,
+    status_: Annotated[MessageStatus | None, Query(alias="status")] = None,
+    q: Annotated[
+        str | None, Query(min_length=1, max_length=200, description="text in name, address, subject or body")
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: Annotated[str | None, Query(max_length=200, description="next_cursor of the previous page")] = None,
+) -> MessagePage:
+    before = _decode_cursor(cursor) if cursor else None
+    async with runtime.pool.acquire() as conn:
+        rows = await store.list_messages(conn, status=status_, text=q, before=before, limit=limit + 1)
+    items = [_summary(row) for row in rows[:limit]]
+    next_cursor = _encode_cursor(items[-1].received_at, items[-1].id) if len(rows) > limit else None
+    return MessagePage(items=items, next_cursor=next_cursor)
+
+
+@operators.get(
+    "/messages/{message_id}", response_model=MessageDetail, summary="One message with its replies", responses=NOT_FOUND
+)
+async def get_message(_: Operator, runtime: RuntimeDep, message_id: uuid.UUID) -> MessageDetail:
+    return await _detail(runtime.pool, message_id)
+
+
+@operators.post(
+    "/messages/{message_id}/close", response_model=MessageDetail, summary="Close a message", responses=NOT_FOUND
+)
+async def close_message(_: Operator, runtime: RuntimeDep, message_id: uuid.UUID) -> MessageDetail:
     async with runtime.pool.acquire() as conn, conn.transaction():
-        await store.insert_message(conn, message)
-        await enqueue(conn, *events)
-    return Accepted(id=str(message.id))
+        try:
+            await inbox.close(conn, message_id, runtime.settings.source)
+        except MessageNotFound:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, "message not found") from None
+    return await _detail(runtime.pool, message_id)
+
+
+@operators.post(
+    "/messages/{message_id}/replies",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=ReplyAccepted,
+    summary="Reply to a message; the notifier e-mails it to the sender, threaded under the acknowledgement",
+    responses={**NOT_FOUND, 409: {"description": "The message is closed"}},
+)
+async def post_reply(_: Operator, runtime: RuntimeDep, message_id: uuid.UUID, form: ReplyForm) -> ReplyAccepted:
+    settings = runtime.settings
+    async with runtime.pool.acquire() as conn, conn.transaction():
+        try:
+            reply = await inbox.reply(conn, message_id, form.body, settings.mail_from, settings.source)
+        except MessageNotFound:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, "message not found") from None
+        except MessageIsClosed:
+            raise HTTPException(status.HTTP_409_CONFLICT, "the message is closed") from None
+    return ReplyAccepted(
+        id=reply.id, message_id=reply.message_id, created_at=reply.created_at, delivery=Delivery(status="queued")
+    )
+
+
+async def _detail(pool: Any, message_id: uuid.UUID) -> MessageDetail:
+    async with pool.acquire() as conn:
+        row = await store.get_message(conn, message_id)
+        if row is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, "message not found")
+        replies = await store.replies_of(conn, message_id)
+    return MessageDetail(
+        **_summary(row).model_dump(),
+        body=row["body"],
+        replies=[
+            Reply(
+                id=r["id"],
+                body=r["body"],
+                created_at=r["created_at"],
+                delivery=Delivery(
+                    status=r["delivery_status"], error=r["delivery_error"], updated_at=r["delivery_updated_at"]
+                ),
+            )
+            for r in replies
+        ],
+    )
+
+
+def _summary(row: Any) -> MessageSummary:
+    return MessageSummary(
+        id=row["id"],
+        name=row["name"],
+        email=row["email"],
+        subject=row["subject"],
+        locale=row["locale"],
+        status=row["status"],
+        received_at=row["received_at"],
+        closed_at=row["closed_at"],
+        privacy_policy_version=row["policy_version"],
+        acknowledgement=Delivery(status=row["ack_status"], error=row["ack_error"]),
+        reply_count=row["reply_count"],
+    )
+
+
+def _encode_cursor(received_at: datetime, message_id: uuid.UUID) -> str:
+    return base64.urlsafe_b64encode(f"{received_at.isoformat()}|{message_id}".encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        when, _, ident = raw.partition("|")
+        received_at = datetime.fromisoformat(when)
+        if received_at.tzinfo is None:
+            raise ValueError("naive time")
+        return received_at, uuid.UUID(ident)
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            [{"loc": ["query", "cursor"], "msg": "not a cursor this service issued", "type": "value_error"}],
+        ) from None

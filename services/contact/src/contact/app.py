@@ -1,4 +1,7 @@
-"""Wiring of the contact service: settings, runtime, routes."""
+"""Wiring of the contact service: settings, runtime, routes, the events it handles, its periodic job."""
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from spm_common.http import create_app
@@ -6,24 +9,55 @@ from spm_common.runtime import Runtime
 from spm_common.serve import serve
 from spm_common.settings import load
 
-from contact.api import router
-from contact.events import PUBLISHES
+from contact import inbox, policy, retention
+from contact.api import operators, public
+from contact.events import CONSUMES, PUBLISHES
 from contact.settings import MIGRATIONS, Settings
+from contact.writer import MessageWriter
 
 
 def build(settings: Settings) -> Runtime:
-    return Runtime(settings, migrations=MIGRATIONS, publishes=PUBLISHES, description=__doc__ or "")
+    async def retention_job(runtime: Runtime) -> None:
+        await retention.run_periodically(
+            runtime.pool, settings.contact_retention_days, settings.contact_retention_interval_seconds, settings.source
+        )
+
+    return Runtime(
+        settings,
+        migrations=MIGRATIONS,
+        handlers=dict.fromkeys(CONSUMES, inbox.record_outcome),
+        publishes=PUBLISHES,
+        background=[retention_job],
+        description=__doc__ or "",
+    )
 
 
 def create(settings: Settings | None = None) -> FastAPI:
     settings = settings or load(Settings)
     runtime = build(settings)
-    return create_app(
+    app = create_app(
         runtime,
         title="SPM contact",
         description="The website's contact form and the operators' inbox.",
-        routers=[router],
+        routers=[public, operators],
     )
+    started = app.router.lifespan_context
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with started(app):
+            # Before the first request, so every message can record the policy version in force.
+            async with runtime.pool.acquire() as conn:
+                await policy.publish_shipped(conn, settings.source)
+            app.state.writer = MessageWriter(runtime.pool)
+            app.state.writer.start()
+            try:
+                yield
+            finally:
+                await app.state.writer.stop()
+
+    app.router.lifespan_context = lifespan
+    return app
 
 
 def main() -> None:

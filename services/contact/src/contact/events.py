@@ -1,13 +1,27 @@
-"""Events the contact service publishes (payloads of the CloudEvents `data`)."""
+"""Events the contact service publishes and consumes (payloads of the CloudEvents `data`).
+
+Every event about a contact message carries the purpose `answer-message`: the address it concerns may be
+used for nothing else. None carries a message's content.
+"""
 
 from __future__ import annotations
 
 from datetime import datetime
 
 from pydantic import BaseModel
-from spm_common.notifications import NOTIFICATION_REQUESTED, NotificationRequested
+from spm_common.notifications import (
+    NOTIFICATION_FAILED,
+    NOTIFICATION_REQUESTED,
+    NOTIFICATION_SENT,
+    NotificationOutcome,
+    NotificationRequested,
+)
 
 MESSAGE_RECEIVED = "contact.message.received"
+MESSAGE_REPLIED = "contact.message.replied"
+MESSAGE_CLOSED = "contact.message.closed"
+MESSAGES_DELETED = "contact.messages.deleted"
+POLICY_PUBLISHED = "privacy-policy.published"
 
 
 class MessageReceived(BaseModel):
@@ -17,6 +31,50 @@ class MessageReceived(BaseModel):
     email: str
     locale: str
     received_at: datetime
+    # The privacy policy in force when the message was sent (null only before any version was published).
+    privacy_policy_version: int | None = None
 
 
-PUBLISHES = {MESSAGE_RECEIVED: MessageReceived, NOTIFICATION_REQUESTED: NotificationRequested}
+class MessageReplied(BaseModel):
+    """An operator's reply was stored and its e-mail requested from the notifier."""
+
+    message_id: str
+    reply_id: str
+    replied_at: datetime
+
+
+class MessageClosed(BaseModel):
+    message_id: str
+    closed_at: datetime
+
+
+class MessagesDeleted(BaseModel):
+    """Messages (with their replies) reached the end of their retention period and were deleted."""
+
+    count: int
+    message_ids: list[str]
+    reply_ids: list[str]
+    received_before: datetime
+    retention_days: int
+
+
+class PrivacyPolicyPublished(BaseModel):
+    """A version of the privacy policy was published; it applies to messages sent from `effective_from`."""
+
+    version: int
+    effective_from: datetime
+    published_at: datetime
+    languages: list[str]
+    sha256: str
+
+
+PUBLISHES = {
+    MESSAGE_RECEIVED: MessageReceived,
+    MESSAGE_REPLIED: MessageReplied,
+    MESSAGE_CLOSED: MessageClosed,
+    MESSAGES_DELETED: MessagesDeleted,
+    POLICY_PUBLISHED: PrivacyPolicyPublished,
+    NOTIFICATION_REQUESTED: NotificationRequested,
+}
+# The notifier's reports on the e-mails this service asked for: they become each reply's delivery status.
+CONSUMES = {NOTIFICATION_SENT: NotificationOutcome, NOTIFICATION_FAILED: NotificationOutcome}

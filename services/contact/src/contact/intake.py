@@ -1,7 +1,13 @@
-"""What a valid contact message is, and what receiving one causes."""
+"""What a valid contact message is, and what receiving one causes.
+
+Name, address and subject end up in mail headers, so they must be one line: any control character, line or
+paragraph separator, RFC 2047 encoded word or percent-encoded line break is refused rather than cleaned,
+because a cleaned header injection is still a message nobody meant to send.
+"""
 
 from __future__ import annotations
 
+import re
 import unicodedata
 import uuid
 from datetime import UTC, datetime
@@ -9,44 +15,106 @@ from typing import Annotated, Literal
 
 from email_validator import EmailNotValidError, validate_email
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic_core import PydanticCustomError
 from spm_common.envelope import CloudEvent, new_event
 from spm_common.notifications import NOTIFICATION_REQUESTED, NotificationRequested, Recipient, message_id_for
 
 from contact.events import MESSAGE_RECEIVED, MessageReceived
 
 PURPOSE = "answer-message"
+Locale = Literal["vi", "en"]
+
+NAME_MAX = 200
+EMAIL_MAX = 254
+SUBJECT_MAX = 200
+MESSAGE_MAX = 10_000
+
+# `=?charset?B|Q?text?=`: a mail client would decode it, line breaks included.
+_ENCODED_WORD = re.compile(r"=\?[^?\s]*\?[bq]\?[^?]*\?=", re.IGNORECASE)
+_PERCENT_BREAK = re.compile(r"%(?:0d|0a|00)", re.IGNORECASE)
+# Unicode categories Cc (C0 controls, DEL, C1 controls), Zl and Zp, spelled as character classes so the
+# check runs in C: it runs on every character of every message.
+_NOT_ONE_LINE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_CONTROL_IN_TEXT = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 
-def _clean(text: str) -> str:
-    return unicodedata.normalize("NFC", text).strip()
+def _refuse(kind: str, message: str) -> PydanticCustomError:
+    return PydanticCustomError(kind, message)
 
 
-def _single_line(text: str) -> str:
-    text = _clean(text)
-    if any(ch in text for ch in "\r\n\x00"):
-        raise ValueError("must be a single line")
+def clean_line(text: str, max_length: int) -> str:
+    """One header-safe line: NFC, trimmed, bounded, no control or separator characters in any encoding."""
+    text = unicodedata.normalize("NFC", text).strip()
+    if _NOT_ONE_LINE.search(text):
+        raise _refuse("single_line", "must be a single line without control characters")
+    if _ENCODED_WORD.search(text) or _PERCENT_BREAK.search(text):
+        raise _refuse("single_line", "must not contain encoded line breaks or encoded words")
+    if len(text) > max_length:
+        raise _refuse("too_long", f"must be at most {max_length} characters")
     return text
 
 
+def clean_text(text: str, max_length: int) -> str:
+    """A multi-line body: NFC, trimmed, line endings unified, no control characters but tab and newline."""
+    text = unicodedata.normalize("NFC", text).replace("\r\n", "\n").replace("\r", "\n").strip()
+    if _CONTROL_IN_TEXT.search(text):
+        raise _refuse("control_characters", "must not contain control characters")
+    if len(text) > max_length:
+        raise _refuse("too_long", f"must be at most {max_length} characters")
+    return text
+
+
+def _required(text: str) -> str:
+    if not text:
+        raise _refuse("missing", "must not be empty")
+    return text
+
+
+def _name(text: str) -> str:
+    return _required(clean_line(text, NAME_MAX))
+
+
+def _subject(text: str | None) -> str | None:
+    if text is None:
+        return None
+    return clean_line(text, SUBJECT_MAX) or None
+
+
+def _message(text: str) -> str:
+    return _required(clean_text(text, MESSAGE_MAX))
+
+
 def _email(text: str) -> str:
-    text = _single_line(text)
+    text = clean_line(text, EMAIL_MAX)
     try:
+        # Syntax and domain shape only; a DNS look-up (contact_check_email_domain) is the API's choice.
         return validate_email(text, check_deliverability=False).normalized
-    except EmailNotValidError as exc:
-        raise ValueError("not a valid e-mail address") from exc
-
-
-SingleLine = Annotated[str, AfterValidator(_single_line)]
+    except EmailNotValidError:
+        raise _refuse("email", "not a valid e-mail address") from None
 
 
 class ContactForm(BaseModel):
-    model_config = ConfigDict(extra="ignore", str_max_length=10_000)
+    """What the website's contact form sends."""
 
-    name: Annotated[str, Field(max_length=200), AfterValidator(_single_line), Field(min_length=1)]
-    email: Annotated[str, Field(max_length=254), AfterValidator(_email)]
-    subject: Annotated[str | None, Field(default=None, max_length=200)] = None
-    message: Annotated[str, Field(min_length=1, max_length=10_000), AfterValidator(_clean)]
-    locale: Literal["vi", "en"] | None = None
+    model_config = ConfigDict(extra="ignore")
+
+    name: Annotated[str, Field(min_length=1, max_length=NAME_MAX), AfterValidator(_name)]
+    email: Annotated[str, Field(min_length=3, max_length=EMAIL_MAX), AfterValidator(_email)]
+    subject: Annotated[str | None, Field(max_length=SUBJECT_MAX), AfterValidator(_subject)] = None
+    message: Annotated[str, Field(min_length=1, max_length=MESSAGE_MAX), AfterValidator(_message)]
+    locale: Locale | None = None
+    website: Annotated[
+        str | None,
+        Field(
+            max_length=2000,
+            description="Honeypot: a field the form hides from people. Filled in, the message is dropped "
+            "silently (the answer is the usual 202).",
+        ),
+    ] = None
+
+    @property
+    def is_spam(self) -> bool:
+        return bool(self.website and self.website.strip())
 
 
 class Received(BaseModel):
@@ -55,31 +123,59 @@ class Received(BaseModel):
     email: str
     subject: str | None
     body: str
-    locale: Literal["vi", "en"]
+    locale: Locale
     ack_message_id: str
     received_at: datetime
 
 
-def receive(
-    form: ContactForm, locale: Literal["vi", "en"], mail_from: str, source: str
-) -> tuple[Received, list[CloudEvent]]:
-    """The stored message and the events it causes: the fact, and the acknowledgement to its sender."""
+def preferred_locale(explicit: str | None, accept_language: str | None) -> Locale:
+    """The form's locale, else the best of vi/en in Accept-Language (by q-value), else English."""
+    if explicit in ("vi", "en"):
+        return explicit  # type: ignore[return-value]
+    candidates: list[tuple[float, int, Locale]] = []
+    for position, part in enumerate((accept_language or "")[:500].split(",")):
+        tag, _, params = part.strip().partition(";")
+        primary = tag.strip().lower().split("-", 1)[0]
+        if primary not in ("vi", "en"):
+            continue
+        quality = 1.0
+        for param in params.split(";"):
+            name, _, value = param.strip().partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    quality = float(value)
+                except ValueError:
+                    quality = 0.0
+        if quality > 0:
+            candidates.append((quality, -position, "vi" if primary == "vi" else "en"))
+    return max(candidates)[2] if candidates else "en"
+
+
+def new_message(form: ContactForm, locale: Locale, mail_from: str) -> Received:
     message_id = uuid.uuid4()
-    received = Received(
+    return Received(
         id=message_id,
         name=form.name,
         email=form.email,
-        subject=_single_line(form.subject) if form.subject else None,
+        subject=form.subject,
         body=form.message,
         locale=locale,
         ack_message_id=message_id_for(f"contact-{message_id}", mail_from),
         received_at=datetime.now(UTC),
     )
+
+
+def receipt_events(message: Received, policy_version: int | None, source: str) -> list[CloudEvent]:
+    """What storing a message causes: the fact, and the acknowledgement to its sender."""
     fact = new_event(
         MESSAGE_RECEIVED,
         source,
         MessageReceived(
-            message_id=str(message_id), email=received.email, locale=locale, received_at=received.received_at
+            message_id=str(message.id),
+            email=message.email,
+            locale=message.locale,
+            received_at=message.received_at,
+            privacy_policy_version=policy_version,
         ),
         purpose=PURPOSE,
     )
@@ -89,12 +185,12 @@ def receive(
         NotificationRequested(
             purpose=PURPOSE,
             template="contact-ack",
-            locale=locale,
-            recipient=Recipient(email=received.email, name=received.name),
-            context={"subject": received.subject},
-            message_id=received.ack_message_id,
-            reference=f"contact.message:{message_id}",
+            locale=message.locale,
+            recipient=Recipient(email=message.email, name=message.name),
+            context={"subject": message.subject},
+            message_id=message.ack_message_id,
+            reference=f"contact.message:{message.id}",
         ),
         purpose=PURPOSE,
     )
-    return received, [fact, acknowledgement]
+    return [fact, acknowledgement]

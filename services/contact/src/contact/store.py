@@ -2,21 +2,264 @@
 
 from __future__ import annotations
 
+import uuid
+from datetime import datetime
+from typing import Any
+
 import asyncpg
+from spm_common.db import Connection
+from spm_common.envelope import CloudEvent
+from spm_common.outbox import ENQUEUE_FROM_ARRAYS, NOTIFY, outbox_arrays
 
 from contact.intake import Received
+from contact.ratelimit import Buckets
+
+# Messages
 
 
-async def insert_message(conn: asyncpg.Connection, message: Received) -> None:
+async def insert_messages(conn: Connection, messages: list[tuple[Received, int | None, list[CloudEvent]]]) -> None:
+    """Store messages (each with the policy version in force and its events) in one statement: one round
+    trip, one implicit transaction, one outbox wake-up."""
+    columns: list[list[Any]] = [[] for _ in range(9)]
+    events: list[CloudEvent] = []
+    for message, policy_version, message_events in messages:
+        for column, value in zip(
+            columns,
+            (
+                message.id,
+                message.name,
+                message.email,
+                message.subject,
+                message.body,
+                message.locale,
+                message.ack_message_id,
+                message.received_at,
+                policy_version,
+            ),
+            strict=True,
+        ):
+            column.append(value)
+        events += message_events
     await conn.execute(
-        "INSERT INTO messages (id, name, email, subject, body, locale, ack_message_id, received_at)"
-        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-        message.id,
-        message.name,
-        message.email,
-        message.subject,
-        message.body,
-        message.locale,
-        message.ack_message_id,
-        message.received_at,
+        "WITH message AS ("
+        "  INSERT INTO messages"
+        "  (id, name, email, subject, body, locale, ack_message_id, received_at, policy_version)"
+        "  SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],"
+        "  $7::text[], $8::timestamptz[], $9::integer[])),"
+        f" events AS ({ENQUEUE_FROM_ARRAYS.format(ids='$10', types='$11', bodies='$12')})"
+        f" SELECT {NOTIFY}",
+        *columns,
+        *outbox_arrays(events),
     )
+
+
+_SUMMARY = (
+    "SELECT m.id, m.name, m.email, m.subject, m.locale, m.status, m.received_at, m.closed_at,"
+    " m.policy_version, m.ack_status, m.ack_error,"
+    " (SELECT count(*) FROM replies r WHERE r.message_id = m.id) AS reply_count"
+    " FROM messages m"
+)
+
+
+async def list_messages(
+    conn: Connection,
+    *,
+    status: str | None,
+    text: str | None,
+    before: tuple[datetime, uuid.UUID] | None,
+    limit: int,
+) -> list[asyncpg.Record]:
+    """Newest first, after the (received_at, id) cursor where given; `text` matches name, address, subject
+    or body, case-insensitively, as a plain substring."""
+    pattern = None
+    if text:
+        pattern = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+    return await conn.fetch(
+        _SUMMARY + " WHERE ($1::text IS NULL OR m.status = $1)"
+        " AND ($2::text IS NULL OR m.subject ILIKE $2 OR m.body ILIKE $2 OR m.name ILIKE $2 OR m.email ILIKE $2)"
+        " AND ($3::timestamptz IS NULL OR (m.received_at, m.id) < ($3, $4::uuid))"
+        " ORDER BY m.received_at DESC, m.id DESC LIMIT $5",
+        status,
+        pattern,
+        before[0] if before else None,
+        before[1] if before else None,
+        limit,
+    )
+
+
+async def get_message(conn: Connection, message_id: uuid.UUID) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        "SELECT m.*, (SELECT count(*) FROM replies r WHERE r.message_id = m.id) AS reply_count"
+        " FROM messages m WHERE m.id = $1",
+        message_id,
+    )
+
+
+async def lock_message(conn: Connection, message_id: uuid.UUID) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        "SELECT id, name, email, subject, locale, status, ack_message_id FROM messages WHERE id = $1 FOR UPDATE",
+        message_id,
+    )
+
+
+async def message_exists(conn: Connection, message_id: uuid.UUID) -> bool:
+    return bool(await conn.fetchval("SELECT true FROM messages WHERE id = $1", message_id))
+
+
+async def mark_answered(conn: Connection, message_id: uuid.UUID) -> None:
+    await conn.execute("UPDATE messages SET status = 'answered' WHERE id = $1 AND status = 'new'", message_id)
+
+
+async def close_message(conn: Connection, message_id: uuid.UUID, closed_at: datetime) -> datetime | None:
+    """Returns the closing time, or None where the message does not exist or was closed already."""
+    result: datetime | None = await conn.fetchval(
+        "UPDATE messages SET status = 'closed', closed_at = $2 WHERE id = $1 AND status <> 'closed'"
+        " RETURNING closed_at",
+        message_id,
+        closed_at,
+    )
+    return result
+
+
+async def set_ack_delivery(conn: Connection, message_id: uuid.UUID, status: str, error: str | None) -> bool:
+    result = await conn.execute(
+        "UPDATE messages SET ack_status = $2, ack_error = $3"
+        " WHERE id = $1 AND NOT (ack_status = 'sent' AND $2 = 'failed')",
+        message_id,
+        status,
+        error,
+    )
+    return result != "UPDATE 0"
+
+
+async def delete_messages_before(
+    conn: Connection, cutoff: datetime, limit: int
+) -> tuple[list[uuid.UUID], list[uuid.UUID]]:
+    """Delete up to `limit` messages received before `cutoff` and their replies; return both sets of ids."""
+    row = await conn.fetchrow(
+        "WITH doomed AS ("
+        "  SELECT id FROM messages WHERE received_at < $1 ORDER BY received_at LIMIT $2 FOR UPDATE SKIP LOCKED),"
+        " gone_replies AS (DELETE FROM replies WHERE message_id IN (SELECT id FROM doomed) RETURNING id),"
+        " gone AS (DELETE FROM messages WHERE id IN (SELECT id FROM doomed) RETURNING id)"
+        " SELECT coalesce((SELECT array_agg(id) FROM gone), '{}') AS messages,"
+        " coalesce((SELECT array_agg(id) FROM gone_replies), '{}') AS replies",
+        cutoff,
+        limit,
+    )
+    return list(row["messages"]), list(row["replies"])
+
+
+# Replies
+
+
+async def insert_reply(
+    conn: Connection,
+    reply_id: uuid.UUID,
+    message_id: uuid.UUID,
+    body: str,
+    mail_message_id: str,
+    created_at: datetime,
+) -> None:
+    await conn.execute(
+        "INSERT INTO replies (id, message_id, body, mail_message_id, created_at) VALUES ($1, $2, $3, $4, $5)",
+        reply_id,
+        message_id,
+        body,
+        mail_message_id,
+        created_at,
+    )
+
+
+async def replies_of(conn: Connection, message_id: uuid.UUID) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        "SELECT id, body, created_at, delivery_status, delivery_error, delivery_updated_at"
+        " FROM replies WHERE message_id = $1 ORDER BY created_at, id",
+        message_id,
+    )
+
+
+async def set_reply_delivery(conn: Connection, reply_id: uuid.UUID, status: str, error: str | None) -> bool:
+    result = await conn.execute(
+        "UPDATE replies SET delivery_status = $2, delivery_error = $3, delivery_updated_at = now()"
+        " WHERE id = $1 AND NOT (delivery_status = 'sent' AND $2 = 'failed')",
+        reply_id,
+        status,
+        error,
+    )
+    return result != "UPDATE 0"
+
+
+# Privacy policy
+
+
+async def next_policy_version(conn: Connection) -> int:
+    # Two operators publishing at once must not both take the same number: serialise on the table.
+    await conn.execute("LOCK TABLE privacy_policies IN SHARE ROW EXCLUSIVE MODE")
+    version: int = await conn.fetchval("SELECT coalesce(max(version), 0) + 1 FROM privacy_policies")
+    return version
+
+
+async def insert_policy(
+    conn: Connection, version: int, text_vi: str, text_en: str, sha256: str, effective_from: datetime
+) -> datetime | None:
+    """Returns the publication time, or None where the version exists already."""
+    result: datetime | None = await conn.fetchval(
+        "INSERT INTO privacy_policies (version, text_vi, text_en, sha256, effective_from)"
+        " VALUES ($1, $2, $3, $4, $5) ON CONFLICT (version) DO NOTHING RETURNING published_at",
+        version,
+        text_vi,
+        text_en,
+        sha256,
+        effective_from,
+    )
+    return result
+
+
+async def policy_digest(conn: Connection, version: int) -> str | None:
+    result: str | None = await conn.fetchval("SELECT sha256 FROM privacy_policies WHERE version = $1", version)
+    return result
+
+
+async def get_policy(conn: Connection, version: int | None) -> asyncpg.Record | None:
+    """The version asked for, or the one in force now."""
+    if version is not None:
+        return await conn.fetchrow("SELECT * FROM privacy_policies WHERE version = $1", version)
+    return await conn.fetchrow(
+        "SELECT * FROM privacy_policies WHERE effective_from <= now() ORDER BY version DESC LIMIT 1"
+    )
+
+
+# Rate limits
+
+
+async def admit(conn: Connection, counted: Buckets, at: datetime) -> tuple[int, int | None, int | None]:
+    """What the intake needs before storing, in one round trip: count the attempt in its client's bucket
+    and, where that stays within the client's limit, in the global one; and find the privacy policy version
+    in force at `at`. Returns (client hits, global hits or None, policy version or None).
+
+    The counters are an unlogged table and this statement writes nothing else, so its commit waits for no
+    disk flush and the hot rows stay locked for microseconds."""
+    row: Any = await conn.fetchrow(
+        "WITH client AS ("
+        "  INSERT INTO rate_counters (bucket, window_start, hits, expires_at) VALUES ($1, $2, 1, $3)"
+        "  ON CONFLICT (bucket, window_start) DO UPDATE SET hits = rate_counters.hits + 1 RETURNING hits),"
+        " overall AS ("
+        "  INSERT INTO rate_counters (bucket, window_start, hits, expires_at)"
+        "  SELECT $5, $6, 1, $7 FROM client WHERE client.hits <= $4"
+        "  ON CONFLICT (bucket, window_start) DO UPDATE SET hits = rate_counters.hits + 1 RETURNING hits)"
+        " SELECT (SELECT hits FROM client) AS client_hits, (SELECT hits FROM overall) AS global_hits,"
+        " (SELECT max(version) FROM privacy_policies WHERE effective_from <= $8) AS policy_version",
+        counted.client,
+        counted.client_start,
+        counted.client_end,
+        counted.client_limit,
+        counted.overall,
+        counted.overall_start,
+        counted.overall_end,
+        at,
+    )
+    return int(row["client_hits"]), row["global_hits"], row["policy_version"]
+
+
+async def sweep_rate_counters(conn: Connection) -> None:
+    await conn.execute("DELETE FROM rate_counters WHERE expires_at < now()")

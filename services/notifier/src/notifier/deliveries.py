@@ -101,7 +101,10 @@ async def send_due(pool: asyncpg.Pool, settings: Settings, source: str, batch: i
 
 
 async def _send(request: NotificationRequested, message_id: str, settings: Settings) -> str | None:
-    message = build_message(request, message_id, settings.mail_from)
+    try:
+        message = build_message(request, message_id, settings.mail_from)
+    except KeyError as exc:  # a template this notifier does not know: retried later, never blocking the rest
+        return describe_error(exc)
     try:
         await aiosmtplib.send(
             message, hostname=settings.smtp_host, port=settings.smtp_port, start_tls=False, timeout=10

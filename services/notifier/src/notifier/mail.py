@@ -10,6 +10,8 @@ from spm_common.notifications import NotificationRequested
 SUBJECTS = {
     ("contact-ack", "en"): "We received your message",
     ("contact-ack", "vi"): "Chúng tôi đã nhận được tin nhắn của bạn",
+    ("contact-reply", "en"): "Re: your message to SPM Group",
+    ("contact-reply", "vi"): "Re: tin nhắn của bạn gửi SPM Group",
 }
 BODIES = {
     (
@@ -22,6 +24,8 @@ BODIES = {
         "vi",
     ): "Xin chào {name},\n\nCảm ơn bạn đã liên hệ với SPM Group. Chúng tôi đã nhận được tin nhắn"
     " của bạn{about} và sẽ sớm trả lời.\n\nSPM Group\n",
+    ("contact-reply", "en"): "Hello {name},\n\n{reply_body}\n\nSPM Group\n",
+    ("contact-reply", "vi"): "Xin chào {name},\n\n{reply_body}\n\nSPM Group\n",
 }
 
 
@@ -38,5 +42,8 @@ def build_message(request: NotificationRequested, message_id: str, mail_from: st
     if request.in_reply_to:
         message["In-Reply-To"] = request.in_reply_to
         message["References"] = request.in_reply_to
-    message.set_content(BODIES[key].format(name=request.recipient.name or "", about=about))
+    body = BODIES[key].format(
+        name=request.recipient.name or "", about=about, reply_body=request.context.get("reply_body", "")
+    )
+    message.set_content(body)
     return message

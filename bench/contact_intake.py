@@ -1,0 +1,285 @@
+"""Load test of POST /v1/messages: one real contact service process against a bare FastAPI endpoint.
+
+Both run as subprocesses on free ports, the same way (uvicorn, one process), on this machine's Postgres
+and RabbitMQ, in a database and exchange of their own that are dropped afterwards. The load comes from
+`wrk` (Debian package) where installed, else from a Python asyncio client. Every request carries a
+different valid message from one client address, so the service's rate limits are raised for the run
+(their counting still happens on every request). Prints requests/s, p50/p99 latency, and how many messages
+were really stored per second (counted in Postgres).
+
+    uv run python -m bench.contact_intake [--quick] [--seconds 10] [--connections 32]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+from spm_common.testing.smtp import free_port
+from spm_common.testing.world import World, new_world
+
+PATH = "/v1/messages"
+WRK_SCRIPT = """
+local counter = 0
+local thread_id = 0
+function setup(thread)
+  thread:set("tid", thread_id)
+  thread_id = thread_id + 1
+end
+function init(args)
+  wrk.method = "POST"
+  wrk.headers["Content-Type"] = "application/json"
+  wrk.headers["Accept-Language"] = "vi-VN,vi;q=0.9,en;q=0.8"
+end
+function request()
+  counter = counter + 1
+  local body = string.format(
+    '{"name":"Nguyễn Văn Thử","email":"visitor-%d-%d@example.com","subject":"Hỏi về giấy phép %d",' ..
+    '"message":"Xin chào, tôi cần giúp đỡ với mã kích hoạt của tôi. Cảm ơn."}',
+    tid, counter, counter)
+  return wrk.format(nil, nil, nil, body)
+end
+function done(summary, latency, requests)
+  io.write(string.format(
+    'WRK_JSON {"requests": %d, "duration_us": %d, "non_2xx": %d, "socket_errors": %d, ' ..
+    '"p50_us": %d, "p90_us": %d, "p99_us": %d, "max_us": %d}\\n',
+    summary.requests, summary.duration, summary.errors.status,
+    summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout,
+    latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.max))
+end
+"""
+
+BARE_APP = """
+import uuid
+
+from fastapi import FastAPI, status
+
+app = FastAPI()
+
+@app.post("/v1/messages", status_code=status.HTTP_202_ACCEPTED)
+async def accept() -> dict[str, str]:
+    return {"id": str(uuid.uuid4())}
+"""
+
+
+def body(n: int) -> dict[str, str]:
+    return {
+        "name": "Nguyễn Văn Thử",
+        "email": f"visitor-py-{n}@example.com",
+        "subject": f"Hỏi về giấy phép {n}",
+        "message": "Xin chào, tôi cần giúp đỡ với mã kích hoạt của tôi. Cảm ơn.",
+    }
+
+
+@contextlib.contextmanager
+def process(args: list[str], env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    with log.open("wb") as out:
+        child = subprocess.Popen(args, env=env, stdout=out, stderr=subprocess.STDOUT)
+        try:
+            yield child
+        finally:
+            child.send_signal(signal.SIGTERM)
+            try:
+                child.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
+
+
+def wait_ready(url: str, child: subprocess.Popen[bytes], log: Path, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if child.poll() is not None:
+            raise RuntimeError(f"{url} exited with {child.returncode}:\n{log.read_text(errors='replace')[-2000:]}")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        time.sleep(0.2)
+    raise RuntimeError(f"{url} not ready in {timeout}s")
+
+
+def run_wrk(url: str, seconds: float, connections: int, threads: int, script: Path) -> dict[str, float]:
+    duration = f"-d{max(1, round(seconds))}s"
+    result = subprocess.run(
+        ["wrk", f"-t{threads}", f"-c{connections}", duration, "--timeout", "5s", "-s", str(script), url],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    line = next(line for line in result.stdout.splitlines() if line.startswith("WRK_JSON "))
+    raw = json.loads(line.removeprefix("WRK_JSON "))
+    duration = raw["duration_us"] / 1e6
+    return {
+        "requests": raw["requests"],
+        "seconds": duration,
+        "rps": raw["requests"] / duration,
+        "failed": raw["non_2xx"] + raw["socket_errors"],
+        "p50_ms": raw["p50_us"] / 1000,
+        "p90_ms": raw["p90_us"] / 1000,
+        "p99_ms": raw["p99_us"] / 1000,
+        "max_ms": raw["max_us"] / 1000,
+    }
+
+
+async def run_python(url: str, seconds: float, connections: int) -> dict[str, float]:
+    latencies: list[float] = []
+    failed = 0
+    counter = 0
+    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
+    async with httpx.AsyncClient(limits=limits, timeout=5) as client:
+        deadline = time.perf_counter() + seconds
+
+        async def worker() -> None:
+            nonlocal failed, counter
+            while time.perf_counter() < deadline:
+                counter += 1
+                started = time.perf_counter()
+                response = await client.post(url, json=body(counter))
+                latencies.append(time.perf_counter() - started)
+                if response.status_code != 202:
+                    failed += 1
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(connections)))
+        elapsed = time.perf_counter() - started
+    quantiles = statistics.quantiles(latencies, n=100)
+    return {
+        "requests": len(latencies),
+        "seconds": elapsed,
+        "rps": len(latencies) / elapsed,
+        "failed": failed,
+        "p50_ms": quantiles[49] * 1000,
+        "p90_ms": quantiles[89] * 1000,
+        "p99_ms": quantiles[98] * 1000,
+        "max_ms": max(latencies) * 1000,
+    }
+
+
+def load(url: str, seconds: float, connections: int, threads: int, script: Path, tool: str) -> dict[str, float]:
+    if tool == "wrk":
+        return run_wrk(url, seconds, connections, threads, script)
+    return asyncio.run(run_python(url, seconds, connections))
+
+
+async def stored_messages(world: World) -> tuple[int, int]:
+    conn = await world.admin()
+    try:
+        messages = await conn.fetchval("SELECT count(*) FROM contact.messages")
+        backlog = await conn.fetchval("SELECT count(*) FROM contact.outbox WHERE published_at IS NULL")
+    finally:
+        await conn.close()
+    return int(messages), int(backlog)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc; 0 elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def drain(world: World, timeout: float = 120) -> float:
+    """Seconds until the outbox is empty (the relay has published everything)."""
+    started = time.monotonic()
+    while asyncio.run(stored_messages(world))[1] and time.monotonic() - started < timeout:
+        time.sleep(0.2)
+    return time.monotonic() - started
+
+
+def line(name: str, r: dict[str, float], stored_per_second: float | None = None) -> str:
+    stored = f"{stored_per_second:>10,.0f}" if stored_per_second is not None else f"{'-':>10}"
+    return (
+        f"{name:<26}{r['rps']:>10,.0f}{stored}{r['p50_ms']:>9.1f}{r['p90_ms']:>9.1f}{r['p99_ms']:>9.1f}"
+        f"{r['max_ms']:>9.1f}{int(r['failed']):>8}{int(r['requests']):>10}"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="a short smoke run")
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--threads", type=int, default=1, help="wrk threads")
+    parser.add_argument("--tool", choices=["wrk", "python"], default="wrk" if shutil.which("wrk") else "python")
+    args = parser.parse_args()
+    seconds = 3.0 if args.quick else args.seconds
+    connections = min(args.connections, 8) if args.quick else args.connections
+
+    world = new_world()
+    asyncio.run(world.create())
+    workdir = Path(tempfile.mkdtemp(prefix="bench-contact-"))
+    script = workdir / "post.lua"
+    script.write_text(WRK_SCRIPT)
+    (workdir / "bare_app.py").write_text(BARE_APP)
+    contact_port, bare_port = free_port(), free_port()
+    env = {
+        **os.environ,
+        **world.env(),
+        "SPM_HTTP_HOST": "127.0.0.1",
+        "SPM_CONTACT_PORT": str(contact_port),
+        "SPM_CONTACT_RATE_PER_CLIENT": "1000000000",
+        "SPM_CONTACT_RATE_GLOBAL": "1000000000",
+        "SPM_LOG_FORMAT": "json",
+        "SPM_OUTBOX_POLL_SECONDS": "2",
+    }
+    bare_env = {**os.environ, "PYTHONPATH": str(workdir)}
+    results = {}
+    try:
+        bare_cmd = [sys.executable, "-m", "uvicorn", "bare_app:app", "--port", str(bare_port), "--no-access-log"]
+        with process(bare_cmd, bare_env, workdir / "bare.log") as bare:
+            wait_ready(f"http://127.0.0.1:{bare_port}/docs", bare, workdir / "bare.log")
+            bare_url = f"http://127.0.0.1:{bare_port}{PATH}"
+            load(bare_url, 1, connections, args.threads, script, args.tool)  # warm-up
+            results["bare"] = load(bare_url, seconds, connections, args.threads, script, args.tool)
+        with process([sys.executable, "-m", "contact"], env, workdir / "contact.log") as contact:
+            wait_ready(f"http://127.0.0.1:{contact_port}/readyz", contact, workdir / "contact.log")
+            contact_url = f"http://127.0.0.1:{contact_port}{PATH}"
+            load(contact_url, 1, connections, args.threads, script, args.tool)  # warm-up
+            before, _ = asyncio.run(stored_messages(world))
+            cpu_before = cpu_seconds(contact.pid)
+            results["contact"] = load(contact_url, seconds, connections, args.threads, script, args.tool)
+            cpu_used = cpu_seconds(contact.pid) - cpu_before
+            after, backlog = asyncio.run(stored_messages(world))
+            drained_in = drain(world)
+        stored_rate = (after - before) / results["contact"]["seconds"]
+        print(
+            f"contact intake benchmark ({args.tool}, {connections} connections, {seconds:.0f} s each, "
+            f"{os.cpu_count()} CPUs)"
+        )
+        heads = ("req/s", "stored/s", "p50 ms", "p90 ms", "p99 ms", "max ms", "failed", "requests")
+        widths = (10, 10, 9, 9, 9, 9, 8, 10)
+        print(" " * 26 + "".join(f"{h:>{w}}" for h, w in zip(heads, widths, strict=True)))
+        print(line("bare FastAPI 202", results["bare"]))
+        print(line("contact POST /v1/messages", results["contact"], stored_rate))
+        print(f"contact/bare rate: {results['contact']['rps'] / results['bare']['rps']:.2f}")
+        stored = after - before
+        print(
+            f"contact process CPU during the load: {cpu_used / results['contact']['seconds']:.0%} of one core, "
+            f"{cpu_used / max(stored, 1) * 1e6:,.0f} us per stored message"
+        )
+        print(
+            f"outbox rows (2 per message) not yet published when the load stopped: {backlog:,};"
+            f" all published {drained_in:.1f} s later"
+        )
+    finally:
+        asyncio.run(world.destroy())
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

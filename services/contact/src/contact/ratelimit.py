@@ -1,0 +1,85 @@
+"""Rate limits on the contact form: per client and for everyone, in fixed windows counted in Postgres.
+
+Counting in the database (not in memory) makes a limit hold across restarts and across replicas. A client
+is known by an HMAC of its address under the service's secret: the counters let one tell two clients apart
+within a window, and nothing more. A hit refused for its client does not count against the global limit, so
+one noisy client cannot close the form for everyone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import math
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+GLOBAL_BUCKET = "*"
+
+
+@dataclass(frozen=True)
+class Limit:
+    requests: int
+    window_seconds: int
+
+    def window(self, now: float) -> tuple[datetime, datetime]:
+        start = math.floor(now / self.window_seconds) * self.window_seconds
+        return _utc(start), _utc(start + self.window_seconds)
+
+
+@dataclass(frozen=True)
+class Decision:
+    allowed: bool
+    retry_after: int = 0  # whole seconds until the window that refused the hit ends
+
+
+def client_bucket(address: str, key: bytes) -> str:
+    return "c:" + hmac.new(key, address.encode(), hashlib.sha256).hexdigest()
+
+
+@dataclass(frozen=True)
+class Buckets:
+    """Where one attempt is counted: its client's bucket and the global one, each in its current window.
+    The window's length is part of the name, so changing a limit's window starts its counts afresh."""
+
+    client: str
+    client_start: datetime
+    client_end: datetime
+    client_limit: int
+    overall: str
+    overall_start: datetime
+    overall_end: datetime
+    overall_limit: int
+
+
+def buckets(client: str, per_client: Limit, overall: Limit, now: float) -> Buckets:
+    client_start, client_end = per_client.window(now)
+    overall_start, overall_end = overall.window(now)
+    return Buckets(
+        f"{client}/{per_client.window_seconds}",
+        client_start,
+        client_end,
+        per_client.requests,
+        f"{GLOBAL_BUCKET}/{overall.window_seconds}",
+        overall_start,
+        overall_end,
+        overall.requests,
+    )
+
+
+def decide(counted: Buckets, client_hits: int, global_hits: int | None, now: float) -> Decision:
+    """Whether the attempt just counted is within both limits (`global_hits` is None where it was not
+    counted globally, its client being over its own limit)."""
+    if client_hits > counted.client_limit:
+        return Decision(False, _seconds_until(counted.client_end, now))
+    if global_hits is not None and global_hits > counted.overall_limit:
+        return Decision(False, _seconds_until(counted.overall_end, now))
+    return Decision(True)
+
+
+def _utc(seconds: float) -> datetime:
+    return datetime.fromtimestamp(seconds, UTC)
+
+
+def _seconds_until(end: datetime, now: float) -> int:
+    return max(1, math.ceil(end.timestamp() - now))

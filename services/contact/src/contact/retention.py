@@ -1,0 +1,66 @@
+"""Retention: messages older than SPM_CONTACT_RETENTION_DAYS are deleted, with their replies, by a periodic job.
+
+Each batch is deleted and announced (how many, which ids; never content) in one transaction, so the audit
+trail learns of every deletion and of nothing that did not happen. Replicas share the work without
+deleting anything twice (SKIP LOCKED). Expired rate-limit counters are swept on the same schedule.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+from spm_common.envelope import new_event
+from spm_common.logging import get_logger
+from spm_common.outbox import enqueue
+from spm_common.redaction import describe_error
+
+from contact import store
+from contact.events import MESSAGES_DELETED, MessagesDeleted
+from contact.intake import PURPOSE
+
+BATCH = 1000
+log = get_logger(__name__)
+
+
+async def delete_expired(pool: asyncpg.Pool, retention_days: int, source: str, batch: int = BATCH) -> int:
+    """Delete every message received more than `retention_days` ago; return how many."""
+    cutoff = datetime.now(UTC) - timedelta(days=retention_days)
+    total = 0
+    while True:
+        async with pool.acquire() as conn, conn.transaction():
+            message_ids, reply_ids = await store.delete_messages_before(conn, cutoff, batch)
+            if message_ids:
+                await enqueue(
+                    conn,
+                    new_event(
+                        MESSAGES_DELETED,
+                        source,
+                        MessagesDeleted(
+                            count=len(message_ids),
+                            message_ids=[str(i) for i in message_ids],
+                            reply_ids=[str(i) for i in reply_ids],
+                            received_before=cutoff,
+                            retention_days=retention_days,
+                        ),
+                        purpose=PURPOSE,
+                    ),
+                )
+        total += len(message_ids)
+        if len(message_ids) < batch:
+            break
+    async with pool.acquire() as conn:
+        await store.sweep_rate_counters(conn)
+    if total:
+        log.info("expired messages deleted", count=total)
+    return total
+
+
+async def run_periodically(pool: asyncpg.Pool, retention_days: int, interval_seconds: float, source: str) -> None:
+    while True:
+        try:
+            await delete_expired(pool, retention_days, source)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            log.warning("retention run failed; will try again", error=describe_error(exc))
+        await asyncio.sleep(interval_seconds)

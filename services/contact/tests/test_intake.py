@@ -1,0 +1,184 @@
+"""POST /v1/messages against the real Postgres and RabbitMQ: storing, refusing, spam and rate limits."""
+
+from __future__ import annotations
+
+import unicodedata
+import uuid
+from collections.abc import AsyncIterator
+
+from contact_helpers import Contact, form, new_address, outbox_events, random_ip, started
+from spm_common.testing.world import World
+
+
+async def stored(world: World, email: str) -> list[dict[str, object]]:
+    conn = await world.admin()
+    try:
+        rows = await conn.fetch("SELECT * FROM contact.messages WHERE email = $1", email)
+    finally:
+        await conn.close()
+    return [dict(row) for row in rows]
+
+
+async def current_policy_version(world: World) -> int:
+    conn = await world.admin()
+    try:
+        return int(
+            await conn.fetchval("SELECT max(version) FROM contact.privacy_policies WHERE effective_from <= now()")
+        )
+    finally:
+        await conn.close()
+
+
+async def test_a_message_is_stored_normalised_with_the_policy_in_force_and_announced(
+    contact: Contact, world: World
+) -> None:
+    address = new_address()
+    async with contact.client() as client:
+        response = await client.post(
+            "/v1/messages",
+            json=form(
+                name=unicodedata.normalize("NFD", "  Nguyễn Thị Thử "),
+                email=address,
+                subject="  Hỏi về giấy phép  ",
+                message=" Xin chào,\r\nTôi cần giúp đỡ. ",
+            ),
+            headers={"Accept-Language": "vi-VN,vi;q=0.9,en;q=0.5"},
+        )
+    assert response.status_code == 202, response.text
+    message_id = response.json()["id"]
+
+    [row] = await stored(world, address)
+    assert str(row["id"]) == message_id
+    assert row["name"] == unicodedata.normalize("NFC", "Nguyễn Thị Thử")
+    assert row["subject"] == "Hỏi về giấy phép"
+    assert row["body"] == "Xin chào,\nTôi cần giúp đỡ."
+    assert row["locale"] == "vi"
+    assert row["status"] == "new"
+    assert row["policy_version"] == await current_policy_version(world)
+
+    [received] = [
+        e for e in await outbox_events(world, "contact.message.received") if e.data["message_id"] == message_id
+    ]
+    assert received.purpose == "answer-message"
+    assert received.data["privacy_policy_version"] == row["policy_version"]
+    assert "body" not in received.data and "name" not in received.data
+    [ack] = [
+        e
+        for e in await outbox_events(world, "notification.requested")
+        if e.data["reference"] == f"contact.message:{message_id}"
+    ]
+    assert ack.purpose == ack.data["purpose"] == "answer-message"
+    assert ack.data["template"] == "contact-ack"
+    assert ack.data["locale"] == "vi"
+    assert ack.data["context"] == {"subject": "Hỏi về giấy phép"}
+    assert ack.data["message_id"] == f"<contact-{message_id}@spmgroup.vn>"
+
+
+async def test_the_form_locale_wins_over_accept_language(contact: Contact, world: World) -> None:
+    address = new_address()
+    async with contact.client() as client:
+        response = await client.post(
+            "/v1/messages", json=form(email=address, locale="en"), headers={"Accept-Language": "vi"}
+        )
+    assert response.status_code == 202
+    assert (await stored(world, address))[0]["locale"] == "en"
+
+
+async def test_invalid_input_is_422_naming_the_field_without_echoing_it(contact: Contact, world: World) -> None:
+    address = new_address()
+    injected = "Eve\r\nBcc: victim-8f3a@example.com"
+    async with contact.client() as client:
+        response = await client.post("/v1/messages", json=form(email=address, name=injected, message="secret text"))
+        assert response.status_code == 422
+        [error] = response.json()["detail"]
+        assert error["loc"] == ["body", "name"]
+        assert "victim-8f3a" not in response.text and "secret text" not in response.text
+
+        response = await client.post("/v1/messages", json={"name": "A", "email": "not-an-address", "message": ""})
+        assert response.status_code == 422
+        assert {tuple(e["loc"]) for e in response.json()["detail"]} == {("body", "email"), ("body", "message")}
+        assert "not-an-address" not in response.text
+
+        response = await client.post("/v1/messages", content=b"{not json", headers={"Content-Type": "application/json"})
+        assert response.status_code == 422
+    assert await stored(world, address) == []
+
+
+async def test_a_body_over_the_limit_is_413(contact: Contact) -> None:
+    huge = form(message="x" * 1_000_000)
+    async with contact.client() as client:
+        response = await client.post("/v1/messages", json=huge)
+        assert response.status_code == 413
+        assert response.json() == {"detail": "request body too large"}
+
+        async def chunks() -> AsyncIterator[bytes]:
+            # No Content-Length: the limit must also hold while the body streams in.
+            yield b'{"name": "A", "email": "a@example.com", "message": "'
+            for _ in range(100):
+                yield b"x" * 10_000
+            yield b'"}'
+
+        response = await client.post("/v1/messages", content=chunks(), headers={"Content-Type": "application/json"})
+        assert response.status_code == 413
+
+
+async def test_the_honeypot_answers_202_and_keeps_nothing(contact: Contact, world: World) -> None:
+    address = new_address("bot")
+    async with contact.client() as client:
+        response = await client.post("/v1/messages", json=form(email=address, website="http://spam.example.com"))
+    assert response.status_code == 202
+    uuid.UUID(response.json()["id"])
+    assert await stored(world, address) == []
+    requests = await outbox_events(world, "notification.requested")
+    assert all(e.data["recipient"]["email"] != address for e in requests)
+
+
+async def test_a_burst_from_one_client_is_limited_and_others_are_not(contact: Contact, world: World) -> None:
+    address = new_address()
+    ip = random_ip()
+    statuses = []
+    async with contact.client(ip) as client:
+        for _ in range(8):
+            response = await client.post("/v1/messages", json=form(email=address))
+            statuses.append(response.status_code)
+            if response.status_code == 429:
+                retry_after = int(response.headers["Retry-After"])
+                assert 1 <= retry_after <= contact.settings.contact_rate_client_window_seconds
+                assert "detail" in response.json()
+    assert statuses == [202] * 5 + [429] * 3
+    assert len(await stored(world, address)) == 5
+    async with contact.client() as other:
+        assert (await other.post("/v1/messages", json=form())).status_code == 202
+
+    conn = await world.admin()
+    try:
+        buckets = [row["bucket"] for row in await conn.fetch("SELECT bucket FROM contact.rate_counters")]
+    finally:
+        await conn.close()
+    assert buckets and all(ip not in bucket for bucket in buckets)
+
+
+async def test_the_limit_holds_across_replicas_and_restarts(contact: Contact, world: World) -> None:
+    ip = random_ip()
+    async with started(world) as replica:
+        for service in (contact, replica, contact, replica, contact):
+            async with service.client(ip) as client:
+                assert (await client.post("/v1/messages", json=form())).status_code == 202
+        async with replica.client(ip) as client:
+            assert (await client.post("/v1/messages", json=form())).status_code == 429
+    async with started(world) as restarted, restarted.client(ip) as client:
+        response = await client.post("/v1/messages", json=form())
+        assert response.status_code == 429
+        assert int(response.headers["Retry-After"]) >= 1
+
+
+async def test_the_global_limit_applies_to_everyone_together(world: World) -> None:
+    # Its own window length gives this app its own global counter in the shared database.
+    async with started(world, contact_rate_global=3, contact_rate_global_window_seconds=7200) as service:
+        statuses = []
+        for _ in range(4):
+            async with service.client() as client:
+                response = await client.post("/v1/messages", json=form())
+                statuses.append(response.status_code)
+        assert statuses == [202, 202, 202, 429]
+        assert 1 <= int(response.headers["Retry-After"]) <= 7200

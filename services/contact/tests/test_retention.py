@@ -1,0 +1,79 @@
+"""Retention: old messages and their replies are deleted by the periodic job, and the deletion is announced."""
+
+from __future__ import annotations
+
+from contact import retention
+from contact_helpers import Contact, eventually, form, new_address, outbox_events, started
+from spm_common.testing.world import World
+
+
+async def age(world: World, message_id: str, days: int) -> None:
+    conn = await world.admin()
+    try:
+        await conn.execute(
+            "UPDATE contact.messages SET received_at = now() - make_interval(days => $2) WHERE id = $1::uuid",
+            message_id,
+            days,
+        )
+    finally:
+        await conn.close()
+
+
+async def exists(world: World, message_id: str) -> bool:
+    conn = await world.admin()
+    try:
+        return bool(await conn.fetchval("SELECT true FROM contact.messages WHERE id = $1::uuid", message_id))
+    finally:
+        await conn.close()
+
+
+async def test_messages_past_retention_go_with_their_replies_and_only_ids_are_announced(
+    contact: Contact, world: World
+) -> None:
+    address = new_address()
+    ids = []
+    async with contact.client() as client:
+        for _ in range(3):
+            ids.append(
+                (await client.post("/v1/messages", json=form(email=address, message="nội dung riêng"))).json()["id"]
+            )
+    async with contact.operator as operator:
+        reply = (await operator.post(f"/v1/messages/{ids[0]}/replies", json={"body": "trả lời riêng"})).json()["id"]
+    await age(world, ids[0], 400)
+    await age(world, ids[1], 366)
+    await age(world, ids[2], 364)
+
+    deleted = await retention.delete_expired(contact.app.state.runtime.pool, 365, contact.settings.source, batch=1)
+    assert deleted >= 2
+    assert not await exists(world, ids[0]) and not await exists(world, ids[1])
+    assert await exists(world, ids[2])
+    conn = await world.admin()
+    try:
+        assert await conn.fetchval("SELECT count(*) FROM contact.replies WHERE id = $1::uuid", reply) == 0
+    finally:
+        await conn.close()
+    async with contact.operator as operator:
+        assert (await operator.get(f"/v1/messages/{ids[0]}")).status_code == 404
+
+    events = await outbox_events(world, "contact.messages.deleted")
+    announced = {i for e in events for i in e.data["message_ids"]}
+    assert {ids[0], ids[1]} <= announced and ids[2] not in announced
+    assert reply in {i for e in events for i in e.data["reply_ids"]}
+    for event in events:
+        assert event.data["count"] == len(event.data["message_ids"])
+        assert event.data["retention_days"] == 365
+        assert event.purpose == "answer-message"
+        text = event.to_json().decode()
+        assert address not in text and "nội dung riêng" not in text and "trả lời riêng" not in text
+
+
+async def test_the_periodic_job_runs_in_the_service(world: World) -> None:
+    async with started(world, contact_retention_days=30, contact_retention_interval_seconds=0.2) as service:
+        async with service.client() as client:
+            message_id = (await client.post("/v1/messages", json=form())).json()["id"]
+        await age(world, message_id, 31)
+
+        async def gone() -> bool:
+            return not await exists(world, message_id)
+
+        await eventually(gone, timeout=5, what="periodic deletion")

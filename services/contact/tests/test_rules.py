@@ -1,0 +1,121 @@
+"""Unit tests of the intake and rate-limit rules: no servers."""
+
+from __future__ import annotations
+
+import unicodedata
+from datetime import UTC, datetime
+
+import pytest
+from contact.intake import ContactForm, clean_line, clean_text, preferred_locale
+from contact.ratelimit import Limit, client_bucket
+from pydantic import ValidationError
+
+VALID = {"name": "Trần Văn Thử", "email": "tran.thu@example.vn", "message": "Xin chào"}
+
+
+def test_text_is_nfc_normalised_and_trimmed() -> None:
+    decomposed = unicodedata.normalize("NFD", "  Nguyễn Văn Thử  ")
+    assert clean_line(decomposed, 200) == unicodedata.normalize("NFC", "Nguyễn Văn Thử")
+    assert clean_text("  dòng một\r\ndòng hai\r  ", 100) == "dòng một\ndòng hai"
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "Eve\r\nBcc: victim@example.com",
+        "Eve\nBcc: victim@example.com",
+        "Eve\rBcc: victim@example.com",
+        "Eve\x00",
+        "Eve\u2028Bcc: victim@example.com",
+        "Eve\u2029x",
+        "Eve\x85Bcc: victim@example.com",
+        "Eve\tx",
+        "=?utf-8?q?Eve=0D=0ABcc=3A_victim=40example=2Ecom?=",
+        "=?UTF-8?B?RXZlDQpCY2M6IHZpY3RpbUBleGFtcGxlLmNvbQ==?=",
+        "Eve%0d%0aBcc: victim@example.com",
+        "Eve%0ABcc: victim@example.com",
+    ],
+)
+def test_header_fields_refuse_line_breaks_in_any_encoding(value: str) -> None:
+    with pytest.raises(ValueError):
+        clean_line(value, 200)
+    for field in ("name", "subject", "email"):
+        with pytest.raises(ValidationError) as caught:
+            ContactForm.model_validate({**VALID, field: value})
+        assert caught.value.errors()[0]["loc"] == (field,)
+
+
+def test_the_body_may_have_lines_but_no_control_characters() -> None:
+    assert ContactForm.model_validate({**VALID, "message": "một\nhai\tba"}).message == "một\nhai\tba"
+    for bad in ("a\x00b", "a\x1bb", "a\x07b"):
+        with pytest.raises(ValidationError):
+            ContactForm.model_validate({**VALID, "message": bad})
+
+
+@pytest.mark.parametrize("field", ["name", "message", "email"])
+def test_required_fields_must_have_content(field: str) -> None:
+    with pytest.raises(ValidationError) as caught:
+        ContactForm.model_validate({**VALID, field: "   "})
+    assert caught.value.errors()[0]["loc"] == (field,)
+
+
+@pytest.mark.parametrize(
+    "address",
+    ["no-at-sign", "a@b", "a@localhost", "two@@example.com", "a@example.com, b@example.com", "Eve <a@example.com>"],
+)
+def test_email_needs_valid_syntax_and_a_domain(address: str) -> None:
+    with pytest.raises(ValidationError):
+        ContactForm.model_validate({**VALID, "email": address})
+
+
+def test_email_is_normalised() -> None:
+    assert ContactForm.model_validate({**VALID, "email": " Thu@EXAMPLE.VN "}).email == "Thu@example.vn"
+
+
+def test_lengths_are_bounded() -> None:
+    for field, limit in (("name", 200), ("subject", 200), ("message", 10_000)):
+        ContactForm.model_validate({**VALID, field: "x" * limit})
+        with pytest.raises(ValidationError):
+            ContactForm.model_validate({**VALID, field: "x" * (limit + 1)})
+
+
+def test_blank_subject_is_no_subject_and_honeypot_marks_spam() -> None:
+    assert ContactForm.model_validate({**VALID, "subject": "  "}).subject is None
+    assert not ContactForm.model_validate(VALID).is_spam
+    assert not ContactForm.model_validate({**VALID, "website": " "}).is_spam
+    assert ContactForm.model_validate({**VALID, "website": "http://spam.example.com"}).is_spam
+
+
+@pytest.mark.parametrize(
+    ("explicit", "header", "expected"),
+    [
+        ("vi", "en-US", "vi"),
+        (None, "vi-VN,vi;q=0.9,en;q=0.8", "vi"),
+        (None, "en-US,en;q=0.9,vi;q=0.8", "en"),
+        (None, "fr-FR,vi;q=0.5,en;q=0.4", "vi"),
+        (None, "en;q=0.2, vi;q=0.7", "vi"),
+        (None, "vi;q=0, en;q=0.1", "en"),
+        (None, "fr, de", "en"),
+        (None, "", "en"),
+        (None, None, "en"),
+        (None, "vi;q=abc", "en"),
+    ],
+)
+def test_locale_from_form_then_accept_language_then_english(
+    explicit: str | None, header: str | None, expected: str
+) -> None:
+    assert preferred_locale(explicit, header) == expected
+
+
+def test_client_bucket_is_a_keyed_hash_that_reveals_no_address() -> None:
+    bucket = client_bucket("203.0.113.7", b"secret-one")
+    assert "203.0.113.7" not in bucket
+    assert bucket == client_bucket("203.0.113.7", b"secret-one")
+    assert bucket != client_bucket("203.0.113.7", b"secret-two")
+    assert bucket != client_bucket("203.0.113.8", b"secret-one")
+
+
+def test_fixed_windows() -> None:
+    now = datetime(2026, 11, 29, 4, 7, 30, tzinfo=UTC).timestamp()
+    start, end = Limit(5, 600).window(now)
+    assert (start, end) == (datetime(2026, 11, 29, 4, 0, tzinfo=UTC), datetime(2026, 11, 29, 4, 10, tzinfo=UTC))
