@@ -71,7 +71,8 @@ class EventConsumer:
     async def on_message(self, body: bytes, message: RabbitMessage) -> None:
         headers = message.headers or {}
         attempt = int(headers.get(ATTEMPT_HEADER, 1))
-        if message.content_type not in ACCEPTED_CONTENT_TYPES:
+        # A message without the property arrives as None; the envelope in the body still decides.
+        if (message.content_type or "") not in ACCEPTED_CONTENT_TYPES:
             await self._dead_letter(message, f"unsupported content type {message.content_type!r}", attempt, "?")
             return
         try:
