@@ -5,6 +5,7 @@ unprocessable messages dead-letter at once; `spm-admin dlq list` and `dlq replay
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import sys
 import uuid
@@ -102,7 +103,9 @@ async def test_the_same_event_twice_has_its_effect_once(
         await eventually(lambda: _at_least(consumed(kind, "duplicate") - duplicates_before, 1))
         await eventually(lambda: _length_is(effects(runtime, shared_id), 2))
         await asyncio.sleep(0.3)
-        assert sorted(await effects(runtime, shared_id)) == sorted([(SOURCE, shared_id), ("urn:spm:another-system", shared_id)])
+        assert sorted(await effects(runtime, shared_id)) == sorted(
+            [(SOURCE, shared_id), ("urn:spm:another-system", shared_id)]
+        )
         inbox = await runtime.pool.fetch("SELECT source FROM inbox WHERE event_id = $1", shared_id)
         assert sorted(row["source"] for row in inbox) == sorted([SOURCE, "urn:spm:another-system"])
 
@@ -146,7 +149,7 @@ async def test_a_failing_handler_dead_letters_after_max_attempts_while_the_queue
 
         [dead] = await dead_letters(amqp, topology, 1)
         assert len(attempts) == 3
-        gaps = [b - a for a, b in zip(attempts, attempts[1:], strict=False)]
+        gaps = [b - a for a, b in itertools.pairwise(attempts)]
         assert all(gap >= 0.25 for gap in gaps), f"retries must wait for the retry delay, gaps {gaps}"
         assert len(processed) == 5 and max(processed) < attempts[-1], "the following messages went through meanwhile"
 
@@ -201,9 +204,7 @@ async def test_unprocessable_messages_dead_letter_at_once(
         for name, (body, content_type) in cases.items():
             await publish(exchange, "probe.effect", body, content_type=content_type, message_id=name)
         await send(publish, exchange, event_body("probe.permanent", "permanent"))
-        await send(
-            publish, exchange, event_body("probe.invalid", "invalid", sku="SPM-DICT-PRO", seats="Trần Thị Thử")
-        )
+        await send(publish, exchange, event_body("probe.invalid", "invalid", sku="SPM-DICT-PRO", seats="Trần Thị Thử"))
 
         dead = {m.message_id: m for m in await dead_letters(amqp, topology, 5, timeout=5)}
         assert set(dead) == {"malformed", "not-a-cloudevent", "wrong-content-type", "permanent", "invalid"}

@@ -133,8 +133,10 @@ async def test_relay_wakes_on_notify_well_before_its_poll(
                 committed = asyncio.get_running_loop().time()
                 await seen.wait(n + 1)
                 latencies.append(seen.arrived[n] - committed)
-        print(f"commit-to-delivery latency: median {statistics.median(latencies) * 1000:.1f} ms, "
-              f"max {max(latencies) * 1000:.1f} ms (poll interval 10 s)")
+        print(
+            f"commit-to-delivery latency: median {statistics.median(latencies) * 1000:.1f} ms, "
+            f"max {max(latencies) * 1000:.1f} ms (poll interval 10 s)"
+        )
         assert max(latencies) < 1.0
         assert statistics.median(latencies) < 0.3
 
@@ -208,8 +210,10 @@ async def test_two_relays_share_2000_rows_without_duplicate_or_loss(
             elapsed = asyncio.get_running_loop().time() - started
             await wait_until(lambda: unpublished(pool), 0)
             await asyncio.sleep(0.5)  # room for a duplicate to show up
-        print(f"two relays published 2000 rows in {elapsed:.2f} s ({2000 / elapsed:.0f} rows/s), "
-              f"split {len(published[0])}/{len(published[1])}")
+        print(
+            f"two relays published 2000 rows in {elapsed:.2f} s ({2000 / elapsed:.0f} rows/s), "
+            f"split {len(published[0])}/{len(published[1])}"
+        )
         assert len(seen.ids) == 2000
         assert set(seen.ids) == {e.id for e in events}
         assert sorted(published[0] + published[1]) == sorted(e.id for e in events)
@@ -241,7 +245,9 @@ async def test_rows_stay_while_the_broker_refuses_and_go_out_later(
             await seen.wait(10 - len(refused_ids), timeout=5)
             await asyncio.sleep(1.0)  # a retry or two while still broken
             async with pool.acquire() as conn:
-                waiting = await conn.fetch("SELECT event_id, attempts, last_error FROM outbox WHERE published_at IS NULL")
+                waiting = await conn.fetch(
+                    "SELECT event_id, attempts, last_error FROM outbox WHERE published_at IS NULL"
+                )
             assert {row["event_id"] for row in waiting} == refused_ids
             assert all(row["attempts"] >= 1 and "ConnectionError" in row["last_error"] for row in waiting)
             assert set(seen.ids) == {e.id for e in events} - refused_ids
