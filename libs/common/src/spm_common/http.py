@@ -186,8 +186,11 @@ class _BodyLimit:
             await _too_large(send)
 
 
-class _BodyTooLarge(Exception):
-    pass
+class _BodyTooLarge(HTTPException):
+    """An HTTPException, because FastAPI turns any other error raised while it reads a body into a 400."""
+
+    def __init__(self) -> None:
+        super().__init__(status.HTTP_413_CONTENT_TOO_LARGE, "request body too large")
 
 
 async def _too_large(send: Send) -> None:
