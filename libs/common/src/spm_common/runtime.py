@@ -36,6 +36,9 @@ BackgroundTask = Callable[["Runtime"], Awaitable[None]]
 CONNECT_TIMEOUT_SECONDS = 60.0
 # After a broker blip, consumers are blind until the connection is back: seconds, not aio-pika's default 5.
 RECONNECT_SECONDS = 2.0
+# A broker that accepts a publish but never confirms it (a resource alarm blocks publishers) must not hold
+# the relay, and the outbox rows it has locked, forever: the publish fails and the relay backs off.
+PUBLISH_TIMEOUT_SECONDS = 10.0
 # Stopping must not hang on a broker that is away (cancelling a consumer waits for an answer).
 STOP_TIMEOUT_SECONDS = 20.0
 
@@ -161,6 +164,7 @@ class Runtime:
             content_type=CONTENT_TYPE,
             message_id=event_id,
             message_type=event_type,
+            timeout=PUBLISH_TIMEOUT_SECONDS,
         )
 
     def _broker_reconnected(self, *_: Any) -> None:
