@@ -21,7 +21,7 @@ from spm_common.testing.world import AMQP_URL, OPERATOR_TOKEN, World
 
 T = TypeVar("T")
 # The global limit is shared by every app of the session; tests that are not about it keep it out of the way.
-RELAXED = {"contact_rate_global": 1_000_000}
+RELAXED = {"contact_rate_global": 1_000_000, "contact_rate_per_client": 5}
 
 
 def random_ip() -> str:

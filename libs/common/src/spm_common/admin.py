@@ -240,7 +240,10 @@ def dlq_replay(service: ServiceArg, limit: int = 1000) -> None:
         async with connection:
             channel = await connection.channel(publisher_confirms=True)
             queue = await channel.get_queue(topology.dead_letter_queue_name, ensure=True)
-            for _ in range(limit):
+            # Only what is waiting now: a message that fails again at once comes back to this queue, and
+            # must not be replayed over and over within one command.
+            waiting = queue.declaration_result.message_count or 0
+            for _ in range(min(limit, waiting)):
                 message = await queue.get(no_ack=False, fail=False)
                 if message is None:
                     break

@@ -116,7 +116,8 @@ class EventConsumer:
         headers = message.headers or {}
         attempt = _int(headers.get(ATTEMPT_HEADER), 1)
         try:
-            if message.content_type not in ACCEPTED_CONTENT_TYPES:
+            # A message without the property arrives as None; the envelope in the body still decides.
+            if (message.content_type or "") not in ACCEPTED_CONTENT_TYPES:
                 raise ValueError(f"unsupported content type {str(message.content_type)[:100]!r}")
             event = CloudEvent.parse(body)
         except (ValidationError, ValueError) as exc:
@@ -156,7 +157,7 @@ class EventConsumer:
             with bound_contextvars(
                 event_id=item.event.id, event_type=item.event.type, correlation_id=item.event.correlationid
             ):
-                log.debug("event " + outcome, attempt=item.attempt)
+                log.info("event " + outcome, attempt=item.attempt)
         await _ack_through(batch[-1].message)
 
     async def _apply(self, batch: list[_Item]) -> set[int]:

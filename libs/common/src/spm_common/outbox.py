@@ -11,6 +11,7 @@ backs off and tries again; the rows wait in Postgres.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable, Sequence
 
 import asyncpg
@@ -81,6 +82,7 @@ class OutboxRelay:
         self._batch_size = batch_size
         self._poll_seconds = poll_seconds
         self._listener = Listener(listen_dsn, channel_name(schema))
+        self._resumed = asyncio.Event()
 
     async def run(self) -> None:
         backoff = 0.5
@@ -101,10 +103,17 @@ class OutboxRelay:
             except Exception as exc:
                 log.warning("outbox relay failed, backing off", error=describe_error(exc), backoff=backoff)
                 await self._listener.close()
-                await asyncio.sleep(backoff)
+                # `resume` (called when the broker connection is back) ends the wait early.
+                self._resumed.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._resumed.wait(), backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
                 continue
             await self._listener.wait(self._poll_seconds)
+
+    def resume(self) -> None:
+        """Whatever made the relay back off is over (the broker is back): try again now."""
+        self._resumed.set()
 
     async def close(self) -> None:
         await self._listener.close()

@@ -6,6 +6,8 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from pydantic import ValidationError
+
 REDACTED = "[redacted]"
 
 # Keys whose values are personal data whatever they look like (CONTRACT 5.7).
@@ -90,5 +92,13 @@ def redact(value: Any, depth: int = 0) -> Any:
 
 def describe_error(exc: BaseException) -> str:
     """A reason fit for a dead-letter header or a log line: the exception's class and its redacted text."""
-    text = redact_text(str(exc))[:500]
+    text = redact_text(_validation_summary(exc) if isinstance(exc, ValidationError) else str(exc))[:500]
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _validation_summary(exc: ValidationError) -> str:
+    """Where and why validation failed, without the `input_value=...` pydantic's own text echoes (names,
+    addresses, whatever was sent)."""
+    errors = exc.errors(include_url=False, include_input=False, include_context=False)
+    parts = [f"{'.'.join(str(p) for p in e['loc']) or '(root)'}: {e['msg']}" for e in errors]
+    return f"{len(errors)} validation error(s) for {exc.title}: " + "; ".join(parts)

@@ -13,6 +13,7 @@ import signal
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import asyncpg
 from aiormq.exceptions import AMQPConnectionError
@@ -35,6 +36,13 @@ log = get_logger(__name__)
 
 BackgroundTask = Callable[["Runtime"], Awaitable[None]]
 CONNECT_TIMEOUT_SECONDS = 60.0
+# After a broker blip, consumers are blind until the connection is back: seconds, not aio-pika's default 5.
+RECONNECT_SECONDS = 2.0
+# A broker that accepts a publish but never confirms it (a resource alarm blocks publishers) must not hold
+# the relay, and the outbox rows it has locked, forever: the publish fails and the relay backs off.
+PUBLISH_TIMEOUT_SECONDS = 10.0
+# Stopping must not hang on a broker that is away (cancelling a consumer waits for an answer).
+STOP_TIMEOUT_SECONDS = 20.0
 
 
 class Runtime:
@@ -52,11 +60,13 @@ class Runtime:
         self.migrations = migrations
         self.topology = Topology(settings.exchange, settings.service)
         self.broker = RabbitBroker(
-            settings.amqp_url,
+            connection_named(settings.amqp_url, f"spm-{settings.service} {settings.exchange}"),
             default_channel=Channel(prefetch_count=settings.prefetch),
             logger=None,
             apply_types=False,
             description=description,
+            on_reconnected=[self._broker_reconnected],
+            reconnect_interval=RECONNECT_SECONDS,
         )
         self.consumer = (
             EventConsumer(
@@ -141,7 +151,11 @@ class Runtime:
         self._tasks.clear()
         if self.relay is not None:
             await self.relay.close()
-        await self.broker.stop()
+        try:
+            async with asyncio.timeout(STOP_TIMEOUT_SECONDS):
+                await self.broker.stop()
+        except Exception as exc:
+            log.warning("broker did not stop cleanly", error=describe_error(exc))
         if self.consumer:
             await self.consumer.stop()
         if self._pool is not None:
@@ -160,7 +174,14 @@ class Runtime:
             content_type=CONTENT_TYPE,
             message_id=event_id,
             message_type=event_type,
+            timeout=PUBLISH_TIMEOUT_SECONDS,
         )
+
+    def _broker_reconnected(self, *_: Any) -> None:
+        # Rows that waited while the broker was away go out now, not when the relay's backoff ends.
+        log.warning("broker connection re-established")
+        if self.relay is not None:
+            self.relay.resume()
 
     async def ready(self) -> dict[str, bool]:
         database = False
@@ -197,6 +218,15 @@ def _log_task_stacks() -> None:
     for task in asyncio.all_tasks():
         frames = [f"{f.f_code.co_filename}:{f.f_lineno} {f.f_code.co_name}" for f in task.get_stack(limit=12)]
         log.warning("task stack", task=task.get_name(), stack=frames)
+
+
+def connection_named(amqp_url: str, name: str) -> str:
+    """The URL with a client-provided connection name (RabbitMQ shows it to operators), unless it has one."""
+    parts = urlsplit(amqp_url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    if any(key == "name" for key, _ in query):
+        return amqp_url
+    return urlunsplit(parts._replace(query=urlencode([*query, ("name", name)])))
 
 
 async def _retry_until_up(what: str, connect: Callable[[], Awaitable[Any]]) -> Any:

@@ -53,6 +53,9 @@ class World:
             "SPM_RETRY_DELAY_MS": "300",
             "SPM_MAX_ATTEMPTS": "3",
             "SPM_OUTBOX_POLL_SECONDS": "0.5",
+            # Every test of a session posts from the same few addresses; tests of the limits set their own.
+            "SPM_CONTACT_RATE_PER_CLIENT": "1000000",
+            "SPM_CONTACT_RATE_GLOBAL": "1000000",
         }
         values.update(extra)
         return values

@@ -1,0 +1,290 @@
+"""The idempotent consumer and its failure routing, against the real Postgres and RabbitMQ: duplicates
+have one effect; failures retry with a delay, then dead-letter with their reason while the queue flows;
+unprocessable messages dead-letter at once; `spm-admin dlq list` and `dlq replay` work."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import sys
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import aio_pika
+import orjson
+import pytest
+from prometheus_client import REGISTRY
+from pydantic import BaseModel
+from spm_common.consumer import ATTEMPT_HEADER, ERROR_HEADER, PermanentError
+from spm_common.db import Connection
+from spm_common.envelope import CONTENT_TYPE, CloudEvent, new_event
+from spm_common.testing.world import World
+from spm_common.topology import Topology
+
+pytestmark = pytest.mark.asyncio
+SOURCE = "https://shop.example/orders"
+
+
+def consumed(event_type: str, outcome: str) -> float:
+    value = REGISTRY.get_sample_value(
+        "spm_events_consumed_total", {"service": "orders", "type": event_type, "outcome": outcome}
+    )
+    return value or 0.0
+
+
+async def record_effect(conn: Connection, event: CloudEvent) -> None:
+    await conn.execute(
+        "INSERT INTO effects (source, event_id, event_type) VALUES ($1, $2, $3)", event.source, event.id, event.type
+    )
+
+
+async def effects(runtime: Any, *event_ids: str) -> list[tuple[str, str]]:
+    """Effects of these events (the probe's tables are shared by the tests of a session)."""
+    rows = await runtime.pool.fetch(
+        "SELECT source, event_id FROM effects WHERE event_id = ANY($1::text[]) ORDER BY n", list(event_ids)
+    )
+    return [(row["source"], row["event_id"]) for row in rows]
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 10) -> None:
+    async with asyncio.timeout(timeout):
+        while not await check():
+            await asyncio.sleep(0.05)
+
+
+async def dead_letters(
+    amqp: aio_pika.abc.AbstractRobustConnection, topology: Topology, count: int, timeout: float = 10
+) -> list[aio_pika.abc.AbstractIncomingMessage]:
+    """Take `count` messages off the service's dead-letter queue (waiting for them to arrive)."""
+    channel = await amqp.channel()
+    try:
+        queue = await channel.declare_queue(topology.dead_letter_queue_name, passive=True)
+        taken: list[aio_pika.abc.AbstractIncomingMessage] = []
+        async with asyncio.timeout(timeout):
+            while len(taken) < count:
+                message = await queue.get(no_ack=True, fail=False)
+                if message is None:
+                    await asyncio.sleep(0.05)
+                else:
+                    taken.append(message)
+        return taken
+    finally:
+        await channel.close()
+
+
+def event_body(event_type: str, event_id: str | None = None, source: str = SOURCE, **data: Any) -> CloudEvent:
+    return new_event(event_type, source, data, event_id=event_id)
+
+
+async def send(publish: Callable[..., Awaitable[None]], exchange: str, event: CloudEvent, **properties: Any) -> None:
+    properties.setdefault("content_type", CONTENT_TYPE)
+    properties.setdefault("message_id", event.id)
+    properties.setdefault("type", event.type)
+    await publish(exchange, event.type, event.to_json(), **properties)
+
+
+async def test_the_same_event_twice_has_its_effect_once(
+    probe: Callable[..., Any], publish: Callable[..., Awaitable[None]]
+) -> None:
+    kind = "probe.effect"
+    async with probe(handlers={kind: record_effect}) as runtime:
+        exchange = runtime.settings.exchange
+        duplicates_before = consumed(kind, "duplicate")
+        shared_id = str(uuid.uuid4())
+        first = event_body(kind, shared_id, order="one")
+        again = event_body(kind, shared_id, order="one")  # redelivered by its source: same source and id
+        elsewhere = event_body(kind, shared_id, source="urn:spm:another-system", order="two")
+        for event in (first, again, elsewhere):
+            await send(publish, exchange, event)
+
+        await eventually(lambda: _at_least(consumed(kind, "duplicate") - duplicates_before, 1))
+        await eventually(lambda: _length_is(effects(runtime, shared_id), 2))
+        await asyncio.sleep(0.3)
+        assert sorted(await effects(runtime, shared_id)) == sorted(
+            [(SOURCE, shared_id), ("urn:spm:another-system", shared_id)]
+        )
+        inbox = await runtime.pool.fetch("SELECT source FROM inbox WHERE event_id = $1", shared_id)
+        assert sorted(row["source"] for row in inbox) == sorted([SOURCE, "urn:spm:another-system"])
+
+
+async def _at_least(value: float, minimum: float) -> bool:
+    return value >= minimum
+
+
+async def _length_is(rows: Awaitable[list[Any]], n: int) -> bool:
+    return len(await rows) == n
+
+
+async def test_a_failing_handler_dead_letters_after_max_attempts_while_the_queue_flows(
+    probe: Callable[..., Any],
+    publish: Callable[..., Awaitable[None]],
+    amqp: aio_pika.abc.AbstractRobustConnection,
+    queues: Callable[[Topology], Awaitable[dict[str, int]]],
+) -> None:
+    loop = asyncio.get_running_loop()
+    attempts: list[float] = []
+    processed: list[float] = []
+
+    async def always_fails(conn: Connection, event: CloudEvent) -> None:
+        attempts.append(loop.time())
+        await conn.execute("INSERT INTO things (id) VALUES ($1)", event.id)  # rolled back with the failure
+        raise RuntimeError("cannot reach the licence server for visitor@example.com")
+
+    async def works(conn: Connection, event: CloudEvent) -> None:
+        await record_effect(conn, event)
+        processed.append(loop.time())
+
+    async with probe(
+        handlers={"probe.fails": always_fails, "probe.effect": works}, max_attempts=3, retry_delay_ms=300
+    ) as runtime:
+        exchange, topology = runtime.settings.exchange, runtime.topology
+        failing = event_body("probe.fails")
+        await send(publish, exchange, failing)
+        followers = [event_body("probe.effect", n=n) for n in range(5)]
+        for event in followers:
+            await send(publish, exchange, event)
+
+        [dead] = await dead_letters(amqp, topology, 1)
+        assert len(attempts) == 3
+        gaps = [b - a for a, b in itertools.pairwise(attempts)]
+        assert all(gap >= 0.25 for gap in gaps), f"retries must wait for the retry delay, gaps {gaps}"
+        assert len(processed) == 5 and max(processed) < attempts[-1], "the following messages went through meanwhile"
+
+        assert dead.message_id == failing.id
+        assert dead.type == "probe.fails"
+        assert dead.body == failing.to_json()
+        assert dead.delivery_mode == aio_pika.DeliveryMode.PERSISTENT
+        headers = dead.headers or {}
+        assert headers[ATTEMPT_HEADER] == 3
+        reason = str(headers[ERROR_HEADER])
+        assert reason.startswith("RuntimeError: cannot reach the licence server")
+        assert "visitor@example.com" not in reason
+        await asyncio.sleep(0.2)
+        assert await queues(topology) == {"main": 0, "retry": 0, "dlq": 0}
+        assert await runtime.pool.fetchval("SELECT count(*) FROM things WHERE id = $1", failing.id) == 0
+        assert await runtime.pool.fetchval("SELECT count(*) FROM inbox WHERE event_id = $1", failing.id) == 0
+
+
+class Licence(BaseModel):
+    sku: str
+    seats: int
+
+
+async def test_unprocessable_messages_dead_letter_at_once(
+    probe: Callable[..., Any],
+    publish: Callable[..., Awaitable[None]],
+    amqp: aio_pika.abc.AbstractRobustConnection,
+    queues: Callable[[Topology], Awaitable[dict[str, int]]],
+) -> None:
+    calls: dict[str, int] = {"permanent": 0, "invalid": 0}
+
+    async def permanent(conn: Connection, event: CloudEvent) -> None:
+        calls["permanent"] += 1
+        raise PermanentError("order refers to an unknown product")
+
+    async def invalid(conn: Connection, event: CloudEvent) -> None:
+        calls["invalid"] += 1
+        Licence.model_validate(event.data)
+
+    async with probe(
+        handlers={"probe.permanent": permanent, "probe.invalid": invalid, "probe.effect": record_effect},
+        max_attempts=5,
+        retry_delay_ms=2000,
+    ) as runtime:
+        exchange, topology = runtime.settings.exchange, runtime.topology
+        good = event_body("probe.effect")
+        cases = {
+            "malformed": (b'{"specversion": "1.0", "id": ', CONTENT_TYPE),
+            "not-a-cloudevent": (orjson.dumps({"hello": "world", "email": "someone@example.com"}), CONTENT_TYPE),
+            "wrong-content-type": (good.to_json(), "text/plain"),
+        }
+        for name, (body, content_type) in cases.items():
+            await publish(exchange, "probe.effect", body, content_type=content_type, message_id=name)
+        await send(publish, exchange, event_body("probe.permanent", "permanent"))
+        await send(publish, exchange, event_body("probe.invalid", "invalid", sku="SPM-DICT-PRO", seats="Trần Thị Thử"))
+
+        dead = {m.message_id: m for m in await dead_letters(amqp, topology, 5, timeout=5)}
+        assert set(dead) == {"malformed", "not-a-cloudevent", "wrong-content-type", "permanent", "invalid"}
+        assert all((m.headers or {})[ATTEMPT_HEADER] == 1 for m in dead.values())
+        assert calls == {"permanent": 1, "invalid": 1}
+        reasons = {name: str((m.headers or {})[ERROR_HEADER]) for name, m in dead.items()}
+        assert reasons["malformed"].startswith("JSONDecodeError")
+        assert reasons["not-a-cloudevent"].startswith("ValidationError")
+        assert "unsupported content type 'text/plain'" in reasons["wrong-content-type"]
+        assert reasons["permanent"] == "PermanentError: order refers to an unknown product"
+        assert reasons["invalid"].startswith("ValidationError") and "seats" in reasons["invalid"]
+        for reason in reasons.values():
+            assert "example.com" not in reason and "Trần" not in reason and "hello" not in reason
+        assert dead["wrong-content-type"].body == good.to_json()
+        assert dead["wrong-content-type"].content_type == "text/plain"
+        assert await queues(topology) == {"main": 0, "retry": 0, "dlq": 0}
+        assert await effects(runtime, good.id) == []
+
+
+async def test_an_event_without_content_type_is_accepted(
+    probe: Callable[..., Any], publish: Callable[..., Awaitable[None]]
+) -> None:
+    async with probe(handlers={"probe.effect": record_effect}) as runtime:
+        event = event_body("probe.effect")
+        await publish(runtime.settings.exchange, event.type, event.to_json(), message_id=event.id)
+        await eventually(lambda: _length_is(effects(runtime, event.id), 1))
+
+
+async def spm_admin(world: World, exchange: str, *args: str) -> str:
+    env = {**os.environ, **world.env(SPM_EXCHANGE=exchange, SPM_LOG_FORMAT="json")}
+    process = await asyncio.create_subprocess_exec(
+        str(Path(sys.executable).parent / "spm-admin"),
+        *args,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await process.communicate()
+    assert process.returncode == 0, err.decode()
+    return out.decode()
+
+
+async def test_dlq_list_shows_and_replay_moves_back(
+    lab: World,
+    probe: Callable[..., Any],
+    publish: Callable[..., Awaitable[None]],
+    queues: Callable[[Topology], Awaitable[dict[str, int]]],
+) -> None:
+    state = {"broken": True}
+
+    async def until_fixed(conn: Connection, event: CloudEvent) -> None:
+        if state["broken"]:
+            raise PermanentError("product SPM-DICT-PRO is not in the catalogue yet")
+        await record_effect(conn, event)
+
+    async with probe(handlers={"probe.later": until_fixed}) as runtime:
+        exchange, topology = runtime.settings.exchange, runtime.topology
+        event = event_body("probe.later")
+        await send(publish, exchange, event)
+        for n in range(20):
+            await publish(exchange, "probe.later", b"not json", content_type=CONTENT_TYPE, message_id=f"garbage-{n}")
+        await eventually(lambda: _dlq_has(queues, topology, 21))
+
+        listed = [orjson.loads(line) for line in (await spm_admin(lab, exchange, "dlq", "list", "orders")).splitlines()]
+        by_id = {entry["message_id"]: entry for entry in listed}
+        assert set(by_id) == {event.id, *(f"garbage-{n}" for n in range(19))}  # --limit 20 by default
+        assert by_id[event.id]["type"] == "probe.later"
+        assert by_id[event.id]["attempts"] == 1
+        assert by_id[event.id]["reason"] == "PermanentError: product SPM-DICT-PRO is not in the catalogue yet"
+        assert by_id["garbage-0"]["reason"].startswith("JSONDecodeError")
+        assert (await queues(topology))["dlq"] == 21, "listing must not remove anything"
+
+        state["broken"] = False
+        output = await spm_admin(lab, exchange, "dlq", "replay", "orders")
+        # The garbage fails again at once and is back in the dead-letter queue: replayed once, not in a loop.
+        assert output.strip() == f"21 message(s) replayed to {topology.queue_name}"
+        await eventually(lambda: _length_is(effects(runtime, event.id), 1))
+        await eventually(lambda: _dlq_has(queues, topology, 20))
+        assert (await queues(topology))["main"] == 0
+
+
+async def _dlq_has(queues: Callable[[Topology], Awaitable[dict[str, int]]], topology: Topology, n: int) -> bool:
+    return (await queues(topology))["dlq"] == n

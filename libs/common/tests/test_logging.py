@@ -1,0 +1,140 @@
+"""Logs carry the service, event id and correlation id, and never personal data: unit tests of the redactor,
+and lines rendered through `configure_logging` as a service would."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+
+import pytest
+from pydantic import BaseModel, ValidationError
+from spm_common.logging import bound_contextvars, get_logger
+from spm_common.redaction import REDACTED, describe_error, redact, redact_text
+from spm_common.testing.logs import CapturedLogs, captured_json_logs
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "an.nguyen@example.vn",
+        "Visitor.Name+tag@mail.example.com",
+        "<tran.thi.thu@example.com>",
+        "trần.thị@ví-dụ.example.vn",
+    ],
+)
+def test_email_addresses_are_redacted(text: str) -> None:
+    redacted = redact_text(f"mail to {text} failed")
+    assert "@" not in redacted
+    assert REDACTED in redacted
+    assert redacted.startswith("mail to ")
+
+
+@pytest.mark.parametrize(
+    "phone", ["+84 912 345 678", "0912 345 678", "0912345678", "(028) 3822 1234", "+1-202-555-0143", "091.234.5678"]
+)
+def test_phone_numbers_are_redacted(phone: str) -> None:
+    redacted = redact_text(f"call {phone} today")
+    assert redacted == f"call {REDACTED} today"
+
+
+@pytest.mark.parametrize(
+    "card",
+    ["4111 1111 1111 1111", "4111-1111-1111-1111", "4242424242424242", "5555555555554444", "378282246310005"],
+)
+def test_card_numbers_are_redacted(card: str) -> None:
+    redacted = redact_text(f"paid with {card}.")
+    assert redacted == f"paid with {REDACTED}."
+    assert not any(ch.isdigit() for ch in redacted)
+
+
+def test_names_and_addresses_are_redacted_by_key_at_any_depth() -> None:
+    event = {
+        "order_id": "FS-2026-000123",
+        "currency": "USD",
+        "purchaser": {"name": "Nguyễn Văn An", "email": "an.nguyen@example.vn"},
+        "shipping": {
+            "full_name": "Trần Thị Thử",
+            "address": {"line1": "12 Tràng Tiền", "city": "Hà Nội", "country": "VN"},
+            "phone": "+84 912 345 678",
+        },
+        "items": [{"sku": "SPM-DICT-PRO", "quantity": 1}],
+        "note": "from an.nguyen@example.vn",
+        "name": None,
+    }
+    redacted = redact(event)
+    text = json.dumps(redacted, ensure_ascii=False)
+    for personal in ("Nguyễn", "Trần", "Tràng Tiền", "Hà Nội", "example.vn", "912"):
+        assert personal not in text
+    assert redacted["purchaser"] == REDACTED
+    assert redacted["shipping"]["full_name"] == REDACTED
+    assert redacted["shipping"]["address"] == REDACTED
+    assert redacted["items"] == [{"sku": "SPM-DICT-PRO", "quantity": 1}]
+    assert redacted["currency"] == "USD"
+    assert redacted["note"] == f"from {REDACTED}"
+    assert redacted["name"] is None  # nothing to hide
+    assert event["purchaser"]["name"] == "Nguyễn Văn An"  # the original is untouched
+
+
+def test_ids_and_times_are_kept() -> None:
+    text = "event 5f0c2a8e-4b1e-4a8e-9d1b-2a7c6f1e9b10 at 2026-11-29T04:00:00Z took 12 ms, attempt 3 of 5"
+    assert redact_text(text) == text
+
+
+class Recipient(BaseModel):
+    email: str
+    age: int
+
+
+def test_error_descriptions_do_not_echo_input() -> None:
+    try:
+        Recipient.model_validate({"email": "an.nguyen@example.vn", "age": "Nguyễn Văn An"})
+    except ValidationError as exc:
+        described = describe_error(exc)
+    assert described.startswith("ValidationError: 1 validation error(s) for Recipient: age: ")
+    assert "Nguyễn" not in described and "example.vn" not in described
+    assert describe_error(RuntimeError("no mailbox an.nguyen@example.vn")) == f"RuntimeError: no mailbox {REDACTED}"
+    assert describe_error(TimeoutError()) == "TimeoutError"
+
+
+@pytest.fixture
+def json_logs() -> Iterator[CapturedLogs]:
+    with captured_json_logs("contact") as logs:
+        yield logs
+
+
+def test_a_json_line_carries_the_ids_and_no_personal_data(json_logs: CapturedLogs) -> None:
+    log = get_logger("spm.test")
+    with bound_contextvars(event_id="evt-1", correlation_id="req-42"):
+        log.info(
+            "acknowledgement sent to an.nguyen@example.vn",
+            recipient="an.nguyen@example.vn",
+            name="Nguyễn Văn An",
+            detail={"phone": "+84 912 345 678", "sku": "SPM-DICT-PRO"},
+            error="SMTP 550 for <an.nguyen@example.vn>",
+        )
+    [line] = json_logs.lines
+    raw = json.dumps(line, ensure_ascii=False)
+    assert line["service"] == "contact"
+    assert line["event_id"] == "evt-1"
+    assert line["correlation_id"] == "req-42"
+    assert line["level"] == "info"
+    assert "timestamp" in line
+    assert line["event"] == f"acknowledgement sent to {REDACTED}"
+    assert line["detail"] == {"phone": REDACTED, "sku": "SPM-DICT-PRO"}
+    for personal in ("example.vn", "Nguyễn", "912 345"):
+        assert personal not in raw
+
+
+def test_library_lines_and_tracebacks_are_redacted_too(json_logs: CapturedLogs) -> None:
+    logging.getLogger("aiosmtplib").warning("recipient an.nguyen@example.vn refused")
+    try:
+        raise ValueError("bad address an.nguyen@example.vn")
+    except ValueError:
+        get_logger("spm.test").exception("sending failed")
+    records = json_logs.lines
+    assert len(records) == 2
+    assert records[0]["event"] == f"recipient {REDACTED} refused"
+    assert records[0]["service"] == "contact"
+    assert "ValueError" in str(records[1]["exception"])
+    assert "example.vn" not in json.dumps(records, ensure_ascii=False)

@@ -1,0 +1,261 @@
+"""The transactional outbox against the real Postgres and RabbitMQ: atomicity, the AMQP properties of
+CONTRACT section 3, waking on NOTIFY, polling as the fallback, two relays sharing rows, broker failures."""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import aio_pika
+import asyncpg
+import orjson
+import pytest
+from spm_common.envelope import CONTENT_TYPE, CloudEvent, new_event
+from spm_common.migrations import migrate
+from spm_common.outbox import OutboxRelay, enqueue
+from spm_common.runtime import Runtime
+
+from .conftest import PROBE_MIGRATIONS, ProbeSettings
+
+pytestmark = pytest.mark.asyncio
+
+
+def probe_event(kind: str = "probe.happened", **data: Any) -> CloudEvent:
+    return new_event(kind, "urn:spm:orders", {"n": uuid.uuid4().hex, **data})
+
+
+@pytest.fixture
+async def clean_outbox(lab: Any) -> AsyncIterator[None]:
+    """Every test here starts with an empty outbox in the probe's schema (all tests share the lab world)."""
+    conn = await lab.admin()
+    try:
+        await conn.execute("CREATE SCHEMA IF NOT EXISTS orders AUTHORIZATION spm_orders")
+        owner = await asyncpg.connect(ProbeSettings(database_url=lab.database_url).role_database_url())
+        try:
+            await migrate(owner, "orders", PROBE_MIGRATIONS)
+        finally:
+            await owner.close()
+        await conn.execute("DELETE FROM orders.outbox")
+        yield
+    finally:
+        await conn.close()
+
+
+@asynccontextmanager
+async def parts(settings: ProbeSettings) -> AsyncIterator[tuple[asyncpg.Pool, Runtime]]:
+    """The probe's pool and connected broker, without the Runtime's own relay: tests run their relays."""
+    runtime = Runtime(settings, migrations=PROBE_MIGRATIONS)
+    pool = await asyncpg.create_pool(
+        settings.role_database_url(), min_size=1, max_size=6, server_settings={"search_path": "orders"}
+    )
+    await runtime.broker.connect()
+    await runtime.broker.declare_exchange(runtime.topology.exchange)
+    try:
+        yield pool, runtime
+    finally:
+        await runtime.broker.stop()
+        await pool.close()
+
+
+async def unpublished(pool: asyncpg.Pool) -> int:
+    return int(await pool.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NULL"))
+
+
+async def wait_until(probe: Callable[[], Awaitable[Any]], expected: Any, timeout: float = 10) -> None:
+    """The relay marks rows sent after the broker confirmed them, so a delivery can come first."""
+    async with asyncio.timeout(timeout):
+        while await probe() != expected:
+            await asyncio.sleep(0.05)
+
+
+@asynccontextmanager
+async def relays(*relay: OutboxRelay) -> AsyncIterator[None]:
+    tasks = [asyncio.create_task(r.run()) for r in relay]
+    try:
+        yield
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for r in relay:
+            await r.close()
+
+
+async def test_state_change_and_event_commit_together_with_contract_properties(
+    clean_outbox: None, probe: Callable[..., Any], tap: Callable[..., Any]
+) -> None:
+    async with probe() as runtime:
+        async with tap(runtime.settings.exchange, "probe.#") as seen:
+            rolled_back, committed = probe_event(), probe_event()
+            with pytest.raises(RuntimeError):
+                async with runtime.pool.acquire() as conn, conn.transaction():
+                    await conn.execute("INSERT INTO things (id) VALUES ($1)", rolled_back.id)
+                    await enqueue(conn, rolled_back)
+                    raise RuntimeError("the state change fails after the event was enqueued")
+            async with runtime.pool.acquire() as conn, conn.transaction():
+                await conn.execute("INSERT INTO things (id) VALUES ($1)", committed.id)
+                await enqueue(conn, committed)
+
+            [message] = await seen.wait(1)
+            await asyncio.sleep(0.3)  # an event of the rolled-back transaction would have come first
+            assert seen.ids == [committed.id]
+
+        assert message.message_id == committed.id
+        assert message.type == committed.type
+        assert message.routing_key == committed.type
+        assert message.content_type == CONTENT_TYPE
+        assert message.delivery_mode == aio_pika.DeliveryMode.PERSISTENT
+        assert message.exchange == runtime.settings.exchange
+        assert CloudEvent.parse(message.body) == committed
+
+        async with runtime.pool.acquire() as conn:
+            assert await conn.fetchval("SELECT count(*) FROM things WHERE id = $1", rolled_back.id) == 0
+            outbox = await conn.fetch("SELECT event_id, published_at FROM outbox")
+        assert [row["event_id"] for row in outbox] == [committed.id]
+        assert outbox[0]["published_at"] is not None
+
+
+async def test_relay_wakes_on_notify_well_before_its_poll(
+    clean_outbox: None, probe: Callable[..., Any], tap: Callable[..., Any]
+) -> None:
+    async with probe(outbox_poll_seconds=10) as runtime:
+        await asyncio.sleep(0.2)  # the relay's first pass is over; it now waits for NOTIFY or 10 s
+        async with tap(runtime.settings.exchange, "probe.#") as seen:
+            latencies = []
+            for n in range(5):
+                event = probe_event()
+                async with runtime.pool.acquire() as conn, conn.transaction():
+                    await enqueue(conn, event)
+                committed = asyncio.get_running_loop().time()
+                await seen.wait(n + 1)
+                latencies.append(seen.arrived[n] - committed)
+        print(
+            f"commit-to-delivery latency: median {statistics.median(latencies) * 1000:.1f} ms, "
+            f"max {max(latencies) * 1000:.1f} ms (poll interval 10 s)"
+        )
+        assert max(latencies) < 1.0
+        assert statistics.median(latencies) < 0.3
+
+
+async def test_relay_polls_when_a_notification_is_missed(
+    clean_outbox: None, lab: Any, probe: Callable[..., Any], tap: Callable[..., Any]
+) -> None:
+    async with probe(outbox_poll_seconds=0.5) as runtime:
+        async with tap(runtime.settings.exchange, "probe.#") as seen:
+            # A row written without NOTIFY (as by a hand-made INSERT) still goes out, by the poll.
+            silent = probe_event()
+            async with runtime.pool.acquire() as conn:
+                await conn.execute(
+                    "INSERT INTO outbox (event_id, event_type, body) VALUES ($1, $2, $3)",
+                    silent.id,
+                    silent.type,
+                    silent.to_json(),
+                )
+            await seen.wait(1, timeout=3)
+
+            # The LISTEN connection dies; a notification sent meanwhile is lost, and the poll covers it.
+            admin = await lab.admin()
+            try:
+                killed = await admin.fetchval(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                    " WHERE datname = current_database() AND query ILIKE 'LISTEN%spm_outbox_orders%'"
+                )
+            finally:
+                await admin.close()
+            assert killed == 1
+            missed = probe_event()
+            async with runtime.pool.acquire() as conn, conn.transaction():
+                await enqueue(conn, missed)
+            await seen.wait(2, timeout=3)
+        assert seen.ids == [silent.id, missed.id]
+
+
+async def test_two_relays_share_2000_rows_without_duplicate_or_loss(
+    clean_outbox: None, probe_settings: Callable[..., ProbeSettings], tap: Callable[..., Any]
+) -> None:
+    settings = probe_settings()
+    events = [probe_event() for _ in range(2000)]
+    async with parts(settings) as (pool, runtime), tap(settings.exchange, "probe.#") as seen:
+        async with pool.acquire() as conn, conn.transaction():
+            await enqueue(conn, *events)
+        published: list[list[str]] = [[], []]
+
+        def counting(index: int) -> Any:
+            async def publish(event_type: str, event_id: str, body: bytes) -> Any:
+                result = await runtime.publish(event_type, event_id, body)
+                published[index].append(event_id)
+                return result
+
+            return publish
+
+        pair = [
+            OutboxRelay(
+                pool,
+                settings.role_database_url(),
+                "orders",
+                counting(i),
+                service="orders",
+                batch_size=50,
+                poll_seconds=0.5,
+            )
+            for i in range(2)
+        ]
+        started = asyncio.get_running_loop().time()
+        async with relays(*pair):
+            await seen.wait(2000, timeout=30)
+            elapsed = asyncio.get_running_loop().time() - started
+            await wait_until(lambda: unpublished(pool), 0)
+            await asyncio.sleep(0.5)  # room for a duplicate to show up
+        print(
+            f"two relays published 2000 rows in {elapsed:.2f} s ({2000 / elapsed:.0f} rows/s), "
+            f"split {len(published[0])}/{len(published[1])}"
+        )
+        assert len(seen.ids) == 2000
+        assert set(seen.ids) == {e.id for e in events}
+        assert sorted(published[0] + published[1]) == sorted(e.id for e in events)
+        assert published[0] and published[1], "both relays should have taken a share"
+        async with pool.acquire() as conn:
+            assert await conn.fetchval("SELECT max(attempts) FROM outbox") == 1
+
+
+async def test_rows_stay_while_the_broker_refuses_and_go_out_later(
+    clean_outbox: None, probe_settings: Callable[..., ProbeSettings], tap: Callable[..., Any]
+) -> None:
+    settings = probe_settings()
+    events = [probe_event() for _ in range(10)]
+    state = {"broken": True, "refused": 0}
+
+    async def flaky(event_type: str, event_id: str, body: bytes) -> Any:
+        # Half the publishes of a batch fail while the broker is "away": the others must still be marked sent.
+        if state["broken"] and int(uuid.UUID(event_id)) % 2:
+            state["refused"] += 1
+            raise ConnectionError("broker connection lost")
+        return await runtime.publish(event_type, event_id, body)
+
+    async with parts(settings) as (pool, runtime), tap(settings.exchange, "probe.#") as seen:
+        relay = OutboxRelay(pool, settings.role_database_url(), "orders", flaky, service="orders", poll_seconds=0.5)
+        async with pool.acquire() as conn, conn.transaction():
+            await enqueue(conn, *events)
+        refused_ids = {e.id for e in events if int(uuid.UUID(e.id)) % 2}
+        async with relays(relay):
+            await seen.wait(10 - len(refused_ids), timeout=5)
+            await asyncio.sleep(1.0)  # a retry or two while still broken
+            async with pool.acquire() as conn:
+                waiting = await conn.fetch(
+                    "SELECT event_id, attempts, last_error FROM outbox WHERE published_at IS NULL"
+                )
+            assert {row["event_id"] for row in waiting} == refused_ids
+            assert all(row["attempts"] >= 1 and "ConnectionError" in row["last_error"] for row in waiting)
+            assert set(seen.ids) == {e.id for e in events} - refused_ids
+            assert state["refused"] >= len(refused_ids)
+
+            state["broken"] = False
+            await seen.wait(10, timeout=10)
+            await wait_until(lambda: unpublished(pool), 0)
+        assert sorted(seen.ids) == sorted(e.id for e in events)
+        bodies = {m.message_id: orjson.loads(m.body) for m in seen.messages}
+        assert all(bodies[e.id]["id"] == e.id for e in events)
