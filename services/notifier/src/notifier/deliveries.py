@@ -45,6 +45,7 @@ log = get_logger(__name__)
 
 DELIVERIES = Counter("spm_notifier_deliveries_total", "Delivery attempts by outcome", ["outcome"])
 RELEASE = Result("retry")  # a claimed delivery handed back unsent (shutdown, or its lease ran short)
+MAX_CONNECTION_PAUSE_SECONDS = 2.0
 DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
 
 
@@ -315,7 +316,7 @@ class Sender:
                 self._done(job, result)
                 if result.connection_failed:
                     # The server is away or refusing us: don't burn every queued delivery's attempt at once.
-                    pause = min(max(pause * 2, 0.25), 30.0)
+                    pause = min(max(pause * 2, 0.1), MAX_CONNECTION_PAUSE_SECONDS)
                     await asyncio.sleep(pause)
                 else:
                     pause = 0.0

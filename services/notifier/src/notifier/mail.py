@@ -64,7 +64,7 @@ def paragraphs(text: str) -> Markup:
 def new_environment() -> Environment:
     env = Environment(
         loader=PackageLoader("notifier", "templates"),
-        autoescape=select_autoescape(enabled_extensions=("html",), default_for_string=True, default=True),
+        autoescape=select_autoescape(enabled_extensions=("html",), default_for_string=True, default=False),
         undefined=StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
