@@ -204,6 +204,8 @@ class Sender:
                     backoff = min(backoff * 2, 30.0)
                     continue
                 await listener.wait(self._s.notifier_poll_seconds)
+                # Requests arrive one transaction at a time: let a few gather rather than claim them one by one.
+                await asyncio.sleep(self._s.notifier_commit_interval_seconds)
         finally:
             await self._shut_down(workers, marker)
             await listener.close()
