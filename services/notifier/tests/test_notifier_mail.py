@@ -84,6 +84,8 @@ def test_every_template_renders_in_both_languages(template: str, locale: str) ->
         assert "unsubscribe" not in text.lower()
     if template in ("order-confirmation", "license-recovery"):
         assert "7KQ2M-XW4PD-9TRHC-B3NVA-L6ZEY" in text and "7KQ2M-XW4PD-9TRHC-B3NVA-L6ZEY" in html
+    if template == "contact-ack":
+        assert "Hỏi về giấy phép" in text and "Hỏi về giấy phép" in html
     if template == "contact-reply":
         assert message["In-Reply-To"] == "<contact-1@spmgroup.vn>"
         assert message["References"] == "<contact-1@spmgroup.vn>"

@@ -128,7 +128,7 @@ class Composer:
             variables["unsubscribe_url"] = None
         try:
             subject = _one_line(_render_block(skeleton.text, "subject", variables))
-            variables["subject"] = subject
+            variables["mail_subject"] = subject
             text = skeleton.text.render(variables)
             html = skeleton.html.render(variables)
         except Exception as exc:  # jinja2's UndefinedError, TypeError from odd context values...
