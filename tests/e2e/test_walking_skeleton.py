@@ -51,7 +51,7 @@ async def test_contact_message_is_stored_acknowledged_and_audited(world: World, 
         [mail] = await smtp.wait_to(address, timeout=5)
         parsed = mail.message
         assert parsed["Subject"] == "Chúng tôi đã nhận được tin nhắn của bạn"
-        assert "Hỏi về giấy phép" in parsed.get_content()
+        assert "Hỏi về giấy phép" in parsed.get_body(("plain",)).get_content()
         assert parsed["Message-ID"] == f"<contact-{message_id}@spmgroup.vn>"
 
         admin = await world.admin()

@@ -38,9 +38,9 @@ async def test_the_acknowledgement_is_in_the_visitors_language_and_quotes_the_su
     [vi_mail] = await smtp.wait_to(vietnamese)
     [en_mail] = await smtp.wait_to(english)
     assert vi_mail.message["Subject"] == "Chúng tôi đã nhận được tin nhắn của bạn"
-    assert "Hỏi về giấy phép" in vi_mail.message.get_content()
+    assert "Hỏi về giấy phép" in vi_mail.message.get_body(("plain",)).get_content()
     assert en_mail.message["Subject"] == "We received your message"
-    assert "License question" in en_mail.message.get_content()
+    assert "License question" in en_mail.message.get_body(("plain",)).get_content()
 
 
 async def test_a_reply_threads_under_the_acknowledgement_and_its_delivery_shows(
@@ -62,7 +62,7 @@ async def test_a_reply_threads_under_the_acknowledgement_and_its_delivery_shows(
         assert ack_id in answer.message["References"].split()
         assert answer.message["Message-ID"] != ack_id
         assert answer.rcpt_tos == [address]
-        assert "Mã của bạn đã được gửi lại." in answer.message.get_content()
+        assert "Mã của bạn đã được gửi lại." in answer.message.get_body(("plain",)).get_content()
 
         async def delivered() -> dict[str, object] | None:
             detail = (await operator.get(f"/v1/messages/{message_id}")).json()

@@ -159,7 +159,11 @@ class Runtime:
         if self.consumer:
             await self.consumer.stop()
         if self._pool is not None:
-            await self._pool.close()
+            try:
+                await asyncio.wait_for(self._pool.close(), STOP_TIMEOUT_SECONDS)
+            except TimeoutError:  # a connection never came back: do not hang the shutdown on it
+                log.warning("database pool did not close in time; terminated")
+                self._pool.terminate()
             self._pool = None
         log.info("service stopped")
 

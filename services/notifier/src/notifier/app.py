@@ -1,6 +1,8 @@
 """Wiring of the notifier: it consumes notification.requested, sends due deliveries, reports outcomes."""
 
 from fastapi import FastAPI
+from spm_common.db import Connection
+from spm_common.envelope import CloudEvent
 from spm_common.http import create_app
 from spm_common.notifications import NOTIFICATION_REQUESTED
 from spm_common.runtime import Runtime
@@ -8,16 +10,20 @@ from spm_common.serve import serve
 from spm_common.settings import load
 
 from notifier import deliveries
+from notifier.api import router
 from notifier.events import PUBLISHES
+from notifier.mail import Composer
 from notifier.settings import MIGRATIONS, Settings
 
 
 def build(settings: Settings) -> Runtime:
-    async def on_request(conn, event):  # type: ignore[no-untyped-def]
+    composer = Composer(settings.mail_from)  # compiles every template now: a broken one stops the start
+
+    async def on_request(conn: Connection, event: CloudEvent) -> None:
         await deliveries.record(conn, event, settings)
 
     async def sender(runtime: Runtime) -> None:
-        await deliveries.sender_loop(runtime.pool, settings, settings.source)
+        await deliveries.Sender(runtime.pool, settings, composer).run()
 
     return Runtime(
         settings,
@@ -34,7 +40,8 @@ def create(settings: Settings | None = None) -> FastAPI:
     return create_app(
         build(settings),
         title="SPM notifier",
-        description="Every e-mail the system sends, once, in Vietnamese or English.",
+        description="Every e-mail the system sends, once, in Vietnamese or English; one-click unsubscribe.",
+        routers=[router],
     )
 
 

@@ -1,134 +1,419 @@
-"""Recording deliveries when requests arrive, and sending the due ones."""
+"""Deliveries: recorded when a request arrives, then leased, sent and marked by the sender.
+
+Recording (the `notification.requested` handler) runs in the consumer's inbox transaction and only writes
+rows. The sender leases a batch of due deliveries ('sending' with a lease expiry, committed at once, so no
+transaction or row lock is held while SMTP talks), checks consent in the same short transaction, hands
+the e-mails to a few persistent SMTP connections, and commits the outcomes in small groups as they come
+(at most every `SPM_NOTIFIER_COMMIT_INTERVAL_SECONDS`). A sender that dies leaves its leases to expire;
+the deliveries are then due again and go out with the same Message-ID.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
+import contextlib
+import random
+from dataclasses import dataclass
+from typing import Any
 
-import aiosmtplib
 import asyncpg
 import orjson
+from email_validator import EmailNotValidError, validate_email
+from prometheus_client import Counter
+from spm_common.db import Connection
 from spm_common.envelope import CloudEvent, new_event
-from spm_common.logging import bound_contextvars, get_logger
+from spm_common.logging import get_logger
 from spm_common.notifications import (
+    NOTIFICATION_FAILED,
     NOTIFICATION_SENT,
     NotificationOutcome,
     NotificationRequested,
-    message_id_for,
 )
 from spm_common.outbox import enqueue
 from spm_common.pgnotify import Listener
 from spm_common.redaction import describe_error
 
-from notifier.mail import build_message
+from notifier import store
+from notifier.mail import Composer, RenderError, Unsubscribe, stable_message_id, usable_message_id
+from notifier.policy import CATEGORY_OF, PURCHASER_ONLY, RecipientFacts, check_request, refusal
 from notifier.settings import Settings
+from notifier.smtp import Connection as SmtpConnection
+from notifier.smtp import RateLimiter, Result
+from notifier.tokens import make_token, recipient_ref
 
 log = get_logger(__name__)
-DUE_CHANNEL = "spm_notifier_due"
+
+DELIVERIES = Counter("spm_notifier_deliveries_total", "Delivery attempts by outcome", ["outcome"])
+RELEASE = Result("retry")  # a claimed delivery handed back unsent (shutdown, or its lease ran short)
+MAX_CONNECTION_PAUSE_SECONDS = 2.0
+DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
 
 
-def recipient_ref(email: str, key: bytes) -> str:
-    return hmac.new(key, email.strip().lower().encode(), hashlib.sha256).hexdigest()
+# --- recording ------------------------------------------------------------------------------------------
 
 
-async def record(conn: asyncpg.Connection, event: CloudEvent, settings: Settings) -> None:
-    """Handler of notification.requested: one pending delivery per (event, recipient), sent later."""
+async def record(conn: Connection, event: CloudEvent, settings: Settings) -> None:
+    """Handler of notification.requested: one delivery per (event, recipient), pending or refused at once."""
     request = NotificationRequested.model_validate(event.data)
-    message_id = request.message_id or message_id_for(f"n-{event.id}", settings.mail_from)
-    await conn.execute(
-        "INSERT INTO deliveries (request_event_id, recipient_ref, purpose, template, locale, reference,"
-        " message_id, request) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
-        " ON CONFLICT (request_event_id, recipient_ref) DO NOTHING",
-        event.id,
-        recipient_ref(request.recipient.email, settings.recipient_key()),
-        request.purpose,
-        request.template,
-        request.locale,
-        request.reference,
-        message_id,
-        orjson.dumps(request.model_dump(mode="json")).decode(),
+    ref = recipient_ref(request.recipient.email, settings.recipient_key())
+    message_id = usable_message_id(request.message_id) or stable_message_id(
+        f"{event.source}|{event.id}|{ref}", settings.mail_from
     )
-    await conn.execute("SELECT pg_notify($1, '')", DUE_CHANNEL)
-
-
-async def send_due(pool: asyncpg.Pool, settings: Settings, source: str, batch: int = 50) -> int:
-    """Send what is due, each in its own transaction; return how many were attempted."""
-    attempted = 0
-    for _ in range(batch):
-        async with pool.acquire() as conn, conn.transaction():
-            row = await conn.fetchrow(
-                "SELECT id, request_event_id, message_id, request FROM deliveries"
-                " WHERE status = 'pending' AND next_attempt_at <= now()"
-                " ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED"
-            )
-            if row is None:
-                return attempted
-            attempted += 1
-            request = NotificationRequested.model_validate_json(row["request"])
-            with bound_contextvars(event_id=row["request_event_id"]):
-                outcome = await _send(request, row["message_id"], settings)
-            if outcome is None:
-                await conn.execute(
-                    "UPDATE deliveries SET status = 'sent', sent_at = now(), attempts = attempts + 1,"
-                    " request = NULL WHERE id = $1",
-                    row["id"],
-                )
-            else:
-                await conn.execute(
-                    "UPDATE deliveries SET attempts = attempts + 1, last_error = $2,"
-                    " next_attempt_at = now() + interval '5 seconds' WHERE id = $1",
-                    row["id"],
-                    outcome,
-                )
-                continue
-            await enqueue(
-                conn,
-                new_event(
-                    NOTIFICATION_SENT,
-                    source,
-                    NotificationOutcome(
-                        request_event_id=row["request_event_id"],
-                        reference=request.reference,
-                        purpose=request.purpose,
-                        template=request.template,
-                        status="sent",
-                    ),
-                    purpose=request.purpose,
-                ),
-            )
-    return attempted
-
-
-async def _send(request: NotificationRequested, message_id: str, settings: Settings) -> str | None:
-    try:
-        message = build_message(request, message_id, settings.mail_from)
-    except KeyError as exc:  # a template this notifier does not know: retried later, never blocking the rest
-        return describe_error(exc)
-    try:
-        await aiosmtplib.send(
-            message, hostname=settings.smtp_host, port=settings.smtp_port, start_tls=False, timeout=10
+    problem = check_request(request.template, request.purpose, request.context) or _address_problem(
+        request.recipient.email
+    )
+    if request.purpose == "fulfil-order" and problem is None:
+        await store.mark_purchaser(conn, ref)
+    inserted = await store.insert_delivery(
+        conn,
+        store.NewDelivery(
+            request_event_id=event.id,
+            recipient_ref=ref,
+            purpose=request.purpose,
+            template=request.template,
+            locale=request.locale,
+            reference=request.reference,
+            message_id=message_id,
+            correlation_id=event.correlationid,
+            request=None if problem else orjson.dumps(request.model_dump(mode="json")).decode(),
+            status="failed" if problem else "pending",
+            last_error=problem,
+        ),
+    )
+    if not inserted:
+        return
+    if problem:
+        log.warning("notification request refused", template=request.template, error=problem)
+        DELIVERIES.labels("refused").inc()
+        await enqueue(
+            conn,
+            _outcome(
+                settings.source,
+                event.id,
+                request.reference,
+                request.purpose,
+                request.template,
+                problem,
+                event.correlationid,
+            ),
         )
-    except (aiosmtplib.SMTPException, OSError) as exc:
-        log.warning("sending failed; will retry", error=describe_error(exc))
-        return describe_error(exc)
-    log.info("e-mail sent", template=request.template)
+    else:
+        await store.notify_due(conn)
+
+
+def _address_problem(email: str) -> str | None:
+    try:
+        validate_email(email, check_deliverability=False, allow_smtputf8=False, allow_display_name=False)
+    except EmailNotValidError:
+        return "recipient address is not a deliverable e-mail address"
     return None
 
 
-async def sender_loop(pool: asyncpg.Pool, settings: Settings, source: str) -> None:
-    """Sends due deliveries; wakes when one is recorded, and polls for retries that come due."""
-    listener = Listener(settings.role_database_url(), DUE_CHANNEL)
-    try:
+def _outcome(
+    source: str,
+    request_event_id: str,
+    reference: str | None,
+    purpose: Any,
+    template: str,
+    error: str | None,
+    correlation_id: str | None,
+) -> CloudEvent:
+    status = "failed" if error else "sent"
+    return new_event(
+        NOTIFICATION_FAILED if error else NOTIFICATION_SENT,
+        source,
+        NotificationOutcome(
+            request_event_id=request_event_id,
+            reference=reference,
+            purpose=purpose,
+            template=template,
+            status=status,
+            error=error,
+        ),
+        purpose=purpose,
+        correlation_id=correlation_id,
+    )
+
+
+# --- sending --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Job:
+    id: int
+    attempts: int
+    request_event_id: str
+    recipient_ref: str
+    purpose: str
+    template: str
+    locale: str
+    reference: str | None
+    message_id: str
+    correlation_id: str | None
+    request: dict[str, Any]
+    deadline: float  # loop time after which it is not started: its lease would run out under way
+
+
+def backoff_seconds(attempts: int, base: float, ceiling: float) -> float:
+    """Exponential backoff with jitter: between half and all of base * 2^(attempts-1), capped."""
+    delay = min(ceiling, base * 2 ** max(0, attempts - 1))
+    return delay / 2 + random.uniform(0, delay / 2)
+
+
+class Sender:
+    """Claims due deliveries, sends them over persistent SMTP connections, commits outcomes in small groups."""
+
+    def __init__(self, pool: asyncpg.Pool, settings: Settings, composer: Composer | None = None) -> None:
+        self._pool = pool
+        self._s = settings
+        self._composer = composer or Composer(settings.mail_from)
+        self._key = settings.recipient_key()
+        self._connections = [SmtpConnection(settings) for _ in range(settings.notifier_smtp_connections)]
+        self._limiter = RateLimiter(settings.notifier_rate_limit)
+        self._queue: asyncio.Queue[Job | None] = asyncio.Queue()
+        self._need_more = asyncio.Event()
+        self._results: list[tuple[Job, Result]] = []
+        self._results_ready = asyncio.Event()
+        batch = settings.notifier_batch_size
+        if settings.notifier_rate_limit:
+            # Never lease more than the rate limit lets out well within the lease.
+            batch = max(1, min(batch, int(settings.notifier_rate_limit * settings.notifier_lease_seconds / 4)))
+        self._batch = batch
+        self._low_water = max(batch // 2, len(self._connections))
+
+    async def run(self) -> None:
+        listener = Listener(self._s.role_database_url(), store.DUE_CHANNEL)
+        workers = [asyncio.create_task(self._work(c), name="smtp-worker") for c in self._connections]
+        marker = asyncio.create_task(self._mark_loop(), name="delivery-marker")
+        loop = asyncio.get_running_loop()
+        housekeeping_at = 0.0
+        backoff = 0.5
+        try:
+            while True:
+                try:
+                    await listener.ensure()
+                    if loop.time() >= housekeeping_at:
+                        await self._housekeeping()
+                        housekeeping_at = loop.time() + min(self._s.notifier_lease_seconds / 2, 30.0)
+                    await self._fill()
+                    backoff = 0.5
+                except DB_ERRORS as exc:
+                    log.warning("sender cannot reach the database; backing off", error=describe_error(exc))
+                    await listener.close()
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, 30.0)
+                    continue
+                await listener.wait(self._s.notifier_poll_seconds)
+                # Requests arrive one transaction at a time: let a few gather rather than claim them one by one.
+                await asyncio.sleep(self._s.notifier_commit_interval_seconds)
+        finally:
+            await self._shut_down(workers, marker)
+            await listener.close()
+
+    async def _housekeeping(self) -> None:
+        async with self._pool.acquire() as conn:
+            released = await store.release_expired_leases(conn)
+            erased = await store.erase_expired_requests(conn, self._s.notifier_failed_retention_days)
+        if released:
+            # The sender that held them stopped mid-send: any of them may have left; same Message-ID again.
+            log.warning("expired leases released", count=released)
+        if erased:
+            log.info("requests of old failed deliveries erased", count=erased)
+
+    async def _fill(self) -> None:
+        """Keep the workers' queue stocked while deliveries are due."""
         while True:
+            if self._queue.qsize() > self._low_water:
+                self._need_more.clear()
+                await self._need_more.wait()
+                continue
+            jobs = await self._claim()
+            for job in jobs:
+                self._queue.put_nowait(job)
+            if len(jobs) < self._batch:
+                return
+
+    async def _claim(self) -> list[Job]:
+        deadline = asyncio.get_running_loop().time() + self._s.notifier_lease_seconds / 2
+        async with self._pool.acquire() as conn, conn.transaction():
+            rows = await store.claim_due(conn, self._batch, self._s.notifier_lease_seconds)
+            if not rows:
+                return []
+            gated = [r["recipient_ref"] for r in rows if r["purpose"] in PURCHASER_ONLY or r["purpose"] in CATEGORY_OF]
+            facts = await store.recipient_facts(conn, gated) if gated else {}
+            jobs: list[Job] = []
+            refused: list[tuple[Job, str]] = []
+            for row in rows:
+                job = Job(
+                    id=row["id"],
+                    attempts=row["attempts"],
+                    request_event_id=row["request_event_id"],
+                    recipient_ref=row["recipient_ref"],
+                    purpose=row["purpose"],
+                    template=row["template"],
+                    locale=row["locale"],
+                    reference=row["reference"],
+                    message_id=row["message_id"],
+                    correlation_id=row["correlation_id"],
+                    request=orjson.loads(row["request"]) if row["request"] else {},
+                    deadline=deadline,
+                )
+                known = facts.get(job.recipient_ref)
+                reason = refusal(job.purpose, RecipientFacts(*known) if known else RecipientFacts())
+                if reason is None and not job.request:
+                    reason = "nothing left to send: the request was erased"
+                if reason:
+                    refused.append((job, reason))
+                else:
+                    jobs.append(job)
+            if refused:
+                done = set(await store.mark_failed(conn, [(j.id, j.attempts, r, False) for j, r in refused]))
+                await enqueue(conn, *(self._outcome(j, r) for j, r in refused if j.id in done))
+                DELIVERIES.labels("refused").inc(len(done))
+        return jobs
+
+    def _compose(self, job: Job) -> Any:
+        recipient = job.request["recipient"]
+        category = CATEGORY_OF.get(job.purpose)
+        unsubscribe = None
+        if category is not None:
+            token = make_token(recipient["email"], category, self._key)
+            unsubscribe = Unsubscribe(
+                url=f"{self._s.notifier_public_url.rstrip('/')}/v1/unsubscribe?token={token}",
+                mailto=f"mailto:{self._s.unsubscribe_mailbox}?subject=unsubscribe%20{token}",
+                category=category,
+            )
+        return self._composer.compose(
+            template=job.template,
+            locale=job.locale,
+            email=recipient["email"],
+            name=recipient.get("name"),
+            context=job.request.get("context") or {},
+            message_id=job.message_id,
+            in_reply_to=job.request.get("in_reply_to"),
+            unsubscribe=unsubscribe,
+        )
+
+    async def _work(self, connection: SmtpConnection) -> None:
+        loop = asyncio.get_running_loop()
+        pause = 0.0
+        try:
+            while True:
+                job = await self._queue.get()
+                if self._queue.qsize() <= self._low_water:
+                    self._need_more.set()
+                if job is None:
+                    return
+                if loop.time() > job.deadline:
+                    self._done(job, RELEASE)
+                    continue
+                try:
+                    outgoing = self._compose(job)
+                except RenderError as exc:
+                    self._done(job, Result("failed", str(exc)))
+                    continue
+                await self._limiter.acquire()
+                result = await connection.send(outgoing.sender, outgoing.recipient, outgoing.data)
+                del outgoing  # the body (license keys, reply text) lives no longer than the send
+                self._done(job, result)
+                if result.connection_failed:
+                    # The server is away or refusing us: don't burn every queued delivery's attempt at once.
+                    pause = min(max(pause * 2, 0.1), MAX_CONNECTION_PAUSE_SECONDS)
+                    await asyncio.sleep(pause)
+                else:
+                    pause = 0.0
+        finally:
+            await connection.close()
+
+    def _done(self, job: Job, result: Result) -> None:
+        self._results.append((job, result))
+        self._results_ready.set()
+
+    async def _mark_loop(self) -> None:
+        while True:
+            await self._results_ready.wait()
+            await asyncio.sleep(self._s.notifier_commit_interval_seconds)
+            await self._flush()
+
+    async def _flush(self) -> None:
+        backoff = 0.2
+        while self._results:
+            results, self._results = self._results, []
+            self._results_ready.clear()
             try:
-                await listener.ensure()
-                while await send_due(pool, settings, source):
-                    pass
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-                log.warning("sender loop failed; backing off", error=describe_error(exc))
-                await listener.close()
-                await asyncio.sleep(1)
-            await listener.wait(1.0)
-    finally:
-        await listener.close()
+                await self._commit(results)
+            except asyncio.CancelledError:
+                # Committed or not, they go back: marking is conditional on the lease, so twice is harmless.
+                self._results = results + self._results
+                raise
+            except DB_ERRORS as exc:
+                # Keep them: these e-mails left (or failed) and must be recorded before anything else.
+                log.warning("cannot record sending outcomes yet; retrying", error=describe_error(exc))
+                self._results = results + self._results
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+
+    async def _commit(self, results: list[tuple[Job, Result]]) -> None:
+        s = self._s
+        sent: list[Job] = []
+        retry: list[tuple[Job, float, str | None]] = []
+        failed: list[tuple[Job, str, bool]] = []
+        bounced: list[tuple[str, str]] = []
+        for job, result in results:
+            if result is RELEASE:
+                retry.append((job, 0.0, None))
+            elif result.verdict == "sent":
+                sent.append(job)
+            elif result.verdict == "retry":
+                if job.attempts >= s.notifier_max_attempts:
+                    failed.append((job, f"gave up after {job.attempts} attempts: {result.error}", True))
+                else:
+                    delay = backoff_seconds(job.attempts, s.notifier_retry_base_seconds, s.notifier_retry_max_seconds)
+                    retry.append((job, delay, result.error))
+            else:
+                failed.append((job, result.error or "failed", True))
+                if result.verdict == "bounced":
+                    bounced.append((job.recipient_ref, result.error or "hard bounce"))
+        by_id = {job.id: job for job, _ in results}
+        errors = {job.id: error for job, error, _ in failed}
+        async with self._pool.acquire() as conn, conn.transaction():
+            events: list[CloudEvent] = []
+            if sent:
+                done = await store.mark_sent(conn, [(j.id, j.attempts) for j in sent])
+                events += [self._outcome(by_id[i], None) for i in done]
+                DELIVERIES.labels("sent").inc(len(done))
+            if retry:
+                await store.mark_retry(conn, [(j.id, j.attempts, d, e) for j, d, e in retry])
+                DELIVERIES.labels("retry").inc(len(retry))
+            if failed:
+                done = await store.mark_failed(conn, [(j.id, j.attempts, e, keep) for j, e, keep in failed])
+                events += [self._outcome(by_id[i], errors[i]) for i in done]
+                DELIVERIES.labels("failed").inc(len(done))
+            if bounced:
+                await store.suppress(conn, bounced)
+            await enqueue(conn, *events)
+        for job, error, _ in failed:
+            log.warning("delivery failed", delivery_id=job.id, template=job.template, error=error)
+
+    def _outcome(self, job: Job, error: str | None) -> CloudEvent:
+        return _outcome(
+            self._s.source, job.request_event_id, job.reference, job.purpose, job.template, error, job.correlation_id
+        )
+
+    async def _shut_down(self, workers: list[asyncio.Task[None]], marker: asyncio.Task[None]) -> None:
+        """Hand back what was not started, let the sends under way finish, and record every outcome."""
+        while not self._queue.empty():
+            job = self._queue.get_nowait()
+            if job is not None:
+                self._done(job, RELEASE)
+        for _ in workers:
+            self._queue.put_nowait(None)
+        _, late = await asyncio.wait(workers, timeout=self._s.smtp_timeout_seconds + 1)
+        for task in late:
+            task.cancel()
+        marker.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await marker
+        with contextlib.suppress(*DB_ERRORS, TimeoutError):
+            async with asyncio.timeout(5):
+                await self._flush()

@@ -38,4 +38,5 @@ def _reset_smtp_faults(request: pytest.FixtureRequest) -> Iterator[None]:
     if "smtp" in request.fixturenames:
         server: SmtpServer = request.getfixturevalue("smtp")
         server.reply_for_rcpt = server.reply_for_data = None
-        server.stall_seconds = 0.0
+        server.stall_seconds = server.stall_rcpt_seconds = 0.0
+        server.come_back()

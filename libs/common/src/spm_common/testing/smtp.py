@@ -34,6 +34,8 @@ class _Handler:
         self.server = server
 
     async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, options: Any) -> str:
+        if self.server.stall_rcpt_seconds:
+            await asyncio.sleep(self.server.stall_rcpt_seconds)
         reply = self.server.reply_for_rcpt
         if reply:
             return reply
@@ -52,7 +54,9 @@ class _Handler:
 
 
 class SmtpServer:
-    """`reply_for_rcpt`/`reply_for_data` (e.g. "451 try later", "550 no such user") make it refuse."""
+    """`reply_for_rcpt`/`reply_for_data` (e.g. "451 try later", "550 no such user") make it refuse;
+    `stall_seconds` delays the reply to DATA, `stall_rcpt_seconds` the reply to RCPT (before any message
+    could have been accepted); `go_down()` / `come_back()` refuse connections altogether for a while."""
 
     def __init__(self) -> None:
         self.port = free_port()
@@ -61,13 +65,28 @@ class SmtpServer:
         self.reply_for_rcpt: str | None = None
         self.reply_for_data: str | None = None
         self.stall_seconds = 0.0
+        self.stall_rcpt_seconds = 0.0
         self._controller = Controller(_Handler(self), hostname="127.0.0.1", port=self.port)
+        self._running = False
 
     def start(self) -> None:
         self._controller.start()
+        self._running = True
 
     def stop(self) -> None:
-        self._controller.stop()
+        if self._running:
+            self._controller.stop()
+            self._running = False
+
+    def go_down(self) -> None:
+        """Stop listening: connections are refused until `come_back()`."""
+        self.stop()
+
+    def come_back(self) -> None:
+        """Listen again on the same port (a stopped controller cannot be restarted: its loop is closed)."""
+        if not self._running:
+            self._controller = Controller(_Handler(self), hostname="127.0.0.1", port=self.port)
+            self.start()
 
     def refuse_connections(self) -> None:
         """Stop listening: clients get "connection refused" until `accept_connections`."""

@@ -1,0 +1,135 @@
+"""What may be sent to whom: each template's purpose and context, and the consent rules of the privacy policy.
+
+An address known only from a contact message gets answer-message mail and nothing else; free-upgrade and
+product-news mail is marketing-like and stops at an unsubscribe or a hard bounce; transactional mail the
+person asked for (the answer to their message, their order, their lost keys) always goes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from spm_common.envelope import Purpose
+
+Category = Literal["upgrades", "news"]
+CATEGORIES: tuple[Category, ...] = ("upgrades", "news")
+
+# Purposes whose mail carries an unsubscribe link, and the category an unsubscribe stops.
+CATEGORY_OF: dict[str, Category] = {"free-upgrade": "upgrades", "product-news": "news"}
+# Purposes only a purchaser may receive: anyone else is an address from a contact message, or unknown.
+PURCHASER_ONLY = frozenset({"license-recovery", "free-upgrade", "product-news"})
+
+URL_PATTERN = r"^https?://[^\s<>\"']+$"
+
+
+def _url() -> Any:
+    """An optional http(s) link: anything else (javascript:, data:) has no place in an e-mail."""
+    return Field(default=None, pattern=URL_PATTERN, max_length=2000)
+
+
+class _Context(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class ContactAck(_Context):
+    subject: str | None = Field(default=None, max_length=500)
+
+
+class ContactReply(_Context):
+    subject: str | None = Field(default=None, max_length=500)
+    reply_body: str = Field(min_length=1, max_length=50_000)
+
+
+class OrderItem(_Context):
+    product_name: str = Field(min_length=1, max_length=300)
+    quantity: int = Field(default=1, ge=1)
+    download_url: str | None = _url()
+    license_keys: list[str] = Field(default_factory=list)
+
+
+class OrderConfirmation(_Context):
+    order_id: str = Field(min_length=1, max_length=200)
+    currency: str = Field(min_length=1, max_length=10)
+    total: str = Field(min_length=1, max_length=50, coerce_numbers_to_str=True)
+    items: list[OrderItem] = Field(min_length=1)
+
+
+class RecoveredProduct(_Context):
+    product_name: str = Field(min_length=1, max_length=300)
+    download_url: str | None = _url()
+    license_keys: list[str] = Field(default_factory=list)
+
+
+class LicenseRecovery(_Context):
+    products: list[RecoveredProduct] = Field(min_length=1)
+
+
+class UpgradeNotice(_Context):
+    product_name: str = Field(min_length=1, max_length=300)
+    title: str = Field(min_length=1, max_length=500)
+    version: str = Field(min_length=1, max_length=100)
+    notes_url: str | None = _url()
+    download_url: str | None = _url()
+    license_key: str | None = Field(default=None, max_length=200)
+
+
+class ProductNews(_Context):
+    title: str = Field(min_length=1, max_length=500)
+    summary: str = Field(max_length=10_000)
+    url: str | None = _url()
+
+
+@dataclass(frozen=True)
+class TemplateSpec:
+    purpose: Purpose
+    context: type[_Context]
+
+
+TEMPLATES: dict[str, TemplateSpec] = {
+    "contact-ack": TemplateSpec("answer-message", ContactAck),
+    "contact-reply": TemplateSpec("answer-message", ContactReply),
+    "order-confirmation": TemplateSpec("fulfil-order", OrderConfirmation),
+    "license-recovery": TemplateSpec("license-recovery", LicenseRecovery),
+    "upgrade-notice": TemplateSpec("free-upgrade", UpgradeNotice),
+    "product-news": TemplateSpec("product-news", ProductNews),
+}
+LOCALES = ("vi", "en")
+
+
+def check_request(template: str, purpose: str, context: dict[str, Any]) -> str | None:
+    """Why a request can never be sent as asked (a reason fit for the delivery log), or None."""
+    spec = TEMPLATES.get(template)
+    if spec is None:
+        return f"unknown template {template!r}"
+    if spec.purpose != purpose:
+        return f"template {template} is not for purpose {purpose}"
+    try:
+        spec.context.model_validate(context)
+    except ValidationError as exc:
+        # Field names and what is wrong with them, never the values (they may be personal data).
+        fields = sorted({".".join(str(p) for p in e["loc"]) or "context" for e in exc.errors()})
+        return f"invalid context for {template}: {', '.join(fields)}"
+    return None
+
+
+@dataclass(frozen=True)
+class RecipientFacts:
+    """What the notifier knows about one recipient reference when it is about to send."""
+
+    purchaser: bool = False
+    suppressed: bool = False
+    unsubscribed: frozenset[str] = field(default_factory=frozenset)
+
+
+def refusal(purpose: str, facts: RecipientFacts) -> str | None:
+    """Why this purpose may not reach this recipient now, or None when it may."""
+    if purpose in PURCHASER_ONLY and not facts.purchaser:
+        return f"refused: {purpose} mail goes to purchasers only, and this address is not one"
+    category = CATEGORY_OF.get(purpose)
+    if category is not None and category in facts.unsubscribed:
+        return f"refused: the address unsubscribed from {category}"
+    if category is not None and facts.suppressed:
+        return "refused: the address is suppressed after a hard bounce"
+    return None

@@ -1,0 +1,209 @@
+"""The notifier's SQL: deliveries, recipients (purchaser, suppression) and unsubscribes. Nothing else."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+from spm_common.db import Connection
+
+DUE_CHANNEL = "spm_notifier_due"
+
+DELIVERY_COLUMNS = (
+    "id, request_event_id, recipient_ref, purpose, template, locale, reference, status, attempts, last_error,"
+    " operator_retries, created_at, last_attempt_at, next_attempt_at, sent_at, failed_at,"
+    " (status = 'failed' AND request IS NOT NULL) AS retryable"
+)
+
+
+@dataclass(frozen=True)
+class NewDelivery:
+    request_event_id: str
+    recipient_ref: str
+    purpose: str
+    template: str
+    locale: str
+    reference: str | None
+    message_id: str
+    correlation_id: str | None
+    request: str | None  # JSON; None when the request was refused on arrival
+    status: str = "pending"
+    last_error: str | None = None
+
+
+async def insert_delivery(conn: Connection, d: NewDelivery) -> bool:
+    """Record one delivery; False when (event, recipient) was recorded before."""
+    inserted = await conn.fetchval(
+        "INSERT INTO deliveries (request_event_id, recipient_ref, purpose, template, locale, reference, message_id,"
+        " correlation_id, request, status, last_error, failed_at)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb, $10, $11,"
+        " CASE WHEN $10 = 'failed' THEN now() END)"
+        " ON CONFLICT (request_event_id, recipient_ref) DO NOTHING RETURNING true",
+        d.request_event_id,
+        d.recipient_ref,
+        d.purpose,
+        d.template,
+        d.locale,
+        d.reference,
+        d.message_id,
+        d.correlation_id,
+        d.request,
+        d.status,
+        d.last_error,
+    )
+    return bool(inserted)
+
+
+async def notify_due(conn: Connection) -> None:
+    await conn.execute(f"SELECT pg_notify('{DUE_CHANNEL}', '')")
+
+
+async def mark_purchaser(conn: Connection, ref: str) -> None:
+    await conn.execute(
+        "INSERT INTO recipients (recipient_ref, purchaser_since) VALUES ($1, now())"
+        " ON CONFLICT (recipient_ref) DO UPDATE"
+        " SET purchaser_since = COALESCE(recipients.purchaser_since, EXCLUDED.purchaser_since)",
+        ref,
+    )
+
+
+async def release_expired_leases(conn: Connection) -> int:
+    """Deliveries whose sender vanished mid-send are due again (the documented crash window)."""
+    result = await conn.execute(
+        "UPDATE deliveries SET status = 'pending', lease_until = NULL, next_attempt_at = now()"
+        " WHERE status = 'sending' AND lease_until < now()"
+    )
+    return int(result.split()[-1])
+
+
+async def claim_due(conn: Connection, limit: int, lease_seconds: float) -> list[asyncpg.Record]:
+    """Lease up to `limit` due deliveries to this sender: 'sending' until the lease ends, one attempt more."""
+    return await conn.fetch(
+        "WITH due AS ("
+        "  SELECT id FROM deliveries WHERE status = 'pending' AND next_attempt_at <= now()"
+        "  ORDER BY next_attempt_at LIMIT $1 FOR UPDATE SKIP LOCKED)"
+        " UPDATE deliveries d SET status = 'sending', lease_until = now() + make_interval(secs => $2),"
+        "  attempts = d.attempts + 1, last_attempt_at = now()"
+        " FROM due WHERE d.id = due.id"
+        " RETURNING d.id, d.request_event_id, d.recipient_ref, d.purpose, d.template, d.locale, d.reference,"
+        "  d.message_id, d.correlation_id, d.request, d.attempts",
+        limit,
+        lease_seconds,
+    )
+
+
+async def recipient_facts(conn: Connection, refs: Sequence[str]) -> dict[str, tuple[bool, bool, frozenset[str]]]:
+    """(purchaser, suppressed, unsubscribed categories) of each reference known here."""
+    rows = await conn.fetch(
+        "SELECT r.ref, (c.purchaser_since IS NOT NULL) AS purchaser, (c.suppressed_at IS NOT NULL) AS suppressed,"
+        " ARRAY(SELECT u.category FROM unsubscribes u WHERE u.recipient_ref = r.ref) AS unsubscribed"
+        " FROM unnest($1::text[]) AS r(ref) LEFT JOIN recipients c ON c.recipient_ref = r.ref",
+        list(set(refs)),
+    )
+    return {row["ref"]: (row["purchaser"], row["suppressed"], frozenset(row["unsubscribed"])) for row in rows}
+
+
+async def mark_sent(conn: Connection, claims: Sequence[tuple[int, int]]) -> list[int]:
+    """Sent, and the request (address, content) erased; only rows still leased under that attempt count."""
+    rows = await conn.fetch(
+        "UPDATE deliveries d SET status = 'sent', sent_at = now(), lease_until = NULL, request = NULL,"
+        " last_error = NULL"
+        " FROM unnest($1::bigint[], $2::int[]) AS x(id, attempts)"
+        " WHERE d.id = x.id AND d.attempts = x.attempts AND d.status = 'sending' RETURNING d.id",
+        [c[0] for c in claims],
+        [c[1] for c in claims],
+    )
+    return [row["id"] for row in rows]
+
+
+async def mark_retry(conn: Connection, items: Sequence[tuple[int, int, float, str | None]]) -> list[int]:
+    """Back to pending, due after the delay: (id, attempts, delay seconds, error)."""
+    rows = await conn.fetch(
+        "UPDATE deliveries d SET status = 'pending', lease_until = NULL,"
+        " next_attempt_at = now() + make_interval(secs => x.delay), last_error = COALESCE(x.error, d.last_error)"
+        " FROM unnest($1::bigint[], $2::int[], $3::float8[], $4::text[]) AS x(id, attempts, delay, error)"
+        " WHERE d.id = x.id AND d.attempts = x.attempts AND d.status = 'sending' RETURNING d.id",
+        [i[0] for i in items],
+        [i[1] for i in items],
+        [i[2] for i in items],
+        [i[3] for i in items],
+    )
+    return [row["id"] for row in rows]
+
+
+async def mark_failed(conn: Connection, items: Sequence[tuple[int, int, str, bool]]) -> list[int]:
+    """Failed with the reason: (id, attempts, error, keep the request so an operator may retry)."""
+    rows = await conn.fetch(
+        "UPDATE deliveries d SET status = 'failed', failed_at = now(), lease_until = NULL, last_error = x.error,"
+        " request = CASE WHEN x.keep THEN d.request END"
+        " FROM unnest($1::bigint[], $2::int[], $3::text[], $4::bool[]) AS x(id, attempts, error, keep)"
+        " WHERE d.id = x.id AND d.attempts = x.attempts AND d.status = 'sending' RETURNING d.id",
+        [i[0] for i in items],
+        [i[1] for i in items],
+        [i[2] for i in items],
+        [i[3] for i in items],
+    )
+    return [row["id"] for row in rows]
+
+
+async def suppress(conn: Connection, refs_and_reasons: Sequence[tuple[str, str]]) -> None:
+    await conn.executemany(
+        "INSERT INTO recipients (recipient_ref, suppressed_at, suppressed_reason) VALUES ($1, now(), $2)"
+        " ON CONFLICT (recipient_ref) DO UPDATE SET suppressed_at = COALESCE(recipients.suppressed_at, now()),"
+        " suppressed_reason = EXCLUDED.suppressed_reason",
+        refs_and_reasons,
+    )
+
+
+async def add_unsubscribe(conn: Connection, ref: str, category: str) -> bool:
+    """True when this is news (the first unsubscribe of that address from that category)."""
+    inserted = await conn.fetchval(
+        "INSERT INTO unsubscribes (recipient_ref, category) VALUES ($1, $2) ON CONFLICT DO NOTHING RETURNING true",
+        ref,
+        category,
+    )
+    return bool(inserted)
+
+
+async def is_unsubscribed(conn: Connection, ref: str, category: str) -> bool:
+    return bool(
+        await conn.fetchval("SELECT true FROM unsubscribes WHERE recipient_ref = $1 AND category = $2", ref, category)
+    )
+
+
+async def list_deliveries(conn: Connection, status: str | None, after_id: int, limit: int) -> list[dict[str, Any]]:
+    rows = await conn.fetch(
+        f"SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE ($1::text IS NULL OR status = $1) AND id > $2"
+        " ORDER BY id LIMIT $3",
+        status,
+        after_id,
+        limit,
+    )
+    return [dict(row) for row in rows]
+
+
+async def retry_failed(conn: Connection, delivery_id: int | None) -> list[int]:
+    """Failed deliveries that still hold their request become due now (one, or all when id is None)."""
+    rows = await conn.fetch(
+        "UPDATE deliveries SET status = 'pending', next_attempt_at = now(), attempts = 0, failed_at = NULL,"
+        " operator_retries = operator_retries + 1"
+        " WHERE status = 'failed' AND request IS NOT NULL AND ($1::bigint IS NULL OR id = $1) RETURNING id",
+        delivery_id,
+    )
+    return [row["id"] for row in rows]
+
+
+async def delivery_status(conn: Connection, delivery_id: int) -> asyncpg.Record | None:
+    return await conn.fetchrow(f"SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE id = $1", delivery_id)
+
+
+async def erase_expired_requests(conn: Connection, retention_days: float) -> int:
+    """Failed deliveries kept for an operator's retry lose their request (address, content) after retention."""
+    result = await conn.execute(
+        "UPDATE deliveries SET request = NULL WHERE status = 'failed' AND request IS NOT NULL"
+        " AND failed_at < now() - make_interval(secs => $1)",
+        retention_days * 86400.0,
+    )
+    return int(result.split()[-1])

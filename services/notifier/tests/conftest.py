@@ -1,0 +1,61 @@
+"""Fixtures of the notifier's tests: settings for the test world, a publisher of requests, a database probe.
+
+Unit tests (mail, rules) use none of them; the flow tests run the real notifier against the real Postgres,
+RabbitMQ and the in-process SMTP server of `spm_common.testing`.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import aio_pika
+import asyncpg
+import pytest
+from notifier.settings import Settings
+from spm_common.envelope import CloudEvent
+from spm_common.testing.world import AMQP_URL, World
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from notifier_testkit import FAST
+
+
+@pytest.fixture
+def settings(world: World) -> Settings:
+    return world.settings(Settings, **FAST)
+
+
+Publish = Callable[..., Awaitable[None]]
+
+
+@pytest.fixture
+async def publish(world: World) -> AsyncIterator[Publish]:
+    """Publish CloudEvents to the world's exchange as another service's outbox relay would."""
+    connection = await aio_pika.connect(AMQP_URL)
+    async with connection:
+        channel = await connection.channel()
+        exchange = await channel.declare_exchange(world.exchange, aio_pika.ExchangeType.TOPIC, durable=True)
+
+        async def send(*events: CloudEvent) -> None:
+            for event in events:
+                await exchange.publish(
+                    aio_pika.Message(
+                        event.to_json(),
+                        content_type="application/cloudevents+json",
+                        message_id=event.id,
+                        type=event.type,
+                        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                    ),
+                    routing_key=event.type,
+                )
+
+        yield send
+
+
+@pytest.fixture
+async def db(world: World) -> AsyncIterator[asyncpg.Connection]:
+    conn = await world.admin()
+    yield conn
+    await conn.close()

@@ -1,0 +1,120 @@
+"""Helpers of the notifier's tests (conftest.py puts this folder on sys.path so tests import it)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import asyncpg
+from spm_common.envelope import CloudEvent, new_event
+from spm_common.notifications import NOTIFICATION_REQUESTED, NotificationRequested, Recipient
+
+FAST = {
+    "notifier_retry_base_seconds": 0.2,
+    "notifier_retry_max_seconds": 0.6,
+    "notifier_poll_seconds": 0.1,
+    "notifier_lease_seconds": 5.0,
+    "notifier_smtp_connections": 2,
+    "smtp_timeout_seconds": 5.0,
+    "notifier_public_url": "https://notify.example.com",
+}
+
+
+def address(label: str = "someone") -> str:
+    return f"{label}-{uuid.uuid4().hex[:10]}@example.com"
+
+
+def request_event(
+    template: str,
+    email: str,
+    context: dict[str, Any] | None = None,
+    *,
+    purpose: str | None = None,
+    locale: str = "en",
+    name: str | None = "Trần Thị Thử",
+    **extra: Any,
+) -> CloudEvent:
+    purposes = {
+        "contact-ack": "answer-message",
+        "contact-reply": "answer-message",
+        "order-confirmation": "fulfil-order",
+        "license-recovery": "license-recovery",
+        "upgrade-notice": "free-upgrade",
+        "product-news": "product-news",
+    }
+    request = NotificationRequested(
+        purpose=purpose or purposes[template],  # type: ignore[arg-type]
+        template=template,
+        locale=locale,  # type: ignore[arg-type]
+        recipient=Recipient(email=email, name=name),
+        context=context if context is not None else SAMPLE_CONTEXTS[template],
+        **extra,
+    )
+    return new_event(NOTIFICATION_REQUESTED, "urn:spm:tests", request, purpose=request.purpose)
+
+
+SAMPLE_CONTEXTS: dict[str, dict[str, Any]] = {
+    "contact-ack": {"subject": "Hỏi về giấy phép"},
+    "contact-reply": {"subject": "Hỏi về giấy phép", "reply_body": "Chào bạn,\n\nMã của bạn vẫn dùng được.\n<b>x</b>"},
+    "order-confirmation": {
+        "order_id": "FS-2026-000123",
+        "currency": "USD",
+        "total": "49.00",
+        "items": [
+            {
+                "product_name": "SPM Dictionary Pro",
+                "quantity": 1,
+                "download_url": "https://spmgroup.vn/dl/dict-5.1.0.exe",
+                "license_keys": ["7KQ2M-XW4PD-9TRHC-B3NVA-L6ZEY"],
+            }
+        ],
+    },
+    "license-recovery": {
+        "products": [
+            {
+                "product_name": "SPM Dictionary Pro",
+                "download_url": "https://spmgroup.vn/dl/dict-5.1.0.exe",
+                "license_keys": ["7KQ2M-XW4PD-9TRHC-B3NVA-L6ZEY"],
+            }
+        ]
+    },
+    "upgrade-notice": {
+        "product_name": "SPM Dictionary Pro",
+        "title": "SPM Dictionary Pro 5.2",
+        "version": "5.2.0",
+        "notes_url": "https://spmgroup.vn/dict/5.2",
+        "download_url": "https://spmgroup.vn/dl/dict-5.2.0.exe",
+        "license_key": "ABCD2-EFGH3-JKLM4-NPQR5-STUV6",
+    },
+    "product-news": {
+        "title": "Từ điển SPM mới cho học sinh",
+        "summary": "Một sản phẩm mới.\n\nRa mắt tháng 12.",
+        "url": "https://spmgroup.vn/new",
+    },
+}
+
+
+async def eventually(probe: Callable[[], Awaitable[Any]], timeout: float = 10.0) -> Any:
+    """Poll until `probe` returns something truthy; return it."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        value = await probe()
+        if value:
+            return value
+        if asyncio.get_running_loop().time() > deadline:
+            raise TimeoutError("condition not met")
+        await asyncio.sleep(0.05)
+
+
+async def delivery_of(db: asyncpg.Connection, event: CloudEvent) -> asyncpg.Record | None:
+    return await db.fetchrow("SELECT * FROM notifier.deliveries WHERE request_event_id = $1", event.id)
+
+
+async def settled(db: asyncpg.Connection, event: CloudEvent, status: str, timeout: float = 10.0) -> asyncpg.Record:
+    async def probe() -> asyncpg.Record | None:
+        row = await delivery_of(db, event)
+        return row if row is not None and row["status"] == status else None
+
+    return await eventually(probe, timeout)

@@ -1,0 +1,244 @@
+"""The notifier end to end: requests over RabbitMQ, deliveries in Postgres, e-mails at a real SMTP server."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import urllib.parse
+
+import asyncpg
+import orjson
+from notifier.app import create
+from notifier.settings import Settings
+from notifier.tokens import make_token, recipient_ref
+from notifier_testkit import FAST, address, delivery_of, eventually, request_event, settled
+from spm_common.testing.smtp import SmtpServer
+from spm_common.testing.world import OPERATOR_TOKEN, World, running
+
+OPERATOR = {"Authorization": f"Bearer {OPERATOR_TOKEN}"}
+
+
+async def outbox_events(db: asyncpg.Connection, event_type: str) -> list[dict]:
+    rows = await db.fetch("SELECT body FROM notifier.outbox WHERE event_type = $1", event_type)
+    return [orjson.loads(bytes(row["body"])) for row in rows]
+
+
+async def test_a_request_becomes_one_email_and_a_sent_event(settings, publish, db, smtp: SmtpServer) -> None:
+    to = address("buyer")
+    order = request_event("order-confirmation", to, locale="vi", reference="order:FS-1")
+    async with running(create(settings)):
+        await publish(order, order)  # the same event twice: one e-mail
+        [mail] = await smtp.wait_to(to)
+        row = await settled(db, order, "sent")
+        await asyncio.sleep(0.3)
+    assert len(smtp.to(to)) == 1
+    message = mail.message
+    assert message["Subject"] == "Đơn hàng FS-2026-000123: giấy phép và liên kết tải về"
+    assert "7KQ2M-XW4PD-9TRHC-B3NVA-L6ZEY" in message.get_body(("plain",)).get_content()
+    assert message["Message-ID"] == row["message_id"]
+    assert mail.mail_from == "no-reply@spmgroup.vn"
+    # After sending, the log keeps a reference and the outcome: no address, no content, no license key.
+    assert row["request"] is None and row["attempts"] == 1 and row["sent_at"] is not None
+    assert row["recipient_ref"] == recipient_ref(to, settings.recipient_key())
+    dump = str(await db.fetch("SELECT * FROM notifier.deliveries WHERE request_event_id = $1", order.id))
+    assert to not in dump and "7KQ2M" not in dump
+    [sent] = [e for e in await outbox_events(db, "notification.sent") if e["data"]["request_event_id"] == order.id]
+    assert sent["data"] == {
+        "request_event_id": order.id,
+        "reference": "order:FS-1",
+        "purpose": "fulfil-order",
+        "template": "order-confirmation",
+        "status": "sent",
+        "error": None,
+    }
+    assert to not in str(sent)
+
+
+async def test_contact_only_address_gets_its_answers_and_never_news(settings, publish, db, smtp) -> None:
+    to = address("visitor")
+    ack = request_event("contact-ack", to, message_id="<contact-abc@spmgroup.vn>")
+    reply = request_event("contact-reply", to, in_reply_to="<contact-abc@spmgroup.vn>")
+    news = request_event("product-news", to)
+    recovery = request_event("license-recovery", to)
+    upgrade = request_event("upgrade-notice", to)
+    async with running(create(settings)):
+        await publish(ack, reply, news, recovery, upgrade)
+        mails = await smtp.wait_to(to, count=2)
+        for refused in (news, recovery, upgrade):
+            row = await settled(db, refused, "failed")
+            assert "purchasers only" in row["last_error"] and row["request"] is None
+        await asyncio.sleep(0.3)
+    assert len(smtp.to(to)) == 2
+    by_subject = {m.message["Subject"]: m.message for m in mails}
+    assert by_subject["We received your message"]["Message-ID"] == "<contact-abc@spmgroup.vn>"
+    assert by_subject["Re: Hỏi về giấy phép"]["In-Reply-To"] == "<contact-abc@spmgroup.vn>"
+    failed = {e["data"]["request_event_id"]: e["data"] for e in await outbox_events(db, "notification.failed")}
+    assert "purchasers only" in failed[news.id]["error"]
+
+
+async def test_unsubscribed_address_gets_no_more_upgrades_but_still_its_recovery_email(
+    settings, publish, db, smtp
+) -> None:
+    to = address("buyer")
+    async with running(create(settings)) as client:
+        await publish(request_event("order-confirmation", to))
+        await smtp.wait_to(to, count=1)
+        first_upgrade = request_event("upgrade-notice", to, locale="vi")
+        await publish(first_upgrade)
+        mails = await smtp.wait_to(to, count=2)
+        notice = mails[-1].message
+        assert notice["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+        https, mailto = re.findall(r"<([^>]+)>", notice["List-Unsubscribe"])
+        assert https.startswith("https://notify.example.com/v1/unsubscribe?token=")
+        assert mailto.startswith("mailto:unsubscribe@spmgroup.vn?subject=unsubscribe")
+        assert https in notice.get_body(("plain",)).get_content()
+        assert https in notice.get_body(("html",)).get_content()
+        path = urllib.parse.urlsplit(https)
+        url = f"{path.path}?{path.query}"
+
+        page = await client.get(url)
+        assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+        assert "Hủy đăng ký" in page.text and "Unsubscribe" in page.text and to not in page.text
+        one_click = await client.post(
+            url, content="List-Unsubscribe=One-Click", headers={"Content-Type": "application/x-www-form-urlencoded"}
+        )
+        assert one_click.status_code == 200
+        assert one_click.json() == {"status": "unsubscribed", "category": "upgrades"}
+        again = await client.post(url, headers={"Accept": "text/html"})
+        assert again.status_code == 200 and "Đã hủy đăng ký" in again.text
+
+        second_upgrade = request_event("upgrade-notice", to)
+        news = request_event("product-news", to)
+        recovery = request_event("license-recovery", to)
+        await publish(second_upgrade, news, recovery)
+        row = await settled(db, second_upgrade, "failed")
+        assert "unsubscribed from upgrades" in row["last_error"]
+        await settled(db, news, "sent")  # another category: still wanted
+        await settled(db, recovery, "sent")
+        await asyncio.sleep(0.3)
+    subjects = [m.message["Subject"] for m in smtp.to(to)]
+    assert subjects.count("SPM Dictionary Pro 5.2: your free upgrade") == 0
+    assert subjects.count("SPM Dictionary Pro 5.2: bản nâng cấp miễn phí cho bạn") == 1
+    assert "Your license keys and downloads" in subjects
+    assert len(subjects) == 4
+    withdrawals = [e for e in await outbox_events(db, "notification.unsubscribed") if e["data"]["email"] == to]
+    assert [w["data"] for w in withdrawals] == [{"email": to, "category": "upgrades"}]  # once, though asked twice
+
+
+async def test_unsubscribe_token_cannot_be_moved_to_another_address(settings, db) -> None:
+    mine, victim = address("mine"), address("victim")
+    token = make_token(mine, "news", settings.recipient_key())
+    head, _, mac = token.split(".")
+    import base64
+
+    moved = f"{head}.{base64.urlsafe_b64encode(victim.encode()).rstrip(b'=').decode()}.{mac}"
+    async with running(create(settings)) as client:
+        assert (await client.get(f"/v1/unsubscribe?token={moved}")).status_code == 400
+        refused = await client.post(f"/v1/unsubscribe?token={moved}")
+        assert refused.status_code == 400 and refused.json() == {"detail": "invalid unsubscribe token"}
+        assert victim not in refused.text
+        assert (await client.post(f"/v1/unsubscribe?token={token}")).status_code == 200
+    refs = {r["recipient_ref"] for r in await db.fetch("SELECT recipient_ref FROM notifier.unsubscribes")}
+    assert recipient_ref(mine, settings.recipient_key()) in refs
+    assert recipient_ref(victim, settings.recipient_key()) not in refs
+
+
+async def test_smtp_outage_then_everything_delivered_exactly_once(world: World, publish, db, smtp) -> None:
+    settings = world.settings(Settings, **{**FAST, "notifier_smtp_connections": 6})
+    recipients = [address(f"outage{i}") for i in range(12)]
+    events = [request_event("contact-ack", to) for to in recipients]
+    async with running(create(settings)):
+        smtp.go_down()
+        await publish(*events)
+
+        async def all_tried() -> bool:
+            rows = [await delivery_of(db, e) for e in events]
+            return all(r is not None and r["attempts"] >= 1 and r["last_error"] for r in rows)
+
+        await eventually(all_tried, timeout=20)
+        smtp.come_back()
+        await smtp.wait_for(lambda ms: all(any(to in m.rcpt_tos for m in ms) for to in recipients), timeout=15)
+        for event in events:
+            await settled(db, event, "sent")
+        await asyncio.sleep(0.5)
+    assert [len(smtp.to(to)) for to in recipients] == [1] * len(recipients)
+    attempts = [(await delivery_of(db, e))["attempts"] for e in events]
+    assert min(attempts) >= 2
+
+
+async def test_4xx_is_retried_and_5xx_fails_with_the_reply_and_suppresses(settings, publish, db, smtp) -> None:
+    greylisted, unknown = address("grey"), address("unknown")
+    async with running(create(settings)):
+        await publish(request_event("order-confirmation", unknown))
+        await smtp.wait_to(unknown)
+
+        smtp.reply_for_rcpt = "451 4.7.1 greylisted, try again later"
+        slow = request_event("contact-ack", greylisted)
+        await publish(slow)
+        await eventually(lambda: _attempted(db, slow, 2))
+        smtp.reply_for_rcpt = None
+        await smtp.wait_to(greylisted)
+
+        smtp.reply_for_rcpt = "550 5.1.1 no such user here"
+        bounced = request_event("upgrade-notice", unknown)
+        await publish(bounced)
+        row = await settled(db, bounced, "failed")
+        assert row["last_error"] == "550 5.1.1 no such user here" and row["attempts"] == 1
+        smtp.reply_for_rcpt = None
+
+        news = request_event("product-news", unknown)
+        recovery = request_event("license-recovery", unknown)
+        await publish(news, recovery)
+        assert "hard bounce" in (await settled(db, news, "failed"))["last_error"]
+        await settled(db, recovery, "sent")  # transactional mail it asked for still goes
+    assert len(smtp.to(greylisted)) == 1
+    assert len(smtp.to(unknown)) == 2
+
+
+async def _attempted(db: asyncpg.Connection, event, attempts: int) -> bool:
+    row = await delivery_of(db, event)
+    return row is not None and row["attempts"] >= attempts
+
+
+async def test_gives_up_after_max_attempts_and_an_operator_retries(world: World, publish, db, smtp) -> None:
+    settings = world.settings(Settings, **{**FAST, "notifier_max_attempts": 2})
+    to = address("later")
+    order = request_event("order-confirmation", to)
+    async with running(create(settings)) as client:
+        smtp.reply_for_data = "452 4.3.1 insufficient system storage"
+        await publish(order)
+        row = await settled(db, order, "failed")
+        assert row["last_error"].startswith("gave up after 2 attempts: 452")
+        assert row["request"] is not None  # kept, so an operator can retry
+        smtp.reply_for_data = None
+
+        assert (await client.get("/v1/deliveries")).status_code == 401
+        listed = await client.get("/v1/deliveries", params={"status": "failed", "limit": 500}, headers=OPERATOR)
+        assert listed.status_code == 200
+        [entry] = [d for d in listed.json() if d["request_event_id"] == order.id]
+        assert entry["retryable"] is True and entry["template"] == "order-confirmation"
+        assert to not in listed.text
+
+        retried = await client.post(f"/v1/deliveries/{entry['id']}/retry", headers=OPERATOR)
+        assert retried.status_code == 200, retried.text
+        await smtp.wait_to(to)
+        row = await settled(db, order, "sent")
+        assert row["operator_retries"] == 1 and row["request"] is None
+        again = await client.post(f"/v1/deliveries/{entry['id']}/retry", headers=OPERATOR)
+        assert again.status_code == 409
+        assert (await client.post("/v1/deliveries/999999999/retry", headers=OPERATOR)).status_code == 404
+        assert (await client.post("/v1/deliveries/retry", headers=OPERATOR)).status_code == 200
+    assert len(smtp.to(to)) == 1
+
+
+async def test_invalid_requests_are_recorded_as_failed_with_a_reason(settings, publish, db, smtp) -> None:
+    to = address("odd")
+    wrong_purpose = request_event("product-news", to, purpose="answer-message")
+    missing_keys = request_event("order-confirmation", to, context={"order_id": "FS-9"})
+    bad_address = request_event("contact-ack", "not-an-address")
+    async with running(create(settings)):
+        await publish(wrong_purpose, missing_keys, bad_address)
+        assert "not for purpose" in (await settled(db, wrong_purpose, "failed"))["last_error"]
+        assert "items" in (await settled(db, missing_keys, "failed"))["last_error"]
+        assert "address" in (await settled(db, bad_address, "failed"))["last_error"]
+    assert smtp.to(to) == []

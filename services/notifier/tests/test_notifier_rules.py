@@ -1,0 +1,106 @@
+"""The rules without I/O: who may receive what, tokens, what an SMTP failure means, backoff."""
+
+from __future__ import annotations
+
+import aiosmtplib
+import pytest
+from notifier.deliveries import backoff_seconds
+from notifier.policy import RecipientFacts, check_request, refusal
+from notifier.smtp import classify
+from notifier.tokens import InvalidToken, make_token, read_token, recipient_ref
+from notifier_testkit import SAMPLE_CONTEXTS
+
+KEY = b"test-key"
+
+
+def test_contact_only_address_gets_answers_and_nothing_else() -> None:
+    stranger = RecipientFacts()
+    assert refusal("answer-message", stranger) is None
+    assert refusal("fulfil-order", stranger) is None
+    for purpose in ("product-news", "free-upgrade", "license-recovery"):
+        assert "purchasers only" in (refusal(purpose, stranger) or "")
+
+
+def test_unsubscribe_and_bounce_stop_marketing_only() -> None:
+    buyer = RecipientFacts(purchaser=True, suppressed=True, unsubscribed=frozenset({"upgrades", "news"}))
+    assert "unsubscribed from upgrades" in (refusal("free-upgrade", buyer) or "")
+    assert "unsubscribed from news" in (refusal("product-news", buyer) or "")
+    for purpose in ("license-recovery", "fulfil-order", "answer-message"):
+        assert refusal(purpose, buyer) is None
+    assert "hard bounce" in (refusal("product-news", RecipientFacts(purchaser=True, suppressed=True)) or "")
+    news_only = RecipientFacts(purchaser=True, unsubscribed=frozenset({"news"}))
+    assert refusal("free-upgrade", news_only) is None
+
+
+def test_requests_must_match_template_purpose_and_context() -> None:
+    assert check_request("product-news", "product-news", SAMPLE_CONTEXTS["product-news"]) is None
+    assert "not for purpose" in (check_request("product-news", "answer-message", SAMPLE_CONTEXTS["product-news"]) or "")
+    assert "unknown template" in (check_request("newsletter", "product-news", {}) or "")
+    problem = check_request("order-confirmation", "fulfil-order", {"order_id": "x@example.com"})
+    assert problem is not None and "items" in problem and "x@example.com" not in problem
+    bad_link = dict(SAMPLE_CONTEXTS["product-news"], url="javascript:alert(1)")
+    assert "url" in (check_request("product-news", "product-news", bad_link) or "")
+
+
+def test_token_round_trip() -> None:
+    token = make_token("An.Nguyen@example.vn", "upgrades", KEY)
+    assert read_token(token, KEY) == ("An.Nguyen@example.vn", "upgrades")
+    assert "@" not in token and "An.Nguyen" not in token
+
+
+def test_token_cannot_be_moved_to_another_address_or_category_or_forged() -> None:
+    import base64
+
+    token = make_token("an@example.vn", "upgrades", KEY)
+    head, _, mac = token.split(".")
+    other = base64.urlsafe_b64encode(b"victim@example.vn").rstrip(b"=").decode()
+    for forged in (
+        f"{head}.{other}.{mac}",
+        f"1n.{token.split('.')[1]}.{mac}",
+        make_token("an@example.vn", "upgrades", b"another-key"),
+        token[:-2] + ("AA" if not token.endswith("AA") else "BB"),
+        "garbage",
+        "1u.%%%.%%%",
+    ):
+        with pytest.raises(InvalidToken):
+            read_token(forged, KEY)
+
+
+def test_recipient_ref_ignores_case() -> None:
+    assert recipient_ref("An@Example.vn ", KEY) == recipient_ref("an@example.vn", KEY)
+
+
+@pytest.mark.parametrize(
+    ("exc", "verdict"),
+    [
+        (
+            aiosmtplib.SMTPRecipientsRefused([aiosmtplib.SMTPRecipientRefused(550, "no such user x@example.com", "x")]),
+            "bounced",
+        ),
+        (aiosmtplib.SMTPRecipientsRefused([aiosmtplib.SMTPRecipientRefused(451, "greylisted", "x")]), "retry"),
+        (aiosmtplib.SMTPDataError(554, "content rejected"), "failed"),
+        (aiosmtplib.SMTPDataError(452, "insufficient storage"), "retry"),
+        (aiosmtplib.SMTPConnectError("refused"), "retry"),
+        (aiosmtplib.SMTPServerDisconnected("gone"), "retry"),
+        (aiosmtplib.SMTPTimeoutError("slow"), "retry"),
+        (ConnectionRefusedError(111, "refused"), "retry"),
+        (aiosmtplib.SMTPAuthenticationError(535, "bad credentials"), "retry"),
+    ],
+)
+def test_smtp_failures_are_classified(exc: BaseException, verdict: str) -> None:
+    result = classify(exc)
+    assert result.verdict == verdict
+    assert "x@example.com" not in (result.error or "")
+
+
+def test_bounce_keeps_the_servers_reply() -> None:
+    refused = aiosmtplib.SMTPRecipientsRefused([aiosmtplib.SMTPRecipientRefused(550, "5.1.1 no such user", "x")])
+    assert classify(refused).error == "550 5.1.1 no such user"
+
+
+def test_backoff_grows_with_jitter_and_a_ceiling() -> None:
+    samples = [backoff_seconds(n, 10, 300) for n in (1, 2, 3, 4) for _ in range(50)]
+    assert all(5 <= s <= 10 for s in samples[:50])
+    assert all(20 <= s <= 40 for s in samples[100:150])
+    assert len(set(samples[:50])) > 1
+    assert all(150 <= backoff_seconds(30, 10, 300) <= 300 for _ in range(20))
