@@ -14,12 +14,12 @@ from typing import Annotated, Any, Literal
 import orjson
 from fastapi import APIRouter, Header, HTTPException, Query, Request, status
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict
 from spm_common.consumer import PermanentError
 from spm_common.http import Operator, RuntimeDep
 
 from orders import licenses, recovery, store, webhooks
-from orders.events import Email, normalise_email
+from orders.events import Email, InvalidEvent, normalise_email
 from orders.orders import Incoming, config_of, place_orders
 from orders.settings import Settings
 
@@ -117,16 +117,11 @@ async def order_webhook(
     try:
         async with runtime.pool.acquire() as conn, conn.transaction():
             [result] = await place_orders(conn, [incoming], config_of(settings))
-    except ValidationError as exc:
-        return JSONResponse({"detail": _errors(exc)}, status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)
+    except InvalidEvent as exc:
+        return JSONResponse({"detail": exc.errors}, status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)
     except PermanentError as exc:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from None
     return WebhookResult(id=str(result.id), status="duplicate" if result.duplicate else "recorded")
-
-
-def _errors(exc: ValidationError) -> list[dict[str, Any]]:
-    """Where and why, never what was sent (it may be personal data)."""
-    return [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors(include_input=False)]
 
 
 @router.post(

@@ -22,6 +22,7 @@ from orders.events import (
     NotificationUnsubscribed,
     ProductAnnounced,
     UpgradeReleased,
+    parse,
 )
 from orders.settings import MIGRATIONS, Settings
 
@@ -37,13 +38,13 @@ def handlers(settings: Settings) -> dict[str, Handler]:
         log.debug("orders handled", count=len(results))
 
     async def on_release(conn: Connection, event: CloudEvent) -> None:
-        await fanout.record_release(conn, event, UpgradeReleased.model_validate(event.data))
+        await fanout.record_release(conn, event, parse(UpgradeReleased, event.data))
 
     async def on_announcement(conn: Connection, event: CloudEvent) -> None:
-        await fanout.record_announcement(conn, event, ProductAnnounced.model_validate(event.data))
+        await fanout.record_announcement(conn, event, parse(ProductAnnounced, event.data))
 
     async def on_unsubscribed(conn: Connection, event: CloudEvent) -> None:
-        left = NotificationUnsubscribed.model_validate(event.data)
+        left = parse(NotificationUnsubscribed, event.data)
         if left.category == "upgrades":
             await store.unsubscribe_upgrades(conn, left.email)
         else:

@@ -10,10 +10,20 @@ from __future__ import annotations
 import unicodedata
 from datetime import datetime
 from decimal import Decimal
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from email_validator import EmailNotValidError, validate_email
-from pydantic import AfterValidator, AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, HttpUrl
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    HttpUrl,
+    ValidationError,
+)
+from spm_common.consumer import PermanentError
 from spm_common.notifications import NOTIFICATION_REQUESTED, NotificationRequested
 
 ORDER_PLACED = "order.placed"
@@ -22,6 +32,31 @@ PRODUCT_ANNOUNCED = "product.announced"
 NOTIFICATION_UNSUBSCRIBED = "notification.unsubscribed"
 ORDER_RECORDED = "order.recorded"
 CARD_DATA_REMOVED = "security.card-data-removed"
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class InvalidEvent(PermanentError):
+    """A payload that can never be valid. Its reason says where and why, never what was sent (pydantic's own
+    message quotes the input, which may be personal data), so it is fit for logs and dead-letter headers."""
+
+    def __init__(self, model: str, errors: list[dict[str, Any]]) -> None:
+        self.errors = errors
+        reasons = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or '$'}: {e['msg']}" for e in errors[:10])
+        super().__init__(f"invalid {model}: {reasons}"[:500])
+
+
+def parse(model: type[M], data: Any) -> M:
+    """Validate an incoming payload, raising InvalidEvent (dead-lettered at once) if it cannot be valid."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        errors = [
+            {"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]}
+            for e in exc.errors(include_input=False, include_url=False, include_context=False)
+        ]
+        raise InvalidEvent(model.__name__, errors) from None
 
 
 def normalise_email(text: str) -> str:

@@ -29,6 +29,7 @@ from orders.events import (
     OrderItemRecorded,
     OrderPlaced,
     OrderRecorded,
+    parse,
 )
 from orders.settings import Settings
 
@@ -84,7 +85,7 @@ class _Order:
 
 
 def accept(incoming: Incoming) -> _Order:
-    """Card data out, then validation (a pydantic ValidationError means the order can never be valid)."""
+    """Card data out, then validation (InvalidEvent: the order can never be valid)."""
     data, removed = cards.scrub(incoming.data)
     if incoming.removed:
         removed.merge(incoming.removed)
@@ -92,7 +93,7 @@ def accept(incoming: Incoming) -> _Order:
     removed.masked += masked
     if not isinstance(data, dict):
         raise PermanentError("order data must be a JSON object")
-    return _Order(incoming, source, OrderPlaced.model_validate(data), removed)
+    return _Order(incoming, source, parse(OrderPlaced, data), removed)
 
 
 async def place_orders(conn: Connection, batch: Sequence[Incoming], config: Config) -> list[Recorded]:
