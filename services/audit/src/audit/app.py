@@ -1,6 +1,7 @@
 """Wiring of the audit service: every event on the exchange, appended to the hash-chained trail."""
 
 from fastapi import FastAPI
+from spm_common import cards
 from spm_common.consumer import CATCH_ALL
 from spm_common.envelope import CloudEvent
 from spm_common.http import create_app
@@ -20,7 +21,14 @@ def build(settings: Settings) -> Runtime:
         seq, head = await store.lock_head(conn)
         await store.append(conn, [make_entry(event, seq + 1, head, key)])
 
-    return Runtime(settings, migrations=MIGRATIONS, handlers={CATCH_ALL: on_event}, description=__doc__ or "")
+    # Every event type reaches this queue, order.placed from the shop too: card data is removed on arrival.
+    return Runtime(
+        settings,
+        migrations=MIGRATIONS,
+        handlers={CATCH_ALL: on_event},
+        scrub=cards.scrub_body,
+        description=__doc__ or "",
+    )
 
 
 def create(settings: Settings | None = None) -> FastAPI:

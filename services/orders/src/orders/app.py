@@ -2,6 +2,7 @@
 upgrade and news fan-out. Every delivery is scrubbed of card data before anything else sees it."""
 
 from fastapi import FastAPI
+from spm_common import cards
 from spm_common.consumer import Handler, batched
 from spm_common.db import Connection
 from spm_common.envelope import CloudEvent
@@ -11,7 +12,7 @@ from spm_common.runtime import Runtime
 from spm_common.serve import serve
 from spm_common.settings import load
 
-from orders import cards, fanout, orders, store
+from orders import fanout, orders, store
 from orders.api import router
 from orders.events import (
     NOTIFICATION_UNSUBSCRIBED,

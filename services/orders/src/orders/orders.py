@@ -15,13 +15,14 @@ from datetime import datetime
 from typing import Any, Literal
 
 import orjson
+from spm_common import cards
 from spm_common.consumer import PermanentError
 from spm_common.db import Connection
 from spm_common.envelope import CloudEvent, Purpose, new_event
 from spm_common.notifications import NOTIFICATION_REQUESTED, NotificationRequested, Recipient
 from spm_common.outbox import enqueue
 
-from orders import cards, licenses, store
+from orders import licenses, store
 from orders.events import (
     CARD_DATA_REMOVED,
     ORDER_RECORDED,

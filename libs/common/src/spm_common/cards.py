@@ -1,9 +1,11 @@
 """Card data removal: card fields are dropped and every Luhn-valid run of 13-19 digits is masked to its
-last four digits, before anything is written, logged, published or dead-lettered (CONTRACT section 3).
+last four digits, before anything is written, logged, published or dead-lettered (CONTRACT sections 3, 5).
 
 `scrub` cleans a decoded JSON value; `scrub_body` cleans raw bytes (a CloudEvent or anything else) and is
-the consumer's hook, so the inbox, logs, retry and dead-letter queues never see card data. A scrubbed
-CloudEvent carries what was removed in the `MARKER` extension attribute, so the handler can report it.
+the consumer's hook (`Runtime(scrub=scrub_body)`), so the inbox, logs, retry and dead-letter queues never
+see card data. Every service whose queue may receive events from outside (orders; audit, which binds every
+event type) passes it. A scrubbed CloudEvent carries what was removed in the `MARKER` extension attribute,
+so a handler can report it.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import Any
 
 import orjson
 
-MARKER = "spmcardremoved"
+MARKER = "spmscrubbed"  # no "card" in the name, or it would be scrubbed itself
 MASK = "*"
 # Field names (lower case, letters and digits only) that hold card data whatever their value looks like.
 CARD_FIELDS = frozenset(
@@ -45,6 +47,9 @@ _SHORTEST, _LONGEST = 13, 19
 # A run this long is no identifier anyone needs; masking it whole bounds the work on hostile input.
 _MASK_WHOLE_RUN_OVER = 64
 _DIGIT = re.compile(r"\d")
+# A UUID is an identifier, not a card number written with dashes, though its digit groups can line up like
+# one: its span is never scanned, so event ids and references survive intact.
+_UUID = re.compile(r"(?<![0-9A-Za-z])[0-9a-fA-F]{8}(?:-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}(?![0-9A-Za-z])")
 
 
 @dataclass
@@ -89,7 +94,8 @@ def mask_text(text: str) -> tuple[str, int]:
     masked_runs = 0
     pieces: list[str] = []
     last = 0
-    for match in _DIGIT_RUN.finditer(text):
+    scanned = _UUID.sub(lambda m: "_" * len(m.group()), text) if "-" in text else text
+    for match in _DIGIT_RUN.finditer(scanned):
         run = match.group()
         positions = [i for i, ch in enumerate(run) if ch.isdigit()]
         if len(positions) < _SHORTEST:
