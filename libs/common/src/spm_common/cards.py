@@ -42,11 +42,17 @@ CARD_FIELDS = frozenset(
     }
 )
 # Digits with at most two separators between consecutive ones: "4111 1111-1111 1111", "4111.1111...".
-_DIGIT_RUN = re.compile(r"\d(?:[ \t\u00a0\-\u2010-\u2015.]{0,2}\d)*")
+_DIGIT_RUN = re.compile(r"[0-9](?:[ \t\u00a0\-\u2010-\u2015.]{0,2}[0-9])*")
+# The fast path's test, on raw UTF-8 bytes: spans of digits and separator bytes, where any span with 13
+# digits or more goes the slow way; and key names that might be card fields. A JSON body with neither (and
+# no backslash escape that could hide either) has nothing to remove: it is not even parsed.
+_SEPARATOR_BYTES = b" \t-.\xc2\xa0\xe2\x80\x90\x91\x92\x93\x94\x95"
+_SPAN_BYTES = re.compile(rb"[0-9][0-9 \t\-.\xc2\xa0\xe2\x80\x90-\x95]{12,}")
+_CARD_WORDS = (b"card", b"cvv", b"cvc", b"ccv", b"ccnum", b"pan", b"security", b"exp", b"track")
 _SHORTEST, _LONGEST = 13, 19
 # A run this long is no identifier anyone needs; masking it whole bounds the work on hostile input.
 _MASK_WHOLE_RUN_OVER = 64
-_DIGIT = re.compile(r"\d")
+_DIGIT = re.compile(r"[0-9]")
 # A UUID is an identifier, not a card number written with dashes, though its digit groups can line up like
 # one: its span is never scanned, so event ids and references survive intact.
 _UUID = re.compile(r"(?<![0-9A-Za-z])[0-9a-fA-F]{8}(?:-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}(?![0-9A-Za-z])")
@@ -71,7 +77,8 @@ class Findings:
 
 
 def is_card_field(key: str) -> bool:
-    name = "".join(ch for ch in key.lower() if ch.isalnum())
+    # ASCII letters and digits only, as `might_hold_card_data` sees them in the raw bytes.
+    name = "".join(ch for ch in key.encode("ascii", "ignore").decode().lower() if ch.isalnum())
     return "card" in name or name in CARD_FIELDS
 
 
@@ -97,7 +104,7 @@ def mask_text(text: str) -> tuple[str, int]:
     scanned = _UUID.sub(lambda m: "_" * len(m.group()), text) if "-" in text else text
     for match in _DIGIT_RUN.finditer(scanned):
         run = match.group()
-        positions = [i for i, ch in enumerate(run) if ch.isdigit()]
+        positions = [i for i, ch in enumerate(run) if "0" <= ch <= "9"]
         if len(positions) < _SHORTEST:
             continue
         hidden = _card_digits(run, positions)
@@ -131,10 +138,23 @@ def _card_digits(run: str, positions: list[int]) -> set[int]:
     return hidden
 
 
+def might_hold_card_data(raw: bytes) -> bool:
+    """False only when `raw` (JSON text) certainly holds no card number and no card field: the fast path."""
+    lowered = raw.lower()
+    if b"\\" in raw or any(word in lowered for word in _CARD_WORDS):
+        return True
+    return any(len(span.translate(None, _SEPARATOR_BYTES)) >= _SHORTEST for span in _SPAN_BYTES.findall(raw))
+
+
 def scrub(value: Any, path: str = "", findings: Findings | None = None) -> tuple[Any, Findings]:
-    """A copy of a decoded JSON value without card fields and with card numbers masked."""
+    """A copy of a decoded JSON value without card fields and with card numbers masked (the value itself
+    when there is nothing to remove)."""
     findings = findings if findings is not None else Findings()
-    return _scrub(value, path, findings, 0), findings
+    try:
+        clean = not might_hold_card_data(orjson.dumps(value))
+    except TypeError:  # not plain JSON (a number too big for orjson): walk it
+        clean = False
+    return (value if clean else _scrub(value, path, findings, 0)), findings
 
 
 def _scrub(value: Any, path: str, findings: Findings, depth: int) -> Any:
@@ -177,6 +197,8 @@ def _path_name(path: str) -> str:
 def scrub_body(body: bytes) -> bytes:
     """The consumer's hook: a JSON document is scrubbed (and marked if anything was removed); anything
     else is masked as text. Returns `body` itself when there was nothing to remove."""
+    if not might_hold_card_data(body):
+        return body
     try:
         document = orjson.loads(body)
     except orjson.JSONDecodeError:
