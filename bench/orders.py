@@ -121,7 +121,7 @@ class Sink:
 
 
 class Services:
-    def __init__(self, world: World, sink_port: int, audit: bool) -> None:
+    def __init__(self, world: World, sink_port: int, audit: bool, notifier: bool = True) -> None:
         self.world = world
         self.env = {
             **os.environ,
@@ -132,7 +132,7 @@ class Services:
                 SPM_ORDERS_FANOUT_BATCH="1000",
             ),
         }
-        self.names = ["orders", "notifier"] + (["audit"] if audit else [])
+        self.names = ["orders"] + (["notifier"] if notifier else []) + (["audit"] if audit else [])
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
 
     async def start(self) -> None:
@@ -234,7 +234,14 @@ def rate(count: int, seconds: float | None) -> str:
 
 
 async def bench_orders(
-    world: World, admin: asyncpg.Connection, sink: Sink, burst: int, paced_rate: int, seconds: int, mail_timeout: float
+    world: World,
+    admin: asyncpg.Connection,
+    sink: Sink,
+    burst: int,
+    paced_rate: int,
+    seconds: int,
+    mail_timeout: float,
+    notifier: bool = True,
 ) -> None:
     connection = await aio_pika.connect(AMQP_URL)
     async with connection:
@@ -251,14 +258,14 @@ async def bench_orders(
             admin, "SELECT count(*) FROM orders.orders WHERE order_id LIKE $1", burst, 600, f"BENCH-{tag}-%"
         )
         committed_total = time.perf_counter() - started if committed is not None else None
-        recorded = await wait_count(
+        recorded = notifier and await wait_count(
             admin,
             "SELECT count(*) FROM notifier.deliveries WHERE template = 'order-confirmation'",
             burst,
             120,
         )
-        recorded_total = time.perf_counter() - started if recorded is not None else None
-        mailed = await wait_mail(sink, burst, mail_timeout)
+        recorded_total = time.perf_counter() - started if recorded else None
+        mailed = await wait_mail(sink, burst, mail_timeout) if notifier else None
         mailed_total = time.perf_counter() - started if mailed is not None else None
         print(f"  burst of {burst:,} order.placed (publishing alone: {rate(burst, published)})")
         print(f"    orders committed (order, keys, confirmation request): {rate(burst, committed_total)}")
@@ -284,7 +291,7 @@ async def bench_orders(
         last_commit = max(by_index.values())
         print(f"  steady {paced_rate:,}/s for {seconds} s ({count:,} orders, published in {took:.1f} s)")
         print(f"    committed: {rate(count, last_commit - sent_at[0])}; latency {quantiles(commit_latency)}")
-        mailed = await wait_mail(sink, count, mail_timeout)
+        mailed = await wait_mail(sink, count, mail_timeout) if notifier else None
         if mailed is not None:
             accepted = sink.accepted()
             latency = [
@@ -296,7 +303,7 @@ async def bench_orders(
 
 
 async def bench_fanout(
-    world: World, admin: asyncpg.Connection, sink: Sink, purchasers: int, mail_timeout: float
+    world: World, admin: asyncpg.Connection, sink: Sink, purchasers: int, mail_timeout: float, notifier: bool = True
 ) -> None:
     tag = uuid.uuid4().hex[:6]
     started = time.perf_counter()
@@ -332,7 +339,9 @@ async def bench_fanout(
         "new_registration": True,
     }
     sink.clear()
-    before = await admin.fetchval("SELECT count(*) FROM notifier.deliveries WHERE template = 'upgrade-notice'")
+    before = notifier and await admin.fetchval(
+        "SELECT count(*) FROM notifier.deliveries WHERE template = 'upgrade-notice'"
+    )
     connection = await aio_pika.connect(AMQP_URL)
     async with connection:
         channel = await connection.channel(publisher_confirms=True)
@@ -351,14 +360,14 @@ async def bench_fanout(
         admin, "SELECT (count(*) = 0)::int FROM orders.outbox WHERE published_at IS NULL", 1, 900
     )
     relayed_total = time.perf_counter() - started if relayed is not None else None
-    recorded = await wait_count(
+    recorded = notifier and await wait_count(
         admin,
         "SELECT count(*) FROM notifier.deliveries WHERE template = 'upgrade-notice'",
         before + purchasers,
         900,
     )
-    recorded_total = time.perf_counter() - started if recorded is not None else None
-    mailed = await wait_mail(sink, purchasers, mail_timeout)
+    recorded_total = time.perf_counter() - started if recorded else None
+    mailed = await wait_mail(sink, purchasers, mail_timeout) if notifier else None
     mailed_total = time.perf_counter() - started if mailed is not None else None
     print(f"  upgrade.released (new registration) to {purchasers:,} purchasers")
     print(f"    fan-out committed (keys issued, requests enqueued): {rate(purchasers, fanned)}")
@@ -424,15 +433,18 @@ async def run(args: argparse.Namespace) -> None:
     sink.start()
     world.smtp_port = sink.port
     await world.create()
-    services = Services(world, sink.port, audit=not args.no_audit)
+    services = Services(world, sink.port, audit=not args.no_audit, notifier=not args.no_notifier)
+    if args.no_notifier:
+        args.mail_timeout = 0
     admin = await asyncpg.connect(world.database_url)
     try:
         await services.start()
         print(f"orders benchmark: services {', '.join(services.names)} as processes; smtp-sink on {sink.port}")
         print("  (the notifier starts through bench/_notifier_shim.py: placeholder templates where it has none)")
         print(f"  load average at start: {', '.join(f'{x:.2f}' for x in os.getloadavg())} on {os.cpu_count()} cores")
-        await bench_orders(world, admin, sink, args.orders, args.rate, args.seconds, args.mail_timeout)
-        await bench_fanout(world, admin, sink, args.purchasers, args.mail_timeout)
+        notifier = not args.no_notifier
+        await bench_orders(world, admin, sink, args.orders, args.rate, args.seconds, args.mail_timeout, notifier)
+        await bench_fanout(world, admin, sink, args.purchasers, args.mail_timeout, notifier)
         services.stop()  # the baseline runs alone (the audit would otherwise consume its messages too)
         await bench_baseline(world, admin, args.baseline)
         print(f"  load average at end: {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
@@ -457,6 +469,9 @@ def main() -> None:
     parser.add_argument("--purchasers", type=int, default=100_000, help="purchasers in the upgrade fan-out")
     parser.add_argument("--baseline", type=int, default=10_000, help="orders through the baseline consumer")
     parser.add_argument("--no-audit", action="store_true", help="run without the audit service")
+    parser.add_argument(
+        "--no-notifier", action="store_true", help="run without the notifier: the orders stage alone, no e-mail"
+    )
     parser.add_argument("--mail-timeout", type=float, default=180, help="seconds to wait for e-mail at most")
     args = parser.parse_args()
     if args.quick:

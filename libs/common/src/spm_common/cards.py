@@ -49,6 +49,9 @@ _DIGIT_RUN = re.compile(r"[0-9](?:[ \t\u00a0\-\u2010-\u2015.]{0,2}[0-9])*")
 _SEPARATOR_BYTES = b" \t-.\xc2\xa0\xe2\x80\x90\x91\x92\x93\x94\x95"
 _SPAN_BYTES = re.compile(rb"[0-9][0-9 \t\-.\xc2\xa0\xe2\x80\x90-\x95]{12,}")
 _CARD_WORDS = (b"card", b"cvv", b"cvc", b"ccv", b"ccnum", b"pan", b"security", b"exp", b"track")
+# Key names are compared by their ASCII letters and digits only (`is_card_field`), so the words are looked
+# for in the body squeezed the same way: "C_V_V" and "c\u00e9ard" cannot slip through.
+_NOT_ALNUM = bytes(b for b in range(256) if not (48 <= b <= 57 or 97 <= b <= 122))
 _SHORTEST, _LONGEST = 13, 19
 # A run this long is no identifier anyone needs; masking it whole bounds the work on hostile input.
 _MASK_WHOLE_RUN_OVER = 64
@@ -140,8 +143,8 @@ def _card_digits(run: str, positions: list[int]) -> set[int]:
 
 def might_hold_card_data(raw: bytes) -> bool:
     """False only when `raw` (JSON text) certainly holds no card number and no card field: the fast path."""
-    lowered = raw.lower()
-    if b"\\" in raw or any(word in lowered for word in _CARD_WORDS):
+    squeezed = raw.lower().translate(None, _NOT_ALNUM)
+    if b"\\" in raw or any(word in squeezed for word in _CARD_WORDS):
         return True
     return any(len(span.translate(None, _SEPARATOR_BYTES)) >= _SHORTEST for span in _SPAN_BYTES.findall(raw))
 
