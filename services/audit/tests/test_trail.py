@@ -75,7 +75,7 @@ async def test_events_become_pseudonymised_entries_findable_by_person(
     assert response.status_code == 200
     found = response.json()["items"]
     assert [i["event_id"] for i in found] == [e["id"] for e in events]
-    assert found[0]["data"]["card_number"] == trail.REMOVED
+    assert "card_number" not in found[0]["data"]  # card fields are dropped as the event arrives
 
     first = await audit.get(
         "/v1/audit/events", params={"email": email, "limit": 2, "type": "order.placed"}, headers=kit.operator

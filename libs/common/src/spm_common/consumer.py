@@ -11,6 +11,10 @@ one, so only the failing message meets the failure path:
 - any other error sends a copy to the retry queue, back after `SPM_RETRY_DELAY_MS`, until
   `SPM_MAX_ATTEMPTS`, then to the dead-letter queue.
 
+A service may pass `scrub`, applied to each delivery's body, ids and header values before anything else
+looks at them: the inbox, the handlers, the logs and every copy sent to the retry or dead-letter queue see
+only what it returns (the orders service removes card data this way).
+
 The original is acknowledged only after its copy is confirmed, so a crash at any point leaves it in
 RabbitMQ. Should the failure path itself fail, the message is requeued, and the queue's delivery limit
 dead-letters it at the broker: nothing loops forever, nothing is dropped.
@@ -41,6 +45,7 @@ log = get_logger(__name__)
 
 Handler = Callable[[Connection, CloudEvent], Awaitable[None]]
 BatchHandler = Callable[[Connection, list[CloudEvent]], Awaitable[None]]
+Scrub = Callable[[bytes], bytes]
 ATTEMPT_HEADER = "x-spm-attempt"
 ERROR_HEADER = "x-spm-error"
 CATCH_ALL = "#"
@@ -74,8 +79,10 @@ class EventConsumer:
         pool: Callable[[], asyncpg.Pool],
         max_attempts: int,
         batch_size: int = 50,
+        scrub: Scrub | None = None,
     ) -> None:
         self._service = service
+        self._scrub = scrub
         self._broker = broker
         self._topology = topology
         self._handlers = dict(handlers)
@@ -112,6 +119,8 @@ class EventConsumer:
 
     async def on_message(self, message: RabbitMessage) -> None:
         """Called by FastStream for each delivery, one at a time; never raises (MANUAL acknowledgement)."""
+        if self._scrub is not None:
+            _scrub_message(message, self._scrub)
         body = message.body
         headers = message.headers or {}
         attempt = _int(headers.get(ATTEMPT_HEADER), 1)
@@ -254,9 +263,30 @@ class EventConsumer:
             headers={**(message.headers or {}), **extra},
             content_type=message.content_type or CONTENT_TYPE,
             message_id=message.message_id,
-            message_type=message.raw_message.type,
+            message_type=_scrubbed(message.raw_message.type, self._scrub),
             correlation_id=message.correlation_id,
         )
+
+
+def _scrub_message(message: RabbitMessage, scrub: Scrub) -> None:
+    """Replace what a delivery carries onwards by its scrubbed form; if the scrubber fails, keep nothing."""
+    try:
+        message.body = scrub(message.body)
+        message.headers = {k: _scrubbed(v, scrub) for k, v in (message.headers or {}).items()}
+        message.message_id = _scrubbed(message.message_id, scrub)
+        message.correlation_id = _scrubbed(message.correlation_id, scrub)
+    except Exception as exc:
+        log.error("scrubbing failed; the message is dead-lettered without content", error=describe_error(exc))
+        message.body, message.headers = b"", {}
+        message.message_id = message.correlation_id = ""
+
+
+def _scrubbed(value: Any, scrub: Scrub | None) -> Any:
+    if scrub is None or not isinstance(value, str | bytes):
+        return value
+    if isinstance(value, bytes):
+        return scrub(value)
+    return scrub(value.encode("utf-8", "surrogateescape")).decode("utf-8", "surrogateescape")
 
 
 async def _ack(message: RabbitMessage) -> None:

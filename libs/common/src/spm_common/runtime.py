@@ -23,7 +23,7 @@ from faststream.rabbit.schemas import Channel
 from faststream.specification import AsyncAPI
 from pydantic import BaseModel
 
-from spm_common.consumer import EventConsumer, Handler
+from spm_common.consumer import EventConsumer, Handler, Scrub
 from spm_common.envelope import CONTENT_TYPE
 from spm_common.logging import get_logger
 from spm_common.migrations import migrate
@@ -55,6 +55,7 @@ class Runtime:
         publishes: Mapping[str, type[BaseModel]] | None = None,
         background: Sequence[BackgroundTask] = (),
         description: str = "",
+        scrub: Scrub | None = None,
     ) -> None:
         self.settings = settings
         self.migrations = migrations
@@ -77,6 +78,7 @@ class Runtime:
                 pool=lambda: self.pool,
                 max_attempts=settings.max_attempts,
                 batch_size=min(settings.consumer_batch, settings.prefetch),
+                scrub=scrub,
             )
             if handlers
             else None

@@ -7,6 +7,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 
 from fastapi import FastAPI
+from spm_common import cards
 from spm_common.consumer import CATCH_ALL, batched
 from spm_common.db import Connection
 from spm_common.envelope import CloudEvent
@@ -68,6 +69,7 @@ def assemble(settings: Settings) -> tuple[Runtime, AuditState]:
         migrations=MIGRATIONS,
         handlers={CATCH_ALL: on_events},
         background=[write_page_views, checkpoints, rotate_salts],
+        scrub=cards.scrub_body,
         description="Every event on the exchange, appended to the hash-chained audit trail; page views from "
         "the log shipper (site.page.viewed).",
     )

@@ -1,0 +1,484 @@
+"""Orders benchmark: `order.placed` published (aio-pika, as the shop would) to the confirmation e-mail accepted
+by Postfix's smtp-sink, the upgrade fan-out to many purchasers, and a plain aio-pika + asyncpg baseline.
+
+    uv run python -m bench.orders [--quick] [--orders N] [--rate R] [--seconds S] [--purchasers P]
+                                  [--baseline N] [--no-audit] [--mail-timeout T]
+
+Orders, notifier (and audit) run as real processes in a throwaway world (own database and exchange,
+removed afterwards). Figures are printed per stage: orders committed (order, keys and the notification
+request in one transaction), requests recorded by the notifier, e-mails accepted by smtp-sink.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from contextlib import suppress
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aio_pika
+import asyncpg
+import httpx
+import orjson
+from spm_common.envelope import CONTENT_TYPE
+from spm_common.testing.smtp import free_port
+from spm_common.testing.world import AMQP_URL, World, new_world
+
+SMTP_SINK = "/usr/sbin/smtp-sink"
+SHOP = "https://shop.example/orders"
+
+
+def order(i: int, tag: str) -> dict[str, Any]:
+    return {
+        "order_id": f"BENCH-{tag}-{i}",
+        "placed_at": "2026-11-29T03:59:12Z",
+        "currency": "USD",
+        "total": "49.00",
+        "purchaser": {
+            "name": f"Người mua {i}",
+            "email": f"bench-{tag}-{i}@example.com",
+            "phone": "+84 912 345 678",
+            "address": {"line1": "12 Tràng Tiền", "city": "Hà Nội", "postal_code": "100000", "country": "VN"},
+            "locale": "vi" if i % 2 else "en",
+        },
+        "items": [{"sku": "SPM-DICT-PRO", "product_name": "SPM Dictionary Pro", "quantity": 1, "unit_price": "49.00"}],
+        "marketing_consent": i % 3 == 0,
+    }
+
+
+def cloudevent(event_type: str, data: dict[str, Any]) -> aio_pika.Message:
+    event_id = str(uuid.uuid4())
+    body = {
+        "specversion": "1.0",
+        "id": event_id,
+        "type": event_type,
+        "source": SHOP,
+        "time": "2026-11-29T04:00:00Z",
+        "datacontenttype": "application/json",
+        "data": data,
+    }
+    return aio_pika.Message(
+        orjson.dumps(body),
+        content_type=CONTENT_TYPE,
+        message_id=event_id,
+        type=event_type,
+        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+    )
+
+
+class Sink:
+    """smtp-sink dumping each accepted message to a file; the file's mtime is when it was accepted."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.dir = Path(tempfile.mkdtemp(prefix="spm-bench-sink-"))
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [SMTP_SINK, "-u", "root", "-d", f"{self.dir}/%M.", "127.0.0.1:" + str(self.port), "1024"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+    def count(self) -> int:
+        return sum(1 for _ in os.scandir(self.dir))
+
+    def accepted(self) -> dict[str, float]:
+        """Recipient -> time accepted."""
+        found = {}
+        for entry in os.scandir(self.dir):
+            with open(entry.path, "rb") as handle:
+                head = handle.read(4096)
+            for line in head.splitlines():
+                if line.startswith(b"X-Rcpt-Args:") or line.lower().startswith(b"to:"):
+                    address = line.split(b"<")[-1].split(b">")[0].strip().decode()
+                    found[address] = entry.stat().st_mtime
+                    break
+        return found
+
+    def clear(self) -> None:
+        for entry in os.scandir(self.dir):
+            os.unlink(entry.path)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            with suppress(subprocess.TimeoutExpired):
+                self.process.wait(5)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class Services:
+    def __init__(self, world: World, sink_port: int, audit: bool, notifier: bool = True) -> None:
+        self.world = world
+        self.env = {
+            **os.environ,
+            **world.env(
+                SPM_SMTP_PORT=str(sink_port),
+                SPM_LOG_LEVEL="warning",
+                SPM_OUTBOX_POLL_SECONDS="1",
+                SPM_ORDERS_FANOUT_BATCH="1000",
+            ),
+        }
+        self.names = ["orders"] + (["notifier"] if notifier else []) + (["audit"] if audit else [])
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+
+    async def start(self) -> None:
+        ports = {}
+        for name in self.names:
+            ports[name] = free_port()
+            env = {**self.env, f"SPM_{name.upper()}_PORT": str(ports[name])}
+            module = "bench._notifier_shim" if name == "notifier" else name
+            self.processes[name] = subprocess.Popen(  # noqa: ASYNC220 - started once, before measuring
+                [sys.executable, "-m", module],
+                env=env,
+                cwd=Path(__file__).parent.parent,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        async with httpx.AsyncClient() as client:
+            for name, port in ports.items():
+                for _ in range(600):
+                    if self.processes[name].poll() is not None:
+                        raise RuntimeError(f"{name} exited with {self.processes[name].returncode}")
+                    with suppress(httpx.TransportError):
+                        if (await client.get(f"http://127.0.0.1:{port}/readyz")).status_code == 200:
+                            break
+                    await asyncio.sleep(0.1)
+
+    def stop(self) -> None:
+        for process in self.processes.values():
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for process in self.processes.values():
+            try:
+                process.wait(20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+async def publish_burst(exchange: aio_pika.abc.AbstractExchange, messages: list[aio_pika.Message], key: str) -> float:
+    """Publish everything as fast as confirms allow (windows of 200 in flight); return the time taken."""
+    started = time.perf_counter()
+    for start in range(0, len(messages), 200):
+        await asyncio.gather(*(exchange.publish(m, routing_key=key) for m in messages[start : start + 200]))
+    return time.perf_counter() - started
+
+
+async def publish_paced(
+    exchange: aio_pika.abc.AbstractExchange, messages: list[aio_pika.Message], rate: int, sent_at: list[float]
+) -> float:
+    """Publish at `rate` per second in ticks of 20 ms, recording each message's wall-clock publish time."""
+    per_tick = max(1, rate // 50)
+    started = time.perf_counter()
+    for n, start in enumerate(range(0, len(messages), per_tick)):
+        delay = started + n * 0.02 - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        chunk = messages[start : start + per_tick]
+        now = time.time()
+        sent_at.extend([now] * len(chunk))
+        await asyncio.gather(*(exchange.publish(m, routing_key="order.placed") for m in chunk))
+    return time.perf_counter() - started
+
+
+async def wait_count(admin: asyncpg.Connection, query: str, target: int, timeout: float, *args: Any) -> float | None:
+    """Seconds until `query` counts `target`, or None after `timeout`."""
+    started = time.perf_counter()
+    while True:
+        if await admin.fetchval(query, *args) >= target:
+            return time.perf_counter() - started
+        if time.perf_counter() - started > timeout:
+            return None
+        await asyncio.sleep(0.05)
+
+
+async def wait_mail(sink: Sink, target: int, timeout: float) -> float | None:
+    started = time.perf_counter()
+    last, last_change = -1, started
+    while True:
+        count = sink.count()
+        if count >= target:
+            return time.perf_counter() - started
+        now = time.perf_counter()
+        if count != last:
+            last, last_change = count, now
+        if now - started > timeout or (now - last_change > 15 and now - started > 30):
+            print(f"    e-mail: {count}/{target} accepted after {now - started:.1f} s (stalled or too slow)")
+            return None
+        await asyncio.sleep(0.2)
+
+
+def quantiles(values: list[float]) -> str:
+    if not values:
+        return "n/a"
+    values = sorted(values)
+    q = statistics.quantiles(values, n=100, method="inclusive") if len(values) > 1 else values * 99
+    return f"p50 {q[49] * 1000:.0f} ms, p99 {q[98] * 1000:.0f} ms, max {values[-1] * 1000:.0f} ms"
+
+
+def rate(count: int, seconds: float | None) -> str:
+    return f"{count / seconds:,.0f}/s ({count:,} in {seconds:.1f} s)" if seconds else "n/a (did not finish)"
+
+
+async def bench_orders(
+    world: World,
+    admin: asyncpg.Connection,
+    sink: Sink,
+    burst: int,
+    paced_rate: int,
+    seconds: int,
+    mail_timeout: float,
+    notifier: bool = True,
+) -> None:
+    connection = await aio_pika.connect(AMQP_URL)
+    async with connection:
+        channel = await connection.channel(publisher_confirms=True)
+        exchange = await channel.get_exchange(world.exchange, ensure=False)
+
+        # 1. Burst: everything published at once; how fast is it all committed, recorded, mailed?
+        tag = uuid.uuid4().hex[:6]
+        messages = [cloudevent("order.placed", order(i, tag)) for i in range(burst)]
+        sink.clear()
+        started = time.perf_counter()
+        published = await publish_burst(exchange, messages, "order.placed")
+        committed = await wait_count(
+            admin, "SELECT count(*) FROM orders.orders WHERE order_id LIKE $1", burst, 600, f"BENCH-{tag}-%"
+        )
+        committed_total = time.perf_counter() - started if committed is not None else None
+        recorded = notifier and await wait_count(
+            admin,
+            "SELECT count(*) FROM notifier.deliveries WHERE template = 'order-confirmation'",
+            burst,
+            120,
+        )
+        recorded_total = time.perf_counter() - started if recorded else None
+        mailed = await wait_mail(sink, burst, mail_timeout) if notifier else None
+        mailed_total = time.perf_counter() - started if mailed is not None else None
+        print(f"  burst of {burst:,} order.placed (publishing alone: {rate(burst, published)})")
+        print(f"    orders committed (order, keys, confirmation request): {rate(burst, committed_total)}")
+        print(f"    confirmation requests recorded by the notifier:      {rate(burst, recorded_total)}")
+        print(f"    confirmation e-mails accepted by smtp-sink:          {rate(burst, mailed_total)}")
+
+        # 2. Paced: a steady rate for a while; latency of each order.
+        tag = uuid.uuid4().hex[:6]
+        count = paced_rate * seconds
+        messages = [cloudevent("order.placed", order(i, tag)) for i in range(count)]
+        sent_at: list[float] = []
+        sink.clear()
+        took = await publish_paced(exchange, messages, paced_rate, sent_at)
+        await wait_count(
+            admin, "SELECT count(*) FROM orders.orders WHERE order_id LIKE $1", count, 600, f"BENCH-{tag}-%"
+        )
+        rows = await admin.fetch(
+            "SELECT order_id, extract(epoch FROM recorded_at)::float8 AS at FROM orders.orders WHERE order_id LIKE $1",
+            f"BENCH-{tag}-%",
+        )
+        by_index = {int(r["order_id"].rsplit("-", 1)[1]): r["at"] for r in rows}
+        commit_latency = [by_index[i] - sent_at[i] for i in range(count) if i in by_index]
+        last_commit = max(by_index.values())
+        print(f"  steady {paced_rate:,}/s for {seconds} s ({count:,} orders, published in {took:.1f} s)")
+        print(f"    committed: {rate(count, last_commit - sent_at[0])}; latency {quantiles(commit_latency)}")
+        mailed = await wait_mail(sink, count, mail_timeout) if notifier else None
+        if mailed is not None:
+            accepted = sink.accepted()
+            latency = [
+                accepted[f"bench-{tag}-{i}@example.com"] - sent_at[i]
+                for i in range(count)
+                if f"bench-{tag}-{i}@example.com" in accepted
+            ]
+            print(f"    e-mailed:  {rate(count, max(accepted.values()) - sent_at[0])}; latency {quantiles(latency)}")
+
+
+async def bench_fanout(
+    world: World, admin: asyncpg.Connection, sink: Sink, purchasers: int, mail_timeout: float, notifier: bool = True
+) -> None:
+    tag = uuid.uuid4().hex[:6]
+    started = time.perf_counter()
+    first_id = await admin.fetchval("SELECT coalesce(max(id), 0) + 1 FROM orders.purchasers")
+    placed = datetime.now(UTC)
+    await admin.copy_records_to_table(
+        "purchasers",
+        schema_name="orders",
+        columns=["id", "email", "name", "locale", "last_order_at"],
+        records=(
+            (first_id + i, f"fan-{tag}-{i}@example.com", f"Người mua {i}", "vi" if i % 2 else "en", placed)
+            for i in range(purchasers)
+        ),
+    )
+    await admin.execute("SELECT setval('orders.purchasers_id_seq', (SELECT max(id) FROM orders.purchasers))")
+    await admin.copy_records_to_table(
+        "purchases",
+        schema_name="orders",
+        columns=["sku", "purchaser_id", "last_placed_at"],
+        records=(("SPM-OCR", first_id + i, placed) for i in range(purchasers)),
+    )
+    print(f"  {purchasers:,} purchasers of SPM-OCR seeded with COPY in {time.perf_counter() - started:.1f} s")
+
+    release = {
+        "release_id": f"SPM-OCR-{tag}",
+        "sku": "SPM-OCR",
+        "version": "3.1.0",
+        "released_at": "2026-11-29T00:00:00Z",
+        "title": "SPM OCR 3.1",
+        "notes_url": "https://spmgroup.vn/ocr/3.1",
+        "download_url": "https://spmgroup.vn/dl/ocr-3.1.exe",
+        "eligible_since": None,
+        "new_registration": True,
+    }
+    sink.clear()
+    before = notifier and await admin.fetchval(
+        "SELECT count(*) FROM notifier.deliveries WHERE template = 'upgrade-notice'"
+    )
+    connection = await aio_pika.connect(AMQP_URL)
+    async with connection:
+        channel = await connection.channel(publisher_confirms=True)
+        exchange = await channel.get_exchange(world.exchange, ensure=False)
+        started = time.perf_counter()
+        await exchange.publish(cloudevent("upgrade.released", release), routing_key="upgrade.released")
+    done = await wait_count(
+        admin,
+        "SELECT count(*) FROM orders.fanouts WHERE key = $1 AND finished_at IS NOT NULL",
+        1,
+        900,
+        release["release_id"],
+    )
+    fanned = time.perf_counter() - started if done is not None else None
+    relayed = await wait_count(
+        admin, "SELECT (count(*) = 0)::int FROM orders.outbox WHERE published_at IS NULL", 1, 900
+    )
+    relayed_total = time.perf_counter() - started if relayed is not None else None
+    recorded = notifier and await wait_count(
+        admin,
+        "SELECT count(*) FROM notifier.deliveries WHERE template = 'upgrade-notice'",
+        before + purchasers,
+        900,
+    )
+    recorded_total = time.perf_counter() - started if recorded else None
+    mailed = await wait_mail(sink, purchasers, mail_timeout) if notifier else None
+    mailed_total = time.perf_counter() - started if mailed is not None else None
+    print(f"  upgrade.released (new registration) to {purchasers:,} purchasers")
+    print(f"    fan-out committed (keys issued, requests enqueued): {rate(purchasers, fanned)}")
+    print(f"    requests published by the outbox relay:             {rate(purchasers, relayed_total)}")
+    print(f"    requests recorded by the notifier:                  {rate(purchasers, recorded_total)}")
+    print(f"    e-mails accepted by smtp-sink:                      {rate(purchasers, mailed_total)}")
+
+
+async def bench_baseline(world: World, admin: asyncpg.Connection, count: int) -> None:
+    """A plain aio-pika consumer inserting the same order with asyncpg, one transaction per message."""
+    await admin.execute(
+        "CREATE SCHEMA IF NOT EXISTS baseline; CREATE TABLE IF NOT EXISTS baseline.orders ("
+        " id bigserial PRIMARY KEY, source text NOT NULL, order_id text NOT NULL, email text NOT NULL,"
+        " name text NOT NULL, total numeric NOT NULL, items jsonb NOT NULL, UNIQUE (source, order_id))"
+    )
+    pool = await asyncpg.create_pool(world.database_url, min_size=2, max_size=4)
+    connection = await aio_pika.connect(AMQP_URL)
+    done = asyncio.Event()
+    seen = 0
+    tag = uuid.uuid4().hex[:6]
+    try:
+        async with connection:
+            channel = await connection.channel(publisher_confirms=True)
+            await channel.set_qos(prefetch_count=100)
+            exchange = await channel.get_exchange(world.exchange, ensure=False)
+            queue = await channel.declare_queue(f"{world.exchange}.baseline", durable=True, auto_delete=True)
+            await queue.bind(exchange, routing_key="bench.baseline")
+
+            async def on_message(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+                nonlocal seen
+                event = orjson.loads(message.body)
+                data = event["data"]
+                async with pool.acquire() as conn, conn.transaction():
+                    await conn.execute(
+                        "INSERT INTO baseline.orders (source, order_id, email, name, total, items)"
+                        " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+                        event["source"],
+                        data["order_id"],
+                        data["purchaser"]["email"],
+                        data["purchaser"]["name"],
+                        data["total"],
+                        orjson.dumps(data["items"]).decode(),
+                    )
+                await message.ack()
+                seen += 1
+                if seen == count:
+                    done.set()
+
+            await queue.consume(on_message)
+            messages = [cloudevent("bench.baseline", order(i, tag)) for i in range(count)]
+            started = time.perf_counter()
+            await publish_burst(exchange, messages, "bench.baseline")
+            await asyncio.wait_for(done.wait(), 600)
+            took = time.perf_counter() - started
+        print(f"  baseline (aio-pika + asyncpg, one transaction per message): {rate(count, took)}")
+    finally:
+        await pool.close()
+
+
+async def run(args: argparse.Namespace) -> None:
+    world = new_world()
+    sink = Sink()
+    sink.start()
+    world.smtp_port = sink.port
+    await world.create()
+    services = Services(world, sink.port, audit=not args.no_audit, notifier=not args.no_notifier)
+    if args.no_notifier:
+        args.mail_timeout = 0
+    admin = await asyncpg.connect(world.database_url)
+    try:
+        await services.start()
+        print(f"orders benchmark: services {', '.join(services.names)} as processes; smtp-sink on {sink.port}")
+        print("  (the notifier starts through bench/_notifier_shim.py: placeholder templates where it has none)")
+        print(f"  load average at start: {', '.join(f'{x:.2f}' for x in os.getloadavg())} on {os.cpu_count()} cores")
+        notifier = not args.no_notifier
+        await bench_orders(world, admin, sink, args.orders, args.rate, args.seconds, args.mail_timeout, notifier)
+        await bench_fanout(world, admin, sink, args.purchasers, args.mail_timeout, notifier)
+        services.stop()  # the baseline runs alone (the audit would otherwise consume its messages too)
+        await bench_baseline(world, admin, args.baseline)
+        print(f"  load average at end: {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    finally:
+        await admin.close()
+        services.stop()
+        sink.stop()
+        await world.destroy()
+        connection = await aio_pika.connect(AMQP_URL)
+        async with connection:
+            channel = await connection.channel()
+            with suppress(Exception):
+                await channel.queue_delete(f"{world.exchange}.baseline")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="a small smoke run")
+    parser.add_argument("--orders", type=int, default=20_000, help="orders in the burst")
+    parser.add_argument("--rate", type=int, default=1000, help="orders per second in the steady phase")
+    parser.add_argument("--seconds", type=int, default=15, help="length of the steady phase")
+    parser.add_argument("--purchasers", type=int, default=100_000, help="purchasers in the upgrade fan-out")
+    parser.add_argument("--baseline", type=int, default=10_000, help="orders through the baseline consumer")
+    parser.add_argument("--no-audit", action="store_true", help="run without the audit service")
+    parser.add_argument(
+        "--no-notifier", action="store_true", help="run without the notifier: the orders stage alone, no e-mail"
+    )
+    parser.add_argument("--mail-timeout", type=float, default=180, help="seconds to wait for e-mail at most")
+    args = parser.parse_args()
+    if args.quick:
+        args.orders, args.seconds, args.rate, args.purchasers, args.baseline = 500, 3, 200, 2000, 500
+        args.mail_timeout = min(args.mail_timeout, 20)
+    asyncio.run(run(args))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,278 @@
+"""Recording orders: the one code path behind both the `order.placed` event and the signed webhook.
+
+Card data is removed first, then the order is validated; a new order (source and order id not seen before)
+updates its purchaser, keeps its items and totals, issues one license key per unit, records consent to
+news, and asks the notifier for the confirmation e-mail, all in the caller's transaction. A batch of
+orders costs a fixed number of statements, not a number per order.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+import orjson
+from spm_common import cards
+from spm_common.consumer import PermanentError
+from spm_common.db import Connection
+from spm_common.envelope import CloudEvent, Purpose, new_event
+from spm_common.notifications import NOTIFICATION_REQUESTED, NotificationRequested, Recipient
+from spm_common.outbox import enqueue
+
+from orders import licenses, store
+from orders.events import (
+    CARD_DATA_REMOVED,
+    ORDER_RECORDED,
+    CardDataRemoved,
+    OrderItemRecorded,
+    OrderPlaced,
+    OrderRecorded,
+    parse,
+)
+from orders.settings import Settings
+
+PURPOSE: Purpose = "fulfil-order"
+TEMPLATE = "order-confirmation"
+# Ids of the events an order causes are derived from it, so the same order can never cause them twice.
+EVENT_NAMESPACE = uuid.UUID("9b0b8a39-5c43-4c55-9a55-3f1f6b1e0a61")
+
+Via = Literal["event", "webhook"]
+
+
+@dataclass(frozen=True)
+class Incoming:
+    """One order as it arrived: its raw data, who sent it, and what card data was already removed."""
+
+    source: str
+    data: Any
+    via: Via
+    event_id: str | None = None
+    removed: cards.Findings | None = None
+
+    @classmethod
+    def from_event(cls, event: CloudEvent) -> Incoming:
+        extra = event.model_extra or {}
+        return cls(event.source, event.data, "event", event.id, cards.marker_findings(extra.get(cards.MARKER)))
+
+
+@dataclass(frozen=True)
+class Recorded:
+    id: uuid.UUID
+    duplicate: bool
+
+
+@dataclass(frozen=True)
+class Config:
+    source: str  # of the events this service publishes
+    policy_version: int
+
+
+def config_of(settings: Settings) -> Config:
+    return Config(settings.source, settings.orders_policy_version)
+
+
+@dataclass
+class _Order:
+    incoming: Incoming
+    source: str
+    order: OrderPlaced
+    removed: cards.Findings
+    id: uuid.UUID = field(default_factory=uuid.uuid4)
+    purchaser_id: int = 0
+    keys: list[list[str]] = field(default_factory=list)  # per item line
+
+
+def accept(incoming: Incoming) -> _Order:
+    """Card data out, then validation (InvalidEvent: the order can never be valid)."""
+    data, removed = cards.scrub(incoming.data)
+    if incoming.removed:
+        removed.merge(incoming.removed)
+    source, masked = cards.mask_text(incoming.source)
+    removed.masked += masked
+    if not isinstance(data, dict):
+        raise PermanentError("order data must be a JSON object")
+    return _Order(incoming, source, parse(OrderPlaced, data), removed)
+
+
+async def place_orders(conn: Connection, batch: Sequence[Incoming], config: Config) -> list[Recorded]:
+    """Record a batch of orders in the caller's transaction; one result per incoming order, in order."""
+    accepted = [accept(incoming) for incoming in batch]
+    first: dict[tuple[str, str], _Order] = {}
+    for candidate in accepted:
+        first.setdefault((candidate.source, candidate.order.order_id), candidate)
+    existing = await store.existing_orders(conn, list(first))
+    fresh = [o for key, o in first.items() if key not in existing]
+    if fresh:
+        inserted = await _record(conn, fresh, config)
+        lost = [key for key, o in first.items() if key not in existing and o.id not in inserted]
+        if lost:  # a replica recorded the same order a moment ago
+            existing.update(await store.existing_orders(conn, lost))
+        fresh = [o for o in fresh if o.id in inserted]
+    new_ids = {id(o) for o in fresh}
+    results = []
+    for candidate in accepted:
+        key = (candidate.source, candidate.order.order_id)
+        winner = first[key]
+        if key in existing:
+            results.append(Recorded(existing[key], duplicate=True))
+        else:
+            results.append(Recorded(winner.id, duplicate=candidate is not winner or id(winner) not in new_ids))
+    return results
+
+
+async def _record(conn: Connection, fresh: list[_Order], config: Config) -> set[uuid.UUID]:
+    skus = {item.sku for o in fresh for item in o.order.items}
+    catalogue = await store.products(conn, sorted(skus))
+    unknown = sorted(skus - catalogue.keys())
+    if unknown:
+        raise PermanentError(f"unknown product sku: {', '.join(unknown)[:200]}")
+
+    purchasers = await store.upsert_purchasers(conn, _purchaser_rows(fresh))
+    for o in fresh:
+        o.purchaser_id = purchasers[o.order.purchaser.email]["id"]
+    inserted = await store.insert_orders(conn, [_order_row(o, config) for o in fresh])
+    fresh = [o for o in fresh if o.id in inserted]
+    if not fresh:
+        return inserted
+
+    items: list[tuple[Any, ...]] = []
+    keys: list[tuple[str, int, str, int, uuid.UUID]] = []
+    latest: dict[tuple[str, int], datetime] = {}
+    for o in fresh:
+        for line, item in enumerate(o.order.items, start=1):
+            items.append((o.id, line, item.sku, item.product_name, item.quantity, item.unit_price))
+            issued = licenses.new_keys(item.quantity)
+            o.keys.append(issued)
+            major = catalogue[item.sku]["major_version"]
+            keys.extend((key, o.purchaser_id, item.sku, major, o.id) for key in issued)
+            purchase = (item.sku, o.purchaser_id)
+            latest[purchase] = max(latest.get(purchase, o.order.placed_at), o.order.placed_at)
+    await store.insert_items(conn, items)
+    await store.insert_order_keys(conn, keys)
+    await store.upsert_purchases(conn, [(sku, pid, at) for (sku, pid), at in latest.items()])
+
+    consents = []
+    for o in fresh:
+        withdrawn = purchasers[o.order.purchaser.email]["news_unsubscribed_at"]
+        # An order placed before the purchaser unsubscribed (arriving late) does not bring consent back.
+        if o.order.marketing_consent and (withdrawn is None or o.order.placed_at > withdrawn):
+            consents.append((o.purchaser_id, o.id, _policy(o, config), o.order.placed_at))
+    if consents:
+        await store.insert_consents(conn, consents)
+
+    events: list[CloudEvent] = []
+    for o in fresh:
+        events.extend(_events(o, catalogue, config))
+    await enqueue(conn, *events)
+    return inserted
+
+
+def _policy(o: _Order, config: Config) -> int:
+    return o.order.privacy_policy_version or config.policy_version
+
+
+def _purchaser_rows(fresh: list[_Order]) -> list[tuple[Any, ...]]:
+    """One row per address (the newest order's details): an upsert may not touch a row twice."""
+    newest: dict[str, _Order] = {}
+    for o in fresh:
+        email = o.order.purchaser.email
+        if email not in newest or o.order.placed_at >= newest[email].order.placed_at:
+            newest[email] = o
+    rows = []
+    for email, o in newest.items():
+        p = o.order.purchaser
+        address = orjson.dumps(p.address.model_dump()).decode() if p.address else None
+        rows.append((email, p.name, p.phone, address, p.locale, o.order.placed_at))
+    return rows
+
+
+def _order_row(o: _Order, config: Config) -> tuple[Any, ...]:
+    order = o.order
+    return (
+        o.id,
+        o.source,
+        order.order_id,
+        o.purchaser_id,
+        order.placed_at,
+        order.currency,
+        order.total,
+        order.purchaser.locale,
+        order.marketing_consent,
+        _policy(o, config),
+        o.incoming.via,
+        o.incoming.event_id,
+        bool(o.removed),
+    )
+
+
+def _events(o: _Order, catalogue: dict[str, Any], config: Config) -> list[CloudEvent]:
+    order, locale = o.order, o.order.purchaser.locale
+    key = f"{o.source}\x00{order.order_id}"
+    recorded = new_event(
+        ORDER_RECORDED,
+        config.source,
+        OrderRecorded(
+            id=str(o.id),
+            source=o.source,
+            order_id=order.order_id,
+            via=o.incoming.via,
+            placed_at=order.placed_at,
+            currency=order.currency,
+            total=order.total,
+            items=[OrderItemRecorded(sku=i.sku, quantity=i.quantity, unit_price=i.unit_price) for i in order.items],
+            email=order.purchaser.email,
+            marketing_consent=order.marketing_consent,
+            privacy_policy_version=_policy(o, config),
+            license_keys_issued=sum(len(k) for k in o.keys),
+            card_data_removed=bool(o.removed),
+        ),
+        purpose=PURPOSE,
+        event_id=str(uuid.uuid5(EVENT_NAMESPACE, f"order.recorded\x00{key}")),
+    )
+    lines = [
+        {
+            "product_name": product_name(catalogue[item.sku], locale),
+            "quantity": item.quantity,
+            "download_url": catalogue[item.sku]["download_url"],
+            "license_keys": keys,
+        }
+        for item, keys in zip(order.items, o.keys, strict=True)
+    ]
+    confirmation = new_event(
+        NOTIFICATION_REQUESTED,
+        config.source,
+        NotificationRequested(
+            purpose=PURPOSE,
+            template=TEMPLATE,
+            locale=locale,
+            recipient=Recipient(email=order.purchaser.email, name=order.purchaser.name),
+            context={"order_id": order.order_id, "currency": order.currency, "total": str(order.total), "items": lines},
+            reference=f"order:{o.id}",
+        ),
+        purpose=PURPOSE,
+        event_id=str(uuid.uuid5(EVENT_NAMESPACE, f"{TEMPLATE}\x00{key}")),
+    )
+    events = [recorded, confirmation]
+    if o.removed:
+        events.append(
+            new_event(
+                CARD_DATA_REMOVED,
+                config.source,
+                CardDataRemoved(
+                    source=o.source,
+                    via=o.incoming.via,
+                    order=str(o.id),
+                    fields=sorted(o.removed.fields),
+                    masked_numbers=o.removed.masked,
+                ),
+                event_id=str(uuid.uuid5(EVENT_NAMESPACE, f"{CARD_DATA_REMOVED}\x00{key}")),
+            )
+        )
+    return events
+
+
+def product_name(product: Any, locale: str) -> str:
+    return str(product["name_vi"] if locale == "vi" else product["name_en"])

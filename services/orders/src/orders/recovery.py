@@ -1,0 +1,81 @@
+"""Lost keys and downloads: every key and download link an address owns, e-mailed to that address only.
+
+The answer never tells whether the address is known: the same code runs either way (rate limits, look-up,
+and the request for the e-mail only where there is something to send), and the answer is held back to a
+fixed floor so its timing says nothing either. Limits count per client and per address, keyed hashes of
+both, in Postgres, so they hold across replicas and restarts. Over the client's limit: 429. Over the
+address's limit: the same 202, and no e-mail (so nobody can flood an inbox, and nothing is revealed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import uuid
+from dataclasses import dataclass
+
+import asyncpg
+from spm_common.envelope import CloudEvent, Purpose, new_event
+from spm_common.notifications import NOTIFICATION_REQUESTED, NotificationRequested, Recipient
+from spm_common.outbox import enqueue
+
+from orders import store
+from orders.orders import product_name
+from orders.settings import Settings
+
+PURPOSE: Purpose = "license-recovery"
+TEMPLATE = "license-recovery"
+
+
+@dataclass(frozen=True)
+class Limited:
+    retry_after: int
+
+
+def bucket(kind: str, value: str, key: bytes) -> str:
+    return f"{kind}:" + hmac.new(key, f"{kind}\x00{value}".encode(), hashlib.sha256).hexdigest()
+
+
+async def recover(pool: asyncpg.Pool, settings: Settings, email: str, client: str) -> Limited | None:
+    """`email` is normalised. Returns Limited when the client is over its limit, else None (accepted)."""
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    key, window = settings.hash_key(), settings.orders_recovery_window_seconds
+    async with pool.acquire() as conn, conn.transaction():
+        client_hits, remaining = await store.hit(conn, bucket("client", client, key), window)
+        limited = client_hits > settings.orders_recovery_per_client
+        if not limited:
+            email_hits, _ = await store.hit(conn, bucket("email", email, key), window)
+            rows = await store.purchaser_keys(conn, email)
+            if rows and email_hits <= settings.orders_recovery_per_email:
+                await enqueue(conn, _request(rows, email, settings.source))
+    await asyncio.sleep(max(0.0, settings.orders_recovery_min_seconds - (loop.time() - started)))
+    return Limited(max(1, int(remaining + 0.999))) if limited else None
+
+
+def _request(rows: list[asyncpg.Record], email: str, source: str) -> CloudEvent:
+    locale = rows[0]["locale"]
+    products: dict[str, dict[str, object]] = {}
+    for row in rows:
+        entry = products.get(row["sku"])
+        if entry is None:
+            name = product_name(row, locale) if row["name_en"] else row["sku"]
+            entry = {"product_name": name, "download_url": row["download_url"], "license_keys": []}
+            products[row["sku"]] = entry
+        keys = entry["license_keys"]
+        assert isinstance(keys, list)
+        keys.append(row["license_key"])
+    return new_event(
+        NOTIFICATION_REQUESTED,
+        source,
+        NotificationRequested(
+            purpose=PURPOSE,
+            template=TEMPLATE,
+            locale=locale,
+            recipient=Recipient(email=email, name=rows[0]["name"]),
+            context={"products": list(products.values())},
+            reference=f"license-recovery:{uuid.uuid4()}",
+        ),
+        purpose=PURPOSE,
+    )

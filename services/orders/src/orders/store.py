@@ -1,0 +1,328 @@
+"""The orders service's SQL, nothing else. Batches go through `unnest` arrays: one round trip per table."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+from spm_common.db import Connection
+
+FANOUT_CHANNEL = "spm_orders_fanout"
+
+# --- catalogue ---------------------------------------------------------------------------------------------
+
+
+async def products(conn: Connection, skus: Sequence[str]) -> dict[str, asyncpg.Record]:
+    rows = await conn.fetch(
+        "SELECT sku, name_en, name_vi, download_url, major_version FROM products WHERE sku = ANY($1::text[])",
+        list(skus),
+    )
+    return {row["sku"]: row for row in rows}
+
+
+async def all_products(conn: Connection) -> list[asyncpg.Record]:
+    return await conn.fetch("SELECT sku, name_en, name_vi, download_url, major_version FROM products ORDER BY sku")
+
+
+async def upsert_product(
+    conn: Connection, sku: str, name_en: str, name_vi: str, download_url: str, major_version: int
+) -> None:
+    await conn.execute(
+        "INSERT INTO products (sku, name_en, name_vi, download_url, major_version) VALUES ($1, $2, $3, $4, $5)"
+        " ON CONFLICT (sku) DO UPDATE SET name_en = EXCLUDED.name_en, name_vi = EXCLUDED.name_vi,"
+        " download_url = EXCLUDED.download_url, major_version = EXCLUDED.major_version, updated_at = now()",
+        sku,
+        name_en,
+        name_vi,
+        download_url,
+        major_version,
+    )
+
+
+# --- orders ------------------------------------------------------------------------------------------------
+
+
+async def existing_orders(conn: Connection, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], uuid.UUID]:
+    rows = await conn.fetch(
+        "SELECT o.source, o.order_id, o.id FROM orders o"
+        " JOIN unnest($1::text[], $2::text[]) AS k(source, order_id)"
+        " ON o.source = k.source AND o.order_id = k.order_id",
+        [k[0] for k in keys],
+        [k[1] for k in keys],
+    )
+    return {(row["source"], row["order_id"]): row["id"] for row in rows}
+
+
+async def upsert_purchasers(conn: Connection, rows: Sequence[tuple[Any, ...]]) -> dict[str, asyncpg.Record]:
+    """rows: (email, name, phone, address json, locale, placed_at), one per address. A newer order updates
+    the name, language and, where it gives them, phone and address."""
+    records = await conn.fetch(
+        "INSERT INTO purchasers AS p (email, name, phone, address, locale, last_order_at)"
+        " SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::jsonb[], $5::text[], $6::timestamptz[])"
+        " ON CONFLICT (email) DO UPDATE SET"
+        "  name = CASE WHEN EXCLUDED.last_order_at >= p.last_order_at THEN EXCLUDED.name ELSE p.name END,"
+        "  phone = CASE WHEN EXCLUDED.last_order_at >= p.last_order_at"
+        "   THEN coalesce(EXCLUDED.phone, p.phone) ELSE p.phone END,"
+        "  address = CASE WHEN EXCLUDED.last_order_at >= p.last_order_at"
+        "   THEN coalesce(EXCLUDED.address, p.address) ELSE p.address END,"
+        "  locale = CASE WHEN EXCLUDED.last_order_at >= p.last_order_at THEN EXCLUDED.locale ELSE p.locale END,"
+        "  last_order_at = greatest(p.last_order_at, EXCLUDED.last_order_at),"
+        "  updated_at = now()"
+        " RETURNING id, email, news_unsubscribed_at",
+        *_columns(rows, 6),
+    )
+    return {record["email"]: record for record in records}
+
+
+async def insert_orders(conn: Connection, rows: Sequence[tuple[Any, ...]]) -> set[uuid.UUID]:
+    """rows: (id, source, order_id, purchaser_id, placed_at, currency, total, locale, marketing_consent,
+    policy_version, via, event_id, card_data_removed). Returns the ids inserted: a concurrent duplicate
+    (same source and order id) is skipped."""
+    records = await conn.fetch(
+        "INSERT INTO orders (id, source, order_id, purchaser_id, placed_at, currency, total, locale,"
+        " marketing_consent, privacy_policy_version, via, event_id, card_data_removed)"
+        " SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bigint[], $5::timestamptz[], $6::text[],"
+        " $7::numeric[], $8::text[], $9::boolean[], $10::integer[], $11::text[], $12::text[], $13::boolean[])"
+        " ON CONFLICT (source, order_id) DO NOTHING RETURNING id",
+        *_columns(rows, 13),
+    )
+    return {record["id"] for record in records}
+
+
+async def insert_items(conn: Connection, rows: Sequence[tuple[Any, ...]]) -> None:
+    """rows: (order id, line, sku, product_name, quantity, unit_price)."""
+    await conn.execute(
+        "INSERT INTO order_items (order_id, line, sku, product_name, quantity, unit_price)"
+        " SELECT * FROM unnest($1::uuid[], $2::integer[], $3::text[], $4::text[], $5::integer[], $6::numeric[])",
+        *_columns(rows, 6),
+    )
+
+
+async def upsert_purchases(conn: Connection, rows: Sequence[tuple[str, int, datetime]]) -> None:
+    """rows: (sku, purchaser_id, placed_at), unique by (sku, purchaser_id)."""
+    await conn.execute(
+        "INSERT INTO purchases AS p (sku, purchaser_id, last_placed_at)"
+        " SELECT * FROM unnest($1::text[], $2::bigint[], $3::timestamptz[])"
+        " ON CONFLICT (sku, purchaser_id) DO UPDATE SET last_placed_at = greatest(p.last_placed_at,"
+        " EXCLUDED.last_placed_at)",
+        *_columns(rows, 3),
+    )
+
+
+async def insert_order_keys(conn: Connection, rows: Sequence[tuple[str, int, str, int, uuid.UUID]]) -> None:
+    """rows: (license_key, purchaser_id, sku, major_version, order id)."""
+    await conn.execute(
+        "INSERT INTO license_keys (license_key, purchaser_id, sku, major_version, order_id)"
+        " SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::integer[], $5::uuid[])",
+        *_columns(rows, 5),
+    )
+
+
+async def insert_consents(conn: Connection, rows: Sequence[tuple[int, uuid.UUID, int, datetime]]) -> None:
+    """rows: (purchaser_id, order id, policy_version, given_at)."""
+    await conn.execute(
+        "INSERT INTO consents (purchaser_id, order_id, policy_version, given_at)"
+        " SELECT * FROM unnest($1::bigint[], $2::uuid[], $3::integer[], $4::timestamptz[])",
+        *_columns(rows, 4),
+    )
+
+
+async def orders_of(conn: Connection, email: str, limit: int) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        "SELECT o.id FROM orders o JOIN purchasers p ON p.id = o.purchaser_id WHERE p.email = $1"
+        " ORDER BY o.placed_at DESC LIMIT $2",
+        email,
+        limit,
+    )
+
+
+async def order_detail(conn: Connection, order_id: uuid.UUID) -> dict[str, Any] | None:
+    order = await conn.fetchrow(
+        "SELECT o.id, o.source, o.order_id, o.placed_at, o.currency, o.total, o.locale, o.marketing_consent,"
+        " o.privacy_policy_version, o.via, o.card_data_removed, o.recorded_at,"
+        " p.email, p.name, p.phone, p.address"
+        " FROM orders o JOIN purchasers p ON p.id = o.purchaser_id WHERE o.id = $1",
+        order_id,
+    )
+    if order is None:
+        return None
+    items = await conn.fetch(
+        "SELECT line, sku, product_name, quantity, unit_price FROM order_items WHERE order_id = $1 ORDER BY line",
+        order_id,
+    )
+    keys = await conn.fetch(
+        "SELECT sku, major_version, license_key FROM license_keys WHERE order_id = $1 ORDER BY id", order_id
+    )
+    return {"order": order, "items": items, "keys": keys}
+
+
+# --- purchasers --------------------------------------------------------------------------------------------
+
+
+async def purchaser_keys(conn: Connection, email: str) -> list[asyncpg.Record]:
+    """Every key the address owns with its product; empty when the address bought nothing."""
+    return await conn.fetch(
+        "SELECT p.name, p.locale, k.sku, k.license_key, pr.name_en, pr.name_vi, pr.download_url"
+        " FROM purchasers p JOIN license_keys k ON k.purchaser_id = p.id LEFT JOIN products pr ON pr.sku = k.sku"
+        " WHERE p.email = $1 ORDER BY k.sku, k.id",
+        email,
+    )
+
+
+async def purchaser_summary(conn: Connection, email: str) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        "SELECT p.id, p.name, p.locale, p.created_at, p.last_order_at, p.upgrades_unsubscribed_at,"
+        " p.news_unsubscribed_at,"
+        " (SELECT count(*) FROM orders o WHERE o.purchaser_id = p.id) AS orders,"
+        " (SELECT count(*) FROM license_keys k WHERE k.purchaser_id = p.id) AS license_keys,"
+        " EXISTS (SELECT 1 FROM consents c WHERE c.purchaser_id = p.id AND c.withdrawn_at IS NULL) AS news_consent"
+        " FROM purchasers p WHERE p.email = $1",
+        email,
+    )
+
+
+async def unsubscribe_upgrades(conn: Connection, email: str) -> None:
+    await conn.execute(
+        "UPDATE purchasers SET upgrades_unsubscribed_at = now(), updated_at = now()"
+        " WHERE email = $1 AND upgrades_unsubscribed_at IS NULL",
+        email,
+    )
+
+
+async def withdraw_news_consent(conn: Connection, email: str) -> None:
+    await conn.execute(
+        "WITH p AS (UPDATE purchasers SET news_unsubscribed_at = now(), updated_at = now() WHERE email = $1"
+        " RETURNING id)"
+        " UPDATE consents SET withdrawn_at = now() WHERE purchaser_id IN (SELECT id FROM p) AND withdrawn_at IS NULL",
+        email,
+    )
+
+
+# --- fan-outs ----------------------------------------------------------------------------------------------
+
+
+async def record_fanout(conn: Connection, kind: str, key: str, source: str, event_id: str, payload: str) -> bool:
+    """False when this release or announcement was recorded before: a replay sends nothing."""
+    inserted = await conn.fetchval(
+        "INSERT INTO fanouts (kind, key, source, event_id, payload) VALUES ($1, $2, $3, $4, $5::jsonb)"
+        " ON CONFLICT (kind, key) DO NOTHING RETURNING id",
+        kind,
+        key,
+        source,
+        event_id,
+        payload,
+    )
+    if inserted is not None:
+        await conn.execute("SELECT pg_notify($1, '')", FANOUT_CHANNEL)
+    return inserted is not None
+
+
+async def claim_fanout(conn: Connection) -> asyncpg.Record | None:
+    """The oldest unfinished fan-out, locked for this transaction; replicas take the next one or wait."""
+    return await conn.fetchrow(
+        "SELECT id, kind, key, payload::text AS payload, cursor FROM fanouts WHERE finished_at IS NULL"
+        " ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED"
+    )
+
+
+async def advance_fanout(conn: Connection, fanout_id: int, cursor: int, notified: int) -> None:
+    await conn.execute(
+        "UPDATE fanouts SET cursor = $2, notified = notified + $3, batches = batches + 1 WHERE id = $1",
+        fanout_id,
+        cursor,
+        notified,
+    )
+
+
+async def finish_fanout(conn: Connection, fanout_id: int) -> None:
+    await conn.execute("UPDATE fanouts SET finished_at = now() WHERE id = $1", fanout_id)
+
+
+async def fanouts(conn: Connection, limit: int = 20) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        "SELECT id, kind, key, cursor, notified, batches, created_at, finished_at FROM fanouts"
+        " ORDER BY id DESC LIMIT $1",
+        limit,
+    )
+
+
+async def upgrade_recipients(
+    conn: Connection, sku: str, since: datetime | None, after: int, limit: int
+) -> list[asyncpg.Record]:
+    """The next purchasers of `sku` by id (keyset), with an order since `since`, not unsubscribed."""
+    return await conn.fetch(
+        "SELECT p.id, p.email, p.name, p.locale FROM purchases b JOIN purchasers p ON p.id = b.purchaser_id"
+        " WHERE b.sku = $1 AND b.purchaser_id > $3"
+        " AND ($2::timestamptz IS NULL OR b.last_placed_at >= $2::timestamptz)"
+        " AND p.upgrades_unsubscribed_at IS NULL"
+        " ORDER BY b.purchaser_id LIMIT $4",
+        sku,
+        since,
+        after,
+        limit,
+    )
+
+
+async def news_recipients(conn: Connection, after: int, limit: int) -> list[asyncpg.Record]:
+    """The next purchasers by id (keyset) whose consent to news is in force."""
+    return await conn.fetch(
+        "SELECT p.id, p.email, p.name, p.locale FROM purchasers p WHERE p.id > $1"
+        " AND EXISTS (SELECT 1 FROM consents c WHERE c.purchaser_id = p.id AND c.withdrawn_at IS NULL)"
+        " ORDER BY p.id LIMIT $2",
+        after,
+        limit,
+    )
+
+
+async def issue_release_keys(
+    conn: Connection, release_id: str, sku: str, major_version: int, keys: dict[int, str]
+) -> dict[int, str]:
+    """One key per purchaser per release: a purchaser who already has one keeps it (the no-op update
+    returns the stored key)."""
+    records = await conn.fetch(
+        "INSERT INTO license_keys (license_key, purchaser_id, sku, major_version, release_id)"
+        " SELECT k, p, $3, $4, $5 FROM unnest($1::text[], $2::bigint[]) AS t(k, p)"
+        " ON CONFLICT (release_id, purchaser_id) DO UPDATE SET release_id = EXCLUDED.release_id"
+        " RETURNING purchaser_id, license_key",
+        list(keys.values()),
+        list(keys),
+        sku,
+        major_version,
+        release_id,
+    )
+    return {record["purchaser_id"]: record["license_key"] for record in records}
+
+
+# --- rate limits -------------------------------------------------------------------------------------------
+
+
+async def hit(conn: Connection, bucket: str, window_seconds: int) -> tuple[int, float]:
+    """Count one request in `bucket`'s fixed window; returns the count and the seconds the window has left."""
+    record = await conn.fetchrow(
+        "INSERT INTO rate_limits AS r (bucket, window_start, hits) VALUES ($1, now(), 1)"
+        " ON CONFLICT (bucket) DO UPDATE SET"
+        "  hits = CASE WHEN r.window_start <= now() - make_interval(secs => $2) THEN 1 ELSE r.hits + 1 END,"
+        "  window_start = CASE WHEN r.window_start <= now() - make_interval(secs => $2)"
+        "   THEN now() ELSE r.window_start END"
+        " RETURNING hits,"
+        " extract(epoch FROM window_start + make_interval(secs => $2) - now())::float8 AS remaining",
+        bucket,
+        float(window_seconds),
+    )
+    assert record is not None
+    return int(record["hits"]), float(record["remaining"])
+
+
+async def purge_rate_limits(conn: Connection, window_seconds: int) -> None:
+    await conn.execute(
+        "DELETE FROM rate_limits WHERE window_start < now() - make_interval(secs => $1)", float(window_seconds)
+    )
+
+
+def _columns(rows: Sequence[Sequence[Any]], width: int) -> list[list[Any]]:
+    if not rows:
+        return [[] for _ in range(width)]
+    return [list(column) for column in zip(*rows, strict=True)]
