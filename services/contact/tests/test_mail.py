@@ -126,7 +126,6 @@ async def test_header_injection_sends_nothing_to_the_injected_address(system: Co
     assert mail.rcpt_tos == [sender]
 
 
-@pytest.mark.xfail(strict=False, reason="notifier side pending: the skeleton notifier does not check purposes yet")
 async def test_a_contact_only_address_receives_answer_message_mail_only(
     system: Contact, world: World, smtp: SmtpServer
 ) -> None:
