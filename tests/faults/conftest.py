@@ -1,9 +1,9 @@
 """Fault suite: the four services as real processes, one fault per scenario, and a table of the counts.
 
 Policy: real servers only. Scenarios run in one session against one set of service processes, each with
-its own work labels, and each waits for the system to settle before it counts. SPM_FAULT_BROKER=drop
-replaces the broker restart (stop_app/start_app) with dropping every connection, for machines where the
-broker is shared with other work.
+its own work labels, and each waits for the system to settle before it counts. The broker fault closes
+this world's connections at the broker; SPM_FAULT_BROKER=restart stops and starts the broker itself
+(only where nothing else uses it). SPM_FAULTS=0 skips the suite.
 """
 
 from __future__ import annotations

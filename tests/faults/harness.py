@@ -129,6 +129,9 @@ class System:
         return self.world.env(
             SPM_RETRY_DELAY_MS="1000",
             SPM_MAX_ATTEMPTS="10",
+            # SMTP retries in seconds rather than the production half-minute, so a scenario settles quickly.
+            SPM_NOTIFIER_RETRY_BASE_SECONDS="1",
+            SPM_NOTIFIER_RETRY_MAX_SECONDS="5",
             SPM_AMQP_URL=f"amqp://guest:guest@127.0.0.1:{self.broker_proxy.port}/",
             SPM_DATABASE_URL=database,
             **self.extra_env,
