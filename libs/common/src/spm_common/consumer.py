@@ -78,6 +78,7 @@ class EventConsumer:
         handlers: Mapping[str, Handler],
         pool: Callable[[], asyncpg.Pool],
         max_attempts: int,
+        retry_delay_ms: int = 5000,
         batch_size: int = 50,
         scrub: Scrub | None = None,
     ) -> None:
@@ -88,6 +89,7 @@ class EventConsumer:
         self._handlers = dict(handlers)
         self._pool = pool
         self._max_attempts = max_attempts
+        self._retry_delay = retry_delay_ms / 1000
         self._batch_size = batch_size
         self._pending: list[_Item] = []
         self._arrived = asyncio.Event()
@@ -237,7 +239,10 @@ class EventConsumer:
     async def _retry(self, message: RabbitMessage, reason: str, attempt: int, event_type: str) -> None:
         log.warning("event failed, will retry", error=reason, attempt=attempt)
         await self._republish(
-            message, self._topology.retry_queue_name, {ATTEMPT_HEADER: attempt + 1, ERROR_HEADER: reason}
+            message,
+            self._topology.retry_queue_name,
+            {ATTEMPT_HEADER: attempt + 1, ERROR_HEADER: reason},
+            expiration=self._retry_delay,
         )
         EVENTS_CONSUMED.labels(self._service, event_type, "retried").inc()
 
@@ -255,11 +260,14 @@ class EventConsumer:
         )
         EVENTS_CONSUMED.labels(self._service, event_type, "dead_lettered").inc()
 
-    async def _republish(self, message: RabbitMessage, queue: str, extra: dict[str, Any]) -> None:
+    async def _republish(
+        self, message: RabbitMessage, queue: str, extra: dict[str, Any], expiration: float | None = None
+    ) -> None:
         await self._broker.publish(
             message.body,
             routing_key=queue,
             persist=True,
+            expiration=expiration,
             headers={**(message.headers or {}), **extra},
             content_type=message.content_type or CONTENT_TYPE,
             message_id=message.message_id,

@@ -77,6 +77,7 @@ class Runtime:
                 handlers=handlers,
                 pool=lambda: self.pool,
                 max_attempts=settings.max_attempts,
+                retry_delay_ms=settings.retry_delay_ms,
                 batch_size=min(settings.consumer_batch, settings.prefetch),
                 scrub=scrub,
             )
@@ -122,9 +123,7 @@ class Runtime:
         async with self.pool.acquire() as conn:
             await migrate(conn, self.settings.db_schema, self.migrations)
         await _retry_until_up("rabbitmq", self.broker.connect)
-        await self.topology.declare(
-            self.broker, self.consumer.routing_keys if self.consumer else [], self.settings.retry_delay_ms
-        )
+        await self.topology.declare(self.broker, self.consumer.routing_keys if self.consumer else [])
         if self.consumer:
             self.consumer.start()
         await self.broker.start()

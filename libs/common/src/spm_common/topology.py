@@ -3,7 +3,8 @@
 For a service `S` on exchange `X` (default `spm.events`):
 - `X`: the topic exchange every integration event goes through (routing key = event type);
 - `X.S`: S's durable quorum queue, bound to the event types S handles;
-- `X.S.retry`: where a failing message waits `SPM_RETRY_DELAY_MS` before it goes back to `X.S`;
+- `X.S.retry`: where a failing message waits `SPM_RETRY_DELAY_MS` (its own expiration, so the delay can
+  change without redeclaring the queue) before it goes back to `X.S`;
 - `X.S.dlq`: where a message ends, with its reason in headers, once it cannot be processed;
 - `X.dlx`: the dead-letter exchange the broker itself uses for `X.S` (delivery limit, rejections).
 """
@@ -64,16 +65,15 @@ class Topology:
             "x-delivery-limit": DELIVERY_LIMIT,
         }
 
-    def _retry_arguments(self, retry_delay_ms: int) -> dict[str, Any]:
+    def _retry_arguments(self) -> dict[str, Any]:
         return {
-            "x-message-ttl": retry_delay_ms,
             "x-dead-letter-exchange": "",
             "x-dead-letter-routing-key": self.queue_name,
             "x-dead-letter-strategy": "at-least-once",
             "x-overflow": "reject-publish",
         }
 
-    async def declare(self, broker: RabbitBroker, routing_keys: Iterable[str], retry_delay_ms: int) -> None:
+    async def declare(self, broker: RabbitBroker, routing_keys: Iterable[str]) -> None:
         """Idempotent. A queue that exists with other arguments makes the broker refuse (PRECONDITION_FAILED):
         delete it, or give the service another exchange, after changing the arguments here."""
         exchange = await broker.declare_exchange(self.exchange)
@@ -88,7 +88,7 @@ class Topology:
             RabbitQueue(
                 self.retry_queue_name,
                 queue_type=QueueType.QUORUM,
-                arguments=cast(Any, self._retry_arguments(retry_delay_ms)),
+                arguments=cast(Any, self._retry_arguments()),
             )
         )
         dlq = await broker.declare_queue(RabbitQueue(self.dead_letter_queue_name, queue_type=QueueType.QUORUM))
