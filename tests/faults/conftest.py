@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from spm_common.testing.smtp import SmtpServer
-from spm_common.testing.world import World
+from spm_common.testing.world import new_world
 
 from .harness import REPORT, System, report_table
 
@@ -32,11 +32,18 @@ def fault_logs(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-async def system(world: World, smtp: SmtpServer, fault_logs: Path) -> AsyncIterator[System]:
+async def system(smtp: SmtpServer, fault_logs: Path) -> AsyncIterator[System]:
+    """A world of its own: the suite counts every dead letter and e-mail, so other tests' must not be there."""
+    world = new_world()
+    world.smtp_port = smtp.port
+    await world.create()
     instance = System(world, smtp, fault_logs)
-    await instance.start()
-    yield instance
-    await instance.stop()
+    try:
+        await instance.start()
+        yield instance
+    finally:
+        await instance.stop()
+        await world.destroy()
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
