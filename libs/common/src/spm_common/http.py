@@ -99,6 +99,14 @@ async def require_operator(
 
 
 Operator = Annotated[None, Depends(require_operator)]
+# Declared on every operator route (or router) so the OpenAPI documents name every status a client can see.
+OPERATOR_ONLY: dict[int | str, dict[str, Any]] = {401: {"description": "a valid operator token is required"}}
+# Declared on every route that takes a body: FastAPI answers 400 itself when a JSON body cannot even be decoded
+# (not UTF-8, nested too deep), and the body limit answers 413 before any route runs.
+BAD_BODY: dict[int | str, dict[str, Any]] = {
+    400: {"description": "the body could not be parsed"},
+    413: {"description": "the body is over the limit"},
+}
 
 
 async def runtime_of(request: Request) -> Runtime:

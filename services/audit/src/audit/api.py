@@ -10,7 +10,7 @@ import orjson
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response, status
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-from spm_common.http import Operator, RuntimeDep
+from spm_common.http import BAD_BODY, OPERATOR_ONLY, Operator, RuntimeDep
 
 from audit import trail, trends
 from audit.pageviews import PAGE_VIEWS, Network, PageViewsUnavailable, PageViewWriter, client_address, raw_view
@@ -36,7 +36,7 @@ async def state_of(request: Request) -> AuditState:
 StateDep = Annotated[AuditState, Depends(state_of)]
 
 pageviews_router = APIRouter(prefix="/v1", tags=["page views"])
-operator_router = APIRouter(prefix="/v1", tags=["operators"])
+operator_router = APIRouter(prefix="/v1", tags=["operators"], responses=OPERATOR_ONLY)
 
 
 class PageViewIn(BaseModel):
@@ -65,7 +65,11 @@ ACCEPTED_BODY = Accepted().model_dump_json().encode()
     status_code=status.HTTP_202_ACCEPTED,
     response_model=Accepted,
     summary="Count a page view (the client address and user agent come from the request)",
-    responses={503: {"description": "the view could not be stored; it may be sent again"}},
+    responses={
+        **BAD_BODY,
+        422: {"description": "the body is not a valid page view"},
+        503: {"description": "the view could not be stored; it may be sent again"},
+    },
     openapi_extra={
         "requestBody": {
             "required": True,

@@ -13,7 +13,7 @@ from email_validator import EmailNotValidError, validate_email
 from fastapi import APIRouter, Header, HTTPException, Query, Request, Response, status
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
-from spm_common.http import Operator, RuntimeDep
+from spm_common.http import BAD_BODY, OPERATOR_ONLY, Operator, RuntimeDep
 from spm_common.runtime import Runtime
 
 from contact import inbox, ratelimit, store
@@ -23,7 +23,7 @@ from contact.settings import Settings
 from contact.writer import MessageWriter
 
 public = APIRouter(prefix="/v1", tags=["website"])
-operators = APIRouter(prefix="/v1", tags=["inbox"])
+operators = APIRouter(prefix="/v1", tags=["inbox"], responses=OPERATOR_ONLY)
 
 DeliveryStatus = Literal["queued", "sent", "failed"]
 MessageStatus = Literal["new", "answered", "closed"]
@@ -96,7 +96,7 @@ class PrivacyPolicy(BaseModel):
     response_model=Accepted,
     summary="Receive a message from the website's contact form",
     responses={
-        413: {"description": "The body is over the limit"},
+        **BAD_BODY,
         429: {"description": "Too many messages from this client or in all; see Retry-After"},
     },
     openapi_extra={
@@ -245,7 +245,7 @@ async def close_message(_: Operator, runtime: RuntimeDep, message_id: uuid.UUID)
     status_code=status.HTTP_202_ACCEPTED,
     response_model=ReplyAccepted,
     summary="Reply to a message; the notifier e-mails it to the sender, threaded under the acknowledgement",
-    responses={**NOT_FOUND, 409: {"description": "The message is closed"}},
+    responses={**NOT_FOUND, **BAD_BODY, 409: {"description": "The message is closed"}},
 )
 async def post_reply(_: Operator, runtime: RuntimeDep, message_id: uuid.UUID, form: ReplyForm) -> ReplyAccepted:
     settings = runtime.settings

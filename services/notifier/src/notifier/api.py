@@ -8,7 +8,7 @@ from typing import Annotated, Literal, cast
 from fastapi import APIRouter, HTTPException, Query, Request, status
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel
-from spm_common.http import Operator, RuntimeDep
+from spm_common.http import BAD_BODY, OPERATOR_ONLY, Operator, RuntimeDep
 
 from notifier import store
 from notifier.settings import Settings
@@ -77,6 +77,7 @@ async def unsubscribe_page(token: Token, runtime: RuntimeDep) -> HTMLResponse:
     responses={
         200: {"content": {"text/html": {}}, "description": "JSON, or a page when the browser asks for HTML"},
         400: {"description": "the token is not valid"},
+        413: BAD_BODY[413],
     },
 )
 async def unsubscribe_now(token: Token, request: Request, runtime: RuntimeDep) -> Response:
@@ -95,7 +96,9 @@ async def unsubscribe_now(token: Token, request: Request, runtime: RuntimeDep) -
     return JSONResponse(Unsubscribed(category=category).model_dump(), headers=PAGE_HEADERS)
 
 
-@router.get("/deliveries", tags=["deliveries"], summary="The delivery log (failed ones by default)")
+@router.get(
+    "/deliveries", tags=["deliveries"], summary="The delivery log (failed ones by default)", responses=OPERATOR_ONLY
+)
 async def list_deliveries(
     _: Operator,
     runtime: RuntimeDep,
@@ -114,6 +117,7 @@ async def list_deliveries(
     "/deliveries/retry",
     tags=["deliveries"],
     summary="Retry every failed delivery that still holds its request",
+    responses=OPERATOR_ONLY,
 )
 async def retry_all(_: Operator, runtime: RuntimeDep) -> Retried:
     async with runtime.pool.acquire() as conn, conn.transaction():
@@ -126,7 +130,11 @@ async def retry_all(_: Operator, runtime: RuntimeDep) -> Retried:
     "/deliveries/{delivery_id}/retry",
     tags=["deliveries"],
     summary="Retry one failed delivery",
-    responses={404: {"description": "no such delivery"}, 409: {"description": "not failed, or not retryable"}},
+    responses={
+        **OPERATOR_ONLY,
+        404: {"description": "no such delivery"},
+        409: {"description": "not failed, or not retryable"},
+    },
 )
 async def retry_one(delivery_id: int, _: Operator, runtime: RuntimeDep) -> Delivery:
     async with runtime.pool.acquire() as conn, conn.transaction():

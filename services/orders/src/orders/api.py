@@ -16,7 +16,7 @@ from fastapi import APIRouter, Header, HTTPException, Query, Request, status
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
 from spm_common.consumer import PermanentError
-from spm_common.http import Operator, RuntimeDep
+from spm_common.http import BAD_BODY, OPERATOR_ONLY, Operator, RuntimeDep
 
 from orders import licenses, recovery, store, webhooks
 from orders.events import Email, InvalidEvent, normalise_email
@@ -97,7 +97,11 @@ def _settings(runtime: Any) -> Settings:
     description='Header `X-SPM-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<raw body>">` (several '
     "v1 values accepted while the secret is rotated; 5 minutes of tolerance). Same result as the order.placed "
     "event: a duplicate (same order id) changes nothing and answers `duplicate`.",
-    responses={401: {"description": "missing, wrong or stale signature"}, 422: {"description": "invalid order"}},
+    responses={
+        **BAD_BODY,
+        401: {"description": "missing, wrong or stale signature"},
+        422: {"description": "invalid order"},
+    },
 )
 async def order_webhook(
     request: Request,
@@ -131,7 +135,7 @@ async def order_webhook(
     response_model=RecoveryAccepted,
     summary="E-mail every license key and download link an address owns to that address",
     description="Always the same 202 answer, in about the same time, whether or not the address bought anything.",
-    responses={429: {"description": "too many requests from this client; see Retry-After"}},
+    responses={**BAD_BODY, 429: {"description": "too many requests from this client; see Retry-After"}},
 )
 async def license_recovery(request: Request, form: RecoveryRequest, runtime: RuntimeDep) -> Any:
     client = request.client.host if request.client else "unknown"
@@ -150,6 +154,7 @@ async def license_recovery(request: Request, form: RecoveryRequest, runtime: Run
     tags=["operators"],
     response_model=list[OrderView],
     summary="One purchaser's orders, newest first (operator)",
+    responses=OPERATOR_ONLY,
 )
 async def orders_by_email(
     _: Operator, runtime: RuntimeDep, email: Annotated[str, Query(min_length=3, max_length=254)]
@@ -169,7 +174,7 @@ async def orders_by_email(
     tags=["operators"],
     response_model=OrderView,
     summary="One order (operator)",
-    responses={404: {"description": "no such order"}},
+    responses={**OPERATOR_ONLY, 404: {"description": "no such order"}},
 )
 async def order_by_id(_: Operator, runtime: RuntimeDep, order_id: uuid.UUID) -> OrderView:
     async with runtime.pool.acquire() as conn:
