@@ -132,6 +132,8 @@ class System:
             # SMTP retries in seconds rather than the production half-minute, so a scenario settles quickly.
             SPM_NOTIFIER_RETRY_BASE_SECONDS="1",
             SPM_NOTIFIER_RETRY_MAX_SECONDS="5",
+            # A killed notifier's claims are taken over after this lease (production: 120 s).
+            SPM_NOTIFIER_LEASE_SECONDS="5",
             SPM_AMQP_URL=f"amqp://guest:guest@127.0.0.1:{self.broker_proxy.port}/",
             SPM_DATABASE_URL=database,
             **self.extra_env,

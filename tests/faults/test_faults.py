@@ -131,6 +131,8 @@ async def run_scenario(
     lost, duplicated, window = work.mail_counts(smtp)
     dead_by_service = {k: v for k, v in (await dead_letter_counts(system)).items() if v}
     dead = sum(dead_by_service.values())
+    if dead_by_service != (dead_letters or {}):
+        print("dead letters:", await peek_dead_letters(system))
     row = Row(label, len(work.accepted), lost, duplicated + audit_duplicates, window, dead, recovery)
     REPORT.append(row)
     assert work.accepted, "the work stream was accepted before, during or after the fault"
@@ -257,6 +259,24 @@ async def test_poison_messages_go_to_dead_letter_queues(system: System, smtp: Sm
         reasons = await drain_dead_letters(system)
     assert len(reasons) == sum(expected.values())
     assert all(reasons), "every dead letter says why"
+
+
+async def peek_dead_letters(system: System) -> list[str]:
+    """Type and reason of every dead letter, left in place."""
+    connection = await aio_pika.connect(AMQP_URL)
+    seen = []
+    async with connection:
+        for service in SERVICES:
+            channel = await connection.channel()
+            name = Topology(system.world.exchange, service).dead_letter_queue_name
+            try:
+                queue = await channel.declare_queue(name, passive=True)
+            except aio_pika.exceptions.ChannelClosed:
+                continue
+            while (message := await queue.get(fail=False)) is not None:
+                seen.append(f"{service}: {message.type} {(message.headers or {}).get('x-spm-error')}")
+            await channel.close()  # unacknowledged: they go back to the queue
+    return seen
 
 
 async def drain_dead_letters(system: System) -> list[str]:
