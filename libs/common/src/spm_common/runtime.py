@@ -158,7 +158,10 @@ class Runtime:
         except Exception as exc:
             log.warning("broker did not stop cleanly", error=describe_error(exc))
         if self.consumer:
-            await self.consumer.stop()
+            try:
+                await asyncio.wait_for(self.consumer.stop(), STOP_TIMEOUT_SECONDS)
+            except TimeoutError:
+                log.warning("consumer did not stop in time")
         if self._pool is not None:
             try:
                 await asyncio.wait_for(self._pool.close(), STOP_TIMEOUT_SECONDS)
