@@ -33,7 +33,7 @@ from notifier.app import build
 from notifier.mail import Composer, stable_message_id
 from notifier.settings import Settings
 from notifier.tokens import recipient_ref
-from spm_common.envelope import new_event
+from spm_common.envelope import amqp_message, new_event
 from spm_common.logging import configure_logging
 from spm_common.notifications import NOTIFICATION_REQUESTED, NotificationRequested, Recipient
 from spm_common.testing.smtp import free_port
@@ -184,13 +184,7 @@ async def end_to_end(world: World, settings: Settings, requests: list[Notificati
         batch = []
         for i, r in enumerate(requests):
             event = new_event(NOTIFICATION_REQUESTED, "urn:spm:bench", r, event_id=f"{run}-{i}", purpose=r.purpose)
-            message = aio_pika.Message(
-                event.to_json(),
-                content_type="application/cloudevents+json",
-                message_id=event.id,
-                type=event.type,
-                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-            )
+            message = amqp_message(event)
             batch.append(exchange.publish(message, routing_key=event.type))
             if len(batch) >= 200:
                 await asyncio.gather(*batch)

@@ -16,7 +16,7 @@ import orjson
 from contact.app import create
 from contact.settings import Settings
 from fastapi import FastAPI
-from spm_common.envelope import CONTENT_TYPE, CloudEvent
+from spm_common.envelope import CloudEvent, amqp_message
 from spm_common.testing.world import AMQP_URL, OPERATOR_TOKEN, World
 
 T = TypeVar("T")
@@ -90,13 +90,7 @@ async def publish(world: World, event: CloudEvent) -> None:
         channel = await connection.channel()
         exchange = await channel.get_exchange(world.exchange)
         await exchange.publish(
-            aio_pika.Message(
-                event.to_json(),
-                content_type=CONTENT_TYPE,
-                message_id=event.id,
-                type=event.type,
-                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-            ),
+            amqp_message(event),
             routing_key=event.type,
         )
 

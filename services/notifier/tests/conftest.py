@@ -14,7 +14,7 @@ import aio_pika
 import asyncpg
 import pytest
 from notifier.settings import Settings
-from spm_common.envelope import CloudEvent
+from spm_common.envelope import CloudEvent, amqp_message
 from spm_common.testing.world import AMQP_URL, World
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -41,13 +41,7 @@ async def publish(world: World) -> AsyncIterator[Publish]:
         async def send(*events: CloudEvent) -> None:
             for event in events:
                 await exchange.publish(
-                    aio_pika.Message(
-                        event.to_json(),
-                        content_type="application/cloudevents+json",
-                        message_id=event.id,
-                        type=event.type,
-                        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-                    ),
+                    amqp_message(event),
                     routing_key=event.type,
                 )
 

@@ -6,6 +6,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+import aio_pika
 import orjson
 import structlog
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
@@ -66,4 +67,15 @@ def new_event(
         correlationid=correlation_id,
         purpose=purpose,
         data=payload,
+    )
+
+
+def amqp_message(event: CloudEvent) -> aio_pika.Message:
+    """The event as another system publishes it: CONTRACT section 3's properties, persistent."""
+    return aio_pika.Message(
+        event.to_json(),
+        content_type=CONTENT_TYPE,
+        message_id=event.id,
+        type=event.type,
+        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
     )

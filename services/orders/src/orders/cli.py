@@ -14,7 +14,7 @@ import aio_pika
 import asyncpg
 import typer
 from pydantic import BaseModel, Field, ValidationError
-from spm_common.envelope import CONTENT_TYPE, CloudEvent, new_event
+from spm_common.envelope import CloudEvent, amqp_message, new_event
 from spm_common.logging import configure_logging
 from spm_common.settings import load
 
@@ -165,13 +165,7 @@ def _publish(event_type: str, data: BaseModel) -> None:
             channel = await connection.channel(publisher_confirms=True)
             exchange = await channel.declare_exchange(settings.exchange, aio_pika.ExchangeType.TOPIC, durable=True)
             await exchange.publish(
-                aio_pika.Message(
-                    event.to_json(),
-                    content_type=CONTENT_TYPE,
-                    message_id=event.id,
-                    type=event.type,
-                    delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-                ),
+                amqp_message(event),
                 routing_key=event.type,
             )
 
