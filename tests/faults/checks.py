@@ -273,6 +273,8 @@ def report_table() -> str:
         "notices owed by the fan-out, and the events all of it caused (each looked for in the audit trail). lost and",
         "dup count every check: orders, messages, views, e-mails, audit entries. smtp-window: a copy with the same",
         "Message-ID, sent again after a crash between the server's 250 and the commit of that outcome (the",
-        "notifier's documented window; a mail system drops it); reported, not counted as a duplicate.",
+        "notifier's documented window; a mail system drops it); reported, not counted as a duplicate. recovery:",
+        "from the end of the fault (a killed service started again) until every count settled; work goes on for",
+        "the first 2 s of it.",
     ]
     return "\n".join(lines)
