@@ -28,6 +28,7 @@ def workload() -> Workload:
 def test_each_mail_is_counted_lost_duplicated_or_in_the_crash_window() -> None:
     work = workload()
     work.contact.accepted = ["fault-checker-c0@example.com", "fault-checker-c1@example.com"]
+    work.contact.unknown = ["fault-checker-c2@example.com"]  # the form got no answer, but it was stored
     work.orders.accepted = {
         "FT-checker-0": "fault-checker-o0@example.com",
         "FT-checker-9": "fault-checker-o9@example.com",
@@ -38,6 +39,7 @@ def test_each_mail_is_counted_lost_duplicated_or_in_the_crash_window() -> None:
         mail("fault-checker-c0@example.com", "a"),
         mail("fault-checker-c0@example.com", "a"),  # the same Message-ID again: the crash window
         # c1's acknowledgement never came: lost
+        mail("fault-checker-c2@example.com", "h"),  # may come, once
         mail("fault-checker-o0@example.com", "b"),
         mail("fault-checker-o0@example.com", "c", unsubscribe=True),  # o0 bought the upgraded product
         mail("fault-checker-o9@example.com", "d"),
