@@ -1,6 +1,6 @@
 """The work a scenario drives through the running services, sent the way their real clients send it, and
-what each client was told: accepted, refused, or not known (no answer: a timeout or a cut connection, after
-which the item may or may not have been taken).
+what each client was told: accepted, refused, or not known (no answer, or a 5xx: a timeout, a cut connection
+or a database lost mid-write, after which the item may or may not have been taken).
 
 - contact messages: the website's form, `POST /v1/messages` (accepted on 202; a form is not sent again);
 - orders: `order.placed` CloudEvents published by the shop with aio-pika and publisher confirms, and a
@@ -80,6 +80,8 @@ class ContactStream:
                     continue
                 if response.status_code == 202:
                     self.accepted.append(address)
+                elif response.status_code >= 500:  # e.g. a 503: the database went away, perhaps mid-write
+                    self.unknown.append(address)
                 else:
                     self.refused += 1
 
@@ -106,6 +108,8 @@ class PageViewStream:
                     continue
                 if response.status_code == 202:
                     self.accepted.append(path)
+                elif response.status_code >= 500:
+                    self.unknown.append(path)
                 else:
                     self.refused += 1
 
