@@ -49,7 +49,7 @@ operator_router = APIRouter(prefix="/v1", tags=["operators"], responses=OPERATOR
 class PageViewIn(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    url: str = Field(min_length=1, max_length=4096, description="the page viewed: absolute URL or path (http or https)")
+    url: str = Field(min_length=1, max_length=4096, description="the page viewed: absolute URL or path")
     referrer: str | None = Field(default=None, max_length=4096, description="document.referrer, if any")
 
 
@@ -81,10 +81,10 @@ ACCEPTED_BODY = Accepted().model_dump_json().encode()
         }
     },
 )
-@direct
+@direct  # the busiest route: no FastAPI machinery per request, so the body is validated here (same 422)
 async def post_pageview(request: Request) -> Response:
-    """The busiest route, served without FastAPI's per-request machinery (`direct`): the body is validated
-    here, with the same model and the same 422."""
+    """Counted once stored (202). Not counted, still 202: known bots, and requests without a usable client
+    address. Nothing of the address or the user agent is kept but a daily visitor hash."""
     try:
         body = PageViewIn.model_validate_json(await request.body())
     except ValidationError as exc:
