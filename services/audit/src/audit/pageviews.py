@@ -103,9 +103,14 @@ def normalise_path(url: str) -> str | None:
         return None
     if parts.scheme not in ("", "http", "https") or (parts.scheme and not parts.netloc):
         return None
-    if PLAIN_PATH_RE.fullmatch(parts.path):  # the usual case: nothing below would change it but a last "/"
+    if PLAIN_PATH_RE.fullmatch(parts.path):  # the usual case: the full work would only drop a last "/"
         return (parts.path.rstrip("/") or "/")[:MAX_PATH]
-    path = unicodedata.normalize("NFC", unquote(parts.path, errors="replace"))
+    return normalise_fully(parts.path)
+
+
+def normalise_fully(path: str) -> str:
+    """`normalise_path`'s work on a URL's path, whatever it holds."""
+    path = unicodedata.normalize("NFC", unquote(path, errors="replace"))
     path = "".join(ch for ch in path if ch.isprintable())
     path = re.sub(r"/{2,}", "/", "/" + path)
     path = posixpath.normpath(path)
