@@ -13,7 +13,7 @@ from email_validator import EmailNotValidError, validate_email
 from fastapi import APIRouter, Header, HTTPException, Query, Request, Response, status
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
-from spm_common.http import BAD_BODY, OPERATOR_ONLY, Operator, RuntimeDep
+from spm_common.http import BAD_BODY, OPERATOR_ONLY, Operator, RuntimeDep, validated_body
 from spm_common.runtime import Runtime
 
 from contact import inbox, ratelimit, store
@@ -97,9 +97,14 @@ class PrivacyPolicy(BaseModel):
     summary="Receive a message from the website's contact form",
     responses={
         **BAD_BODY,
+        422: {"description": "The body is not a valid message; each bad field is named, its value never echoed"},
         429: {"description": "Too many messages from this client or in all; see Retry-After"},
     },
     openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": ContactForm.model_json_schema()}},
+        },
         "parameters": [
             {
                 "name": "Accept-Language",
@@ -108,16 +113,18 @@ class PrivacyPolicy(BaseModel):
                 "schema": {"type": "string"},
                 "description": "the acknowledgement's language where the form names no locale (vi or en)",
             }
-        ]
+        ],
     },
 )
-async def post_message(form: ContactForm, request: Request) -> Any:
-    # The runtime and the header are read from the request rather than declared as dependencies and
-    # parameters: FastAPI's per-request work for those is a measurable share of this, the hottest route.
-    runtime: Runtime = request.app.state.runtime
+async def post_message(request: Request) -> Any:
+    # The hottest route of the system: the body is validated here, with the same model and the same 422,
+    # and the runtime and the header are read from the request, rather than through FastAPI's per-request
+    # dependency machinery, which costs more than the rest of the request.
+    form = validated_body(ContactForm, request.headers.get("content-type"), await request.body())
     if form.is_spam:
         # The bot is told what a person would be told, and nothing is stored or sent.
         return _accepted(uuid.uuid4())
+    runtime: Runtime = request.app.state.runtime
     settings = cast(Settings, runtime.settings)
     if settings.contact_check_email_domain and not await _domain_exists(form.email):
         return JSONResponse(
