@@ -7,11 +7,18 @@ import sys
 from typing import Any
 
 import structlog
-from structlog.contextvars import bind_contextvars, bound_contextvars, clear_contextvars
+from structlog.contextvars import bind_contextvars, bound_contextvars, clear_contextvars, get_contextvars
 
 from spm_common.redaction import redact
 
-__all__ = ["bind_contextvars", "bound_contextvars", "clear_contextvars", "configure_logging", "get_logger"]
+__all__ = [
+    "bind_contextvars",
+    "bound_contextvars",
+    "clear_contextvars",
+    "configure_logging",
+    "get_contextvars",
+    "get_logger",
+]
 
 # Keys a log line carries as they are: ids, times and names of things, never of people. Everything
 # else, the message text included, goes through the redactor.

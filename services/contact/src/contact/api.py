@@ -18,7 +18,7 @@ from spm_common.runtime import Runtime
 
 from contact import inbox, ratelimit, store
 from contact.inbox import MessageIsClosed, MessageNotFound, ReplyForm
-from contact.intake import ContactForm, Locale, new_message, preferred_locale, receipt_events
+from contact.intake import ContactForm, Locale, new_message, preferred_locale
 from contact.settings import Settings
 from contact.writer import MessageWriter
 
@@ -135,27 +135,24 @@ async def post_message(request: Request) -> Any:
             },
             status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
         )
-    accept_language = request.headers.get("accept-language")
-    message = new_message(form, preferred_locale(form.locale, accept_language), settings.mail_from)
-    now = message.received_at.timestamp()
+    message = new_message(
+        form, preferred_locale(form.locale, request.headers.get("accept-language")), settings.mail_from
+    )
     counted = ratelimit.buckets(
         ratelimit.client_bucket(request.client.host if request.client else "unknown", settings.client_key()),
         ratelimit.Limit(settings.contact_rate_per_client, settings.contact_rate_client_window_seconds),
         ratelimit.Limit(settings.contact_rate_global, settings.contact_rate_global_window_seconds),
-        now,
+        message.received_at.timestamp(),
     )
-    # The form is the hottest path of the system: one round trip to admit, then a group commit.
-    async with runtime.pool.acquire() as conn:
-        client_hits, global_hits, policy_version = await store.admit(conn, counted, message.received_at)
-    decision = ratelimit.decide(counted, client_hits, global_hits, now)
+    # Counted and, if within the limits, stored, together with the messages arriving at the same time.
+    writer: MessageWriter = request.app.state.writer
+    decision = await writer.store(message, counted)
     if not decision.allowed:
         raise HTTPException(
             status.HTTP_429_TOO_MANY_REQUESTS,
             "too many messages; please try again later",
             headers={"Retry-After": str(decision.retry_after)},
         )
-    writer: MessageWriter = request.app.state.writer
-    await writer.store(message, policy_version, receipt_events(message, policy_version, settings.source))
     return _accepted(message.id)
 
 
