@@ -10,7 +10,7 @@ from spm_common.serve import serve
 from spm_common.settings import load
 
 from contact import inbox, policy, retention
-from contact.api import operators, public
+from contact.api import form_router, operators, public
 from contact.events import CONSUMES, PUBLISHES
 from contact.settings import MIGRATIONS, Settings
 from contact.writer import MessageWriter
@@ -39,7 +39,7 @@ def create(settings: Settings | None = None) -> FastAPI:
         runtime,
         title="SPM contact",
         description="The website's contact form and the operators' inbox.",
-        routers=[public, operators],
+        routers=[form_router, public, operators],
     )
     started = app.router.lifespan_context
 
