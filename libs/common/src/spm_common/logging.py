@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 from typing import Any
@@ -54,8 +55,12 @@ def _redact_processor(_: Any, __: str, event_dict: dict[str, Any]) -> dict[str, 
 
 def _json(value: Any, default: Any = None, **_: Any) -> str:
     # orjson renders a line several times faster than the standard library (one line per request);
-    # `default` is structlog's fallback for values JSON has no type for (their repr).
-    return orjson.dumps(value, default=default, option=orjson.OPT_NON_STR_KEYS).decode()
+    # `default` is structlog's fallback for values JSON has no type for (their repr). What orjson refuses
+    # (an integer past 64 bits) is rendered by the standard library: a log call must never fail.
+    try:
+        return orjson.dumps(value, default=default, option=orjson.OPT_NON_STR_KEYS).decode()
+    except orjson.JSONEncodeError:
+        return json.dumps(value, default=default)
 
 
 def configure_logging(service: str, fmt: str = "json", level: str = "info") -> None:
