@@ -102,6 +102,12 @@ async def test_invalid_input_is_422_naming_the_field_without_echoing_it(contact:
 
         response = await client.post("/v1/messages", content=b"{not json", headers={"Content-Type": "application/json"})
         assert response.status_code == 422
+
+        response = await client.post(
+            "/v1/messages", content=b"name=A&email=a%40example.com", headers={"Content-Type": "text/plain"}
+        )
+        assert response.status_code == 422
+        assert [e["loc"] for e in response.json()["detail"]] == [["body"]]
     assert await stored(world, address) == []
 
 
@@ -217,3 +223,18 @@ async def test_the_global_limit_applies_to_everyone_together(world: World) -> No
                 statuses.append(response.status_code)
         assert statuses == [202, 202, 202, 429]
         assert 1 <= int(response.headers["Retry-After"]) <= 7200
+
+
+async def test_attempts_arriving_together_are_counted_one_by_one(world: World) -> None:
+    # Sent at once, the attempts are admitted together, by one statement; each must still be counted as if
+    # it had come alone, and those refused for their client must not count against everyone's limit.
+    async with started(world, contact_rate_global=6, contact_rate_global_window_seconds=7300) as service:
+        async with service.client(random_ip()) as one_client:
+            burst = await asyncio.gather(*(one_client.post("/v1/messages", json=form()) for _ in range(8)))
+        assert sorted(r.status_code for r in burst) == [202] * 5 + [429] * 3
+
+        async def from_elsewhere() -> int:
+            async with service.client() as client:
+                return (await client.post("/v1/messages", json=form())).status_code
+
+        assert sorted(await asyncio.gather(*(from_elsewhere() for _ in range(3)))) == [202, 429, 429]

@@ -118,6 +118,7 @@ class Runtime:
                     "search_path": self.settings.db_schema,
                     "application_name": f"spm-{self.settings.service}",
                 },
+                reset=_keep_session,
             ),
         )
         async with self.pool.acquire() as conn:
@@ -219,6 +220,13 @@ class Runtime:
                     delay = min(delay * 2, 30.0)
 
         self._tasks.append(asyncio.create_task(supervised(), name=name))
+
+
+async def _keep_session(_: asyncpg.Connection) -> None:
+    """Replaces asyncpg's reset of a connection returned to the pool, one more round trip on every release
+    (`pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL`). The services leave no session state on
+    pooled connections: settings are `SET LOCAL`, LISTEN has a connection of its own, the migration lock is
+    released by the migration. asyncpg still rolls back a transaction left open before calling this."""
 
 
 def _log_task_stacks() -> None:

@@ -49,7 +49,7 @@ def create(settings: Settings | None = None) -> FastAPI:
             # Before the first request, so every message can record the policy version in force.
             async with runtime.pool.acquire() as conn:
                 await policy.publish_shipped(conn, settings.source)
-            app.state.writer = MessageWriter(runtime.pool)
+            app.state.writer = MessageWriter(runtime.pool, settings.source)
             app.state.writer.start()
             try:
                 yield
