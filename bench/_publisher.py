@@ -1,32 +1,41 @@
-"""A child process that publishes COUNT CloudEvents of type ROUTING_KEY to EXCHANGE as another system would
-(CONTRACT section 3 properties, persistent, confirms in windows of 200), so the benchmark process measuring its
-own CPU does not pay for publishing.
+"""A child process that publishes CloudEvents as another system would (CONTRACT section 3 properties,
+persistent, confirms in windows of 200), so a benchmark process measuring its own CPU does not pay for it.
 
-    python -m bench._publisher AMQP_URL EXCHANGE ROUTING_KEY COUNT
+    python -m bench._publisher AMQP_URL EXCHANGE FILE     # FILE: one CloudEvent (JSON) per line
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
+import tempfile
+from collections.abc import Iterable
 
 import aio_pika
-from spm_common.envelope import amqp_message, new_event
+from spm_common.envelope import CloudEvent, amqp_message
 
 
-async def publish(url: str, exchange_name: str, routing_key: str, count: int) -> None:
+async def publish(url: str, exchange_name: str, bodies: list[bytes]) -> None:
     connection = await aio_pika.connect(url)
     async with connection:
         channel = await connection.channel(publisher_confirms=True)
         exchange = await channel.get_exchange(exchange_name, ensure=False)
-        for start in range(0, count, 200):
-            messages = [
-                amqp_message(new_event(routing_key, "urn:spm:bench", {"n": n, "note": "benchmark event"}))
-                for n in range(start, min(count, start + 200))
-            ]
-            await asyncio.gather(*(exchange.publish(m, routing_key=routing_key) for m in messages))
+        for start in range(0, len(bodies), 200):
+            events = [CloudEvent.parse(body) for body in bodies[start : start + 200]]
+            await asyncio.gather(*(exchange.publish(amqp_message(e), routing_key=e.type) for e in events))
+
+
+async def publish_in_child(url: str, exchange: str, events: Iterable[CloudEvent]) -> asyncio.subprocess.Process:
+    """Start publishing `events` from a child process; await its `wait()` for the end."""
+    with tempfile.NamedTemporaryFile("wb", prefix="spm-bench-events-", delete=False) as handle:
+        handle.write(b"\n".join(e.to_json() for e in events))
+    return await asyncio.create_subprocess_exec(sys.executable, "-m", "bench._publisher", url, exchange, handle.name)
 
 
 if __name__ == "__main__":
-    url, exchange, key, count = sys.argv[1:5]
-    asyncio.run(publish(url, exchange, key, int(count)))
+    url, exchange, path = sys.argv[1:4]
+    with open(path, "rb") as source:
+        lines = source.read().splitlines()
+    os.unlink(path)
+    asyncio.run(publish(url, exchange, lines))

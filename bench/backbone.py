@@ -20,7 +20,6 @@ import contextlib
 import cProfile
 import os
 import pstats
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -37,6 +36,8 @@ from spm_common.runtime import Runtime
 from spm_common.settings import ServiceSettings
 from spm_common.testing.world import AMQP_URL, new_world
 
+from bench._publisher import publish_in_child
+
 RELAYED = "bench.relayed"
 CONSUMED = "bench.consumed"
 
@@ -46,9 +47,10 @@ class BenchSettings(ServiceSettings):
     contact_port: int = Field(default=8081)
 
 
-def cpu() -> float:
+def cpu() -> tuple[float, float]:
+    """(user, system) CPU seconds of this process so far."""
     times = os.times()
-    return times.user + times.system
+    return times.user, times.system
 
 
 async def wait_for(admin: asyncpg.Connection, query: str, target: int, timeout: float = 300) -> None:
@@ -74,8 +76,12 @@ def profiled(enabled: bool) -> Iterator[None]:
         pstats.Stats(profile).sort_stats("tottime").print_stats(25)
 
 
-def line(what: str, count: int, wall: float, used: float) -> None:
-    print(f"  {what:<44} {count / wall:8,.0f} events/s   CPU {used / count * 1e6:6.0f} µs/event")
+def line(what: str, count: int, wall: float, before: tuple[float, float]) -> None:
+    user, system = (now - then for now, then in zip(cpu(), before, strict=True))
+    print(
+        f"  {what:<44} {count / wall:8,.0f} events/s   CPU {(user + system) / count * 1e6:4.0f} µs/event"
+        f" (user {user / count * 1e6:.0f}, system {system / count * 1e6:.0f})"
+    )
 
 
 async def bench_relay(world, admin: asyncpg.Connection, runtime: Runtime, count: int) -> None:  # type: ignore[no-untyped-def]
@@ -96,7 +102,7 @@ async def bench_relay(world, admin: asyncpg.Connection, runtime: Runtime, count:
         started, used = time.perf_counter(), cpu()
         await admin.execute("SELECT pg_notify('spm_outbox_contact', '')")
         await wait_for(admin, "SELECT (count(*) = 0)::int FROM contact.outbox WHERE published_at IS NULL", 1)
-        line(f"relay: outbox -> published ({count:,})", count, time.perf_counter() - started, cpu() - used)
+        line(f"relay: outbox -> published ({count:,})", count, time.perf_counter() - started, used)
         if await admin.fetchval("SELECT max(attempts) FROM contact.outbox") != 1:
             print("    (some rows took more than one attempt: the broker refused or timed out)")
         await queue.delete(if_unused=False, if_empty=False)
@@ -104,14 +110,12 @@ async def bench_relay(world, admin: asyncpg.Connection, runtime: Runtime, count:
 
 async def bench_consumer(world, admin: asyncpg.Connection, count: int) -> None:  # type: ignore[no-untyped-def]
     before = await admin.fetchval("SELECT count(*) FROM contact.inbox")
+    events = [new_event(CONSUMED, "urn:spm:bench", {"n": n, "note": "benchmark event"}) for n in range(count)]
     started, used = time.perf_counter(), cpu()
-    child = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bench._publisher", AMQP_URL, world.exchange, CONSUMED, str(count)
-    )
+    child = await publish_in_child(AMQP_URL, world.exchange, events)
     await wait_for(admin, "SELECT count(*) FROM contact.inbox", before + count)
-    wall, spent = time.perf_counter() - started, cpu() - used
+    line(f"consumer: queue -> inbox, acked ({count:,})", count, time.perf_counter() - started, used)
     await child.wait()
-    line(f"consumer: queue -> inbox, acked ({count:,})", count, wall, spent)
 
 
 async def nothing(conn: Connection, event: CloudEvent) -> None:
