@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -162,13 +164,15 @@ class EventConsumer:
                 for item in batch:
                     await self._process([item])
             return
-        for item in batch:
-            outcome = "processed" if id(item) in fresh else "duplicate"
-            EVENTS_CONSUMED.labels(self._service, item.event.type, outcome).inc()
-            with bound_contextvars(
-                event_id=item.event.id, event_type=item.event.type, correlation_id=item.event.correlationid
-            ):
-                log.info("event " + outcome, attempt=item.attempt)
+        counts = Counter((item.event.type, id(item) in fresh) for item in batch)
+        for (event_type, first), count in counts.items():
+            EVENTS_CONSUMED.labels(self._service, event_type, "processed" if first else "duplicate").inc(count)
+        if log.is_enabled_for(logging.INFO):  # asked once a batch: binding and logging per event is not free
+            for item in batch:
+                with bound_contextvars(
+                    event_id=item.event.id, event_type=item.event.type, correlation_id=item.event.correlationid
+                ):
+                    log.info("event processed" if id(item) in fresh else "event duplicate", attempt=item.attempt)
         await _ack_through(batch[-1].message)
 
     async def _apply(self, batch: list[_Item]) -> set[int]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 
 import aio_pika
@@ -202,9 +203,11 @@ class OutboxRelay:
                     failed,
                     describe_error(failures[0]),
                 )
-        for row, result in zip(rows, results, strict=True):
-            if not isinstance(result, BaseException):
-                EVENTS_PUBLISHED.labels(self._service, row["event_type"]).inc()
+        published = Counter(
+            row["event_type"] for row, r in zip(rows, results, strict=True) if not isinstance(r, BaseException)
+        )
+        for event_type, count in published.items():
+            EVENTS_PUBLISHED.labels(self._service, event_type).inc(count)
         if failures:
             EVENTS_PUBLISH_FAILED.labels(self._service).inc(len(failures))
             raise failures[0]
