@@ -137,6 +137,7 @@ class Runtime:
             service=self.settings.service,
             batch_size=self.settings.outbox_batch,
             poll_seconds=self.settings.outbox_poll_seconds,
+            publish_many=self._publisher.publish_many,
         )
         self._spawn(self.relay.run, "outbox-relay")
         for task in self._background:
