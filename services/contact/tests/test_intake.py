@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import unicodedata
 import uuid
 from collections.abc import AsyncIterator
@@ -131,6 +132,40 @@ async def test_the_honeypot_answers_202_and_keeps_nothing(contact: Contact, worl
     assert await stored(world, address) == []
     requests = await outbox_events(world, "notification.requested")
     assert all(e.data["recipient"]["email"] != address for e in requests)
+
+
+async def test_a_database_lost_under_the_write_is_a_503_and_the_next_form_is_stored(
+    contact: Contact, world: World
+) -> None:
+    """Found by the fault suite: a connection cut under the write answered 500 with a traceback."""
+    address, after = new_address(), new_address()
+    admin = await world.admin()
+    try:
+        async with admin.transaction():
+            # The write waits on this lock, so its connection can be killed under it, mid-statement.
+            await admin.execute("LOCK TABLE contact.messages IN SHARE MODE")
+            async with contact.client() as client:
+                posting = asyncio.create_task(client.post("/v1/messages", json=form(email=address)))
+                for _ in range(200):
+                    killed = await admin.fetchval(
+                        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                        " WHERE datname = $1 AND usename = 'spm_contact' AND wait_event_type = 'Lock'",
+                        world.name,
+                    )
+                    if killed:
+                        break
+                    await asyncio.sleep(0.05)
+                assert killed, "the write waited on the lock"
+                response = await posting
+    finally:
+        await admin.close()
+    assert response.status_code == 503
+    assert response.headers["Retry-After"] == "5"
+    assert "try again" in response.json()["detail"]
+    assert await stored(world, address) == []
+    async with contact.client() as client:
+        assert (await client.post("/v1/messages", json=form(email=after))).status_code == 202
+    assert len(await stored(world, after)) == 1
 
 
 async def test_a_burst_from_one_client_is_limited_and_others_are_not(contact: Contact, world: World) -> None:

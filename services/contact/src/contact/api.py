@@ -9,6 +9,7 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal, cast
 
+import asyncpg
 from email_validator import EmailNotValidError, validate_email
 from fastapi import APIRouter, Header, HTTPException, Query, Request, Response, status
 from fastapi.responses import JSONResponse
@@ -24,6 +25,9 @@ from contact.writer import MessageWriter
 
 public = APIRouter(prefix="/v1", tags=["website"])
 operators = APIRouter(prefix="/v1", tags=["inbox"], responses=OPERATOR_ONLY)
+# What the database raises when it is away or a connection dies under a statement.
+DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
+RETRY_AFTER_SECONDS = 5
 
 DeliveryStatus = Literal["queued", "sent", "failed"]
 MessageStatus = Literal["new", "answered", "closed"]
@@ -98,6 +102,7 @@ class PrivacyPolicy(BaseModel):
     responses={
         **BAD_BODY,
         429: {"description": "Too many messages from this client or in all; see Retry-After"},
+        503: {"description": "The database cannot be reached; the form may be sent again (see Retry-After)"},
     },
     openapi_extra={
         "parameters": [
@@ -137,18 +142,27 @@ async def post_message(form: ContactForm, request: Request) -> Any:
         ratelimit.Limit(settings.contact_rate_global, settings.contact_rate_global_window_seconds),
         now,
     )
-    # The form is the hottest path of the system: one round trip to admit, then a group commit.
-    async with runtime.pool.acquire() as conn:
-        client_hits, global_hits, policy_version = await store.admit(conn, counted, message.received_at)
-    decision = ratelimit.decide(counted, client_hits, global_hits, now)
-    if not decision.allowed:
+    try:
+        # The form is the hottest path of the system: one round trip to admit, then a group commit.
+        async with runtime.pool.acquire() as conn:
+            client_hits, global_hits, policy_version = await store.admit(conn, counted, message.received_at)
+        decision = ratelimit.decide(counted, client_hits, global_hits, now)
+        if not decision.allowed:
+            raise HTTPException(
+                status.HTTP_429_TOO_MANY_REQUESTS,
+                "too many messages; please try again later",
+                headers={"Retry-After": str(decision.retry_after)},
+            )
+        writer: MessageWriter = request.app.state.writer
+        await writer.store(message, policy_version, receipt_events(message, policy_version, settings.source))
+    except DB_ERRORS:
+        # The database went away, perhaps mid-write: the message may or may not be stored, which only a 503
+        # says (a 500 said nothing). The form may be sent again; at worst the operators see it twice.
         raise HTTPException(
-            status.HTTP_429_TOO_MANY_REQUESTS,
-            "too many messages; please try again later",
-            headers={"Retry-After": str(decision.retry_after)},
-        )
-    writer: MessageWriter = request.app.state.writer
-    await writer.store(message, policy_version, receipt_events(message, policy_version, settings.source))
+            status.HTTP_503_SERVICE_UNAVAILABLE,
+            "the message could not be stored now; please try again shortly",
+            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+        ) from None
     return _accepted(message.id)
 
 
