@@ -111,8 +111,8 @@ async def bench_relay(world, admin: asyncpg.Connection, runtime: Runtime, count:
 async def bench_consumer(world, admin: asyncpg.Connection, count: int) -> None:  # type: ignore[no-untyped-def]
     before = await admin.fetchval("SELECT count(*) FROM contact.inbox")
     events = [new_event(CONSUMED, "urn:spm:bench", {"n": n, "note": "benchmark event"}) for n in range(count)]
-    started, used = time.perf_counter(), cpu()
     child = await publish_in_child(AMQP_URL, world.exchange, events)
+    started, used = time.perf_counter(), cpu()
     await wait_for(admin, "SELECT count(*) FROM contact.inbox", before + count)
     line(f"consumer: queue -> inbox, acked ({count:,})", count, time.perf_counter() - started, used)
     await child.wait()

