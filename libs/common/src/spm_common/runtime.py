@@ -24,10 +24,9 @@ from faststream.specification import AsyncAPI
 from pydantic import BaseModel
 
 from spm_common.consumer import EventConsumer, Handler, Scrub
-from spm_common.envelope import CONTENT_TYPE
 from spm_common.logging import get_logger
 from spm_common.migrations import migrate
-from spm_common.outbox import OutboxRelay
+from spm_common.outbox import AmqpPublisher, OutboxRelay
 from spm_common.redaction import describe_error
 from spm_common.settings import ServiceSettings
 from spm_common.topology import Topology
@@ -92,6 +91,9 @@ class Runtime:
         self._background = background
         self._pool: asyncpg.Pool | None = None
         self.relay: OutboxRelay | None = None
+        self._publisher = AmqpPublisher(
+            self.broker.connect, self.topology.exchange_name, timeout=PUBLISH_TIMEOUT_SECONDS
+        )
         self._tasks: list[asyncio.Task[None]] = []
 
     @property
@@ -136,6 +138,7 @@ class Runtime:
             service=self.settings.service,
             batch_size=self.settings.outbox_batch,
             poll_seconds=self.settings.outbox_poll_seconds,
+            publish_many=self._publisher.publish_many,
         )
         self._spawn(self.relay.run, "outbox-relay")
         for task in self._background:
@@ -153,6 +156,7 @@ class Runtime:
         self._tasks.clear()
         if self.relay is not None:
             await self.relay.close()
+        await self._publisher.close()
         try:
             async with asyncio.timeout(STOP_TIMEOUT_SECONDS):
                 await self.broker.stop()
@@ -174,17 +178,7 @@ class Runtime:
 
     async def publish(self, event_type: str, event_id: str, body: bytes) -> Any:
         """Publish one CloudEvent body with CONTRACT section 3's properties; returns once confirmed."""
-        return await self.broker.publish(
-            body,
-            exchange=self.topology.exchange,
-            routing_key=event_type,
-            persist=True,
-            mandatory=False,
-            content_type=CONTENT_TYPE,
-            message_id=event_id,
-            message_type=event_type,
-            timeout=PUBLISH_TIMEOUT_SECONDS,
-        )
+        return await self._publisher(event_type, event_id, body)
 
     def _broker_reconnected(self, *_: Any) -> None:
         # Rows that waited while the broker was away go out now, not when the relay's backoff ends.
