@@ -98,9 +98,13 @@ class EventConsumer:
         retry_delay_ms: int = 5000,
         batch_size: int = 50,
         scrub: Scrub | None = None,
+        accepts: Callable[[CloudEvent], bool] | None = None,
     ) -> None:
         self._service = service
         self._scrub = scrub
+        # Events bound to the queue that concern another service (the routing key is only the event type):
+        # acknowledged with their batch, with no inbox row and no handler.
+        self._accepts = accepts
         self._broker = broker
         self._topology = topology
         self._handlers = dict(handlers)
@@ -173,8 +177,9 @@ class EventConsumer:
                 log.error("batch left unacknowledged", error=describe_error(exc), count=len(batch))
 
     async def _process(self, batch: list[_Item]) -> None:
+        wanted = batch if self._accepts is None else [i for i in batch if self._accepts(i.event)]
         try:
-            fresh = await self._apply(batch)
+            fresh = await self._apply(wanted) if wanted else set()
         except Exception as exc:
             if len(batch) == 1:
                 await self._fail(batch[0], exc)
@@ -182,11 +187,12 @@ class EventConsumer:
                 for item in batch:
                     await self._process([item])
             return
-        counts = Counter((item.event.type, id(item) in fresh) for item in batch)
-        for (event_type, first), count in counts.items():
-            EVENTS_CONSUMED.labels(self._service, event_type, "processed" if first else "duplicate").inc(count)
+        outcome = {id(item): "processed" if id(item) in fresh else "duplicate" for item in wanted}
+        counts = Counter((item.event.type, outcome.get(id(item), "ignored")) for item in batch)
+        for (event_type, result), count in counts.items():
+            EVENTS_CONSUMED.labels(self._service, event_type, result).inc(count)
         if log.is_enabled_for(logging.INFO):  # asked once a batch: binding and logging per event is not free
-            for item in batch:
+            for item in wanted:
                 with bound_contextvars(
                     event_id=item.event.id, event_type=item.event.type, correlation_id=item.event.correlationid
                 ):

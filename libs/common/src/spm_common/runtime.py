@@ -24,6 +24,7 @@ from faststream.specification import AsyncAPI
 from pydantic import BaseModel
 
 from spm_common.consumer import EventConsumer, Handler, Scrub
+from spm_common.envelope import CloudEvent
 from spm_common.logging import get_logger
 from spm_common.migrations import migrate
 from spm_common.outbox import AmqpPublisher, OutboxRelay
@@ -55,6 +56,7 @@ class Runtime:
         background: Sequence[BackgroundTask] = (),
         description: str = "",
         scrub: Scrub | None = None,
+        accepts: Callable[[CloudEvent], bool] | None = None,
     ) -> None:
         self.settings = settings
         self.migrations = migrations
@@ -79,6 +81,7 @@ class Runtime:
                 retry_delay_ms=settings.retry_delay_ms,
                 batch_size=min(settings.consumer_batch, settings.prefetch),
                 scrub=scrub,
+                accepts=accepts,
             )
             if handlers
             else None

@@ -26,6 +26,9 @@ def build(settings: Settings) -> Runtime:
         settings,
         migrations=MIGRATIONS,
         handlers=dict.fromkeys(CONSUMES, inbox.record_outcome),
+        # The outcome of every e-mail of the system arrives (the routing key is the event type); only those of
+        # this service's mail, purpose answer-message, are worth a transaction.
+        accepts=inbox.concerns_contact,
         publishes=PUBLISHES,
         background=[retention_job],
         description=__doc__ or "",
