@@ -38,7 +38,7 @@ async def sign_up(body: Signup) -> dict[str, int]:
 
 
 @router.post("/beacons", status_code=202)
-@direct
+@direct(access_log=False)
 async def beacon(request: Request) -> Response:
     body = await request.body()
     if body == b"refuse":

@@ -33,15 +33,21 @@ NO_TELEMETRY: Any = {"tracing": False, "metrics": False, "logs": False}
 DirectEndpoint = Callable[[Request], Awaitable[Response]]
 
 
-def direct(endpoint: DirectEndpoint) -> DirectEndpoint:
+def direct(*, access_log: bool = True) -> Callable[[DirectEndpoint], DirectEndpoint]:
     """Mark the endpoint of a very busy route, `async def f(request: Request) -> Response` with no
     dependencies and no path parameters. `create_app` serves it without FastAPI's per-request machinery
     (middleware stack, routing, dependency solving: about half the CPU of a small request), under the same
-    body limit, request id, metrics and exception handlers; only its successful requests get no access log
-    line (they are counted in the metrics: a line each would be most of the log and of the CPU). The route
-    is declared as usual, so the OpenAPI document and its other methods are unchanged."""
-    endpoint.direct = True  # type: ignore[attr-defined]
-    return endpoint
+    body limit, request id, metrics and exception handlers. With `access_log=False` its successful requests
+    get no access line (they are still counted in the metrics), for a route where a line each would be most
+    of the log and of the CPU. The route is declared as usual, so the OpenAPI document and its other
+    methods are unchanged."""
+
+    def mark(endpoint: DirectEndpoint) -> DirectEndpoint:
+        endpoint.direct = True  # type: ignore[attr-defined]
+        endpoint.access_log = access_log  # type: ignore[attr-defined]
+        return endpoint
+
+    return mark
 
 
 M = TypeVar("M", bound=BaseModel)
@@ -91,7 +97,7 @@ class _ServiceApp(FastAPI):
                     raise TypeError(f"{route.path}: a direct route takes the request and nothing else")
                 for method in route.methods or ():
                     self._direct_routes[(method, str(route.path))] = route
-        self._direct_stack = _BodyLimit(_Observability(self._call_directly, service, quiet=True), max_body_bytes)
+        self._direct_stack = _BodyLimit(_Observability(self._call_directly, service), max_body_bytes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -215,10 +221,9 @@ class _Observability:
     """Request id into the log context (and from there into the events a request causes), latency metrics,
     one access line per request without query strings (they may hold an e-mail address)."""
 
-    def __init__(self, app: ASGIApp, service: str, quiet: bool = False) -> None:
+    def __init__(self, app: ASGIApp, service: str) -> None:
         self.app = app
         self.service = service
-        self.quiet = quiet  # no line for a successful request
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -245,7 +250,8 @@ class _Observability:
             route = scope.get("route")
             template = getattr(route, "path", "unmatched")
             HTTP_LATENCY.labels(self.service, scope["method"], template, str(status_code)).observe(elapsed)
-            if template not in ("/healthz", "/readyz", "/metrics") and not (self.quiet and status_code < 400):
+            quiet = status_code < 400 and not getattr(getattr(route, "endpoint", None), "access_log", True)
+            if template not in ("/healthz", "/readyz", "/metrics") and not quiet:
                 log.info(
                     "request",
                     method=scope["method"],

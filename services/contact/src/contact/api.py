@@ -121,7 +121,7 @@ class PrivacyPolicy(BaseModel):
         ],
     },
 )
-@direct
+@direct()
 async def post_message(request: Request) -> Response:
     # The body is validated here, with the same model and the same 422 as a declared body would be.
     form = validated_body(ContactForm, request.headers.get("content-type"), await request.body())
