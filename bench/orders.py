@@ -236,7 +236,8 @@ async def bench_orders(
     mail_timeout: float,
     orders_pid: int,
     notifier: bool = True,
-) -> None:
+) -> float | None:
+    """Returns the burst's orders committed per second."""
     connection = await aio_pika.connect(AMQP_URL)
     async with connection:
         channel = await connection.channel(publisher_confirms=True)
@@ -304,6 +305,7 @@ async def bench_orders(
                 if f"bench-{tag}-{i}@example.com" in accepted
             ]
             print(f"    e-mailed:  {rate(count, max(accepted.values()) - sent_at[0])}; latency {quantiles(latency)}")
+    return burst / committed_total if committed_total else None
 
 
 async def bench_fanout(
@@ -378,7 +380,7 @@ async def bench_fanout(
     print(f"    e-mails accepted by smtp-sink:                      {rate(purchasers, mailed_total)}")
 
 
-async def bench_baseline(world: World, admin: asyncpg.Connection, count: int) -> None:
+async def bench_baseline(world: World, admin: asyncpg.Connection, count: int) -> float:
     """A plain aio-pika consumer inserting the same order with asyncpg, one transaction per message."""
     await admin.execute(
         "CREATE SCHEMA IF NOT EXISTS baseline; CREATE TABLE IF NOT EXISTS baseline.orders ("
@@ -427,6 +429,7 @@ async def bench_baseline(world: World, admin: asyncpg.Connection, count: int) ->
         print(f"  baseline (aio-pika + asyncpg, one transaction per message): {rate(count, took)}")
     finally:
         await pool.close()
+    return count / took
 
 
 async def run(args: argparse.Namespace) -> None:
@@ -445,7 +448,7 @@ async def run(args: argparse.Namespace) -> None:
         print("  (the notifier starts through bench/_notifier_shim.py: placeholder templates where it has none)")
         print(f"  load average at start: {', '.join(f'{x:.2f}' for x in os.getloadavg())} on {os.cpu_count()} cores")
         notifier = not args.no_notifier
-        await bench_orders(
+        committed = await bench_orders(
             world,
             admin,
             sink,
@@ -458,7 +461,9 @@ async def run(args: argparse.Namespace) -> None:
         )
         await bench_fanout(world, admin, sink, args.purchasers, args.mail_timeout, notifier)
         services.stop()  # the baseline runs alone (the audit would otherwise consume its messages too)
-        await bench_baseline(world, admin, args.baseline)
+        baseline = await bench_baseline(world, admin, args.baseline)
+        if committed:
+            print(f"  burst orders committed / baseline, same run: {committed / baseline:.2f}")
         print(f"  load average at end: {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
     finally:
         await admin.close()

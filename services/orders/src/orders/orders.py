@@ -13,7 +13,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-import orjson
 from spm_common import cards
 from spm_common.consumer import PermanentError
 from spm_common.db import Connection
@@ -161,7 +160,7 @@ def _order_row(o: _Order, config: Config) -> tuple[Any, ...]:
         p.email,
         p.name,
         p.phone,
-        orjson.dumps(p.address.model_dump()).decode() if p.address else None,
+        p.address.model_dump_json() if p.address else None,
         p.locale,
     )
 
