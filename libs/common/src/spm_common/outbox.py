@@ -29,6 +29,8 @@ Publish = Callable[[str, str, bytes], Awaitable[object]]  # (event_type, event_i
 
 PUBLISHED_RETENTION = "1 day"
 PURGE_EVERY_SECONDS = 3600.0
+# A day of published rows may take longer to delete than the pool's statement timeout allows.
+PURGE_TIMEOUT_SECONDS = 600.0
 MAX_BACKOFF_SECONDS = 30.0
 
 
@@ -159,7 +161,8 @@ class OutboxRelay:
     async def purge_published(self) -> int:
         async with self._pool.acquire() as conn:
             result = await conn.execute(
-                f"DELETE FROM outbox WHERE published_at < now() - interval '{PUBLISHED_RETENTION}'"
+                f"DELETE FROM outbox WHERE published_at < now() - interval '{PUBLISHED_RETENTION}'",
+                timeout=PURGE_TIMEOUT_SECONDS,
             )
         return int(result.split()[-1])
 

@@ -7,6 +7,9 @@ import contextlib
 
 import asyncpg
 
+# Connecting and LISTEN are bounded: a connection that dies half-open must not hold its loop.
+TIMEOUT_SECONDS = 10.0
+
 
 class Listener:
     """A LISTEN connection of its own (outside any pool) that sets an event on each notification."""
@@ -24,8 +27,15 @@ class Listener:
         """(Re)connect if needed; raises while Postgres is away."""
         if self._conn is not None and not self._conn.is_closed():
             return
-        self._conn = await asyncpg.connect(self._dsn)
-        await self._conn.add_listener(self._channel, lambda *_: self._event.set())
+        conn = await asyncpg.connect(self._dsn, timeout=TIMEOUT_SECONDS, command_timeout=TIMEOUT_SECONDS)
+        try:
+            await conn.add_listener(self._channel, lambda *_: self._event.set())
+            # Losing the connection wakes the waiter too, so it reconnects (and looks) at once.
+            conn.add_termination_listener(lambda *_: self._event.set())
+        except BaseException:
+            conn.terminate()  # not kept: a connection that is not listening would look like a quiet one
+            raise
+        self._conn = conn
         self._event.set()  # anything committed while we were not listening is due now
 
     async def wait(self, timeout: float) -> None:
