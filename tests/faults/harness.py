@@ -137,6 +137,9 @@ class System:
             # SMTP retries in seconds rather than the production half-minute, so a scenario settles quickly.
             SPM_NOTIFIER_RETRY_BASE_SECONDS="1",
             SPM_NOTIFIER_RETRY_MAX_SECONDS="5",
+            # With backoff capped at 5 s, ten attempts last about 28 s: fewer than the SMTP scenario's 35 s
+            # outage, which must end in delivery, not in giving up.
+            SPM_NOTIFIER_MAX_ATTEMPTS="30",
             # A killed notifier's claims are taken over after this lease (production: 120 s).
             SPM_NOTIFIER_LEASE_SECONDS="5",
             SPM_AMQP_URL=f"amqp://guest:guest@127.0.0.1:{self.broker_proxy.port}/",
