@@ -49,6 +49,9 @@ Scrub = Callable[[bytes], bytes]
 ATTEMPT_HEADER = "x-spm-attempt"
 ERROR_HEADER = "x-spm-error"
 CATCH_ALL = "#"
+# A copy to the retry or dead-letter queue that the broker never confirms must not hold the consumer: the
+# original is requeued instead (see `_settle`).
+REPUBLISH_TIMEOUT_SECONDS = 10.0
 
 
 class PermanentError(Exception):
@@ -273,6 +276,7 @@ class EventConsumer:
             message_id=message.message_id,
             message_type=_scrubbed(message.raw_message.type, self._scrub),
             correlation_id=message.correlation_id,
+            timeout=REPUBLISH_TIMEOUT_SECONDS,
         )
 
 
