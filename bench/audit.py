@@ -2,7 +2,11 @@
 ingested per second through POST /v1/pageviews and as `site.page.viewed` events, each against a real audit
 process and beside a plain asyncpg COPY of the same rows in the same run (the ceiling).
 
-    uv run python -m bench.audit [--quick] [--events N] [--views N] [--connections C]
+    uv run python -m bench.audit [--quick] [--events N] [--views N] [--view-events N] [--connections C]
+        [--replicas R] [--log-level L]
+
+Beside each rate it prints the CPU time the audit process(es) spent per entry or view (utime + stime from
+/proc), which is far steadier than the rate on a shared machine.
 
 It makes its own database and exchange (like the tests' world) and removes them at the end.
 """
@@ -13,17 +17,18 @@ import argparse
 import asyncio
 import contextlib
 import os
+import signal
 import subprocess
 import sys
 import time
 import uuid
 from datetime import UTC, datetime
-from typing import Any
 
 import aio_pika
 import asyncpg
 import orjson
 from audit import trail
+from spm_common.envelope import CloudEvent, amqp_message
 from spm_common.testing.smtp import free_port
 from spm_common.testing.world import AMQP_URL, World, new_world
 
@@ -31,56 +36,60 @@ BROWSER = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.
 PAGES = ["/", "/dict", "/dict/pro", "/buy", "/support", "/news/2026-12", "/download", "/about"]
 
 
-def order_event(i: int) -> dict[str, Any]:
+def order_event(i: int) -> CloudEvent:
     """An event shaped like the busiest real ones: a purchaser to pseudonymise, items, a card to mask."""
-    return {
-        "specversion": "1.0",
-        "id": str(uuid.uuid4()),
-        "type": "order.placed",
-        "source": "urn:bench:shop",
-        "time": datetime.now(UTC).isoformat(),
-        "datacontenttype": "application/json",
-        "data": {
-            "order_id": f"FS-BENCH-{i:07d}",
-            "placed_at": "2026-11-29T03:59:12Z",
-            "currency": "USD",
-            "total": "49.00",
-            "purchaser": {
-                "name": "Nguyễn Văn Thử",
-                "email": f"buyer-{i}@example.vn",
-                "phone": "+84 912 345 678",
-                "address": {"line1": "12 Tràng Tiền", "city": "Hà Nội", "postal_code": "100000", "country": "VN"},
-                "locale": "vi",
+    return CloudEvent.model_validate(
+        {
+            "specversion": "1.0",
+            "id": str(uuid.uuid4()),
+            "type": "order.placed",
+            "source": "urn:bench:shop",
+            "time": datetime.now(UTC).isoformat(),
+            "datacontenttype": "application/json",
+            "data": {
+                "order_id": f"FS-BENCH-{i:07d}",
+                "placed_at": "2026-11-29T03:59:12Z",
+                "currency": "USD",
+                "total": "49.00",
+                "purchaser": {
+                    "name": "Nguyễn Văn Thử",
+                    "email": f"buyer-{i}@example.vn",
+                    "phone": "+84 912 345 678",
+                    "address": {"line1": "12 Tràng Tiền", "city": "Hà Nội", "postal_code": "100000", "country": "VN"},
+                    "locale": "vi",
+                },
+                "items": [
+                    {"sku": "SPM-DICT-PRO", "product_name": "SPM Dictionary Pro", "quantity": 1, "unit_price": "49.00"}
+                ],
+                "marketing_consent": i % 2 == 0,
             },
-            "items": [
-                {"sku": "SPM-DICT-PRO", "product_name": "SPM Dictionary Pro", "quantity": 1, "unit_price": "49.00"}
-            ],
-            "marketing_consent": i % 2 == 0,
-        },
-    }
+        }
+    )
 
 
-def view_event(i: int) -> dict[str, Any]:
-    return {
-        "specversion": "1.0",
-        "id": str(uuid.uuid4()),
-        "type": "site.page.viewed",
-        "source": "urn:bench:access-log",
-        "time": datetime.now(UTC).isoformat(),
-        "data": {
-            "url": f"https://spmgroup.vn{PAGES[i % len(PAGES)]}?utm_source=bench",
-            "referrer": "https://www.example.com/search?q=spm",
-            "client_address": address(i),
-            "user_agent": BROWSER,
-        },
-    }
+def view_event(i: int) -> CloudEvent:
+    return CloudEvent.model_validate(
+        {
+            "specversion": "1.0",
+            "id": str(uuid.uuid4()),
+            "type": "site.page.viewed",
+            "source": "urn:bench:access-log",
+            "time": datetime.now(UTC).isoformat(),
+            "data": {
+                "url": f"https://spmgroup.vn{PAGES[i % len(PAGES)]}?utm_source=bench",
+                "referrer": "https://www.example.com/search?q=spm",
+                "client_address": address(i),
+                "user_agent": BROWSER,
+            },
+        }
+    )
 
 
 def address(i: int) -> str:
     return f"10.{(i >> 16) & 255}.{(i >> 8) & 255}.{i & 255}"
 
 
-async def publish(events: list[dict[str, Any]], exchange_name: str) -> float:
+async def publish(events: list[CloudEvent], exchange_name: str) -> float:
     """Publish with confirms, overlapped; returns the seconds it took."""
     connection = await aio_pika.connect(AMQP_URL)
     async with connection:
@@ -89,19 +98,7 @@ async def publish(events: list[dict[str, Any]], exchange_name: str) -> float:
         started = time.perf_counter()
         for start in range(0, len(events), 1000):
             await asyncio.gather(
-                *(
-                    exchange.publish(
-                        aio_pika.Message(
-                            orjson.dumps(e),
-                            message_id=e["id"],
-                            type=e["type"],
-                            content_type="application/cloudevents+json",
-                            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-                        ),
-                        routing_key=e["type"],
-                    )
-                    for e in events[start : start + 1000]
-                )
+                *(exchange.publish(amqp_message(e), routing_key=e.type) for e in events[start : start + 1000])
             )
         return time.perf_counter() - started
 
@@ -128,11 +125,11 @@ async def copy_ceiling(admin: asyncpg.Connection, table: str, where: str, column
     return len(records), time.perf_counter() - started
 
 
-async def post_views(port: int, total: int, connections: int) -> float:
+async def post_views(ports: list[int], total: int, connections: int) -> float:
     """Keep-alive HTTP/1.1 clients written on bare sockets (a Python HTTP library would be the bottleneck)."""
     counter = iter(range(total))
 
-    async def client() -> None:
+    async def client(port: int) -> None:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         try:
             for i in counter:
@@ -160,7 +157,7 @@ async def post_views(port: int, total: int, connections: int) -> float:
             writer.close()
 
     started = time.perf_counter()
-    await asyncio.gather(*(client() for _ in range(connections)))
+    await asyncio.gather(*(client(ports[n % len(ports)]) for n in range(connections)))
     return time.perf_counter() - started
 
 
@@ -180,109 +177,159 @@ async def wait_ready(port: int, process: asyncio.subprocess.Process, timeout: fl
     raise TimeoutError("the audit service did not become ready")
 
 
-def line(what: str, count: int, seconds: float, ceiling: tuple[int, float] | None = None) -> None:
-    text = f"  {what:<52} {count:>7} in {seconds:6.2f}s = {count / seconds:8.0f}/s"
+def cpu_seconds(pids: list[int]) -> float:
+    """utime + stime of the audit processes so far (the steady measure on a shared machine)."""
+    total = 0
+    for pid in pids:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def line(
+    what: str, count: int, seconds: float, cpu: float | None = None, ceiling: tuple[int, float] | None = None
+) -> None:
+    text = f"  {what:<54} {count:>7} in {seconds:6.2f}s = {count / seconds:8.0f}/s"
+    if cpu is not None:
+        text += f"   audit CPU {cpu * 1e6 / count:5.0f} µs each"
     if ceiling:
         text += f"   (COPY ceiling: {ceiling[0] / ceiling[1]:9.0f}/s)"
     print(text, flush=True)
 
 
-async def run(events: int, views: int, view_events: int, connections: int) -> None:
+class Replicas:
+    """N audit processes of one world, each on its own port, consuming the same queue."""
+
+    def __init__(self, world: World, count: int, log_level: str) -> None:
+        self.ports = [free_port() for _ in range(count)]
+        self.envs = [
+            {
+                **os.environ,
+                **world.env(
+                    SPM_AUDIT_PORT=str(port),
+                    SPM_LOG_LEVEL=log_level,
+                    SPM_TRUSTED_PROXIES="127.0.0.1/32",
+                    SPM_AUDIT_CHECKPOINT_SECONDS="3600",
+                ),
+            }
+            for port in self.ports
+        ]
+        self.processes: list[asyncio.subprocess.Process] = []
+
+    @property
+    def pids(self) -> list[int]:
+        return [p.pid for p in self.processes]
+
+    def cpu(self) -> float:
+        return cpu_seconds(self.pids)
+
+    async def start(self) -> None:
+        for env in self.envs:
+            process = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "audit", env=env, stdout=subprocess.DEVNULL
+            )
+            self.processes.append(process)
+        await asyncio.gather(*(wait_ready(port, p) for port, p in zip(self.ports, self.processes, strict=True)))
+
+    def signal(self, signum: int) -> None:
+        for process in self.processes:
+            process.send_signal(signum)
+
+    async def stop(self) -> None:
+        for process in self.processes:
+            if process.returncode is None:
+                process.terminate()
+        for process in self.processes:
+            try:
+                await asyncio.wait_for(process.wait(), timeout=15)
+            except TimeoutError:
+                process.kill()
+        self.processes = []
+
+
+ENTRY_COLUMNS = [
+    "seq",
+    "event_id",
+    "event_type",
+    "source",
+    "event_time",
+    "purpose",
+    "subject_ref",
+    "payload",
+    "prev_hash",
+    "recorded_at",
+    "hash",
+]
+VIEW_COLUMNS = ["viewed_at", "path", "referrer_host", "visitor_hash"]
+HEAD = "SELECT seq FROM audit.chain_head"
+
+
+async def run(events: int, views: int, view_events: int, connections: int, replicas: int, log_level: str) -> None:
     world: World = new_world()
     await world.create()
-    port = free_port()
-    env = {
-        **os.environ,
-        **world.env(
-            SPM_AUDIT_PORT=str(port),
-            SPM_LOG_LEVEL="warning",
-            SPM_TRUSTED_PROXIES="127.0.0.1/32",
-            SPM_AUDIT_CHECKPOINT_SECONDS="3600",
-        ),
-    }
-
-    async def start() -> asyncio.subprocess.Process:
-        started = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "audit", env=env, stdout=subprocess.DEVNULL
-        )
-        await wait_ready(port, started)
-        return started
-
-    async def stop(running: asyncio.subprocess.Process) -> None:
-        if running.returncode is None:
-            running.terminate()
-            try:
-                await asyncio.wait_for(running.wait(), timeout=15)
-            except TimeoutError:
-                running.kill()
-
-    process = await start()
+    audit = Replicas(world, replicas, log_level)
+    await audit.start()
     admin = await world.admin()
     try:
-        print(f"audit benchmark: {os.cpu_count()} cores, one audit process, measured while others share the machine")
+        print(
+            f"audit benchmark: {os.cpu_count()} cores, {replicas} audit process(es), log level {log_level},"
+            f" load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}; CPU is of the audit process(es)"
+        )
 
         # 1. The trail: order.placed events published to the exchange, until every one is an entry.
         batch = [order_event(i) for i in range(events)]
-        base = await admin.fetchval("SELECT seq FROM audit.chain_head")
-        started = time.perf_counter()
+        base = await admin.fetchval(HEAD)
+        cpu, started = audit.cpu(), time.perf_counter()
         publishing = asyncio.create_task(publish(batch, world.exchange))
-        done = await wait_until(admin, "SELECT seq FROM audit.chain_head", base + events, timeout=600)
+        done = await wait_until(admin, HEAD, base + events, timeout=600)
+        cpu = audit.cpu() - cpu
         published_in = await publishing
-        ceiling = await copy_ceiling(
-            admin,
-            "entries",
-            "event_type = 'order.placed'",
-            [
-                "seq",
-                "event_id",
-                "event_type",
-                "source",
-                "event_time",
-                "purpose",
-                "subject_ref",
-                "payload",
-                "prev_hash",
-                "recorded_at",
-                "hash",
-            ],
-        )
-        line("trail: events published -> entries appended", events, done - started, ceiling)
+        ceiling = await copy_ceiling(admin, "entries", "event_type = 'order.placed'", ENTRY_COLUMNS)
+        line("trail: events published -> entries appended", events, done - started, cpu, ceiling)
         line("  (publishing alone, with confirms)", events, published_in)
         verify_started = time.perf_counter()
         await admin.execute("SET search_path TO audit")
         outcome = await trail.verify(admin, full=True)
         line(f"  full verification (ok={outcome.ok})", outcome.checked, time.perf_counter() - verify_started)
 
-        # 1b. The same with the publisher out of the way: a backlog published while the service is down,
-        # timed from the first new entry to the last (the consumer's own rate).
-        await stop(process)
+        # 1b. The same with the publisher out of the way: a backlog published while the service is paused
+        # (SIGSTOP), timed from SIGCONT to the last entry: the consumer's own rate.
+        audit.signal(signal.SIGSTOP)
         backlog = [order_event(events + i) for i in range(events)]
         await publish(backlog, world.exchange)
-        base = await admin.fetchval("SELECT seq FROM audit.chain_head")
-        process = await start()
-        first = await wait_until(admin, "SELECT seq FROM audit.chain_head", base + 1, timeout=600)
-        done = await wait_until(admin, "SELECT seq FROM audit.chain_head", base + events, timeout=600)
-        line("trail: a backlog in the queue -> entries appended", events - 1, done - first)
+        base = await admin.fetchval(HEAD)
+        cpu, started = audit.cpu(), time.perf_counter()
+        audit.signal(signal.SIGCONT)
+        done = await wait_until(admin, HEAD, base + events, timeout=600)
+        cpu = audit.cpu() - cpu
+        line("trail: a backlog in the queue -> entries appended", events, done - started, cpu)
 
         # 2. Page views through the HTTP beacon: every 202 means stored (group commit).
-        view_columns = ["viewed_at", "path", "referrer_host", "visitor_hash"]
-        seconds = await post_views(port, views, connections)
+        cpu = audit.cpu()
+        seconds = await post_views(audit.ports, views, connections)
+        cpu = audit.cpu() - cpu
         stored = await admin.fetchval("SELECT count(*) FROM audit.pageviews")
-        ceiling = await copy_ceiling(admin, "pageviews", "true", view_columns)
-        line(f"page views: POST /v1/pageviews, {connections} connections", views, seconds, ceiling)
+        ceiling = await copy_ceiling(admin, "pageviews", "true", VIEW_COLUMNS)
+        line(f"page views: POST /v1/pageviews, {connections} connections", views, seconds, cpu, ceiling)
         if stored != views:
             print(f"  !! {stored} page views stored for {views} accepted")
 
         # 3. Page views as events from the log shipper (each is also a trail entry).
         if view_events:
             batch = [view_event(i) for i in range(view_events)]
-            started = time.perf_counter()
+            cpu, started = audit.cpu(), time.perf_counter()
             publishing = asyncio.create_task(publish(batch, world.exchange))
             done = await wait_until(admin, "SELECT count(*) FROM audit.pageviews", views + view_events, timeout=600)
+            cpu = audit.cpu() - cpu
             await publishing
-            line("page views: site.page.viewed events (+ trail entries)", view_events, done - started)
+            line("page views: site.page.viewed events (+ trail entries)", view_events, done - started, cpu)
+        if replicas > 1:
+            await admin.execute("SET search_path TO audit")
+            outcome = await trail.verify(admin, full=True)
+            print(f"  chain after {replicas} replicas: ok={outcome.ok}, {outcome.checked} entries")
     finally:
-        await stop(process)
+        await audit.stop()
         await admin.close()
         await world.destroy()
 
@@ -294,10 +341,12 @@ def main() -> None:
     parser.add_argument("--views", type=int, default=30_000)
     parser.add_argument("--view-events", type=int, default=10_000)
     parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--replicas", type=int, default=1, help="audit processes (an operator's way to scale)")
+    parser.add_argument("--log-level", default="warning", help="the services' SPM_LOG_LEVEL (info: access lines)")
     args = parser.parse_args()
     if args.quick:
         args.events, args.views, args.view_events, args.connections = 1000, 1000, 500, 16
-    asyncio.run(run(args.events, args.views, args.view_events, args.connections))
+    asyncio.run(run(args.events, args.views, args.view_events, args.connections, args.replicas, args.log_level))
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""The deployment files, checked without a Docker engine: docker-compose.yml, the Dockerfiles, .env.example.
+"""The deployment files, checked without a Docker engine: docker-compose.yml, the Dockerfile, .env.example.
 
 No Docker runs here, so these tests read the files and check what `docker compose up -d` relies on: every
 container, its ports (CONTRACT section 1), health checks, start order, restart policies, named volumes, one
@@ -110,8 +110,7 @@ def published(container: dict[str, Any]) -> dict[int, str]:
 def test_each_service_listens_on_its_contract_port(containers: dict[str, dict[str, Any]]) -> None:
     for service, port in PORTS.items():
         assert published(containers[service]) == {port: f"${{SPM_{service.upper()}_PORT:-{port}}}"}, service
-        dockerfile = (ROOT / "services" / service / "Dockerfile").read_text(encoding="utf-8")
-        assert re.search(rf"^EXPOSE {port}$", dockerfile, re.MULTILINE), service
+        assert containers[service]["build"]["args"]["PORT"] == str(port), "the image EXPOSEs the contract port"
         # The port inside the container is the default one: no SPM_<SERVICE>_PORT inside it.
         assert f"SPM_{service.upper()}_PORT" not in environment(containers[service])
 
@@ -183,38 +182,39 @@ def test_data_lives_in_named_volumes(compose: dict[str, Any], containers: dict[s
     assert named == used, "every named volume is mounted somewhere"
 
 
-def test_each_service_is_built_from_its_own_dockerfile(containers: dict[str, dict[str, Any]]) -> None:
-    for service in SERVICES:
+def test_each_service_is_built_from_the_one_dockerfile_for_itself(containers: dict[str, dict[str, Any]]) -> None:
+    for service, port in PORTS.items():
         build = containers[service]["build"]
-        assert build == {"context": ".", "dockerfile": f"services/{service}/Dockerfile"}, service
-    # The one-shot bootstrap reuses an image that has spm-admin (every image has: it is in spm-common).
+        assert build == {"context": ".", "args": {"SERVICE": service, "PORT": str(port)}}, service
+    # The one-shot bootstrap reuses a service image: every image has spm-admin (it is in spm-common).
     assert containers["db-init"]["build"]["context"] == "."
-    assert (ROOT / containers["db-init"]["build"]["dockerfile"]).is_file()
+    assert containers["db-init"]["build"]["args"]["SERVICE"] in SERVICES
     assert containers["db-init"]["command"] == ["spm-admin", "bootstrap"]
 
 
-@pytest.mark.parametrize("service", SERVICES)
-def test_the_dockerfile_installs_one_service_from_the_lock_file(service: str) -> None:
-    path = ROOT / "services" / service / "Dockerfile"
-    assert path.is_file()
-    text = path.read_text(encoding="utf-8")
+def test_the_dockerfile_installs_one_service_from_the_lock_file() -> None:
+    text = (ROOT / "Dockerfile").read_text(encoding="utf-8")
     assert re.search(r"^FROM python:3\.1[1-9]-slim\b", text, re.MULTILINE)
     assert re.search(r"^COPY pyproject\.toml uv\.lock ", text, re.MULTILINE)
     syncs = [line for line in text.splitlines() if line.startswith("RUN uv sync")]
     assert syncs, "no uv sync"
     for line in syncs:
         assert "--frozen" in line and "--no-dev" in line, line
-        assert f"--package spm-{service}" in line, line
+        assert '--package "spm-${SERVICE}"' in line, line
     # Installed, not linked to the build stage's source tree, so the final image needs only the environment.
     assert "--no-editable" in syncs[-1]
-    for other in SERVICES:
-        if other != service:
-            assert f"COPY services/{other} " not in text, f"the {service} image must not hold {other}'s code"
+    # Only the chosen service's code goes in (the other services' pyproject.toml files only describe the workspace).
+    copies = [line.split()[1] for line in text.splitlines() if line.startswith("COPY ") and "--from" not in line]
+    assert {c for c in copies if c.startswith("services/") and not c.endswith("pyproject.toml")} == {
+        "services/${SERVICE}"
+    }
     user = re.findall(r"^USER (\S+)$", text, re.MULTILINE)
     assert user and user[-1].split(":")[0] not in ("root", "0"), "the service must not run as root"
-    assert f'CMD ["spm-{service}"]' in text
-    pyproject = (ROOT / "services" / service / "pyproject.toml").read_text(encoding="utf-8")
-    assert f"spm-{service} = " in pyproject, "the CMD is the service's console script"
+    assert re.search(r"^EXPOSE \$\{PORT\}$", text, re.MULTILINE)
+    assert 'exec \\"spm-${SPM_SERVICE}\\"' in text, "PID 1 is the service's console script"
+    for service in SERVICES:
+        pyproject = (ROOT / "services" / service / "pyproject.toml").read_text(encoding="utf-8")
+        assert f"spm-{service} = " in pyproject, "the CMD runs the service's console script"
 
 
 def test_the_docker_build_context_leaves_out_local_state() -> None:

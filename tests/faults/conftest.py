@@ -16,7 +16,8 @@ import pytest
 from spm_common.testing.smtp import SmtpServer
 from spm_common.testing.world import new_world
 
-from .harness import REPORT, System, report_table
+from .checks import REPORT, MailIndex, report_table
+from .harness import System
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -44,6 +45,11 @@ async def system(smtp: SmtpServer, fault_logs: Path) -> AsyncIterator[System]:
     finally:
         await instance.stop()
         await world.destroy()
+
+
+@pytest.fixture(scope="session")
+def mail(smtp: SmtpServer) -> MailIndex:
+    return MailIndex(smtp)
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

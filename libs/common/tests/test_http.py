@@ -9,11 +9,11 @@ from typing import Any
 
 import asyncpg
 import pytest
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, FastAPI, HTTPException, Request, Response
 from pydantic import BaseModel, Field
 from spm_common.db import Connection
 from spm_common.envelope import CloudEvent, new_event
-from spm_common.http import Operator, create_app
+from spm_common.http import Operator, create_app, direct
 from spm_common.outbox import enqueue
 from spm_common.runtime import Runtime
 from spm_common.testing.world import ADMIN_URL, OPERATOR_TOKEN, World, new_world, running
@@ -35,6 +35,17 @@ router = APIRouter(prefix="/v1")
 @router.post("/signups", status_code=201)
 async def sign_up(body: Signup) -> dict[str, int]:
     return {"seats": body.seats}
+
+
+@router.post("/beacons", status_code=202)
+@direct(access_log=False)
+async def beacon(request: Request) -> Response:
+    body = await request.body()
+    if body == b"refuse":
+        raise HTTPException(409, "refused")
+    if body == b"crash":
+        raise RuntimeError("a bug")
+    return Response(b"%d" % len(body), 202)
 
 
 @router.get("/operator-only")
@@ -91,6 +102,23 @@ async def test_metrics_cover_http_events_and_outbox(client: Any) -> None:
     assert 'spm_events_consumed_total{outcome="processed",service="orders",type="probe.metric"}' in samples
     assert 'spm_outbox_backlog{service="orders"} 0.0' in samples
     assert "spm_events_publish_failed_total" in samples
+
+
+async def test_a_direct_route_keeps_the_limits_errors_and_metrics(client: Any) -> None:
+    app = client._transport.app
+    assert ("POST", "/v1/beacons") in app._direct_routes
+    ok = await client.post("/v1/beacons", content=b"hello", headers={"X-Request-ID": "beacon-1"})
+    assert (ok.status_code, ok.text, ok.headers["X-Request-ID"]) == (202, "5", "beacon-1")
+    refused = await client.post("/v1/beacons", content=b"refuse")
+    assert (refused.status_code, refused.json()) == (409, {"detail": "refused"})
+    assert (await client.post("/v1/beacons", content=b"x" * (LIMIT + 1))).status_code == 413
+    with pytest.raises(RuntimeError):  # the test client re-raises what a server would log, after the 500
+        await client.post("/v1/beacons", content=b"crash")
+    assert (await client.get("/v1/beacons")).status_code == 405  # other methods: FastAPI as usual
+    samples = (await client.get("/metrics")).text
+    assert 'route="/v1/beacons",service="orders",status="202"' in samples
+    assert 'route="/v1/beacons",service="orders",status="409"' in samples
+    assert "/v1/beacons" in (await client.get("/openapi.json")).json()["paths"]
 
 
 async def test_a_body_over_the_limit_is_refused_with_413(client: Any) -> None:

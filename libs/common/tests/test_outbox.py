@@ -16,7 +16,7 @@ import orjson
 import pytest
 from spm_common.envelope import CONTENT_TYPE, CloudEvent, new_event
 from spm_common.migrations import migrate
-from spm_common.outbox import OutboxRelay, enqueue
+from spm_common.outbox import AmqpPublisher, OutboxRelay, enqueue
 from spm_common.runtime import Runtime
 
 from .conftest import PROBE_MIGRATIONS, ProbeSettings
@@ -259,3 +259,47 @@ async def test_rows_stay_while_the_broker_refuses_and_go_out_later(
         assert sorted(seen.ids) == sorted(e.id for e in events)
         bodies = {m.message_id: orjson.loads(m.body) for m in seen.messages}
         assert all(bodies[e.id]["id"] == e.id for e in events)
+
+
+async def test_a_batch_the_broker_refuses_stays_and_goes_out_once_it_can(
+    clean_outbox: None,
+    probe_settings: Callable[..., ProbeSettings],
+    tap: Callable[..., Any],
+    amqp: aio_pika.abc.AbstractRobustConnection,
+) -> None:
+    # The runtime's relay writes a whole batch at once: when the broker refuses it (here the exchange does not
+    # exist yet, so the broker closes the channel), every row of it stays, with its error, and goes out later.
+    settings = probe_settings()
+    later = f"{settings.exchange}.later"
+    events = [probe_event() for _ in range(30)]
+    async with parts(settings) as (pool, runtime):
+        publisher = AmqpPublisher(runtime.broker.connect, later, timeout=5)
+        relay = OutboxRelay(
+            pool,
+            settings.role_database_url(),
+            "orders",
+            publisher,
+            publish_many=publisher.publish_many,
+            service="orders",
+            batch_size=20,
+            poll_seconds=0.5,
+        )
+        async with pool.acquire() as conn, conn.transaction():
+            await enqueue(conn, *events)
+        try:
+            with pytest.raises(Exception, match="later"):
+                await relay.publish_batch()
+            waiting = await pool.fetch("SELECT attempts, last_error FROM outbox WHERE published_at IS NULL")
+            assert len(waiting) == 30
+            assert sum(row["attempts"] for row in waiting) == 20
+            assert all("later" in row["last_error"] for row in waiting if row["attempts"])
+
+            async with tap(later, "probe.#") as seen, relays(relay):  # the tap declares the exchange
+                await seen.wait(30, timeout=20)
+                await wait_until(lambda: unpublished(pool), 0)
+                await asyncio.sleep(0.3)  # room for a duplicate to show up
+            assert sorted(seen.ids) == sorted(e.id for e in events)
+        finally:
+            await publisher.close()
+            channel = await amqp.channel()
+            await channel.exchange_delete(later)

@@ -94,6 +94,17 @@ def test_paths_are_normalised(url: str, path: str | None) -> None:
     assert pageviews.normalise_path(url) == path
 
 
+@given(st.from_regex(r"(?:/[A-Za-z0-9_~-]{1,12}){0,8}/?", fullmatch=True))
+def test_a_plain_path_is_what_the_full_normalisation_makes_of_it(path: str) -> None:
+    assert pageviews.normalise_path("https://spmgroup.vn" + path) == pageviews.normalise_fully(path)
+    assert pageviews.normalise_path(path or "/") == pageviews.normalise_fully(path or "/")
+
+
+@given(st.one_of(st.from_regex(trail.TIME_PATTERN, fullmatch=True), st.from_regex(r"[^@0-9:-]*", fullmatch=True)))
+def test_what_scrub_text_skips_the_patterns_would_leave_alone(text: str) -> None:
+    assert trail.scrub_text(text, KEY) == trail.scrub_patterns(text, KEY) == text
+
+
 def test_referrer_host() -> None:
     assert pageviews.referrer_host("https://www.Google.com/search?q=me", "spmgroup.vn") == "www.google.com"
     assert pageviews.referrer_host("https://spmgroup.vn/dict", "spmgroup.vn") is None

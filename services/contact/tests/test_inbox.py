@@ -205,3 +205,25 @@ async def test_the_notifiers_reports_show_as_delivery_status(contact: Contact, w
 async def _status_of(operator: Any, message_id: str, reply_id: str, status: str) -> bool:
     detail = (await operator.get(f"/v1/messages/{message_id}")).json()
     return any(r["id"] == reply_id and r["delivery"]["status"] == status for r in detail["replies"])
+
+
+async def test_other_services_mail_outcomes_cost_no_transaction(contact: Contact, world: World) -> None:
+    """Every notification.sent of the system reaches this queue; only the inbox's own are recorded."""
+    message_id = await post(contact)
+    others = [outcome(f"orders.order:{uuid.uuid4()}", "sent", purpose="fulfil-order") for _ in range(3)]
+    for event in others:
+        await publish(world, event)
+    ours = outcome(f"contact.message:{message_id}", "sent")
+    await publish(world, ours)
+
+    async def recorded() -> set[str] | None:
+        conn = await world.admin()
+        try:
+            rows = await conn.fetch("SELECT event_id FROM contact.inbox")
+        finally:
+            await conn.close()
+        ids = {r["event_id"] for r in rows}
+        return ids if ours.id in ids else None
+
+    ids = await eventually(recorded, what="the inbox's own outcome recorded")
+    assert not ids & {event.id for event in others}

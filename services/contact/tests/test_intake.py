@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import unicodedata
 import uuid
 from collections.abc import AsyncIterator
@@ -101,6 +102,12 @@ async def test_invalid_input_is_422_naming_the_field_without_echoing_it(contact:
 
         response = await client.post("/v1/messages", content=b"{not json", headers={"Content-Type": "application/json"})
         assert response.status_code == 422
+
+        response = await client.post(
+            "/v1/messages", content=b"name=A&email=a%40example.com", headers={"Content-Type": "text/plain"}
+        )
+        assert response.status_code == 422
+        assert [e["loc"] for e in response.json()["detail"]] == [["body"]]
     assert await stored(world, address) == []
 
 
@@ -131,6 +138,40 @@ async def test_the_honeypot_answers_202_and_keeps_nothing(contact: Contact, worl
     assert await stored(world, address) == []
     requests = await outbox_events(world, "notification.requested")
     assert all(e.data["recipient"]["email"] != address for e in requests)
+
+
+async def test_a_database_lost_under_the_write_is_a_503_and_the_next_form_is_stored(
+    contact: Contact, world: World
+) -> None:
+    """Found by the fault suite: a connection cut under the write answered 500 with a traceback."""
+    address, after = new_address(), new_address()
+    admin = await world.admin()
+    try:
+        async with admin.transaction():
+            # The write waits on this lock, so its connection can be killed under it, mid-statement.
+            await admin.execute("LOCK TABLE contact.messages IN SHARE MODE")
+            async with contact.client() as client:
+                posting = asyncio.create_task(client.post("/v1/messages", json=form(email=address)))
+                for _ in range(200):
+                    killed = await admin.fetchval(
+                        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                        " WHERE datname = $1 AND usename = 'spm_contact' AND wait_event_type = 'Lock'",
+                        world.name,
+                    )
+                    if killed:
+                        break
+                    await asyncio.sleep(0.05)
+                assert killed, "the write waited on the lock"
+                response = await posting
+    finally:
+        await admin.close()
+    assert response.status_code == 503
+    assert response.headers["Retry-After"] == "5"
+    assert "try again" in response.json()["detail"]
+    assert await stored(world, address) == []
+    async with contact.client() as client:
+        assert (await client.post("/v1/messages", json=form(email=after))).status_code == 202
+    assert len(await stored(world, after)) == 1
 
 
 async def test_a_burst_from_one_client_is_limited_and_others_are_not(contact: Contact, world: World) -> None:
@@ -182,3 +223,18 @@ async def test_the_global_limit_applies_to_everyone_together(world: World) -> No
                 statuses.append(response.status_code)
         assert statuses == [202, 202, 202, 429]
         assert 1 <= int(response.headers["Retry-After"]) <= 7200
+
+
+async def test_attempts_arriving_together_are_counted_one_by_one(world: World) -> None:
+    # Sent at once, the attempts are admitted together, by one statement; each must still be counted as if
+    # it had come alone, and those refused for their client must not count against everyone's limit.
+    async with started(world, contact_rate_global=6, contact_rate_global_window_seconds=7300) as service:
+        async with service.client(random_ip()) as one_client:
+            burst = await asyncio.gather(*(one_client.post("/v1/messages", json=form()) for _ in range(8)))
+        assert sorted(r.status_code for r in burst) == [202] * 5 + [429] * 3
+
+        async def from_elsewhere() -> int:
+            async with service.client() as client:
+                return (await client.post("/v1/messages", json=form())).status_code
+
+        assert sorted(await asyncio.gather(*(from_elsewhere() for _ in range(3)))) == [202, 429, 429]

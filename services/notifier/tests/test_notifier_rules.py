@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import aiosmtplib
 import pytest
-from notifier.deliveries import backoff_seconds
+from email_validator import EmailNotValidError, validate_email
+from notifier.deliveries import _address_problem, backoff_seconds
 from notifier.policy import RecipientFacts, check_request, refusal
 from notifier.smtp import classify
 from notifier.tokens import InvalidToken, make_token, read_token, recipient_ref
@@ -104,3 +105,35 @@ def test_backoff_grows_with_jitter_and_a_ceiling() -> None:
     assert all(20 <= s <= 40 for s in samples[100:150])
     assert len(set(samples[:50])) > 1
     assert all(150 <= backoff_seconds(30, 10, 300) <= 300 for _ in range(20))
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "buyer@example.vn",
+        "Jane.Doe+orders@Mail.Example.com",
+        "a_b%c-d@sub-domain.example.org",
+        "x" * 65 + "@example.com",
+        "user@xn--bcher-kva.example",
+        "user@example.onion",
+        '"quoted local"@example.com',
+        "nguyễn@example.vn",
+        "no-at-sign.example.com",
+        "two..dots@example.com",
+        ".leading@example.com",
+        "user@localhost",
+        "user@example.test",
+        "user@-bad-.example.com",
+        "user@example",
+        "user@exa_mple.com",
+        "user@example.com\r\nBcc: other@example.com",
+    ],
+)
+def test_address_check_agrees_with_email_validator(address: str) -> None:
+    # Plain addresses are checked by a pattern, the rest by email-validator: the verdict is the same.
+    try:
+        validate_email(address, check_deliverability=False, allow_smtputf8=False, allow_display_name=False)
+        expected = None
+    except EmailNotValidError:
+        expected = "recipient address is not a deliverable e-mail address"
+    assert _address_problem(address) == expected

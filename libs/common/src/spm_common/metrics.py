@@ -10,7 +10,8 @@ HTTP_LATENCY = Histogram(
 )
 EVENTS_CONSUMED = Counter(
     "spm_events_consumed_total",
-    "Events taken from the service's queue, by outcome: processed, duplicate, retried, dead_lettered",
+    "Events taken from the service's queue, by outcome: processed, duplicate, ignored (not its concern),"
+    " retried, dead_lettered",
     ["service", "type", "outcome"],
 )
 EVENTS_PUBLISHED = Counter("spm_events_published_total", "Events published by the outbox relay", ["service", "type"])

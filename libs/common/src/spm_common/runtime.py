@@ -25,10 +25,10 @@ from faststream.specification import AsyncAPI
 from pydantic import BaseModel
 
 from spm_common.consumer import EventConsumer, Handler, Scrub
-from spm_common.envelope import CONTENT_TYPE
+from spm_common.envelope import CloudEvent
 from spm_common.logging import get_logger
 from spm_common.migrations import migrate
-from spm_common.outbox import OutboxRelay
+from spm_common.outbox import AmqpPublisher, OutboxRelay
 from spm_common.redaction import describe_error
 from spm_common.settings import ServiceSettings
 from spm_common.topology import Topology
@@ -57,6 +57,7 @@ class Runtime:
         background: Sequence[BackgroundTask] = (),
         description: str = "",
         scrub: Scrub | None = None,
+        accepts: Callable[[CloudEvent], bool] | None = None,
     ) -> None:
         self.settings = settings
         self.migrations = migrations
@@ -81,6 +82,7 @@ class Runtime:
                 retry_delay_ms=settings.retry_delay_ms,
                 batch_size=min(settings.consumer_batch, settings.prefetch),
                 scrub=scrub,
+                accepts=accepts,
             )
             if handlers
             else None
@@ -93,6 +95,9 @@ class Runtime:
         self._background = background
         self._pool: asyncpg.Pool | None = None
         self.relay: OutboxRelay | None = None
+        self._publisher = AmqpPublisher(
+            self.broker.connect, self.topology.exchange_name, timeout=PUBLISH_TIMEOUT_SECONDS
+        )
         self._tasks: list[asyncio.Task[None]] = []
 
     @property
@@ -122,6 +127,7 @@ class Runtime:
                     "search_path": self.settings.db_schema,
                     "application_name": f"spm-{self.settings.service}",
                 },
+                reset=_keep_session,
             ),
         )
         # A migration may take longer than any statement of the running service: a connection of its own.
@@ -146,6 +152,7 @@ class Runtime:
             service=self.settings.service,
             batch_size=self.settings.outbox_batch,
             poll_seconds=self.settings.outbox_poll_seconds,
+            publish_many=self._publisher.publish_many,
         )
         self._spawn(self.relay.run, "outbox-relay")
         for task in self._background:
@@ -163,6 +170,7 @@ class Runtime:
         self._tasks.clear()
         if self.relay is not None:
             await self.relay.close()
+        await self._publisher.close()
         try:
             async with asyncio.timeout(STOP_TIMEOUT_SECONDS):
                 await self.broker.stop()
@@ -184,17 +192,7 @@ class Runtime:
 
     async def publish(self, event_type: str, event_id: str, body: bytes) -> Any:
         """Publish one CloudEvent body with CONTRACT section 3's properties; returns once confirmed."""
-        return await self.broker.publish(
-            body,
-            exchange=self.topology.exchange,
-            routing_key=event_type,
-            persist=True,
-            mandatory=False,
-            content_type=CONTENT_TYPE,
-            message_id=event_id,
-            message_type=event_type,
-            timeout=PUBLISH_TIMEOUT_SECONDS,
-        )
+        return await self._publisher(event_type, event_id, body)
 
     def _broker_reconnected(self, *_: Any) -> None:
         # Rows that waited while the broker was away go out now, not when the relay's backoff ends.
@@ -230,6 +228,13 @@ class Runtime:
                     delay = min(delay * 2, 30.0)
 
         self._tasks.append(asyncio.create_task(supervised(), name=name))
+
+
+async def _keep_session(_: asyncpg.Connection) -> None:
+    """Replaces asyncpg's reset of a connection returned to the pool, one more round trip on every release
+    (`pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL`). The services leave no session state on
+    pooled connections: settings are `SET LOCAL`, LISTEN has a connection of its own, the migration lock is
+    released by the migration. asyncpg still rolls back a transaction left open before calling this."""
 
 
 def _log_task_stacks() -> None:

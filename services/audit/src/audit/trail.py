@@ -62,9 +62,16 @@ PERSONAL_FIELDS = (PERSONAL_KEYS - EMAIL_FIELDS) | {
 # address inside becomes a reference rather than disappearing.
 CONTAINER_FIELDS = frozenset({"purchaser", "recipient", "sender", "to", "rcpt"})
 LICENSE_KEY_RE = re.compile(r"(?<![A-Za-z0-9-])[A-Z0-9]{4,8}(?:-[A-Z0-9]{4,8}){3,7}(?![A-Za-z0-9-])")
-# Identifiers, not personal data, whose digits can look like a Luhn-valid card number by chance.
-IDENTIFIER_RE = re.compile(r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}|[0-9a-fA-F]{32,}")
+# Times (ISO 8601), which no pattern below would change (under 13 digits in a row, one dot, no "::"): events
+# are full of them.
+TIME_PATTERN = r"\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,9})?)?(?:Z|[+-]\d{2}:\d{2})?)?"
+# Left as they are: identifiers, not personal data, whose digits can look like a Luhn-valid card number by
+# chance; and times.
+IDENTIFIER_RE = re.compile(r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}|[0-9a-fA-F]{32,}|" + TIME_PATTERN)
 DIGITS_RE = re.compile(r"\d")
+# Every shape scrub_text looks for holds one of these: "@" (an address), a digit (a card, an IPv4 address),
+# "-" (a license key), ":" (an IPv6 address). Most names and values hold none and are left as they are.
+SCRUB_CANDIDATE_RE = re.compile(r"[@\d:-]")
 IPV6_CANDIDATE_RE = re.compile(r"(?<![\w:])[0-9A-Fa-f]{0,4}(?::[0-9A-Fa-f]{0,4}){2,7}(?:%\w+)?(?![\w:])")
 MAX_DEPTH = 30
 MAX_SAFE_INTEGER = 2**53 - 1  # RFC 8785 numbers are IEEE doubles: larger integers travel as strings
@@ -107,8 +114,13 @@ def _ipv6(match: re.Match[str]) -> str:
 def scrub_text(text: str, key: bytes) -> str:
     """Free text that may hide personal data: addresses become references, cards are masked to their
     last four digits, license keys and IP addresses are removed. A UUID or a hex digest is left as it is."""
-    if len(text) < 6 or IDENTIFIER_RE.fullmatch(text):  # no address fits in fewer characters
-        return text
+    if len(text) < 6 or not SCRUB_CANDIDATE_RE.search(text) or IDENTIFIER_RE.fullmatch(text):
+        return text  # no address fits in fewer than 6 characters
+    return scrub_patterns(text, key)
+
+
+def scrub_patterns(text: str, key: bytes) -> str:
+    """`scrub_text`'s work, on any text."""
     if "@" in text:
         text = EMAIL_RE.sub(lambda m: "ref:" + subject_ref(m.group(0), key), text)
     if DIGITS_RE.search(text):
@@ -137,6 +149,8 @@ def pseudonymise(value: Any, key: bytes, depth: int = 0) -> Any:
                 out[name] = pseudonymise(v, key, depth + 1)
             elif lowered in PERSONAL_FIELDS:
                 out[name] = REMOVED if v not in (None, "", [], {}) else v
+            elif isinstance(v, str):  # the usual leaf, without a call for it
+                out[scrub_text(name, key)] = scrub_text(v, key)
             else:
                 out[scrub_text(name, key)] = pseudonymise(v, key, depth + 1)
         return out

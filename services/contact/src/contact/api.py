@@ -9,21 +9,25 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal, cast
 
+import asyncpg
 from email_validator import EmailNotValidError, validate_email
 from fastapi import APIRouter, Header, HTTPException, Query, Request, Response, status
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
-from spm_common.http import BAD_BODY, OPERATOR_ONLY, Operator, RuntimeDep
+from spm_common.http import BAD_BODY, OPERATOR_ONLY, Operator, RuntimeDep, direct, validated_body
 from spm_common.runtime import Runtime
 
 from contact import inbox, ratelimit, store
 from contact.inbox import MessageIsClosed, MessageNotFound, ReplyForm
-from contact.intake import ContactForm, Locale, new_message, preferred_locale, receipt_events
+from contact.intake import ContactForm, Locale, new_message, preferred_locale
 from contact.settings import Settings
 from contact.writer import MessageWriter
 
 public = APIRouter(prefix="/v1", tags=["website"])
 operators = APIRouter(prefix="/v1", tags=["inbox"], responses=OPERATOR_ONLY)
+# What the database raises when it is away or a connection dies under a statement.
+DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
+RETRY_AFTER_SECONDS = 5
 
 DeliveryStatus = Literal["queued", "sent", "failed"]
 MessageStatus = Literal["new", "answered", "closed"]
@@ -97,9 +101,15 @@ class PrivacyPolicy(BaseModel):
     summary="Receive a message from the website's contact form",
     responses={
         **BAD_BODY,
+        422: {"description": "The body is not a valid message; each bad field is named, its value never echoed"},
         429: {"description": "Too many messages from this client or in all; see Retry-After"},
+        503: {"description": "The database cannot be reached; the form may be sent again (see Retry-After)"},
     },
     openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": ContactForm.model_json_schema()}},
+        },
         "parameters": [
             {
                 "name": "Accept-Language",
@@ -108,16 +118,17 @@ class PrivacyPolicy(BaseModel):
                 "schema": {"type": "string"},
                 "description": "the acknowledgement's language where the form names no locale (vi or en)",
             }
-        ]
+        ],
     },
 )
-async def post_message(form: ContactForm, request: Request) -> Any:
-    # The runtime and the header are read from the request rather than declared as dependencies and
-    # parameters: FastAPI's per-request work for those is a measurable share of this, the hottest route.
-    runtime: Runtime = request.app.state.runtime
+@direct()
+async def post_message(request: Request) -> Response:
+    # The body is validated here, with the same model and the same 422 as a declared body would be.
+    form = validated_body(ContactForm, request.headers.get("content-type"), await request.body())
     if form.is_spam:
         # The bot is told what a person would be told, and nothing is stored or sent.
         return _accepted(uuid.uuid4())
+    runtime: Runtime = request.app.state.runtime
     settings = cast(Settings, runtime.settings)
     if settings.contact_check_email_domain and not await _domain_exists(form.email):
         return JSONResponse(
@@ -128,27 +139,33 @@ async def post_message(form: ContactForm, request: Request) -> Any:
             },
             status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
         )
-    accept_language = request.headers.get("accept-language")
-    message = new_message(form, preferred_locale(form.locale, accept_language), settings.mail_from)
-    now = message.received_at.timestamp()
+    message = new_message(
+        form, preferred_locale(form.locale, request.headers.get("accept-language")), settings.mail_from
+    )
     counted = ratelimit.buckets(
         ratelimit.client_bucket(request.client.host if request.client else "unknown", settings.client_key()),
         ratelimit.Limit(settings.contact_rate_per_client, settings.contact_rate_client_window_seconds),
         ratelimit.Limit(settings.contact_rate_global, settings.contact_rate_global_window_seconds),
-        now,
+        message.received_at.timestamp(),
     )
-    # The form is the hottest path of the system: one round trip to admit, then a group commit.
-    async with runtime.pool.acquire() as conn:
-        client_hits, global_hits, policy_version = await store.admit(conn, counted, message.received_at)
-    decision = ratelimit.decide(counted, client_hits, global_hits, now)
+    try:
+        # Counted and, if within the limits, stored, together with the messages arriving at the same time.
+        writer: MessageWriter = request.app.state.writer
+        decision = await writer.store(message, counted)
+    except DB_ERRORS:
+        # The database went away, perhaps mid-write: the message may or may not be stored, which only a 503
+        # says (a 500 said nothing). The form may be sent again; at worst the operators see it twice.
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE,
+            "the message could not be stored now; please try again shortly",
+            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+        ) from None
     if not decision.allowed:
         raise HTTPException(
             status.HTTP_429_TOO_MANY_REQUESTS,
             "too many messages; please try again later",
             headers={"Retry-After": str(decision.retry_after)},
         )
-    writer: MessageWriter = request.app.state.writer
-    await writer.store(message, policy_version, receipt_events(message, policy_version, settings.source))
     return _accepted(message.id)
 
 

@@ -26,6 +26,9 @@ def build(settings: Settings) -> Runtime:
         settings,
         migrations=MIGRATIONS,
         handlers=dict.fromkeys(CONSUMES, inbox.record_outcome),
+        # The outcome of every e-mail of the system arrives (the routing key is the event type); only those of
+        # this service's mail, purpose answer-message, are worth a transaction.
+        accepts=inbox.concerns_contact,
         publishes=PUBLISHES,
         background=[retention_job],
         description=__doc__ or "",
@@ -49,7 +52,7 @@ def create(settings: Settings | None = None) -> FastAPI:
             # Before the first request, so every message can record the policy version in force.
             async with runtime.pool.acquire() as conn:
                 await policy.publish_shipped(conn, settings.source)
-            app.state.writer = MessageWriter(runtime.pool)
+            app.state.writer = MessageWriter(runtime.pool, settings.source)
             app.state.writer.start()
             try:
                 yield

@@ -110,6 +110,10 @@ async def close(conn: Connection, message_id: uuid.UUID, source: str) -> None:
     )
 
 
+def concerns_contact(event: CloudEvent) -> bool:
+    return event.purpose == PURPOSE
+
+
 async def record_outcome(conn: Connection, event: CloudEvent) -> None:
     """Handler of notification.sent / notification.failed: the delivery status of an acknowledgement or a reply.
 

@@ -165,7 +165,9 @@ def new_message(form: ContactForm, locale: Locale, mail_from: str) -> Received:
     )
 
 
-def receipt_events(message: Received, policy_version: int | None, source: str) -> list[CloudEvent]:
+def receipt_events(
+    message: Received, policy_version: int | None, source: str, correlation_id: str | None = None
+) -> list[CloudEvent]:
     """What storing a message causes: the fact, and the acknowledgement to its sender."""
     fact = new_event(
         MESSAGE_RECEIVED,
@@ -177,6 +179,7 @@ def receipt_events(message: Received, policy_version: int | None, source: str) -
             received_at=message.received_at,
             privacy_policy_version=policy_version,
         ),
+        correlation_id=correlation_id,
         purpose=PURPOSE,
     )
     acknowledgement = new_event(
@@ -191,6 +194,7 @@ def receipt_events(message: Received, policy_version: int | None, source: str) -
             message_id=message.ack_message_id,
             reference=f"contact.message:{message.id}",
         ),
+        correlation_id=correlation_id,
         purpose=PURPOSE,
     )
     return [fact, acknowledgement]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import asyncpg
 from spm_common.db import Connection
@@ -232,23 +232,61 @@ async def get_policy(conn: Connection, version: int | None) -> asyncpg.Record | 
 # Rate limits
 
 
-async def admit(conn: Connection, counted: Buckets, at: datetime) -> tuple[int, int | None, int | None]:
-    """What the intake needs before storing, in one round trip: count the attempt in its client's bucket
-    and, where that stays within the client's limit, in the global one; and find the privacy policy version
-    in force at `at`. Returns (client hits, global hits or None, policy version or None).
+class Admission(NamedTuple):
+    client_hits: int
+    global_hits: int | None  # None where the attempt was over its client's limit, so not counted globally
+    policy_version: int | None
 
-    The counters are an unlogged table and this statement writes nothing else, so its commit waits for no
-    disk flush and the hot rows stay locked for microseconds."""
-    row: Any = await conn.fetchrow(
-        "WITH client AS ("
-        "  INSERT INTO rate_counters (bucket, window_start, hits, expires_at) VALUES ($1, $2, 1, $3)"
-        "  ON CONFLICT (bucket, window_start) DO UPDATE SET hits = rate_counters.hits + 1 RETURNING hits),"
+
+async def admit(conn: Connection, attempts: list[tuple[Buckets, datetime]]) -> list[Admission]:
+    """What the intake needs before storing, for many attempts in one round trip, in their order: count each
+    attempt in its client's bucket and, where that stays within the client's limit, in the global one; and
+    find the privacy policy version in force at its time. Returns (client hits, global hits or None, policy
+    version or None) of each attempt, the hits counted as if the attempts had come one after another.
+
+    A bucket's row is updated once per statement (by the number of attempts in it), so each attempt's count
+    is the new total less those after it in the batch. The counters are an unlogged table and this statement
+    writes nothing else, so its commit waits for no disk flush and the hot rows stay locked for microseconds;
+    the rows are locked in one order (client buckets sorted, then the global one), so replicas cannot
+    deadlock each other."""
+    rows = await conn.fetch(
+        "WITH attempt AS ("
+        "  SELECT * FROM unnest($1::text[], $2::timestamptz[], $3::timestamptz[], $4::integer[],"
+        "  $5::text[], $6::timestamptz[], $7::timestamptz[], $8::timestamptz[]) WITH ORDINALITY"
+        "  AS a(client, client_start, client_end, client_limit, overall, overall_start, overall_end, at, n)),"
+        " client AS ("
+        "  INSERT INTO rate_counters (bucket, window_start, hits, expires_at)"
+        "  SELECT client, client_start, count(*), max(client_end) FROM attempt"
+        "  GROUP BY client, client_start ORDER BY client, client_start"
+        "  ON CONFLICT (bucket, window_start) DO UPDATE SET hits = rate_counters.hits + excluded.hits"
+        "  RETURNING bucket, window_start, hits),"
+        " client_counted AS ("
+        "  SELECT a.*, c.hits - count(*) OVER same_bucket"
+        "  + row_number() OVER (same_bucket ORDER BY a.n) AS client_hits"
+        "  FROM attempt a JOIN client c ON (c.bucket, c.window_start) = (a.client, a.client_start)"
+        "  WINDOW same_bucket AS (PARTITION BY a.client, a.client_start)),"
+        " within AS ("
+        "  SELECT n, overall, overall_start, overall_end, count(*) OVER same_bucket AS in_batch,"
+        "  row_number() OVER (same_bucket ORDER BY n) AS position FROM client_counted"
+        "  WHERE client_hits <= client_limit WINDOW same_bucket AS (PARTITION BY overall, overall_start)),"
         " overall AS ("
         "  INSERT INTO rate_counters (bucket, window_start, hits, expires_at)"
-        "  SELECT $5, $6, 1, $7 FROM client WHERE client.hits <= $4"
-        "  ON CONFLICT (bucket, window_start) DO UPDATE SET hits = rate_counters.hits + 1 RETURNING hits)"
-        " SELECT (SELECT hits FROM client) AS client_hits, (SELECT hits FROM overall) AS global_hits,"
-        " (SELECT max(version) FROM privacy_policies WHERE effective_from <= $8) AS policy_version",
+        "  SELECT overall, overall_start, count(*), max(overall_end) FROM within"
+        "  GROUP BY overall, overall_start ORDER BY overall, overall_start"
+        "  ON CONFLICT (bucket, window_start) DO UPDATE SET hits = rate_counters.hits + excluded.hits"
+        "  RETURNING bucket, window_start, hits)"
+        " SELECT c.client_hits, o.hits - w.in_batch + w.position AS global_hits,"
+        "  (SELECT max(version) FROM privacy_policies WHERE effective_from <= c.at) AS policy_version"
+        " FROM client_counted c LEFT JOIN within w ON w.n = c.n"
+        " LEFT JOIN overall o ON (o.bucket, o.window_start) = (w.overall, w.overall_start)"
+        " ORDER BY c.n",
+        *(list(column) for column in zip(*(_attempt(counted, at) for counted, at in attempts), strict=True)),
+    )
+    return [Admission(int(row["client_hits"]), row["global_hits"], row["policy_version"]) for row in rows]
+
+
+def _attempt(counted: Buckets, at: datetime) -> tuple[Any, ...]:
+    return (
         counted.client,
         counted.client_start,
         counted.client_end,
@@ -258,7 +296,6 @@ async def admit(conn: Connection, counted: Buckets, at: datetime) -> tuple[int, 
         counted.overall_end,
         at,
     )
-    return int(row["client_hits"]), row["global_hits"], row["policy_version"]
 
 
 async def sweep_rate_counters(conn: Connection) -> None:

@@ -1,6 +1,7 @@
 """Wiring of the notifier: it consumes notification.requested, sends due deliveries, reports outcomes."""
 
 from fastapi import FastAPI
+from spm_common.consumer import batched
 from spm_common.db import Connection
 from spm_common.envelope import CloudEvent
 from spm_common.http import create_app
@@ -19,8 +20,9 @@ from notifier.settings import MIGRATIONS, Settings
 def build(settings: Settings) -> Runtime:
     composer = Composer(settings.mail_from)  # compiles every template now: a broken one stops the start
 
-    async def on_request(conn: Connection, event: CloudEvent) -> None:
-        await deliveries.record(conn, event, settings)
+    @batched
+    async def on_requests(conn: Connection, events: list[CloudEvent]) -> None:
+        await deliveries.record(conn, events, settings)
 
     async def sender(runtime: Runtime) -> None:
         await deliveries.Sender(runtime.pool, settings, composer).run()
@@ -28,7 +30,7 @@ def build(settings: Settings) -> Runtime:
     return Runtime(
         settings,
         migrations=MIGRATIONS,
-        handlers={NOTIFICATION_REQUESTED: on_request},
+        handlers={NOTIFICATION_REQUESTED: on_requests},
         publishes=PUBLISHES,
         background=[sender],
         description=__doc__ or "",

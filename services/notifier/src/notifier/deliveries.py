@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,7 +23,7 @@ from email_validator import EmailNotValidError, validate_email
 from prometheus_client import Counter
 from spm_common.db import Connection
 from spm_common.envelope import CloudEvent, new_event
-from spm_common.logging import get_logger
+from spm_common.logging import bound_contextvars, get_logger
 from spm_common.notifications import (
     NOTIFICATION_FAILED,
     NOTIFICATION_SENT,
@@ -55,41 +56,54 @@ DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.Int
 # --- recording ------------------------------------------------------------------------------------------
 
 
-async def record(conn: Connection, event: CloudEvent, settings: Settings) -> None:
-    """Handler of notification.requested: one delivery per (event, recipient), pending or refused at once."""
-    request = NotificationRequested.model_validate(event.data)
-    ref = recipient_ref(request.recipient.email, settings.recipient_key())
-    message_id = usable_message_id(request.message_id) or stable_message_id(
-        f"{event.source}|{event.id}|{ref}", settings.mail_from
-    )
-    problem = check_request(request.template, request.purpose, request.context) or _address_problem(
-        request.recipient.email
-    )
-    if request.purpose == "fulfil-order" and problem is None:
-        await store.mark_purchaser(conn, ref)
-    inserted = await store.insert_delivery(
-        conn,
-        store.NewDelivery(
-            request_event_id=event.id,
-            recipient_ref=ref,
-            purpose=request.purpose,
-            template=request.template,
-            locale=request.locale,
-            reference=request.reference,
-            message_id=message_id,
-            correlation_id=event.correlationid,
-            request=None if problem else orjson.dumps(request.model_dump(mode="json")).decode(),
-            status="failed" if problem else "pending",
-            last_error=problem,
-        ),
-    )
-    if not inserted:
-        return
-    if problem:
-        log.warning("notification request refused", template=request.template, error=problem)
-        DELIVERIES.labels("refused").inc()
-        await enqueue(
-            conn,
+async def record(conn: Connection, events: list[CloudEvent], settings: Settings) -> None:
+    """Handler of notification.requested, batched: one delivery per (event, recipient), pending or refused at
+    once, for every event of the consumer's batch in a few statements. An invalid request raises, and the
+    consumer then takes the batch one event at a time, so only that one is dead-lettered."""
+    key = settings.recipient_key()
+    new: list[store.NewDelivery] = []
+    purchasers: list[str] = []
+    by_key: dict[tuple[str, str], tuple[CloudEvent, NotificationRequested, str | None]] = {}
+    for event in events:
+        request = NotificationRequested.model_validate(event.data)
+        ref = recipient_ref(request.recipient.email, key)
+        message_id = usable_message_id(request.message_id) or stable_message_id(
+            f"{event.source}|{event.id}|{ref}", settings.mail_from
+        )
+        problem = check_request(request.template, request.purpose, request.context) or _address_problem(
+            request.recipient.email
+        )
+        if request.purpose == "fulfil-order" and problem is None:
+            purchasers.append(ref)
+        by_key.setdefault((event.id, ref), (event, request, problem))
+        new.append(
+            store.NewDelivery(
+                request_event_id=event.id,
+                recipient_ref=ref,
+                purpose=request.purpose,
+                template=request.template,
+                locale=request.locale,
+                reference=request.reference,
+                message_id=message_id,
+                correlation_id=event.correlationid,
+                request=None if problem else orjson.dumps(request.model_dump(mode="json")).decode(),
+                status="failed" if problem else "pending",
+                last_error=problem,
+            )
+        )
+    if purchasers:
+        await store.mark_purchasers(conn, purchasers)
+    inserted = await store.insert_deliveries(conn, new)
+    refused: list[CloudEvent] = []
+    due = False
+    for inserted_key in inserted:
+        event, request, problem = by_key[inserted_key]
+        if problem is None:
+            due = True
+            continue
+        with bound_contextvars(event_id=event.id, correlation_id=event.correlationid):
+            log.warning("notification request refused", template=request.template, error=problem)
+        refused.append(
             _outcome(
                 settings.source,
                 event.id,
@@ -98,13 +112,33 @@ async def record(conn: Connection, event: CloudEvent, settings: Settings) -> Non
                 request.template,
                 problem,
                 event.correlationid,
-            ),
+            )
         )
-    else:
+    if refused:
+        DELIVERIES.labels("refused").inc(len(refused))
+        await enqueue(conn, *refused)
+    if due:
         await store.notify_due(conn)
 
 
+# Plain ASCII addresses, nearly all of them, are checked by this pattern alone (email-validator costs
+# ~0.2-0.3 ms an address, more than the rest of recording a request); anything else goes through
+# email-validator. The pattern accepts a subset of what email-validator accepts.
+_PLAIN_ADDRESS = re.compile(
+    r"[a-z0-9_%+-]+(?:\.[a-z0-9_%+-]+)*@(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}",
+    re.ASCII | re.IGNORECASE,
+)
+_SPECIAL_USE_DOMAINS = frozenset({"arpa", "invalid", "local", "localhost", "onion", "test"})
+
+
 def _address_problem(email: str) -> str | None:
+    if (
+        len(email) <= 254
+        and _PLAIN_ADDRESS.fullmatch(email)
+        and len(email.partition("@")[0]) <= 64
+        and email.rsplit(".", 1)[-1].lower() not in _SPECIAL_USE_DOMAINS
+    ):
+        return None
     try:
         validate_email(email, check_deliverability=False, allow_smtputf8=False, allow_display_name=False)
     except EmailNotValidError:

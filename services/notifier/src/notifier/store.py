@@ -33,39 +33,44 @@ class NewDelivery:
     last_error: str | None = None
 
 
-async def insert_delivery(conn: Connection, d: NewDelivery) -> bool:
-    """Record one delivery; False when (event, recipient) was recorded before."""
-    inserted = await conn.fetchval(
+async def insert_deliveries(conn: Connection, rows: Sequence[NewDelivery]) -> list[tuple[str, str]]:
+    """Record deliveries in one statement; return the (request event id, recipient ref) of those that are new
+    (one recorded before, or twice in `rows`, is not)."""
+    if not rows:
+        return []
+    inserted = await conn.fetch(
         "INSERT INTO deliveries (request_event_id, recipient_ref, purpose, template, locale, reference, message_id,"
         " correlation_id, request, status, last_error, failed_at)"
-        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb, $10, $11,"
-        " CASE WHEN $10 = 'failed' THEN now() END)"
-        " ON CONFLICT (request_event_id, recipient_ref) DO NOTHING RETURNING true",
-        d.request_event_id,
-        d.recipient_ref,
-        d.purpose,
-        d.template,
-        d.locale,
-        d.reference,
-        d.message_id,
-        d.correlation_id,
-        d.request,
-        d.status,
-        d.last_error,
+        " SELECT e, r, p, t, l, ref, m, c, q::jsonb, s, err, CASE WHEN s = 'failed' THEN now() END"
+        " FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],"
+        "  $8::text[], $9::text[], $10::text[], $11::text[]) AS x(e, r, p, t, l, ref, m, c, q, s, err)"
+        " ON CONFLICT (request_event_id, recipient_ref) DO NOTHING RETURNING request_event_id, recipient_ref",
+        [d.request_event_id for d in rows],
+        [d.recipient_ref for d in rows],
+        [d.purpose for d in rows],
+        [d.template for d in rows],
+        [d.locale for d in rows],
+        [d.reference for d in rows],
+        [d.message_id for d in rows],
+        [d.correlation_id for d in rows],
+        [d.request for d in rows],
+        [d.status for d in rows],
+        [d.last_error for d in rows],
     )
-    return bool(inserted)
+    return [(row["request_event_id"], row["recipient_ref"]) for row in inserted]
 
 
 async def notify_due(conn: Connection) -> None:
     await conn.execute(f"SELECT pg_notify('{DUE_CHANNEL}', '')")
 
 
-async def mark_purchaser(conn: Connection, ref: str) -> None:
+async def mark_purchasers(conn: Connection, refs: Sequence[str]) -> None:
     await conn.execute(
-        "INSERT INTO recipients (recipient_ref, purchaser_since) VALUES ($1, now())"
+        "INSERT INTO recipients (recipient_ref, purchaser_since)"
+        " SELECT DISTINCT ref, now() FROM unnest($1::text[]) AS x(ref)"
         " ON CONFLICT (recipient_ref) DO UPDATE"
         " SET purchaser_since = COALESCE(recipients.purchaser_since, EXCLUDED.purchaser_since)",
-        ref,
+        list(refs),
     )
 
 

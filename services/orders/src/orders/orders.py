@@ -11,16 +11,13 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any, Literal
 
-import orjson
 from spm_common import cards
 from spm_common.consumer import PermanentError
 from spm_common.db import Connection
 from spm_common.envelope import CloudEvent, Purpose, new_event
 from spm_common.notifications import NOTIFICATION_REQUESTED, NotificationRequested, Recipient
-from spm_common.outbox import enqueue
 
 from orders import licenses, store
 from orders.events import (
@@ -81,7 +78,6 @@ class _Order:
     order: OrderPlaced
     removed: cards.Findings
     id: uuid.UUID = field(default_factory=uuid.uuid4)
-    purchaser_id: int = 0
     keys: list[list[str]] = field(default_factory=list)  # per item line
 
 
@@ -103,15 +99,10 @@ async def place_orders(conn: Connection, batch: Sequence[Incoming], config: Conf
     first: dict[tuple[str, str], _Order] = {}
     for candidate in accepted:
         first.setdefault((candidate.source, candidate.order.order_id), candidate)
-    existing = await store.existing_orders(conn, list(first))
-    fresh = [o for key, o in first.items() if key not in existing]
-    if fresh:
-        inserted = await _record(conn, fresh, config)
-        lost = [key for key, o in first.items() if key not in existing and o.id not in inserted]
-        if lost:  # a replica recorded the same order a moment ago
-            existing.update(await store.existing_orders(conn, lost))
-        fresh = [o for o in fresh if o.id in inserted]
-    new_ids = {id(o) for o in fresh}
+    inserted = await _record(conn, list(first.values()), config)
+    # Orders recorded before (or a moment ago by a replica): their results name the order that was kept.
+    known = [key for key, o in first.items() if o.id not in inserted]
+    existing = await store.existing_orders(conn, known) if known else {}
     results = []
     for candidate in accepted:
         key = (candidate.source, candidate.order.order_id)
@@ -119,92 +110,58 @@ async def place_orders(conn: Connection, batch: Sequence[Incoming], config: Conf
         if key in existing:
             results.append(Recorded(existing[key], duplicate=True))
         else:
-            results.append(Recorded(winner.id, duplicate=candidate is not winner or id(winner) not in new_ids))
+            results.append(Recorded(winner.id, duplicate=candidate is not winner or winner.id not in inserted))
     return results
 
 
-async def _record(conn: Connection, fresh: list[_Order], config: Config) -> set[uuid.UUID]:
-    skus = {item.sku for o in fresh for item in o.order.items}
+async def _record(conn: Connection, candidates: list[_Order], config: Config) -> set[uuid.UUID]:
+    """One round trip for the catalogue, one for everything written; what an order causes is prepared for
+    every candidate, and the statement keeps only what belongs to the orders it inserts."""
+    skus = {item.sku for o in candidates for item in o.order.items}
     catalogue = await store.products(conn, sorted(skus))
     unknown = sorted(skus - catalogue.keys())
     if unknown:
         raise PermanentError(f"unknown product sku: {', '.join(unknown)[:200]}")
 
-    purchasers = await store.upsert_purchasers(conn, _purchaser_rows(fresh))
-    for o in fresh:
-        o.purchaser_id = purchasers[o.order.purchaser.email]["id"]
-    inserted = await store.insert_orders(conn, [_order_row(o, config) for o in fresh])
-    fresh = [o for o in fresh if o.id in inserted]
-    if not fresh:
-        return inserted
-
+    orders: list[tuple[Any, ...]] = []
     items: list[tuple[Any, ...]] = []
-    keys: list[tuple[str, int, str, int, uuid.UUID]] = []
-    latest: dict[tuple[str, int], datetime] = {}
-    for o in fresh:
+    keys: list[tuple[str, str, int, uuid.UUID]] = []
+    events: list[tuple[str, str, bytes, uuid.UUID]] = []
+    for o in candidates:
+        orders.append(_order_row(o, config))
         for line, item in enumerate(o.order.items, start=1):
             items.append((o.id, line, item.sku, item.product_name, item.quantity, item.unit_price))
             issued = licenses.new_keys(item.quantity)
             o.keys.append(issued)
             major = catalogue[item.sku]["major_version"]
-            keys.extend((key, o.purchaser_id, item.sku, major, o.id) for key in issued)
-            purchase = (item.sku, o.purchaser_id)
-            latest[purchase] = max(latest.get(purchase, o.order.placed_at), o.order.placed_at)
-    await store.insert_items(conn, items)
-    await store.insert_order_keys(conn, keys)
-    await store.upsert_purchases(conn, [(sku, pid, at) for (sku, pid), at in latest.items()])
-
-    consents = []
-    for o in fresh:
-        withdrawn = purchasers[o.order.purchaser.email]["news_unsubscribed_at"]
-        # An order placed before the purchaser unsubscribed (arriving late) does not bring consent back.
-        if o.order.marketing_consent and (withdrawn is None or o.order.placed_at > withdrawn):
-            consents.append((o.purchaser_id, o.id, _policy(o, config), o.order.placed_at))
-    if consents:
-        await store.insert_consents(conn, consents)
-
-    events: list[CloudEvent] = []
-    for o in fresh:
-        events.extend(_events(o, catalogue, config))
-    await enqueue(conn, *events)
-    return inserted
+            keys.extend((key, item.sku, major, o.id) for key in issued)
+        events.extend((e.id, e.type, e.to_json(), o.id) for e in _events(o, catalogue, config))
+    return await store.record_orders(conn, orders, items, keys, events)
 
 
 def _policy(o: _Order, config: Config) -> int:
     return o.order.privacy_policy_version or config.policy_version
 
 
-def _purchaser_rows(fresh: list[_Order]) -> list[tuple[Any, ...]]:
-    """One row per address (the newest order's details): an upsert may not touch a row twice."""
-    newest: dict[str, _Order] = {}
-    for o in fresh:
-        email = o.order.purchaser.email
-        if email not in newest or o.order.placed_at >= newest[email].order.placed_at:
-            newest[email] = o
-    rows = []
-    for email, o in newest.items():
-        p = o.order.purchaser
-        address = orjson.dumps(p.address.model_dump()).decode() if p.address else None
-        rows.append((email, p.name, p.phone, address, p.locale, o.order.placed_at))
-    return rows
-
-
 def _order_row(o: _Order, config: Config) -> tuple[Any, ...]:
-    order = o.order
+    order, p = o.order, o.order.purchaser
     return (
         o.id,
         o.source,
         order.order_id,
-        o.purchaser_id,
         order.placed_at,
         order.currency,
         order.total,
-        order.purchaser.locale,
         order.marketing_consent,
         _policy(o, config),
         o.incoming.via,
         o.incoming.event_id,
         bool(o.removed),
+        p.email,
+        p.name,
+        p.phone,
+        p.address.model_dump_json() if p.address else None,
+        p.locale,
     )
 
 

@@ -9,6 +9,7 @@ from typing import Any
 
 import asyncpg
 from spm_common.db import Connection
+from spm_common.outbox import NOTIFY
 
 FANOUT_CHANNEL = "spm_orders_fanout"
 
@@ -56,78 +57,91 @@ async def existing_orders(conn: Connection, keys: Sequence[tuple[str, str]]) -> 
     return {(row["source"], row["order_id"]): row["id"] for row in rows}
 
 
-async def upsert_purchasers(conn: Connection, rows: Sequence[tuple[Any, ...]]) -> dict[str, asyncpg.Record]:
-    """rows: (email, name, phone, address json, locale, placed_at), one per address. A newer order updates
-    the name, language and, where it gives them, phone and address."""
-    records = await conn.fetch(
-        "INSERT INTO purchasers AS p (email, name, phone, address, locale, last_order_at)"
-        " SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::jsonb[], $5::text[], $6::timestamptz[])"
-        " ON CONFLICT (email) DO UPDATE SET"
-        "  name = CASE WHEN EXCLUDED.last_order_at >= p.last_order_at THEN EXCLUDED.name ELSE p.name END,"
-        "  phone = CASE WHEN EXCLUDED.last_order_at >= p.last_order_at"
-        "   THEN coalesce(EXCLUDED.phone, p.phone) ELSE p.phone END,"
-        "  address = CASE WHEN EXCLUDED.last_order_at >= p.last_order_at"
-        "   THEN coalesce(EXCLUDED.address, p.address) ELSE p.address END,"
-        "  locale = CASE WHEN EXCLUDED.last_order_at >= p.last_order_at THEN EXCLUDED.locale ELSE p.locale END,"
-        "  last_order_at = greatest(p.last_order_at, EXCLUDED.last_order_at),"
-        "  updated_at = now()"
-        " RETURNING id, email, news_unsubscribed_at",
-        *_columns(rows, 6),
+# One statement writes a whole batch of orders: purchasers, orders, items, keys, purchases, consents and the
+# events they cause. Inputs are arrays with one element per order, item line, key or event; each part keeps
+# only what belongs to an order this statement inserted, so an order recorded before (or a moment ago by a
+# replica) changes nothing, not even its purchaser. Foreign keys are checked at the end of the statement,
+# when every part is written.
+_RECORD_ORDERS = f"""
+WITH incoming AS (
+  SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::timestamptz[], $5::text[], $6::numeric[],
+    $7::boolean[], $8::integer[], $9::text[], $10::text[], $11::boolean[],
+    $12::text[], $13::text[], $14::text[], $15::jsonb[], $16::text[])
+    WITH ORDINALITY AS n(id, source, order_id, placed_at, currency, total, marketing_consent, policy_version,
+      via, event_id, card_data_removed, email, name, phone, address, locale, position)
+  WHERE NOT EXISTS (SELECT 1 FROM orders o WHERE o.source = n.source AND o.order_id = n.order_id)
+), purchaser AS (
+  -- A purchaser's details are the newest order's: one row per address (an upsert may not touch a row twice).
+  INSERT INTO purchasers AS p (email, name, phone, address, locale, last_order_at)
+  SELECT DISTINCT ON (email) email, name, phone, address, locale, placed_at FROM incoming
+  ORDER BY email, placed_at DESC, position DESC
+  ON CONFLICT (email) DO UPDATE SET
+    name = CASE WHEN EXCLUDED.last_order_at >= p.last_order_at THEN EXCLUDED.name ELSE p.name END,
+    phone = CASE WHEN EXCLUDED.last_order_at >= p.last_order_at THEN coalesce(EXCLUDED.phone, p.phone)
+      ELSE p.phone END,
+    address = CASE WHEN EXCLUDED.last_order_at >= p.last_order_at THEN coalesce(EXCLUDED.address, p.address)
+      ELSE p.address END,
+    locale = CASE WHEN EXCLUDED.last_order_at >= p.last_order_at THEN EXCLUDED.locale ELSE p.locale END,
+    last_order_at = greatest(p.last_order_at, EXCLUDED.last_order_at),
+    updated_at = now()
+  RETURNING id, email, news_unsubscribed_at
+), recorded AS (
+  INSERT INTO orders (id, source, order_id, purchaser_id, placed_at, currency, total, locale, marketing_consent,
+    privacy_policy_version, via, event_id, card_data_removed)
+  SELECT n.id, n.source, n.order_id, p.id, n.placed_at, n.currency, n.total, n.locale, n.marketing_consent,
+    n.policy_version, n.via, n.event_id, n.card_data_removed
+  FROM incoming n JOIN purchaser p ON p.email = n.email
+  ON CONFLICT (source, order_id) DO NOTHING
+  RETURNING id, purchaser_id, placed_at, marketing_consent, privacy_policy_version
+), line AS (
+  SELECT * FROM unnest($17::uuid[], $18::integer[], $19::text[], $20::text[], $21::integer[], $22::numeric[])
+    AS i(order_id, line, sku, product_name, quantity, unit_price)
+  WHERE i.order_id IN (SELECT id FROM recorded)
+), item AS (
+  INSERT INTO order_items (order_id, line, sku, product_name, quantity, unit_price) SELECT * FROM line
+), purchase AS (
+  INSERT INTO purchases AS b (sku, purchaser_id, last_placed_at)
+  SELECT i.sku, r.purchaser_id, max(r.placed_at) FROM line i JOIN recorded r ON r.id = i.order_id GROUP BY 1, 2
+  ON CONFLICT (sku, purchaser_id) DO UPDATE SET last_placed_at = greatest(b.last_placed_at, EXCLUDED.last_placed_at)
+), license_key AS (
+  INSERT INTO license_keys (license_key, purchaser_id, sku, major_version, order_id)
+  SELECT k.license_key, r.purchaser_id, k.sku, k.major_version, r.id
+  FROM unnest($23::text[], $24::text[], $25::integer[], $26::uuid[]) AS k(license_key, sku, major_version, order_id)
+  JOIN recorded r ON r.id = k.order_id
+), consent AS (
+  -- An order placed before its purchaser unsubscribed (arriving late) does not bring consent back.
+  INSERT INTO consents (purchaser_id, order_id, policy_version, given_at)
+  SELECT r.purchaser_id, r.id, r.privacy_policy_version, r.placed_at
+  FROM recorded r JOIN purchaser p ON p.id = r.purchaser_id
+  WHERE r.marketing_consent AND (p.news_unsubscribed_at IS NULL OR r.placed_at > p.news_unsubscribed_at)
+), event AS (
+  INSERT INTO outbox (event_id, event_type, body)
+  SELECT e.event_id, e.event_type, e.body
+  FROM unnest($27::text[], $28::text[], $29::bytea[], $30::uuid[]) AS e(event_id, event_type, body, order_id)
+  WHERE e.order_id IN (SELECT id FROM recorded)
+)
+SELECT array(SELECT id FROM recorded) AS recorded, {NOTIFY}
+"""
+
+
+async def record_orders(
+    conn: Connection,
+    orders: Sequence[tuple[Any, ...]],
+    items: Sequence[tuple[Any, ...]],
+    keys: Sequence[tuple[str, str, int, uuid.UUID]],
+    events: Sequence[tuple[str, str, bytes, uuid.UUID]],
+) -> set[uuid.UUID]:
+    """Write a batch of orders and everything they cause in one round trip; returns the ids of the orders
+    recorded (an order whose source and order id are known already is skipped, with all that is its).
+
+    orders: (id, source, order_id, placed_at, currency, total, marketing_consent, policy_version, via,
+    event_id, card_data_removed, email, name, phone, address json, locale); items: (order id, line, sku,
+    product_name, quantity, unit_price); keys: (license_key, sku, major_version, order id); events:
+    (event_id, event_type, body, order id)."""
+    recorded = await conn.fetchval(
+        _RECORD_ORDERS, *_columns(orders, 16), *_columns(items, 6), *_columns(keys, 4), *_columns(events, 4)
     )
-    return {record["email"]: record for record in records}
-
-
-async def insert_orders(conn: Connection, rows: Sequence[tuple[Any, ...]]) -> set[uuid.UUID]:
-    """rows: (id, source, order_id, purchaser_id, placed_at, currency, total, locale, marketing_consent,
-    policy_version, via, event_id, card_data_removed). Returns the ids inserted: a concurrent duplicate
-    (same source and order id) is skipped."""
-    records = await conn.fetch(
-        "INSERT INTO orders (id, source, order_id, purchaser_id, placed_at, currency, total, locale,"
-        " marketing_consent, privacy_policy_version, via, event_id, card_data_removed)"
-        " SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bigint[], $5::timestamptz[], $6::text[],"
-        " $7::numeric[], $8::text[], $9::boolean[], $10::integer[], $11::text[], $12::text[], $13::boolean[])"
-        " ON CONFLICT (source, order_id) DO NOTHING RETURNING id",
-        *_columns(rows, 13),
-    )
-    return {record["id"] for record in records}
-
-
-async def insert_items(conn: Connection, rows: Sequence[tuple[Any, ...]]) -> None:
-    """rows: (order id, line, sku, product_name, quantity, unit_price)."""
-    await conn.execute(
-        "INSERT INTO order_items (order_id, line, sku, product_name, quantity, unit_price)"
-        " SELECT * FROM unnest($1::uuid[], $2::integer[], $3::text[], $4::text[], $5::integer[], $6::numeric[])",
-        *_columns(rows, 6),
-    )
-
-
-async def upsert_purchases(conn: Connection, rows: Sequence[tuple[str, int, datetime]]) -> None:
-    """rows: (sku, purchaser_id, placed_at), unique by (sku, purchaser_id)."""
-    await conn.execute(
-        "INSERT INTO purchases AS p (sku, purchaser_id, last_placed_at)"
-        " SELECT * FROM unnest($1::text[], $2::bigint[], $3::timestamptz[])"
-        " ON CONFLICT (sku, purchaser_id) DO UPDATE SET last_placed_at = greatest(p.last_placed_at,"
-        " EXCLUDED.last_placed_at)",
-        *_columns(rows, 3),
-    )
-
-
-async def insert_order_keys(conn: Connection, rows: Sequence[tuple[str, int, str, int, uuid.UUID]]) -> None:
-    """rows: (license_key, purchaser_id, sku, major_version, order id)."""
-    await conn.execute(
-        "INSERT INTO license_keys (license_key, purchaser_id, sku, major_version, order_id)"
-        " SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::integer[], $5::uuid[])",
-        *_columns(rows, 5),
-    )
-
-
-async def insert_consents(conn: Connection, rows: Sequence[tuple[int, uuid.UUID, int, datetime]]) -> None:
-    """rows: (purchaser_id, order id, policy_version, given_at)."""
-    await conn.execute(
-        "INSERT INTO consents (purchaser_id, order_id, policy_version, given_at)"
-        " SELECT * FROM unnest($1::bigint[], $2::uuid[], $3::integer[], $4::timestamptz[])",
-        *_columns(rows, 4),
-    )
+    return set(recorded)
 
 
 async def orders_of(conn: Connection, email: str, limit: int) -> list[asyncpg.Record]:

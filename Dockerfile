@@ -1,6 +1,12 @@
-# The orders service alone: built from the repository root (docker build -f services/orders/Dockerfile .)
-# so the workspace's one lock file pins every dependency; uv installs spm-orders and what it needs, no more.
+# One image per service, all from this file: `docker build --build-arg SERVICE=contact --build-arg PORT=8081 .`
+# (docker-compose.yml passes both). Built from the repository root so the workspace's one lock file pins every
+# dependency; uv installs spm-<SERVICE> and what it needs, no more, and no other service's code.
+ARG SERVICE
+ARG PORT
+
 FROM python:3.11-slim AS build
+ARG SERVICE
+RUN test -n "$SERVICE" || (echo "build with --build-arg SERVICE=contact|orders|notifier|audit" >&2; exit 1)
 RUN pip install --no-cache-dir "uv==0.13.9"
 ENV UV_COMPILE_BYTECODE=1 \
     UV_LINK_MODE=copy \
@@ -15,19 +21,23 @@ COPY services/contact/pyproject.toml services/contact/
 COPY services/orders/pyproject.toml services/orders/
 COPY services/notifier/pyproject.toml services/notifier/
 COPY services/audit/pyproject.toml services/audit/
-RUN uv sync --frozen --no-dev --no-install-workspace --package spm-orders
+RUN uv sync --frozen --no-dev --no-install-workspace --package "spm-${SERVICE}"
 COPY libs/common libs/common
-COPY services/orders services/orders
-RUN uv sync --frozen --no-dev --no-editable --package spm-orders
+COPY services/${SERVICE} services/${SERVICE}
+RUN uv sync --frozen --no-dev --no-editable --package "spm-${SERVICE}"
 
 FROM python:3.11-slim
+ARG SERVICE
+ARG PORT
 RUN groupadd --system --gid 10001 spm \
     && useradd --system --uid 10001 --gid spm --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin spm
 COPY --from=build /app/.venv /app/.venv
 ENV PATH="/app/.venv/bin:$PATH" \
     PYTHONUNBUFFERED=1 \
+    SPM_SERVICE=${SERVICE} \
     SPM_HTTP_HOST=0.0.0.0 \
     SPM_LOG_FORMAT=json
 USER 10001:10001
-EXPOSE 8082
-CMD ["spm-orders"]
+EXPOSE ${PORT}
+# exec: the service itself is PID 1 and receives SIGTERM from `docker stop` (it drains, then exits).
+CMD ["sh", "-c", "exec \"spm-${SPM_SERVICE}\""]
