@@ -18,6 +18,7 @@ import pytest
 from spm_common.db import Connection
 from spm_common.envelope import CloudEvent, new_event
 from spm_common.outbox import enqueue
+from spm_common.pgnotify import Listener
 from spm_common.testing.world import World
 
 from .test_consumer import effects, eventually, record_effect, send
@@ -195,3 +196,23 @@ async def test_connections_that_stop_answering_are_given_up_in_bounded_time(
 
 async def _count_is(rows: Awaitable[list[Any]], n: int) -> bool:
     return len(await rows) == n
+
+
+async def test_a_loop_waiting_for_notifications_stops_when_a_notification_and_its_stop_coincide() -> None:
+    """Python 3.11's asyncio.wait_for swallowed such a cancellation: the loop ran on and the service's stop
+    waited for it until the test timed out (the notifier and orders tests that hung 120 s)."""
+    listener = Listener("postgresql://unused.invalid/none", "nowhere")
+    turns = 0
+
+    async def loop() -> None:
+        nonlocal turns
+        while True:
+            await listener.wait(10)
+            turns += 1
+
+    task = asyncio.create_task(loop())
+    await asyncio.sleep(0.01)
+    listener.wake()
+    task.cancel()
+    await asyncio.sleep(0.05)
+    assert task.cancelled() and turns == 0

@@ -215,7 +215,8 @@ class OutboxRelay:
                 # `resume` (called when the broker connection is back) ends the wait early.
                 self._resumed.clear()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._resumed.wait(), backoff)
+                    async with asyncio.timeout(backoff):  # not wait_for: see pgnotify.Listener.wait
+                        await self._resumed.wait()
                 backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
                 continue
             await self._listener.wait(self._poll_seconds)

@@ -39,8 +39,11 @@ class Listener:
         self._event.set()  # anything committed while we were not listening is due now
 
     async def wait(self, timeout: float) -> None:
+        # Not asyncio.wait_for: on Python 3.11 it swallows a cancellation that arrives as the event is set,
+        # and the loop calling this would run on after its service's stop, which then waits for it forever.
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._event.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await self._event.wait()
         self._event.clear()
 
     async def close(self) -> None:

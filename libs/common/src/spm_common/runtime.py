@@ -44,6 +44,7 @@ RECONNECT_SECONDS = 2.0
 PUBLISH_TIMEOUT_SECONDS = 10.0
 # Stopping must not hang on a broker that is away (cancelling a consumer waits for an answer).
 STOP_TIMEOUT_SECONDS = 20.0
+TASKS_STOP_TIMEOUT_SECONDS = 60.0
 
 
 class Runtime:
@@ -164,9 +165,12 @@ class Runtime:
     async def stop(self) -> None:
         for task in self._tasks:
             task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        if self._tasks:
+            # Bounded: a task that swallowed its cancellation must not hold the stop (the notifier's sender
+            # takes up to the SMTP timeout and a few seconds to hand its work back).
+            _, late = await asyncio.wait(self._tasks, timeout=TASKS_STOP_TIMEOUT_SECONDS)
+            for task in late:
+                log.error("background task did not stop", task=task.get_name(), stack=await_chain(task.get_coro()))
         self._tasks.clear()
         if self.relay is not None:
             await self.relay.close()
@@ -249,7 +253,11 @@ def await_chain(awaitable: object) -> list[str]:
     iterator or a compiled coroutine's are looked through with the garbage collector's referents.)"""
     chain: list[str] = []
     while awaitable is not None and len(chain) < 40:
-        frame = getattr(awaitable, "cr_frame", None) or getattr(awaitable, "gi_frame", None)
+        frame = (
+            getattr(awaitable, "cr_frame", None)
+            or getattr(awaitable, "gi_frame", None)
+            or getattr(awaitable, "ag_frame", None)
+        )
         if frame is not None:
             chain.append(f"{frame.f_code.co_filename}:{frame.f_lineno} {frame.f_code.co_name}")
         elif isinstance(awaitable, asyncio.Future):
@@ -257,7 +265,11 @@ def await_chain(awaitable: object) -> list[str]:
             break
         else:
             chain.append(getattr(awaitable, "__qualname__", type(awaitable).__name__))
-        inner = getattr(awaitable, "cr_await", None) or getattr(awaitable, "gi_yieldfrom", None)
+        inner = (
+            getattr(awaitable, "cr_await", None)
+            or getattr(awaitable, "gi_yieldfrom", None)
+            or getattr(awaitable, "ag_await", None)
+        )
         if inner is None:
             inner = next((r for r in gc.get_referents(awaitable) if _awaitable(r)), None)
         awaitable = inner
@@ -265,7 +277,9 @@ def await_chain(awaitable: object) -> list[str]:
 
 
 def _awaitable(value: object) -> bool:
-    return isinstance(value, asyncio.Future) or hasattr(value, "cr_await") or hasattr(value, "gi_yieldfrom")
+    return isinstance(value, asyncio.Future) or any(
+        hasattr(value, name) for name in ("cr_await", "gi_yieldfrom", "ag_await")
+    )
 
 
 def connection_named(amqp_url: str, name: str) -> str:
