@@ -107,12 +107,17 @@ class TcpProxy:
             w.close()
 
     async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        while data := await reader.read(65536):
-            if self.delay:
-                await asyncio.sleep(self.delay)
-            writer.write(data)
-            await writer.drain()
-        writer.close()
+        try:
+            while data := await reader.read(65536):
+                if self.delay:
+                    await asyncio.sleep(self.delay)
+                writer.write(data)
+                await writer.drain()
+        finally:
+            # However one side ends, at its end of data or reset (a terminated Postgres backend resets its
+            # socket when a query was on its way), the other side is closed too. Left open, the client
+            # would wait for an answer forever: a half-open connection no real server leaves behind.
+            writer.close()
 
 
 @dataclass

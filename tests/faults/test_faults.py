@@ -228,11 +228,6 @@ async def test_broker_restart(system: System, mail: MailIndex) -> None:
     await run_scenario(system, mail, label, inject)
 
 
-@pytest.mark.skipif(
-    os.environ.get("SPM_FAULT_POSTGRES") != "1",
-    reason="known: after its Postgres connections are killed, a service now and then stops making progress"
-    " without logging an error (seen when the whole suite runs; passes alone); SPM_FAULT_POSTGRES=1 runs it",
-)
 async def test_postgres_connections_terminated(system: System, mail: MailIndex) -> None:
     async def inject() -> None:
         admin = await asyncpg.connect(system.world.database_url.rsplit("/", 1)[0] + "/postgres")

@@ -124,10 +124,11 @@ def tap(amqp: aio_pika.abc.AbstractRobustConnection) -> Callable[..., Any]:
             seen = Tap()
 
             async def on_message(message: aio_pika.abc.AbstractIncomingMessage) -> None:
-                await message.ack()
                 seen._on(message)
 
-            await queue.consume(on_message)
+            # Without acknowledgements: an ack still on its way when the channel closes is a connection
+            # error at the broker, which would close the session's connection under the next test.
+            await queue.consume(on_message, no_ack=True)
             yield seen
         finally:
             await channel.close()

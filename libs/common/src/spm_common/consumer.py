@@ -52,6 +52,9 @@ Scrub = Callable[[bytes], bytes]
 ATTEMPT_HEADER = "x-spm-attempt"
 ERROR_HEADER = "x-spm-error"
 CATCH_ALL = "#"
+# A copy to the retry or dead-letter queue that the broker never confirms must not hold the consumer: the
+# original is requeued instead (see `_settle`).
+REPUBLISH_TIMEOUT_SECONDS = 10.0
 
 
 class PermanentError(Exception):
@@ -105,6 +108,8 @@ class EventConsumer:
         # Events bound to the queue that concern another service (the routing key is only the event type):
         # acknowledged with their batch, with no inbox row and no handler.
         self._accepts = accepts
+        # Deliveries dead-lettered on arrival whose copy is still on its way; each is acknowledged on its own.
+        self._settling: set[int] = set()
         self._broker = broker
         self._topology = topology
         self._handlers = dict(handlers)
@@ -156,7 +161,12 @@ class EventConsumer:
                 raise ValueError(f"unsupported content type {str(message.content_type)[:100]!r}")
             event = CloudEvent.parse(body)
         except (ValidationError, ValueError) as exc:
-            await self._settle(message, self._dead_letter(message, describe_error(exc), attempt, "?"))
+            tag = raw.delivery_tag or 0
+            self._settling.add(tag)
+            try:
+                await self._settle(message, self._dead_letter(message, describe_error(exc), attempt, "?"))
+            finally:
+                self._settling.discard(tag)
             return
         await self._room.wait()
         self._pending.append(_Item(event, message, attempt))
@@ -197,7 +207,15 @@ class EventConsumer:
                     event_id=item.event.id, event_type=item.event.type, correlation_id=item.event.correlationid
                 ):
                     log.info("event processed" if id(item) in fresh else "event duplicate", attempt=item.attempt)
-        await _ack_through(batch[-1].message)
+        last = batch[-1].message.raw.delivery_tag or 0
+        if any(tag < last for tag in self._settling):
+            # Deliveries arrive concurrently: acknowledging everything up to here would acknowledge a dead
+            # letter before its copy is confirmed, and its own acknowledgement would then be a second one,
+            # which closes the channel (every unacknowledged delivery comes back, some dead-lettered twice).
+            for item in batch:
+                await _ack(item.message)
+        else:
+            await _ack_through(batch[-1].message)
 
     async def _apply(self, batch: list[_Item]) -> set[int]:
         """One transaction: record the batch in the inbox, run the handlers of first-seen events."""
@@ -301,6 +319,7 @@ class EventConsumer:
             message_id=message.message_id,
             message_type=message.type,
             correlation_id=message.correlation_id,
+            timeout=REPUBLISH_TIMEOUT_SECONDS,
         )
 
 

@@ -38,6 +38,8 @@ PublishMany = Callable[[Sequence[tuple[str, str, bytes]]], Awaitable[Sequence[ob
 
 PUBLISHED_RETENTION = "1 day"
 PURGE_EVERY_SECONDS = 3600.0
+# A day of published rows may take longer to delete than the pool's statement timeout allows.
+PURGE_TIMEOUT_SECONDS = 600.0
 MAX_BACKOFF_SECONDS = 30.0
 
 
@@ -213,7 +215,8 @@ class OutboxRelay:
                 # `resume` (called when the broker connection is back) ends the wait early.
                 self._resumed.clear()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._resumed.wait(), backoff)
+                    async with asyncio.timeout(backoff):  # not wait_for: see pgnotify.Listener.wait
+                        await self._resumed.wait()
                 backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
                 continue
             await self._listener.wait(self._poll_seconds)
@@ -274,7 +277,8 @@ class OutboxRelay:
     async def purge_published(self) -> int:
         async with self._pool.acquire() as conn:
             result = await conn.execute(
-                f"DELETE FROM outbox WHERE published_at < now() - interval '{PUBLISHED_RETENTION}'"
+                f"DELETE FROM outbox WHERE published_at < now() - interval '{PUBLISHED_RETENTION}'",
+                timeout=PURGE_TIMEOUT_SECONDS,
             )
         return int(result.split()[-1])
 

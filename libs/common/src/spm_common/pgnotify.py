@@ -7,6 +7,9 @@ import contextlib
 
 import asyncpg
 
+# Connecting and LISTEN are bounded: a connection that dies half-open must not hold its loop.
+TIMEOUT_SECONDS = 10.0
+
 
 class Listener:
     """A LISTEN connection of its own (outside any pool) that sets an event on each notification."""
@@ -24,13 +27,23 @@ class Listener:
         """(Re)connect if needed; raises while Postgres is away."""
         if self._conn is not None and not self._conn.is_closed():
             return
-        self._conn = await asyncpg.connect(self._dsn)
-        await self._conn.add_listener(self._channel, lambda *_: self._event.set())
+        conn = await asyncpg.connect(self._dsn, timeout=TIMEOUT_SECONDS, command_timeout=TIMEOUT_SECONDS)
+        try:
+            await conn.add_listener(self._channel, lambda *_: self._event.set())
+            # Losing the connection wakes the waiter too, so it reconnects (and looks) at once.
+            conn.add_termination_listener(lambda *_: self._event.set())
+        except BaseException:
+            conn.terminate()  # not kept: a connection that is not listening would look like a quiet one
+            raise
+        self._conn = conn
         self._event.set()  # anything committed while we were not listening is due now
 
     async def wait(self, timeout: float) -> None:
+        # Not asyncio.wait_for: on Python 3.11 it swallows a cancellation that arrives as the event is set,
+        # and the loop calling this would run on after its service's stop, which then waits for it forever.
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._event.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await self._event.wait()
         self._event.clear()
 
     async def close(self) -> None:

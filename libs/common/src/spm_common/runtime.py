@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import gc
 import signal
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
@@ -43,6 +44,7 @@ RECONNECT_SECONDS = 2.0
 PUBLISH_TIMEOUT_SECONDS = 10.0
 # Stopping must not hang on a broker that is away (cancelling a consumer waits for an answer).
 STOP_TIMEOUT_SECONDS = 20.0
+TASKS_STOP_TIMEOUT_SECONDS = 60.0
 
 
 class Runtime:
@@ -119,6 +121,9 @@ class Runtime:
                 dsn,
                 min_size=self.settings.db_pool_min,
                 max_size=self.settings.db_pool_max,
+                # Connecting is bounded alike: a connection may die half-open before its first answer.
+                timeout=self.settings.db_command_timeout_seconds,
+                command_timeout=self.settings.db_command_timeout_seconds,
                 server_settings={
                     "search_path": self.settings.db_schema,
                     "application_name": f"spm-{self.settings.service}",
@@ -126,8 +131,15 @@ class Runtime:
                 reset=_keep_session,
             ),
         )
-        async with self.pool.acquire() as conn:
+        # A migration may take longer than any statement of the running service: a connection of its own.
+        conn = await asyncpg.connect(dsn)
+        try:
             await migrate(conn, self.settings.db_schema, self.migrations)
+        finally:
+            try:
+                await conn.close(timeout=STOP_TIMEOUT_SECONDS)
+            except Exception:
+                conn.terminate()
         await _retry_until_up("rabbitmq", self.broker.connect)
         await self.topology.declare(self.broker, self.consumer.routing_keys if self.consumer else [])
         if self.consumer:
@@ -153,9 +165,12 @@ class Runtime:
     async def stop(self) -> None:
         for task in self._tasks:
             task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        if self._tasks:
+            # Bounded: a task that swallowed its cancellation must not hold the stop (the notifier's sender
+            # takes up to the SMTP timeout and a few seconds to hand its work back).
+            _, late = await asyncio.wait(self._tasks, timeout=TASKS_STOP_TIMEOUT_SECONDS)
+            for task in late:
+                log.error("background task did not stop", task=task.get_name(), stack=await_chain(task.get_coro()))
         self._tasks.clear()
         if self.relay is not None:
             await self.relay.close()
@@ -229,8 +244,42 @@ async def _keep_session(_: asyncpg.Connection) -> None:
 def _log_task_stacks() -> None:
     """SIGUSR1: log where every task of the process is waiting, for an operator chasing a stall."""
     for task in asyncio.all_tasks():
-        frames = [f"{f.f_code.co_filename}:{f.f_lineno} {f.f_code.co_name}" for f in task.get_stack(limit=12)]
-        log.warning("task stack", task=task.get_name(), stack=frames)
+        log.warning("task stack", task=task.get_name(), stack=await_chain(task.get_coro()))
+
+
+def await_chain(awaitable: object) -> list[str]:
+    """Where a suspended coroutine waits, outermost first, down to the innermost awaited object.
+    (`Task.get_stack` shows only the outermost frame of a suspended task; wrappers such as a future's
+    iterator or a compiled coroutine's are looked through with the garbage collector's referents.)"""
+    chain: list[str] = []
+    while awaitable is not None and len(chain) < 40:
+        frame = (
+            getattr(awaitable, "cr_frame", None)
+            or getattr(awaitable, "gi_frame", None)
+            or getattr(awaitable, "ag_frame", None)
+        )
+        if frame is not None:
+            chain.append(f"{frame.f_code.co_filename}:{frame.f_lineno} {frame.f_code.co_name}")
+        elif isinstance(awaitable, asyncio.Future):
+            chain.append(repr(awaitable)[:300])
+            break
+        else:
+            chain.append(getattr(awaitable, "__qualname__", type(awaitable).__name__))
+        inner = (
+            getattr(awaitable, "cr_await", None)
+            or getattr(awaitable, "gi_yieldfrom", None)
+            or getattr(awaitable, "ag_await", None)
+        )
+        if inner is None:
+            inner = next((r for r in gc.get_referents(awaitable) if _awaitable(r)), None)
+        awaitable = inner
+    return chain
+
+
+def _awaitable(value: object) -> bool:
+    return isinstance(value, asyncio.Future) or any(
+        hasattr(value, name) for name in ("cr_await", "gi_yieldfrom", "ag_await")
+    )
 
 
 def connection_named(amqp_url: str, name: str) -> str:

@@ -64,6 +64,10 @@ class ServiceSettings(CommonSettings):
     service: str = ""
     db_pool_min: int = Field(default=1, ge=0, le=100)
     db_pool_max: int = Field(default=10, ge=1, le=200)
+    # Longest a statement of the pool may take. It also bounds the wait on a connection that died without
+    # being closed (a half-open TCP connection): the statement fails, the connection is dropped and the
+    # loop that ran it tries again, instead of waiting for an answer that never comes.
+    db_command_timeout_seconds: float = Field(default=30.0, gt=0, le=3600)
 
     @property
     def db_schema(self) -> str:

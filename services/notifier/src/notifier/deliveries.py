@@ -47,7 +47,10 @@ log = get_logger(__name__)
 DELIVERIES = Counter("spm_notifier_deliveries_total", "Delivery attempts by outcome", ["outcome"])
 RELEASE = Result("retry")  # a claimed delivery handed back unsent (shutdown, or its lease ran short)
 MAX_CONNECTION_PAUSE_SECONDS = 2.0
-DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
+# InternalClientError: asyncpg's "cannot switch to state ..." on a pooled connection whose server ended it
+# a moment before. Not caught, it ended the marking task silently: outcomes were never recorded, and the
+# e-mails went out again once their leases ran out.
+DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError)
 
 
 # --- recording ------------------------------------------------------------------------------------------

@@ -53,6 +53,9 @@ class World:
             "SPM_RETRY_DELAY_MS": "300",
             "SPM_MAX_ATTEMPTS": "3",
             "SPM_OUTBOX_POLL_SECONDS": "0.5",
+            # The test Postgres is shared (max_connections 100) by every session running at once: a service
+            # holds at most its pool and one or two LISTEN connections, so four services about 28 at most.
+            "SPM_DB_POOL_MAX": "5",
             # Every test of a session posts from the same few addresses; tests of the limits set their own.
             "SPM_CONTACT_RATE_PER_CLIENT": "1000000",
             "SPM_CONTACT_RATE_GLOBAL": "1000000",
