@@ -253,7 +253,7 @@ class Workload:
     """Every kind of work at once, at modest rates (tens of items of each kind in a scenario)."""
 
     def __init__(self, system: System, label: str, upgrade_sku: str) -> None:
-        # Unique per run, so a scenario run again (pytest-rerunfailures) counts only its own work.
+        # Unique per run, so a scenario run again (by hand, in the same database) counts only its own work.
         self.slug = f"{slug_of(label)}-{uuid.uuid4().hex[:4]}"
         self.contact = ContactStream(system, self.slug)
         self.orders = OrderStream(system, self.slug, upgrade_sku)
