@@ -248,19 +248,7 @@ class Replicas:
         self.processes = []
 
 
-ENTRY_COLUMNS = [
-    "seq",
-    "event_id",
-    "event_type",
-    "source",
-    "event_time",
-    "purpose",
-    "subject_ref",
-    "payload",
-    "prev_hash",
-    "recorded_at",
-    "hash",
-]
+ENTRY_COLUMNS = list(trail.COLUMNS)
 VIEW_COLUMNS = ["viewed_at", "path", "referrer_host", "visitor_hash"]
 HEAD = "SELECT seq FROM audit.chain_head"
 
