@@ -242,3 +242,33 @@ async def test_invalid_requests_are_recorded_as_failed_with_a_reason(settings, p
         assert "items" in (await settled(db, missing_keys, "failed"))["last_error"]
         assert "address" in (await settled(db, bad_address, "failed"))["last_error"]
     assert smtp.to(to) == []
+
+
+async def test_a_bug_while_composing_is_retried_and_the_sender_keeps_going(
+    world: World, publish, db, smtp, monkeypatch
+) -> None:
+    """An unexpected error ends neither the SMTP worker nor the sender: the delivery is tried again."""
+    from notifier.mail import Composer
+
+    settings = world.settings(Settings, **{**FAST, "notifier_smtp_connections": 1})
+    unlucky, other = address("unlucky"), address("other")
+    compose = Composer.compose
+    failures = []
+
+    def flaky(self: Composer, **kwargs: object) -> object:
+        if kwargs["email"] == unlucky and not failures:
+            failures.append(kwargs["email"])
+            raise RuntimeError("a bug")
+        return compose(self, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Composer, "compose", flaky)
+    first, second = request_event("order-confirmation", unlucky), request_event("order-confirmation", other)
+    async with running(create(settings)):
+        await publish(first)
+        await publish(second)
+        await smtp.wait_to(other)
+        await smtp.wait_to(unlucky)
+        row = await settled(db, first, "sent")
+    assert failures == [unlucky]
+    assert row["attempts"] == 2
+    assert len(smtp.to(unlucky)) == 1 and len(smtp.to(other)) == 1

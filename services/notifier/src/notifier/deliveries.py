@@ -346,12 +346,17 @@ class Sender:
                     continue
                 try:
                     outgoing = self._compose(job)
+                    await self._limiter.acquire()
+                    result = await connection.send(outgoing.sender, outgoing.recipient, outgoing.data)
+                    del outgoing  # the body (license keys, reply text) lives no longer than the send
                 except RenderError as exc:
-                    self._done(job, Result("failed", str(exc)))
-                    continue
-                await self._limiter.acquire()
-                result = await connection.send(outgoing.sender, outgoing.recipient, outgoing.data)
-                del outgoing  # the body (license keys, reply text) lives no longer than the send
+                    result = Result("failed", str(exc))
+                except Exception as exc:
+                    # A bug, not the request's fault: the delivery is tried again (and fails visibly after
+                    # SPM_NOTIFIER_MAX_ATTEMPTS); the worker lives on, so the queue never stops draining.
+                    log.error("cannot send the e-mail; will retry", delivery_id=job.id, error=describe_error(exc))
+                    result = Result("retry", f"internal error: {describe_error(exc)}")
+                    await connection.close()
                 self._done(job, result)
                 if result.connection_failed:
                     # The server is away or refusing us: don't burn every queued delivery's attempt at once.
