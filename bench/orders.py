@@ -476,15 +476,20 @@ async def run(args: argparse.Namespace) -> None:
             print(f"  burst orders committed / baseline, same run: {committed / baseline:.2f}")
         print(f"  load average at end: {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
     finally:
-        await admin.close()
-        services.stop()
-        sink.stop()
-        await world.destroy()
-        connection = await aio_pika.connect(AMQP_URL)
-        async with connection:
-            channel = await connection.channel()
-            with suppress(Exception):
-                await channel.queue_delete(f"{world.exchange}.baseline")
+        await tear_down(world, admin, services, sink)
+
+
+async def tear_down(world: World, admin: asyncpg.Connection, services: Services, sink: Sink) -> None:
+    """Stop what a benchmark started and remove its world, the baseline's queue included."""
+    await admin.close()
+    services.stop()
+    sink.stop()
+    await world.destroy()
+    connection = await aio_pika.connect(AMQP_URL)
+    async with connection:
+        channel = await connection.channel()
+        with suppress(Exception):
+            await channel.queue_delete(f"{world.exchange}.baseline")
 
 
 def main() -> None:

@@ -15,10 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import io
 import os
-import re
 import statistics
 import time
 import uuid
@@ -29,7 +26,7 @@ import aio_pika
 import asyncpg
 from spm_common.testing.world import AMQP_URL, World, new_world
 
-from bench.orders import Services, Sink, bench_baseline, cloudevent, order
+from bench.orders import Services, Sink, bench_baseline, cloudevent, order, tear_down
 
 WINDOW = 200
 AUDIT_COUNT = "SELECT count(*) FROM audit.entries WHERE event_type = $1"
@@ -194,28 +191,15 @@ async def run(args: argparse.Namespace) -> None:
                 f"  {name}: peak memory (VmHWM) {peak_memory(process.pid)}, CPU since start {cpu_seconds(process.pid)}"
             )
         services.stop()  # the baseline runs alone, as in bench/orders.py
-        captured = io.StringIO()
-        with contextlib.redirect_stdout(captured):
-            await bench_baseline(world, admin, args.orders)
-        print(captured.getvalue(), end="")
-        found = re.search(r"([\d,]+)/s", captured.getvalue())
-        if found and full.committed and full.done:
-            baseline = float(found.group(1).replace(",", ""))
+        baseline = await bench_baseline(world, admin, args.orders)
+        if baseline and full.committed and full.done:
             print(
                 f"  ratios to the baseline: orders stage {args.orders / full.committed / baseline:.2f}, "
                 f"end to end {args.orders / full.done / baseline:.2f}"
             )
         print(f"  load average at end: {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
     finally:
-        await admin.close()
-        services.stop()
-        sink.stop()
-        await world.destroy()
-        connection = await aio_pika.connect(AMQP_URL)
-        async with connection:
-            channel = await connection.channel()
-            with suppress(Exception):
-                await channel.queue_delete(f"{world.exchange}.baseline")
+        await tear_down(world, admin, services, sink)
 
 
 def main() -> None:
