@@ -10,7 +10,7 @@ import orjson
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response, status
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from spm_common.http import BAD_BODY, OPERATOR_ONLY, Operator, RuntimeDep, direct
+from spm_common.http import BAD_BODY, OPERATOR_ONLY, Operator, RuntimeDep, direct, json_body
 
 from audit import trail, trends
 from audit.pageviews import (
@@ -74,12 +74,7 @@ ACCEPTED_BODY = Accepted().model_dump_json().encode()
         422: {"description": "the body is not a valid page view"},
         503: {"description": "the view could not be stored; it may be sent again"},
     },
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {"application/json": {"schema": PageViewIn.model_json_schema()}},
-        }
-    },
+    openapi_extra={"requestBody": json_body(PageViewIn)},
 )
 # The busiest route: no FastAPI machinery per request (so the body is validated here, same 422), and no access
 # line per successful view (counted in the latency metric): a line each would be most of the log.

@@ -14,7 +14,7 @@ from email_validator import EmailNotValidError, validate_email
 from fastapi import APIRouter, Header, HTTPException, Query, Request, Response, status
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
-from spm_common.http import BAD_BODY, OPERATOR_ONLY, Operator, RuntimeDep, direct, validated_body
+from spm_common.http import BAD_BODY, OPERATOR_ONLY, Operator, RuntimeDep, direct, json_body, validated_body
 from spm_common.runtime import Runtime
 
 from contact import inbox, ratelimit, store
@@ -106,10 +106,7 @@ class PrivacyPolicy(BaseModel):
         503: {"description": "The database cannot be reached; the form may be sent again (see Retry-After)"},
     },
     openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {"application/json": {"schema": ContactForm.model_json_schema()}},
-        },
+        "requestBody": json_body(ContactForm),
         "parameters": [
             {
                 "name": "Accept-Language",
