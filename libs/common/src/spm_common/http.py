@@ -191,13 +191,16 @@ def json_body(model: type[BaseModel]) -> dict[str, Any]:
     return {"required": True, "content": {"application/json": {"schema": model.model_json_schema()}}}
 
 
-def validated_body(model: type[M], content_type: str | None, body: bytes) -> M:
+def validated_body(model: type[M], content_type: str | None, body: bytes, *, any_content_type: bool = False) -> M:
     """A JSON request body validated against `model`, refused as FastAPI refuses a declared body parameter
     (422 naming each bad field under `body`, never echoing it), for a hot route that reads the `Request`
-    itself (see `direct`)."""
+    itself (see `direct`). `any_content_type` takes the body as JSON whatever its Content-Type says, for a
+    route browsers call with `navigator.sendBeacon`, which can only send a string as text/plain."""
     media_type = (content_type or "").partition(";")[0].strip().lower()
-    if media_type != "application/json" and not (
-        media_type.startswith("application/") and media_type.endswith("+json")
+    if (
+        not any_content_type
+        and media_type != "application/json"
+        and not (media_type.startswith("application/") and media_type.endswith("+json"))
     ):
         raise RequestValidationError(
             [

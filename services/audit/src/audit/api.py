@@ -9,8 +9,8 @@ from typing import Annotated, Any
 import orjson
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response, status
 from fastapi.exceptions import RequestValidationError
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from spm_common.http import BAD_BODY, OPERATOR_ONLY, Operator, RuntimeDep, direct, json_body
+from pydantic import BaseModel, ConfigDict, Field
+from spm_common.http import BAD_BODY, OPERATOR_ONLY, Operator, RuntimeDep, direct, json_body, validated_body
 
 from audit import trail, trends
 from audit.pageviews import (
@@ -82,11 +82,7 @@ ACCEPTED_BODY = Accepted().model_dump_json().encode()
 async def post_pageview(request: Request) -> Response:
     """Counted once stored (202). Not counted, still 202: known bots, and requests without a usable client
     address. Nothing of the address or the user agent is kept but a daily visitor hash."""
-    try:
-        body = PageViewIn.model_validate_json(await request.body())
-    except ValidationError as exc:
-        errors = [{**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_input=False, include_context=False)]
-        raise RequestValidationError(errors) from None
+    body = validated_body(PageViewIn, None, await request.body(), any_content_type=True)
     path = normalise_path(body.url)
     if path is None:
         raise RequestValidationError([NOT_A_PAGE])
