@@ -171,3 +171,28 @@ def test_the_fast_path_skips_only_documents_with_nothing_to_remove(document: obj
     walked, found = cards.Findings(), cards.Findings()
     assert cards.scrub(document, findings=found)[0] == cards._scrub(document, "", walked, 0)
     assert (found.fields, found.masked) == (walked.fields, walked.masked)
+
+
+def _mask_text_without_the_precheck(text: str) -> tuple[str, int]:
+    """`cards.mask_text` with its one-search pre-check taken out: the walk over every digit run."""
+    original = cards._LONG_DIGIT_RUN
+    cards._LONG_DIGIT_RUN = re.compile(r"")  # matches anywhere: the walk always runs
+    try:
+        return cards.mask_text(text)
+    finally:
+        cards._LONG_DIGIT_RUN = original
+
+
+digit_heavy_text = st.text(alphabet=st.sampled_from("0123456789 -.\t\u00a0\u2012abcdef"), max_size=60)
+
+
+@settings(max_examples=500, deadline=None)
+@given(digit_heavy_text | st.text(max_size=40) | st.sampled_from(PANS).map(lambda pan: f"card {pan} ok"))
+def test_the_precheck_of_mask_text_skips_only_text_with_nothing_to_mask(text: str) -> None:
+    assert cards.mask_text(text) == _mask_text_without_the_precheck(text)
+
+
+def test_card_field_names_are_recognised_however_often_asked() -> None:
+    for _ in range(3):  # the answer is cached: the same for every call
+        assert cards.is_card_field("Card_Number") and cards.is_card_field("c_v_v")
+        assert not cards.is_card_field("order_id")
