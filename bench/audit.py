@@ -188,14 +188,26 @@ def cpu_seconds(pids: list[int]) -> float:
 
 
 def line(
-    what: str, count: int, seconds: float, cpu: float | None = None, ceiling: tuple[int, float] | None = None
+    what: str,
+    count: int,
+    seconds: float,
+    cpu: float | None = None,
+    ceiling: tuple[int, float] | None = None,
+    batches: int | None = None,
 ) -> None:
     text = f"  {what:<54} {count:>7} in {seconds:6.2f}s = {count / seconds:8.0f}/s"
     if cpu is not None:
         text += f"   audit CPU {cpu * 1e6 / count:5.0f} µs each"
+    if batches:
+        text += f"   {count / batches:5.1f} entries a transaction"
     if ceiling:
         text += f"   (COPY ceiling: {ceiling[0] / ceiling[1]:9.0f}/s)"
     print(text, flush=True)
+
+
+async def appends(admin: asyncpg.Connection, after_seq: int) -> int:
+    """How many transactions appended the entries after `after_seq` (an append's entries share `recorded_at`)."""
+    return int(await admin.fetchval("SELECT count(DISTINCT recorded_at) FROM audit.entries WHERE seq > $1", after_seq))
 
 
 class Replicas:
@@ -274,7 +286,8 @@ async def run(events: int, views: int, view_events: int, connections: int, repli
         cpu = audit.cpu() - cpu
         published_in = await publishing
         ceiling = await copy_ceiling(admin, "entries", "event_type = 'order.placed'", ENTRY_COLUMNS)
-        line("trail: events published -> entries appended", events, done - started, cpu, ceiling)
+        batches = await appends(admin, base)
+        line("trail: events published -> entries appended", events, done - started, cpu, ceiling, batches)
         line("  (publishing alone, with confirms)", events, published_in)
         verify_started = time.perf_counter()
         await admin.execute("SET search_path TO audit")
@@ -291,7 +304,8 @@ async def run(events: int, views: int, view_events: int, connections: int, repli
         audit.signal(signal.SIGCONT)
         done = await wait_until(admin, HEAD, base + events, timeout=600)
         cpu = audit.cpu() - cpu
-        line("trail: a backlog in the queue -> entries appended", events, done - started, cpu)
+        batches = await appends(admin, base)
+        line("trail: a backlog in the queue -> entries appended", events, done - started, cpu, None, batches)
 
         # 2. Page views through the HTTP beacon: every 202 means stored (group commit).
         cpu = audit.cpu()
