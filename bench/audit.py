@@ -24,13 +24,14 @@ import time
 import uuid
 from datetime import UTC, datetime
 
-import aio_pika
 import asyncpg
 import orjson
 from audit import trail
-from spm_common.envelope import CloudEvent, amqp_message
+from spm_common.envelope import CloudEvent
 from spm_common.testing.smtp import free_port
 from spm_common.testing.world import AMQP_URL, World, new_world
+
+from bench._publisher import publish_bodies
 
 BROWSER = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0"
 PAGES = ["/", "/dict", "/dict/pro", "/buy", "/support", "/news/2026-12", "/download", "/about"]
@@ -90,17 +91,11 @@ def address(i: int) -> str:
 
 
 async def publish(events: list[CloudEvent], exchange_name: str) -> float:
-    """Publish with confirms, overlapped; returns the seconds it took."""
-    connection = await aio_pika.connect(AMQP_URL)
-    async with connection:
-        channel = await connection.channel(publisher_confirms=True)
-        exchange = await channel.get_exchange(exchange_name)
-        started = time.perf_counter()
-        for start in range(0, len(events), 1000):
-            await asyncio.gather(
-                *(exchange.publish(amqp_message(e), routing_key=e.type) for e in events[start : start + 1000])
-            )
-        return time.perf_counter() - started
+    """Publish with confirms, windows of messages pipelined (bench._publisher); returns the seconds it took."""
+    bodies = [(e.type, e.id, e.to_json()) for e in events]
+    started = time.perf_counter()
+    await publish_bodies(AMQP_URL, exchange_name, bodies)
+    return time.perf_counter() - started
 
 
 async def wait_until(admin: asyncpg.Connection, query: str, target: int, timeout: float) -> float:
