@@ -5,10 +5,22 @@ from __future__ import annotations
 import unicodedata
 from datetime import UTC, datetime
 
+import orjson
 import pytest
-from contact.intake import ContactForm, clean_line, clean_text, preferred_locale
+from contact.events import MESSAGE_RECEIVED, MessageReceived
+from contact.intake import (
+    ACK_TEMPLATE,
+    PURPOSE,
+    ContactForm,
+    clean_line,
+    clean_text,
+    new_message,
+    preferred_locale,
+    receipt_events,
+)
 from contact.ratelimit import Limit, client_bucket
 from pydantic import ValidationError
+from spm_common.notifications import NOTIFICATION_REQUESTED, NotificationRequested, Recipient
 
 VALID = {"name": "Trần Văn Thử", "email": "tran.thu@example.vn", "message": "Xin chào"}
 
@@ -119,3 +131,36 @@ def test_fixed_windows() -> None:
     now = datetime(2026, 11, 29, 4, 7, 30, tzinfo=UTC).timestamp()
     start, end = Limit(5, 600).window(now)
     assert (start, end) == (datetime(2026, 11, 29, 4, 0, tzinfo=UTC), datetime(2026, 11, 29, 4, 10, tzinfo=UTC))
+
+
+@pytest.mark.parametrize(("subject", "policy_version"), [("Hỏi về giấy phép", 3), (None, None)])
+def test_receipt_events_carry_exactly_what_the_event_models_would(
+    subject: str | None, policy_version: int | None
+) -> None:
+    form = ContactForm.model_validate({**VALID, "subject": subject})
+    message = new_message(form, "vi", "SPM <noreply@example.com>")
+    fact, ack = receipt_events(message, policy_version, "contact", "req-1")
+    expected = [
+        MessageReceived(
+            message_id=str(message.id),
+            email=message.email,
+            locale=message.locale,
+            received_at=message.received_at,
+            privacy_policy_version=policy_version,
+        ),
+        NotificationRequested(
+            purpose=PURPOSE,
+            template=ACK_TEMPLATE,
+            locale=message.locale,
+            recipient=Recipient(email=message.email, name=message.name),
+            context={"subject": message.subject},
+            message_id=message.ack_message_id,
+            reference=f"contact.message:{message.id}",
+        ),
+    ]
+    for event, model in zip((fact, ack), expected, strict=True):
+        built_from_model = event.model_copy(update={"data": model.model_dump(mode="json")})
+        assert event.to_json() == built_from_model.to_json()
+        assert type(model).model_validate(orjson.loads(event.to_json())["data"]) == model
+    assert (fact.type, ack.type) == (MESSAGE_RECEIVED, NOTIFICATION_REQUESTED)
+    assert fact.correlationid == ack.correlationid == "req-1"
