@@ -220,6 +220,7 @@ def main() -> None:
     seconds = 3.0 if args.quick else args.seconds
     connections = min(args.connections, 8) if args.quick else args.connections
 
+    load_before = os.getloadavg()[0]
     world = new_world()
     asyncio.run(world.create())
     workdir = Path(tempfile.mkdtemp(prefix="bench-contact-"))
@@ -259,7 +260,7 @@ def main() -> None:
         stored_rate = (after - before) / results["contact"]["seconds"]
         print(
             f"contact intake benchmark ({args.tool}, {connections} connections, {seconds:.0f} s each, "
-            f"{os.cpu_count()} CPUs)"
+            f"{os.cpu_count()} CPUs, load average {load_before:.2f} before, {os.getloadavg()[0]:.2f} after)"
         )
         heads = ("req/s", "stored/s", "p50 ms", "p90 ms", "p99 ms", "max ms", "failed", "requests")
         widths = (10, 10, 9, 9, 9, 9, 8, 10)
