@@ -2,7 +2,8 @@
 by Postfix's smtp-sink, the upgrade fan-out to many purchasers, and a plain aio-pika + asyncpg baseline.
 
     uv run python -m bench.orders [--quick] [--orders N] [--rate R] [--seconds S] [--purchasers P]
-                                  [--baseline N] [--no-audit] [--mail-timeout T]
+                                  [--baseline N] [--no-audit] [--no-notifier] [--fanout-only]
+                                  [--mail-timeout T]
 
 Orders, notifier (and audit) run as real processes in a throwaway world (own database and exchange,
 removed afterwards). Figures are printed per stage: orders committed (order, keys and the notification
@@ -310,7 +311,13 @@ async def bench_orders(
 
 
 async def bench_fanout(
-    world: World, admin: asyncpg.Connection, sink: Sink, purchasers: int, mail_timeout: float, notifier: bool = True
+    world: World,
+    admin: asyncpg.Connection,
+    sink: Sink,
+    purchasers: int,
+    mail_timeout: float,
+    pids: dict[str, int],
+    notifier: bool = True,
 ) -> None:
     tag = uuid.uuid4().hex[:6]
     started = time.perf_counter()
@@ -363,6 +370,7 @@ async def bench_fanout(
     async with connection:
         channel = await connection.channel(publisher_confirms=True)
         exchange = await channel.get_exchange(world.exchange, ensure=False)
+        cpu = {name: cpu_seconds(pid) for name, pid in pids.items()}
         started = time.perf_counter()
         await exchange.publish(cloudevent("upgrade.released", release), routing_key="upgrade.released")
     done = await wait_count(
@@ -384,11 +392,19 @@ async def bench_fanout(
     recorded_total = time.perf_counter() - started if recorded else None
     mailed = await wait_mail(sink, purchasers, mail_timeout) if notifier else None
     mailed_total = time.perf_counter() - started if mailed is not None else None
+    if notifier:
+        # The last notification.sent events are published a moment after their e-mails left.
+        await wait_count(admin, UNPUBLISHED_NONE.replace("orders.", "notifier."), 1, 60)
+    cpu = {name: cpu_seconds(pid) - cpu[name] for name, pid in pids.items()}
     print(f"  upgrade.released (new registration) to {purchasers:,} purchasers")
     print(f"    fan-out committed (keys issued, requests enqueued): {rate(purchasers, fanned)}")
     print(f"    requests published by the outbox relay:             {rate(purchasers, relayed_total)}")
     print(f"    requests recorded by the notifier:                  {rate(purchasers, recorded_total)}")
     print(f"    e-mails accepted by smtp-sink:                      {rate(purchasers, mailed_total)}")
+    print(
+        "    CPU a purchaser, whole fan-out: "
+        + ", ".join(f"{name} {seconds / purchasers * 1e6:,.0f} µs ({seconds:.1f} s)" for name, seconds in cpu.items())
+    )
 
 
 async def bench_baseline(world: World, admin: asyncpg.Connection, count: int) -> float:
@@ -458,6 +474,11 @@ async def run(args: argparse.Namespace) -> None:
         print(f"orders benchmark: services {', '.join(services.names)} as processes; smtp-sink on {sink.port}")
         print(f"  load average at start: {', '.join(f'{x:.2f}' for x in os.getloadavg())} on {os.cpu_count()} cores")
         notifier = not args.no_notifier
+        pids = {name: process.pid for name, process in services.processes.items()}
+        if args.fanout_only:
+            await bench_fanout(world, admin, sink, args.purchasers, args.mail_timeout, pids, notifier)
+            print(f"  load average at end: {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
+            return
         committed = await bench_orders(
             world,
             admin,
@@ -469,7 +490,7 @@ async def run(args: argparse.Namespace) -> None:
             services.processes["orders"].pid,
             notifier,
         )
-        await bench_fanout(world, admin, sink, args.purchasers, args.mail_timeout, notifier)
+        await bench_fanout(world, admin, sink, args.purchasers, args.mail_timeout, pids, notifier)
         services.stop()  # the baseline runs alone (the audit would otherwise consume its messages too)
         baseline = await bench_baseline(world, admin, args.baseline)
         if committed:
@@ -504,6 +525,7 @@ def main() -> None:
     parser.add_argument(
         "--no-notifier", action="store_true", help="run without the notifier: the orders stage alone, no e-mail"
     )
+    parser.add_argument("--fanout-only", action="store_true", help="only the upgrade fan-out (no burst, no baseline)")
     parser.add_argument("--mail-timeout", type=float, default=180, help="seconds to wait for e-mail at most")
     args = parser.parse_args()
     if args.quick:
