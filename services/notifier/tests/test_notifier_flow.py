@@ -8,10 +8,12 @@ import urllib.parse
 
 import asyncpg
 import orjson
+from notifier import store
 from notifier.app import create
 from notifier.settings import Settings
 from notifier.tokens import make_token, recipient_ref
 from notifier_testkit import FAST, address, delivery_of, eventually, request_event, settled
+from spm_common.envelope import new_event
 from spm_common.testing.smtp import SmtpServer
 from spm_common.testing.world import OPERATOR_TOKEN, World, running
 
@@ -272,3 +274,31 @@ async def test_a_bug_while_composing_is_retried_and_the_sender_keeps_going(
     assert failures == [unlucky]
     assert row["attempts"] == 2
     assert len(smtp.to(unlucky)) == 1 and len(smtp.to(other)) == 1
+
+
+async def test_marking_sent_writes_the_outcome_only_of_deliveries_still_leased(settings, db) -> None:
+    async with running(create(settings)):
+        pass  # the schema, migrated
+    await db.execute("SET search_path TO notifier")
+    new = [
+        store.NewDelivery(f"mark-{i}", f"ref-{i}", "answer-message", "contact-ack", "en", None, f"<m{i}@x>", None, "{}")
+        for i in range(2)
+    ]
+    await store.insert_deliveries(db, new)
+    # First in line, so the claim takes these two and leaves whatever other tests left alone.
+    await db.execute("UPDATE deliveries SET next_attempt_at = '2000-01-01' WHERE request_event_id LIKE 'mark-%'")
+    claimed = await store.claim_due(db, 2, 60)
+    assert sorted(r["request_event_id"] for r in claimed) == ["mark-0", "mark-1"]
+    mine, taken_over = sorted(claimed, key=lambda r: r["id"])
+    # Its lease ran out and another sender claimed it again: this sender's outcome for it is stale.
+    await db.execute("UPDATE deliveries SET attempts = attempts + 1 WHERE id = $1", taken_over["id"])
+    outcomes = [new_event("notification.sent", "urn:test", {"n": i}) for i in range(2)]
+    before = await db.fetchval("SELECT count(*) FROM outbox")
+    done = await store.mark_sent(
+        db, [(mine["id"], mine["attempts"]), (taken_over["id"], taken_over["attempts"])], outcomes
+    )
+    assert done == [mine["id"]]
+    assert await db.fetchval("SELECT count(*) FROM outbox") == before + 1
+    assert await db.fetchval("SELECT event_id FROM outbox ORDER BY id DESC LIMIT 1") == outcomes[0].id
+    rows = await db.fetch("SELECT status, request FROM deliveries WHERE request_event_id LIKE 'mark-%' ORDER BY id")
+    assert [(r["status"], r["request"]) for r in rows] == [("sent", None), ("sending", "{}")]

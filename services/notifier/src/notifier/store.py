@@ -8,6 +8,8 @@ from typing import Any
 
 import asyncpg
 from spm_common.db import Connection
+from spm_common.envelope import CloudEvent
+from spm_common.outbox import NOTIFY, outbox_arrays
 
 DUE_CHANNEL = "spm_notifier_due"
 
@@ -110,17 +112,24 @@ async def recipient_facts(conn: Connection, refs: Sequence[str]) -> dict[str, tu
     return {row["ref"]: (row["purchaser"], row["suppressed"], frozenset(row["unsubscribed"])) for row in rows}
 
 
-async def mark_sent(conn: Connection, claims: Sequence[tuple[int, int]]) -> list[int]:
-    """Sent, and the request (address, content) erased; only rows still leased under that attempt count."""
-    rows = await conn.fetch(
-        "UPDATE deliveries d SET status = 'sent', sent_at = now(), lease_until = NULL, request = NULL,"
-        " last_error = NULL"
-        " FROM unnest($1::bigint[], $2::int[]) AS x(id, attempts)"
-        " WHERE d.id = x.id AND d.attempts = x.attempts AND d.status = 'sending' RETURNING d.id",
+async def mark_sent(conn: Connection, claims: Sequence[tuple[int, int]], outcomes: Sequence[CloudEvent]) -> list[int]:
+    """Sent, and the request (address, content) erased, for rows still leased under that attempt count; the
+    outcome event (one per claim, same order) of each row marked goes into the outbox in the same statement
+    (one round trip, atomic on its own). Returns the ids marked."""
+    rows = await conn.fetchval(
+        "WITH x AS (SELECT * FROM unnest($1::bigint[], $2::int[], $3::text[], $4::text[], $5::bytea[])"
+        "  AS x(id, attempts, event_id, event_type, body)),"
+        " done AS (UPDATE deliveries d SET status = 'sent', sent_at = now(), lease_until = NULL, request = NULL,"
+        "  last_error = NULL FROM x WHERE d.id = x.id AND d.attempts = x.attempts AND d.status = 'sending'"
+        "  RETURNING d.id),"
+        " event AS (INSERT INTO outbox (event_id, event_type, body)"
+        "  SELECT x.event_id, x.event_type, x.body FROM x JOIN done ON done.id = x.id)"
+        f" SELECT array(SELECT id FROM done), {NOTIFY}",
         [c[0] for c in claims],
         [c[1] for c in claims],
+        *outbox_arrays(outcomes),
     )
-    return [row["id"] for row in rows]
+    return list(rows)
 
 
 async def mark_retry(conn: Connection, items: Sequence[tuple[int, int, float, str | None]]) -> list[int]:
