@@ -73,6 +73,18 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+async def postgres_cpu(admin: asyncpg.Connection) -> dict[int, float]:
+    """CPU so far of each Postgres backend serving this world's database (the services' pools), by pid."""
+    pids = await admin.fetch(
+        "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+    )
+    found = {}
+    for row in pids:
+        with suppress(OSError):
+            found[row["pid"]] = cpu_seconds(row["pid"])
+    return found
+
+
 class Sink:
     """smtp-sink dumping each accepted message to a file; the file's mtime is when it was accepted."""
 
@@ -371,6 +383,7 @@ async def bench_fanout(
         channel = await connection.channel(publisher_confirms=True)
         exchange = await channel.get_exchange(world.exchange, ensure=False)
         cpu = {name: cpu_seconds(pid) for name, pid in pids.items()}
+        backends = await postgres_cpu(admin)
         started = time.perf_counter()
         await exchange.publish(cloudevent("upgrade.released", release), routing_key="upgrade.released")
     done = await wait_count(
@@ -396,6 +409,8 @@ async def bench_fanout(
         # The last notification.sent events are published a moment after their e-mails left.
         await wait_count(admin, UNPUBLISHED_NONE.replace("orders.", "notifier."), 1, 60)
     cpu = {name: cpu_seconds(pid) - cpu[name] for name, pid in pids.items()}
+    # Backends that ended meanwhile are missed; those that began count from zero.
+    cpu["postgres"] = sum(used - backends.get(pid, 0.0) for pid, used in (await postgres_cpu(admin)).items())
     print(f"  upgrade.released (new registration) to {purchasers:,} purchasers")
     print(f"    fan-out committed (keys issued, requests enqueued): {rate(purchasers, fanned)}")
     print(f"    requests published by the outbox relay:             {rate(purchasers, relayed_total)}")
