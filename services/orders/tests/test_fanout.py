@@ -121,11 +121,12 @@ async def test_a_crash_in_a_batch_rolls_it_back_and_the_fanout_resumes(
 ) -> None:
     sku = await add_product(orders.world)
     seeded = await seed_purchasers(orders.world, sku, 150)  # batches of 40: 40, 40, 40, 30
-    real_enqueue = fanout.enqueue
+    real_advance = fanout.store.advance_fanout
     calls = 0
     crashed, resume = asyncio.Event(), asyncio.Event()
 
-    async def crashing(conn: Any, *events: Any) -> None:
+    async def crashing(conn: Any, *args: Any) -> None:
+        # The batch's keys are issued; its requests are about to be enqueued with the cursor's move.
         nonlocal calls
         calls += 1
         if calls == 3:
@@ -133,9 +134,9 @@ async def test_a_crash_in_a_batch_rolls_it_back_and_the_fanout_resumes(
             raise RuntimeError("simulated crash in the middle of a batch")
         if calls > 3:
             await resume.wait()
-        await real_enqueue(conn, *events)
+        await real_advance(conn, *args)
 
-    monkeypatch.setattr(fanout, "enqueue", crashing)
+    monkeypatch.setattr(fanout.store, "advance_fanout", crashing)
     data = release(sku, new_registration=True)
     await orders.publish("upgrade.released", data)
     await asyncio.wait_for(crashed.wait(), 10)

@@ -20,7 +20,6 @@ from spm_common.db import Connection
 from spm_common.envelope import CloudEvent, new_event
 from spm_common.logging import get_logger
 from spm_common.notifications import NOTIFICATION_REQUESTED, NotificationRequested, Recipient
-from spm_common.outbox import enqueue
 from spm_common.pgnotify import Listener
 from spm_common.redaction import describe_error
 from spm_common.runtime import Runtime
@@ -65,8 +64,7 @@ async def run_batch(conn: Connection, source: str, batch_size: int) -> bool:
         await store.finish_fanout(conn, job["id"])
         log.info("fan-out finished", kind=job["kind"])
         return True
-    await enqueue(conn, *events)
-    await store.advance_fanout(conn, job["id"], recipients[-1]["id"], len(recipients))
+    await store.advance_fanout(conn, job["id"], recipients[-1]["id"], len(recipients), events)
     return True
 
 

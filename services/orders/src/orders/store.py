@@ -9,7 +9,8 @@ from typing import Any
 
 import asyncpg
 from spm_common.db import Connection
-from spm_common.outbox import NOTIFY
+from spm_common.envelope import CloudEvent
+from spm_common.outbox import ENQUEUE_FROM_ARRAYS, NOTIFY, outbox_arrays
 
 FANOUT_CHANNEL = "spm_orders_fanout"
 
@@ -242,12 +243,20 @@ async def claim_fanout(conn: Connection) -> asyncpg.Record | None:
     )
 
 
-async def advance_fanout(conn: Connection, fanout_id: int, cursor: int, notified: int) -> None:
+async def advance_fanout(
+    conn: Connection, fanout_id: int, cursor: int, notified: int, events: Sequence[CloudEvent]
+) -> None:
+    """Move the fan-out's cursor past a batch and put the batch's notification requests in the outbox, in one
+    statement (a thousand requests were a thousand INSERTs)."""
     await conn.execute(
-        "UPDATE fanouts SET cursor = $2, notified = notified + $3, batches = batches + 1 WHERE id = $1",
+        "WITH advanced AS (UPDATE fanouts SET cursor = $2, notified = notified + $3, batches = batches + 1"
+        " WHERE id = $1),"
+        f" events AS ({ENQUEUE_FROM_ARRAYS.format(ids='$4', types='$5', bodies='$6')})"
+        f" SELECT {NOTIFY}",
         fanout_id,
         cursor,
         notified,
+        *outbox_arrays(events),
     )
 
 
