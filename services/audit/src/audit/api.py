@@ -107,15 +107,29 @@ def _accepted() -> Response:
     return Response(ACCEPTED_BODY, status.HTTP_202_ACCEPTED, media_type="application/json")
 
 
+# The days a trend may cover: asyncpg sends the first and last day Python knows as -infinity and infinity, and
+# a series of days from -infinity never ends.
+EARLIEST_DAY = date(1970, 1, 1)
+LATEST_DAY = date(9999, 12, 30)
+
+
 def _day_range(first: date | None, last: date | None) -> tuple[date, date]:
-    today = datetime.now(UTC).date()
-    last = last or today
+    last = last or datetime.now(UTC).date()
+    if not EARLIEST_DAY <= last <= LATEST_DAY:
+        raise _bad_query("to", f"a day from {EARLIEST_DAY} to {LATEST_DAY}")
     first = first or last - timedelta(days=29)
+    if not EARLIEST_DAY <= first <= LATEST_DAY:
+        raise _bad_query("from", f"a day from {EARLIEST_DAY} to {LATEST_DAY}")
     if first > last:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "`from` is after `to`")
+        raise _bad_query("from", "`from` is after `to`")
     if (last - first).days >= trends.MAX_DAYS:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, f"at most {trends.MAX_DAYS} days at a time")
+        raise _bad_query("from", f"at most {trends.MAX_DAYS} days at a time")
     return first, last
+
+
+def _bad_query(name: str, message: str) -> RequestValidationError:
+    """A 422 shaped as every other 422 of the API (the documented `HTTPValidationError`), naming the parameter."""
+    return RequestValidationError([{"loc": ("query", name), "msg": message, "type": "value_error"}])
 
 
 @operator_router.get("/trends", summary="Page views, unique visitors, top pages and referrers, visits")
@@ -137,7 +151,14 @@ def _moment(value: date | datetime | None, *, end: bool) -> datetime | None:
         return None
     if isinstance(value, datetime):
         return value if value.tzinfo else value.replace(tzinfo=UTC)
-    return datetime.combine(value + timedelta(days=1) if end else value, time(), UTC)
+    if end:
+        # The end of the last day; the last day there is ends where datetimes end.
+        return (
+            datetime.combine(value + timedelta(days=1), time(), UTC)
+            if value < date.max
+            else datetime.max.replace(tzinfo=UTC)
+        )
+    return datetime.combine(value, time(), UTC)
 
 
 @operator_router.get("/audit/events", summary="The audit trail, filtered by type, time and the person it concerns")
