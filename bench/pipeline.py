@@ -1,14 +1,19 @@
 """Pipeline benchmark: `order.placed` published as the shop would, until the confirmation e-mail is accepted by
 Postfix's smtp-sink and the order's events are in the audit trail, with all four services running.
 
-    uv run python -m bench.pipeline [--quick] [--orders N] [--mail-timeout T]
+    uv run python -m bench.pipeline [--quick] [--orders N] [--rate R] [--mail-timeout T]
 
 Contact, orders, notifier and audit run as real processes in a throwaway world (own database and exchange,
 removed afterwards), with smtp-sink on a free port dumping each accepted message to a file. Two phases:
 full speed (N orders published as fast as publisher confirms allow) and half of the rate full speed reached
-(a paced publisher, N/2 orders). Latency of an order = the accepted message file's mtime (smtp-sink's
-acceptance) minus the wall-clock time its publish started. Then, in the same run with the services stopped,
-the plain aio-pika + asyncpg baseline of bench/orders.py, and each service's peak memory (VmHWM).
+(a paced publisher, N/2 orders; `--rate` sets another). Each phase starts once the services are quiet
+(queues and outboxes empty, nothing consumed for half a second), so what one phase left behind does not
+queue in front of the next. Latency of an order = the accepted message file's mtime (smtp-sink's
+acceptance) minus the wall-clock time its publish started; it is broken down into the steps of the order's
+way by the timestamps the services record anyway (the start of each transaction: the orders' inbox, the
+relay's claim of `notification.requested`, the notifier's inbox, the sender's claim, the outcome's mark; and
+the audit trail's entries). Then, in the same run with the services stopped, the plain aio-pika + asyncpg
+baseline of bench/orders.py, and each service's peak memory (VmHWM).
 """
 
 from __future__ import annotations
@@ -26,10 +31,28 @@ import aio_pika
 import asyncpg
 from spm_common.testing.world import AMQP_URL, World, new_world
 
-from bench.orders import Services, Sink, bench_baseline, cloudevent, order, tear_down
+from bench.orders import SHOP, Services, Sink, bench_baseline, cloudevent, order, tear_down
 
 WINDOW = 200
-AUDIT_COUNT = "SELECT count(*) FROM audit.entries WHERE event_type = $1"
+# The orders' inbox rows since the phase began (an order and its inbox row commit together), by index.
+COMMITTED = "SELECT count(*) FROM orders.inbox WHERE received_at >= $1 AND source = $2"
+AUDITED_SINCE = (
+    "SELECT max(seq) AS last, count(*) FILTER (WHERE event_type = 'order.placed') AS placed,"
+    " count(*) FILTER (WHERE event_type = 'order.recorded') AS recorded FROM audit.entries WHERE seq > $1"
+)
+# Quiet means: no event waiting in any service's queue or outbox, no e-mail due, nothing newly consumed.
+QUEUES = ("contact", "orders", "notifier", "audit")
+BUSY = """
+SELECT (SELECT count(*) FROM orders.outbox WHERE published_at IS NULL)
+     + (SELECT count(*) FROM notifier.outbox WHERE published_at IS NULL)
+     + (SELECT count(*) FROM audit.outbox WHERE published_at IS NULL)
+     + (SELECT count(*) FROM contact.outbox WHERE published_at IS NULL)
+     + (SELECT count(*) FROM notifier.deliveries WHERE status IN ('pending', 'sending') AND next_attempt_at <= now())
+       AS waiting,
+       ARRAY[(SELECT max(received_at) FROM orders.inbox), (SELECT max(received_at) FROM notifier.inbox),
+             (SELECT max(received_at) FROM contact.inbox), (SELECT max(received_at) FROM audit.inbox)]::text
+       || (SELECT coalesce(max(seq), 0) FROM audit.entries)::text AS last
+"""
 
 
 @dataclass
@@ -44,6 +67,8 @@ class Phase:
     audited: float | None = None
     latencies: list[float] = field(default_factory=list)
     missing_mail: int = 0
+    stages: list[tuple[str, list[float]]] = field(default_factory=list)
+    settled: float | None = 0.0  # seconds waited for the services to go quiet before the phase
 
     @property
     def done(self) -> float | None:
@@ -72,15 +97,41 @@ async def publish(
     return sent_at
 
 
+async def settle(world: World, admin: asyncpg.Connection, timeout: float = 300) -> float | None:
+    """Wait until the services are quiet (what the last phase left behind, such as the outcomes of its
+    e-mails on their way to the trail, would otherwise queue in front of the next phase's orders); return
+    how long that took, or None if they were still busy after `timeout`."""
+    started = time.perf_counter()
+    connection = await aio_pika.connect(AMQP_URL)
+    async with connection:
+        channel = await connection.channel()
+        previous = None
+        while time.perf_counter() - started < timeout:
+            queued = 0
+            for service in QUEUES:
+                queue = await channel.declare_queue(f"{world.exchange}.{service}", passive=True)
+                queued += queue.declaration_result.message_count or 0
+            row = await admin.fetchrow(BUSY)
+            if queued == 0 and row["waiting"] == 0 and row["last"] == previous:
+                return time.perf_counter() - started
+            previous = row["last"] if queued == 0 and row["waiting"] == 0 else None
+            await asyncio.sleep(0.5)
+    return None
+
+
 async def run_phase(
     world: World, admin: asyncpg.Connection, sink: Sink, name: str, count: int, rate: float | None, timeout: float
 ) -> Phase:
     phase = Phase(name, count)
     tag = uuid.uuid4().hex[:6]
     messages = [cloudevent("order.placed", order(i, tag)) for i in range(count)]
-    placed0 = await admin.fetchval(AUDIT_COUNT, "order.placed")
-    recorded0 = await admin.fetchval(AUDIT_COUNT, "order.recorded")
+    phase.settled = await settle(world, admin)
     sink.clear()
+    # What the loop below asks costs little: the trail is counted from where the last look left off, the
+    # orders until they are all in (a 20,000-order phase's full counts, ten times a second, kept Postgres busy).
+    audited_seq = await admin.fetchval("SELECT coalesce(max(seq), 0) FROM audit.entries")
+    placed = recorded = committed = 0
+    since = await admin.fetchval("SELECT now()")
     connection = await aio_pika.connect(AMQP_URL)
     async with connection:
         channel = await connection.channel(publisher_confirms=True)
@@ -91,11 +142,11 @@ async def run_phase(
         while True:
             await asyncio.sleep(0.1)
             now = time.perf_counter() - started
-            committed = await admin.fetchval(
-                "SELECT count(*) FROM orders.orders WHERE order_id LIKE $1", f"BENCH-{tag}-%"
-            )
-            placed = await admin.fetchval(AUDIT_COUNT, "order.placed") - placed0
-            recorded = await admin.fetchval(AUDIT_COUNT, "order.recorded") - recorded0
+            if committed < count:
+                committed = await admin.fetchval(COMMITTED, since, SHOP)
+            row = await admin.fetchrow(AUDITED_SINCE, audited_seq)
+            if row["last"] is not None:
+                audited_seq, placed, recorded = row["last"], placed + row["placed"], recorded + row["recorded"]
             mailed = sink.count()
             if phase.committed is None and committed >= count:
                 phase.committed = now
@@ -117,13 +168,64 @@ async def run_phase(
         sent_at = await publisher
         phase.published = max(sent_at) - min(sent_at) if sent_at else 0.0
     accepted = sink.accepted()
+    mailed_at: dict[int, float] = {}
     for i, t in enumerate(sent_at):
         at = accepted.get(f"bench-{tag}-{i}@example.com")
         if at is None:
             phase.missing_mail += 1
         else:
             phase.latencies.append(at - t)
+            mailed_at[i] = at
+    phase.stages = await stages(admin, tag, sent_at, mailed_at)
     return phase
+
+
+# Per order, when each step began, from the services' own tables (each a transaction's start, `now()`).
+STAGES = """
+SELECT split_part(o.order_id, '-', 3)::int AS i,
+       extract(epoch FROM oi.received_at) AS consumed,
+       extract(epoch FROM rq.published_at) AS relayed,
+       extract(epoch FROM ni.received_at) AS recorded,
+       extract(epoch FROM d.last_attempt_at) AS claimed,
+       extract(epoch FROM d.sent_at) AS marked,
+       extract(epoch FROM rc.published_at) AS recorded_relayed,
+       extract(epoch FROM ap.recorded_at) AS audit_placed,
+       extract(epoch FROM ar.recorded_at) AS audit_recorded
+FROM orders.orders o
+JOIN orders.inbox oi ON oi.event_id = o.event_id
+JOIN orders.outbox rq ON rq.event_type = 'notification.requested'
+     AND convert_from(rq.body, 'UTF8')::jsonb #>> '{data,reference}' = 'order:' || o.id
+JOIN orders.outbox rc ON rc.event_type = 'order.recorded'
+     AND convert_from(rc.body, 'UTF8')::jsonb #>> '{data,id}' = o.id::text
+LEFT JOIN notifier.inbox ni ON ni.event_id = rq.event_id
+LEFT JOIN notifier.deliveries d ON d.request_event_id = rq.event_id
+LEFT JOIN audit.entries ap ON ap.event_id = o.event_id AND ap.event_type = 'order.placed'
+LEFT JOIN audit.entries ar ON ar.event_id = rc.event_id AND ar.event_type = 'order.recorded'
+WHERE o.order_id LIKE $1
+"""
+
+
+async def stages(
+    admin: asyncpg.Connection, tag: str, sent_at: list[float], mailed_at: dict[int, float]
+) -> list[tuple[str, list[float]]]:
+    """The latency of each step of an order's way, from the timestamps the services record anyway."""
+    steps: list[tuple[str, str, str]] = [
+        ("published -> orders' inbox transaction", "published", "consumed"),
+        ("  -> relay claimed notification.requested", "consumed", "relayed"),
+        ("  -> notifier's intake transaction", "relayed", "recorded"),
+        ("  -> sender claimed the delivery", "recorded", "claimed"),
+        ("  -> accepted by smtp-sink", "claimed", "mailed"),
+        ("  -> outcome marked sent", "mailed", "marked"),
+        ("published -> order.placed audited", "published", "audit_placed"),
+        ("relay claimed order.recorded -> audited", "recorded_relayed", "audit_recorded"),
+    ]
+    found: list[tuple[str, list[float]]] = [(name, []) for name, _, _ in steps]
+    for row in await admin.fetch(STAGES, f"BENCH-{tag}-%"):
+        times = {**dict(row), "published": sent_at[row["i"]], "mailed": mailed_at.get(row["i"])}
+        for (_, start, end), (_, values) in zip(steps, found, strict=True):
+            if times[start] is not None and times[end] is not None:
+                values.append(float(times[end]) - float(times[start]))
+    return found
 
 
 def per_second(count: int, seconds: float | None) -> str:
@@ -138,7 +240,8 @@ def latency(values: list[float]) -> str:
 
 
 def report(phase: Phase) -> None:
-    print(f"  {phase.name}: {phase.count:,} order.placed")
+    quiet = f"after {phase.settled:.1f} s" if phase.settled is not None else "not quiet after 300 s; started anyway"
+    print(f"  {phase.name}: {phase.count:,} order.placed (services quiet {quiet})")
     print(f"    published (confirms):                 {per_second(phase.count, phase.published)}")
     print(f"    orders committed:                     {per_second(phase.count, phase.committed)}")
     print(f"    e-mails accepted by smtp-sink:        {per_second(phase.count, phase.mailed)}")
@@ -146,6 +249,9 @@ def report(phase: Phase) -> None:
     print(f"    end to end (e-mail and trail):        {per_second(phase.count, phase.done)}")
     missing = f" ({phase.missing_mail} e-mails not found)" if phase.missing_mail else ""
     print(f"    latency publish -> e-mail accepted:   {latency(phase.latencies)}{missing}")
+    print("    where it goes (each step from the start of the one before; transaction starts and smtp-sink's files):")
+    for name, values in phase.stages:
+        print(f"      {name:<44} {latency(values)}")
 
 
 def peak_memory(pid: int) -> str:
@@ -180,10 +286,16 @@ async def run(args: argparse.Namespace) -> None:
         print(f"  load average at start: {', '.join(f'{x:.2f}' for x in os.getloadavg())} on {os.cpu_count()} cores")
         full = await run_phase(world, admin, sink, "full speed", args.orders, None, args.mail_timeout)
         report(full)
-        half_rate = args.orders / full.done / 2 if full.done else 250
+        half_rate = args.rate or (args.orders / full.done / 2 if full.done else 250)
         half_count = max(200, args.orders // 2)
         half = await run_phase(
-            world, admin, sink, f"half speed ({half_rate:,.0f}/s)", half_count, half_rate, args.mail_timeout
+            world,
+            admin,
+            sink,
+            f"{'paced' if args.rate else 'half speed'} ({half_rate:,.0f}/s)",
+            half_count,
+            half_rate,
+            args.mail_timeout,
         )
         report(half)
         for name, process in services.processes.items():
@@ -207,6 +319,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="a small smoke run (1,000 orders)")
     parser.add_argument("--orders", type=int, default=20_000, help="orders at full speed (half as many at half)")
     parser.add_argument("--mail-timeout", type=float, default=600, help="seconds to wait per phase at most")
+    parser.add_argument(
+        "--rate", type=float, default=None, help="orders per second of the paced phase (default: half of full speed)"
+    )
     args = parser.parse_args()
     if args.quick:
         args.orders = 1_000
