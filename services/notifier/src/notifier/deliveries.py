@@ -47,6 +47,8 @@ log = get_logger(__name__)
 DELIVERIES = Counter("spm_notifier_deliveries_total", "Delivery attempts by outcome", ["outcome"])
 RELEASE = Result("retry")  # a claimed delivery handed back unsent (shutdown, or its lease ran short)
 MAX_CONNECTION_PAUSE_SECONDS = 2.0
+# Purposes whose consent depends on what is known of the recipient: the claim brings those facts along.
+GATED = sorted(PURCHASER_ONLY | CATEGORY_OF.keys())
 # InternalClientError: asyncpg's "cannot switch to state ..." on a pooled connection whose server ended it
 # a moment before. Not caught, it ended the marking task silently: outcomes were never recorded, and the
 # e-mails went out again once their leases ran out.
@@ -241,8 +243,6 @@ class Sender:
                     backoff = min(backoff * 2, 30.0)
                     continue
                 await listener.wait(self._s.notifier_poll_seconds)
-                # Requests arrive one transaction at a time: let a few gather rather than claim them one by one.
-                await asyncio.sleep(self._s.notifier_commit_interval_seconds)
         finally:
             await self._shut_down(workers, marker)
             await listener.close()
@@ -272,41 +272,38 @@ class Sender:
 
     async def _claim(self) -> list[Job]:
         deadline = asyncio.get_running_loop().time() + self._s.notifier_lease_seconds / 2
-        async with self._pool.acquire() as conn, conn.transaction():
-            rows = await store.claim_due(conn, self._batch, self._s.notifier_lease_seconds)
-            if not rows:
-                return []
-            gated = [r["recipient_ref"] for r in rows if r["purpose"] in PURCHASER_ONLY or r["purpose"] in CATEGORY_OF]
-            facts = await store.recipient_facts(conn, gated) if gated else {}
-            jobs: list[Job] = []
-            refused: list[tuple[Job, str]] = []
-            for row in rows:
-                job = Job(
-                    id=row["id"],
-                    attempts=row["attempts"],
-                    request_event_id=row["request_event_id"],
-                    recipient_ref=row["recipient_ref"],
-                    purpose=row["purpose"],
-                    template=row["template"],
-                    locale=row["locale"],
-                    reference=row["reference"],
-                    message_id=row["message_id"],
-                    correlation_id=row["correlation_id"],
-                    request=orjson.loads(row["request"]) if row["request"] else {},
-                    deadline=deadline,
-                )
-                known = facts.get(job.recipient_ref)
-                reason = refusal(job.purpose, RecipientFacts(*known) if known else RecipientFacts())
-                if reason is None and not job.request:
-                    reason = "nothing left to send: the request was erased"
-                if reason:
-                    refused.append((job, reason))
-                else:
-                    jobs.append(job)
-            if refused:
+        rows = await store.claim_due(self._pool, self._batch, self._s.notifier_lease_seconds, GATED)
+        jobs: list[Job] = []
+        refused: list[tuple[Job, str]] = []
+        for row in rows:
+            job = Job(
+                id=row["id"],
+                attempts=row["attempts"],
+                request_event_id=row["request_event_id"],
+                recipient_ref=row["recipient_ref"],
+                purpose=row["purpose"],
+                template=row["template"],
+                locale=row["locale"],
+                reference=row["reference"],
+                message_id=row["message_id"],
+                correlation_id=row["correlation_id"],
+                request=orjson.loads(row["request"]) if row["request"] else {},
+                deadline=deadline,
+            )
+            facts = RecipientFacts(row["purchaser"], row["suppressed"], frozenset(row["unsubscribed"]))
+            reason = refusal(job.purpose, facts)
+            if reason is None and not job.request:
+                reason = "nothing left to send: the request was erased"
+            if reason:
+                refused.append((job, reason))
+            else:
+                jobs.append(job)
+        if refused:
+            # Leased already: should this fail, the leases run out and the next claim refuses them again.
+            async with self._pool.acquire() as conn, conn.transaction():
                 done = set(await store.mark_failed(conn, [(j.id, j.attempts, r, False) for j, r in refused]))
                 await enqueue(conn, *(self._outcome(j, r) for j, r in refused if j.id in done))
-                DELIVERIES.labels("refused").inc(len(done))
+            DELIVERIES.labels("refused").inc(len(done))
         return jobs
 
     def _compose(self, job: Job) -> Any:
