@@ -14,6 +14,7 @@ import aio_pika
 import asyncpg
 import orjson
 import pytest
+from prometheus_client import REGISTRY
 from spm_common.envelope import CONTENT_TYPE, CloudEvent, new_event
 from spm_common.migrations import migrate
 from spm_common.outbox import AmqpPublisher, OutboxRelay, enqueue
@@ -59,6 +60,10 @@ async def parts(settings: ProbeSettings) -> AsyncIterator[tuple[asyncpg.Pool, Ru
     finally:
         await runtime.broker.stop()
         await pool.close()
+
+
+def backlog(service: str) -> float | None:
+    return REGISTRY.get_sample_value("spm_outbox_backlog", {"service": service})
 
 
 async def unpublished(pool: asyncpg.Pool) -> int:
@@ -250,12 +255,14 @@ async def test_rows_stay_while_the_broker_refuses_and_go_out_later(
                 )
             assert {row["event_id"] for row in waiting} == refused_ids
             assert all(row["attempts"] >= 1 and "ConnectionError" in row["last_error"] for row in waiting)
+            assert backlog("orders") == len(refused_ids)  # the gauge says how many wait, while they wait
             assert set(seen.ids) == {e.id for e in events} - refused_ids
             assert state["refused"] >= len(refused_ids)
 
             state["broken"] = False
             await seen.wait(10, timeout=10)
             await wait_until(lambda: unpublished(pool), 0)
+            await wait_until(lambda: asyncio.sleep(0, backlog("orders")), 0)
         assert sorted(seen.ids) == sorted(e.id for e in events)
         bodies = {m.message_id: orjson.loads(m.body) for m in seen.messages}
         assert all(bodies[e.id]["id"] == e.id for e in events)

@@ -41,6 +41,7 @@ PURGE_EVERY_SECONDS = 3600.0
 # A day of published rows may take longer to delete than the pool's statement timeout allows.
 PURGE_TIMEOUT_SECONDS = 600.0
 MAX_BACKOFF_SECONDS = 30.0
+BACKLOG_TIMEOUT_SECONDS = 1.0
 
 
 def channel_name(schema: str) -> str:
@@ -202,7 +203,9 @@ class OutboxRelay:
                 await self._listener.ensure()
                 while await self.publish_batch() == self._batch_size:
                     pass
-                await self._update_backlog()
+                # The last claim came back short: nothing was left waiting (rows another relay holds are under
+                # way). Counting them here would cost every pass a round trip before the relay listens again.
+                OUTBOX_BACKLOG.labels(self._service).set(0)
                 if loop.time() >= next_purge:
                     await self.purge_published()
                     next_purge = loop.time() + PURGE_EVERY_SECONDS
@@ -211,6 +214,10 @@ class OutboxRelay:
                 raise
             except Exception as exc:
                 log.warning("outbox relay failed, backing off", error=describe_error(exc), backoff=backoff)
+                # How many wait, while they wait (bounded: Postgres may be what is away).
+                with contextlib.suppress(Exception):
+                    async with asyncio.timeout(BACKLOG_TIMEOUT_SECONDS):
+                        await self._update_backlog()
                 await self._listener.close()
                 # `resume` (called when the broker connection is back) ends the wait early.
                 self._resumed.clear()
