@@ -310,3 +310,49 @@ async def test_a_batch_the_broker_refuses_stays_and_goes_out_once_it_can(
             await publisher.close()
             channel = await amqp.channel()
             await channel.exchange_delete(later)
+
+
+async def test_the_next_batch_is_claimed_while_the_one_before_awaits_its_confirmations(
+    clean_outbox: None, probe_settings: Callable[..., ProbeSettings]
+) -> None:
+    settings = probe_settings()
+    events = [probe_event() for _ in range(25)]
+    written: list[list[str]] = []
+    confirmed: list[asyncio.Event] = []
+
+    async def slow_to_confirm(messages: Any, on_written: Callable[[], None]) -> list[object]:
+        written.append([event_id for _, event_id, _ in messages])
+        on_written()
+        confirmation = asyncio.Event()
+        confirmed.append(confirmation)
+        await confirmation.wait()
+        return [None] * len(messages)
+
+    async def refuse(*_: Any) -> Any:
+        raise AssertionError("the batch goes through publish_many")
+
+    async with parts(settings) as (pool, _):
+        async with pool.acquire() as conn, conn.transaction():
+            await enqueue(conn, *events)
+        relay = OutboxRelay(
+            pool,
+            settings.role_database_url(),
+            "orders",
+            refuse,
+            publish_many=slow_to_confirm,
+            service="orders",
+            batch_size=10,
+            poll_seconds=0.5,
+        )
+        async with relays(relay):
+            await wait_until(lambda: asyncio.sleep(0, len(written)), 2)
+            await asyncio.sleep(0.3)
+            assert len(written) == 2, "two batches in flight at most"
+            assert await unpublished(pool) == 25  # nothing is marked before the broker confirmed it
+            for n in range(3):
+                await wait_until(lambda: asyncio.sleep(0, len(confirmed) > n), True)  # noqa: B023
+                confirmed[n].set()
+            await wait_until(lambda: unpublished(pool), 0)
+        assert [len(batch) for batch in written] == [10, 10, 5]
+        assert [event_id for batch in written for event_id in batch] == [e.id for e in events]  # in order, once
+        assert await pool.fetchval("SELECT max(attempts) FROM outbox") == 1

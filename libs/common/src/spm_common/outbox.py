@@ -33,8 +33,9 @@ from spm_common.redaction import describe_error
 log = get_logger(__name__)
 
 Publish = Callable[[str, str, bytes], Awaitable[object]]  # (event_type, event_id, body)
-# A batch of (event_type, event_id, body) at once; a result per message: its confirmation or its exception.
-PublishMany = Callable[[Sequence[tuple[str, str, bytes]]], Awaitable[Sequence[object]]]
+# A batch of (event_type, event_id, body) at once, calling the second argument once the messages are written;
+# a result per message: its confirmation or its exception.
+PublishMany = Callable[[Sequence[tuple[str, str, bytes]], Callable[[], None]], Awaitable[Sequence[object]]]
 
 PUBLISHED_RETENTION = "1 day"
 PURGE_EVERY_SECONDS = 3600.0
@@ -111,9 +112,12 @@ class AmqpPublisher:
             timeout=self._timeout,
         )
 
-    async def publish_many(self, messages: Sequence[tuple[str, str, bytes]]) -> Sequence[object]:
-        """Publish a batch of (event_type, event_id, body) in one socket write; each one's result is its broker
-        confirmation, or the exception that stands for its failure (nack, channel lost, no answer in time).
+    async def publish_many(
+        self, messages: Sequence[tuple[str, str, bytes]], written: Callable[[], None] = lambda: None
+    ) -> Sequence[object]:
+        """Publish a batch of (event_type, event_id, body) in one socket write, calling `written` once it is
+        queued for the socket (what is published after that goes out after it); each message's result is its
+        broker confirmation, or the exception that stands for its failure (nack, channel lost, no answer in time).
 
         The frames of each message are exactly those `basic_publish` writes, and its delivery tag and
         confirmation are registered the same way under the channel's lock; only the write is one instead of
@@ -144,6 +148,7 @@ class AmqpPublisher:
                 )
                 frames.extend(underlay._split_body(body))
             await underlay.write_queue.put(ChannelFrame.marshall(channel_number=underlay.number, frames=frames))
+        written()
         await asyncio.wait(confirmations, timeout=self._timeout)
         results: list[object] = []
         for confirmation in confirmations:
@@ -169,6 +174,14 @@ class AmqpPublisher:
         if channel is not None and not channel.is_closed:
             with contextlib.suppress(Exception):
                 await channel.close()
+
+
+class _Claim:
+    """What a batch under way tells the relay: how many rows it claimed, and when their messages are written."""
+
+    def __init__(self) -> None:
+        self.rows = 0
+        self.written = asyncio.Event()
 
 
 class OutboxRelay:
@@ -201,8 +214,7 @@ class OutboxRelay:
         while True:
             try:
                 await self._listener.ensure()
-                while await self.publish_batch() == self._batch_size:
-                    pass
+                await self._drain()
                 # The last claim came back short: nothing was left waiting (rows another relay holds are under
                 # way). Counting them here would cost every pass a round trip before the relay listens again.
                 OUTBOX_BACKLOG.labels(self._service).set(0)
@@ -228,6 +240,35 @@ class OutboxRelay:
                 continue
             await self._listener.wait(self._poll_seconds)
 
+    async def _drain(self) -> None:
+        """Publish batches until a claim comes back short. The next batch is claimed as soon as the one before
+        is written to the broker, while its confirmations, marking and commit are still under way (a row
+        committed meanwhile waits for one claim, not for a whole pass); at most two batches are in flight,
+        written in the order they were claimed."""
+        in_flight: list[asyncio.Task[int]] = []
+        try:
+            while True:
+                claim = _Claim()
+                batch = asyncio.create_task(self.publish_batch(claim))
+                in_flight.append(batch)
+                written = asyncio.create_task(claim.written.wait())
+                await asyncio.wait((batch, written), return_when=asyncio.FIRST_COMPLETED)
+                written.cancel()
+                if len(in_flight) == 2:
+                    await in_flight.pop(0)  # raises its failure
+                if batch.done() or claim.rows < self._batch_size:
+                    await in_flight.pop()
+                    return
+        except asyncio.CancelledError:
+            for task in in_flight:
+                task.cancel()
+            await asyncio.gather(*in_flight, return_exceptions=True)
+            raise
+        except Exception:
+            # The other batch's messages are on their way: it confirms and marks them before the relay backs off.
+            await asyncio.gather(*in_flight, return_exceptions=True)
+            raise
+
     def resume(self) -> None:
         """Whatever made the relay back off is over (the broker is back): try again now."""
         self._resumed.set()
@@ -235,17 +276,20 @@ class OutboxRelay:
     async def close(self) -> None:
         await self._listener.close()
 
-    async def publish_batch(self) -> int:
-        """Publish one batch; return how many rows it claimed. Raises if any publish was not confirmed."""
+    async def publish_batch(self, claim: _Claim | None = None) -> int:
+        """Publish one batch; return how many rows it claimed. Raises if any publish was not confirmed.
+        `claim`, if given, learns how many rows were claimed and when their messages are written."""
+        claim = claim or _Claim()
         async with self._pool.acquire() as conn, conn.transaction():
             rows = await conn.fetch(
                 "SELECT id, event_id, event_type, body FROM outbox WHERE published_at IS NULL"
                 " ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
                 self._batch_size,
             )
+            claim.rows = len(rows)
             if not rows:
                 return 0
-            results = await self._publish_rows(rows)
+            results = await self._publish_rows(rows, claim.written.set)
             sent = [
                 row["id"] for row, result in zip(rows, results, strict=True) if not isinstance(result, BaseException)
             ]
@@ -272,14 +316,19 @@ class OutboxRelay:
             raise failures[0]
         return len(rows)
 
-    async def _publish_rows(self, rows: Sequence[asyncpg.Record]) -> Sequence[object]:
+    async def _publish_rows(self, rows: Sequence[asyncpg.Record], written: Callable[[], None]) -> Sequence[object]:
         messages = [(row["event_type"], row["event_id"], bytes(row["body"])) for row in rows]
         if self._publish_many is None:
-            return await asyncio.gather(*(self._publish(*m) for m in messages), return_exceptions=True)
+            try:
+                return await asyncio.gather(*(self._publish(*m) for m in messages), return_exceptions=True)
+            finally:
+                written()
         try:
-            return await self._publish_many(messages)
+            return await self._publish_many(messages, written)
         except Exception as exc:  # nothing of the batch went out (the channel is closed, say)
             return [exc] * len(messages)
+        finally:
+            written()
 
     async def purge_published(self) -> int:
         async with self._pool.acquire() as conn:
