@@ -7,7 +7,7 @@ Contact, orders, notifier and audit run as real processes in a throwaway world (
 removed afterwards), with smtp-sink on a free port dumping each accepted message to a file. Two phases:
 full speed (N orders published as fast as publisher confirms allow) and half of the rate full speed reached
 (a paced publisher, N/2 orders; `--rate` sets another). Each phase starts once the services are quiet
-(queues and outboxes empty, nothing consumed for half a second), so what one phase left behind does not
+(queues and outboxes empty, nothing consumed for two seconds), so what one phase left behind does not
 queue in front of the next. Latency of an order = the accepted message file's mtime (smtp-sink's
 acceptance) minus the wall-clock time its publish started; it is broken down into the steps of the order's
 way by the timestamps the services record anyway (the start of each transaction: the orders' inbox, the
@@ -40,7 +40,9 @@ AUDITED_SINCE = (
     "SELECT max(seq) AS last, count(*) FILTER (WHERE event_type = 'order.placed') AS placed,"
     " count(*) FILTER (WHERE event_type = 'order.recorded') AS recorded FROM audit.entries WHERE seq > $1"
 )
-# Quiet means: no event waiting in any service's queue or outbox, no e-mail due, nothing newly consumed.
+# Quiet means: no event waiting in any service's queue or outbox, no e-mail due, nothing newly consumed for
+# QUIET_LOOKS looks in a row (longer than a big audit batch takes to commit).
+QUIET_LOOKS, QUIET_EVERY_SECONDS = 4, 0.5
 QUEUES = ("contact", "orders", "notifier", "audit")
 BUSY = """
 SELECT (SELECT count(*) FROM orders.outbox WHERE published_at IS NULL)
@@ -105,17 +107,19 @@ async def settle(world: World, admin: asyncpg.Connection, timeout: float = 300) 
     connection = await aio_pika.connect(AMQP_URL)
     async with connection:
         channel = await connection.channel()
-        previous = None
+        previous, quiet = None, 0
         while time.perf_counter() - started < timeout:
             queued = 0
-            for service in QUEUES:
+            for service in QUEUES:  # messages ready; those a consumer holds show up as its next commit
                 queue = await channel.declare_queue(f"{world.exchange}.{service}", passive=True)
                 queued += queue.declaration_result.message_count or 0
             row = await admin.fetchrow(BUSY)
-            if queued == 0 and row["waiting"] == 0 and row["last"] == previous:
-                return time.perf_counter() - started
-            previous = row["last"] if queued == 0 and row["waiting"] == 0 else None
-            await asyncio.sleep(0.5)
+            idle = queued == 0 and row["waiting"] == 0
+            quiet = quiet + 1 if idle and row["last"] == previous else 0
+            if quiet == QUIET_LOOKS:
+                return max(0.0, time.perf_counter() - started - QUIET_LOOKS * QUIET_EVERY_SECONDS)
+            previous = row["last"] if idle else None
+            await asyncio.sleep(QUIET_EVERY_SECONDS)
     return None
 
 

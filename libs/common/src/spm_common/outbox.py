@@ -4,7 +4,8 @@ not happen.
 
 The relay wakes on LISTEN/NOTIFY (the notification arrives only at commit) and polls as a fallback; it
 claims a batch with FOR UPDATE SKIP LOCKED (so replicas share the work), publishes the batch with
-overlapping publisher confirms, marks the confirmed rows sent and commits. While the broker is away it
+overlapping publisher confirms, marks the confirmed rows sent and commits. The next batch is claimed as soon
+as the one before is written, while that one still awaits its confirmations. While the broker is away it
 backs off and tries again; the rows wait in Postgres.
 """
 
