@@ -44,6 +44,8 @@ from notifier.tokens import make_token, recipient_ref
 
 log = get_logger(__name__)
 
+# Purposes whose consent depends on what is known of the recipient: the claim brings those facts along.
+GATED = sorted(PURCHASER_ONLY | CATEGORY_OF.keys())
 DELIVERIES = Counter("spm_notifier_deliveries_total", "Delivery attempts by outcome", ["outcome"])
 RELEASE = Result("retry")  # a claimed delivery handed back unsent (shutdown, or its lease ran short)
 MAX_CONNECTION_PAUSE_SECONDS = 2.0
@@ -299,11 +301,13 @@ class Sender:
             else:
                 jobs.append(job)
         if refused:
-            # Leased already: should this fail, the leases run out and the next claim refuses them again.
-            async with self._pool.acquire() as conn, conn.transaction():
-                done = set(await store.mark_failed(conn, [(j.id, j.attempts, r, False) for j, r in refused]))
-                await enqueue(conn, *(self._outcome(j, r) for j, r in refused if j.id in done))
-            DELIVERIES.labels("refused").inc(len(done))
+            try:
+                async with self._pool.acquire() as conn, conn.transaction():
+                    done = set(await store.mark_failed(conn, [(j.id, j.attempts, r, False) for j, r in refused]))
+                    await enqueue(conn, *(self._outcome(j, r) for j, r in refused if j.id in done))
+                DELIVERIES.labels("refused").inc(len(done))
+            except DB_ERRORS as exc:  # they stay leased: once the leases run out, a claim refuses them again
+                log.warning("cannot record refused deliveries yet", error=describe_error(exc), count=len(refused))
         return jobs
 
     def _compose(self, job: Job) -> Any:
