@@ -12,7 +12,8 @@ queue in front of the next. Latency of an order = the accepted message file's mt
 acceptance) minus the wall-clock time its publish started; it is broken down into the steps of the order's
 way by the timestamps the services record anyway (the start of each transaction: the orders' inbox, the
 relay's claim of `notification.requested`, the notifier's inbox, the sender's claim, the outcome's mark; and
-the audit trail's entries). Then, in the same run with the services stopped, the plain aio-pika + asyncpg
+the audit trail's entries), and the CPU each service used during the phase, per order (utime + stime from
+/proc, from the first publish until the phase is done). Then, in the same run with the services stopped, the plain aio-pika + asyncpg
 baseline of bench/orders.py, and each service's peak memory (VmHWM).
 """
 
@@ -32,6 +33,7 @@ import asyncpg
 from spm_common.testing.world import AMQP_URL, World, new_world
 
 from bench.orders import SHOP, Services, Sink, bench_baseline, cloudevent, order, tear_down
+from bench.orders import cpu_seconds as process_cpu
 
 WINDOW = 200
 # The orders' inbox rows since the phase began (an order and its inbox row commit together), by index.
@@ -71,6 +73,7 @@ class Phase:
     missing_mail: int = 0
     stages: list[tuple[str, list[float]]] = field(default_factory=list)
     settled: float | None = 0.0  # seconds waited for the services to go quiet before the phase
+    cpu: dict[str, float] = field(default_factory=dict)  # CPU seconds each service used during the phase
 
     @property
     def done(self) -> float | None:
@@ -124,7 +127,14 @@ async def settle(world: World, admin: asyncpg.Connection, timeout: float = 300) 
 
 
 async def run_phase(
-    world: World, admin: asyncpg.Connection, sink: Sink, name: str, count: int, rate: float | None, timeout: float
+    world: World,
+    admin: asyncpg.Connection,
+    sink: Sink,
+    services: Services,
+    name: str,
+    count: int,
+    rate: float | None,
+    timeout: float,
 ) -> Phase:
     phase = Phase(name, count)
     tag = uuid.uuid4().hex[:6]
@@ -140,6 +150,7 @@ async def run_phase(
     async with connection:
         channel = await connection.channel(publisher_confirms=True)
         exchange = await channel.get_exchange(world.exchange, ensure=False)
+        cpu_before = {n: process_cpu(p.pid) for n, p in services.processes.items()}
         started = time.perf_counter()
         publisher = asyncio.create_task(publish(exchange, messages, rate))
         last_progress, last_seen = started, (-1, -1, -1)
@@ -169,6 +180,7 @@ async def run_phase(
                     f"{min(placed, recorded)}/{count} in the trail, {mailed}/{count} e-mails"
                 )
                 break
+        phase.cpu = {n: process_cpu(p.pid) - cpu_before[n] for n, p in services.processes.items()}
         sent_at = await publisher
         phase.published = max(sent_at) - min(sent_at) if sent_at else 0.0
     accepted = sink.accepted()
@@ -253,6 +265,8 @@ def report(phase: Phase) -> None:
     print(f"    end to end (e-mail and trail):        {per_second(phase.count, phase.done)}")
     missing = f" ({phase.missing_mail} e-mails not found)" if phase.missing_mail else ""
     print(f"    latency publish -> e-mail accepted:   {latency(phase.latencies)}{missing}")
+    cpu = ", ".join(f"{name} {seconds / phase.count * 1e6:,.0f}" for name, seconds in phase.cpu.items())
+    print(f"    CPU an order (µs, until done):        {cpu}")
     print("    where it goes (each step from the start of the one before; transaction starts and smtp-sink's files):")
     for name, values in phase.stages:
         print(f"      {name:<44} {latency(values)}")
@@ -269,9 +283,8 @@ def peak_memory(pid: int) -> str:
 
 def cpu_seconds(pid: int) -> str:
     """User + system CPU time of a live process since it started, from /proc."""
-    with suppress(OSError), open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-        return f"{(int(fields[11]) + int(fields[12])) / os.sysconf('SC_CLK_TCK'):,.1f} s"
+    with suppress(OSError):
+        return f"{process_cpu(pid):,.1f} s"
     return "n/a"
 
 
@@ -288,7 +301,7 @@ async def run(args: argparse.Namespace) -> None:
         await services.start()
         print(f"pipeline benchmark: {', '.join(services.names)} as processes; smtp-sink on port {sink.port}")
         print(f"  load average at start: {', '.join(f'{x:.2f}' for x in os.getloadavg())} on {os.cpu_count()} cores")
-        full = await run_phase(world, admin, sink, "full speed", args.orders, None, args.mail_timeout)
+        full = await run_phase(world, admin, sink, services, "full speed", args.orders, None, args.mail_timeout)
         report(full)
         half_rate = args.rate or (args.orders / full.done / 2 if full.done else 250)
         half_count = max(200, args.orders // 2)
@@ -296,6 +309,7 @@ async def run(args: argparse.Namespace) -> None:
             world,
             admin,
             sink,
+            services,
             f"{'paced' if args.rate else 'half speed'} ({half_rate:,.0f}/s)",
             half_count,
             half_rate,
