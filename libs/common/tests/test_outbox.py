@@ -356,3 +356,47 @@ async def test_the_next_batch_is_claimed_while_the_one_before_awaits_its_confirm
         assert [len(batch) for batch in written] == [10, 10, 5]
         assert [event_id for batch in written for event_id in batch] == [e.id for e in events]  # in order, once
         assert await pool.fetchval("SELECT max(attempts) FROM outbox") == 1
+
+
+async def test_rows_committed_while_a_batch_awaits_its_confirmations_are_claimed_at_once(
+    clean_outbox: None, probe_settings: Callable[..., ProbeSettings]
+) -> None:
+    settings = probe_settings()
+    first, second = [probe_event() for _ in range(5)], [probe_event() for _ in range(3)]
+    written: list[list[str]] = []
+    confirmed: list[asyncio.Event] = []
+
+    async def slow_to_confirm(messages: Any, on_written: Callable[[], None]) -> list[object]:
+        written.append([event_id for _, event_id, _ in messages])
+        on_written()
+        confirmation = asyncio.Event()
+        confirmed.append(confirmation)
+        await confirmation.wait()
+        return [None] * len(messages)
+
+    async def refuse(*_: Any) -> Any:
+        raise AssertionError("the batch goes through publish_many")
+
+    async with parts(settings) as (pool, _):
+        relay = OutboxRelay(
+            pool,
+            settings.role_database_url(),
+            "orders",
+            refuse,
+            publish_many=slow_to_confirm,
+            service="orders",
+            poll_seconds=10,
+        )
+        async with relays(relay):
+            await asyncio.sleep(0.3)  # listening
+            async with pool.acquire() as conn, conn.transaction():
+                await enqueue(conn, *first)
+            await wait_until(lambda: asyncio.sleep(0, len(written)), 1)
+            async with pool.acquire() as conn, conn.transaction():
+                await enqueue(conn, *second)  # notified while the first batch awaits the broker
+            await wait_until(lambda: asyncio.sleep(0, len(written)), 2, timeout=2)
+            assert await unpublished(pool) == 8
+            for confirmation in confirmed:
+                confirmation.set()
+            await wait_until(lambda: unpublished(pool), 0)
+        assert written == [[e.id for e in first], [e.id for e in second]]

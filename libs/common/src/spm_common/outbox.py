@@ -4,8 +4,9 @@ not happen.
 
 The relay wakes on LISTEN/NOTIFY (the notification arrives only at commit) and polls as a fallback; it
 claims a batch with FOR UPDATE SKIP LOCKED (so replicas share the work), publishes the batch with
-overlapping publisher confirms, marks the confirmed rows sent and commits. The next batch is claimed as soon
-as the one before is written, while that one still awaits its confirmations. While the broker is away it
+overlapping publisher confirms, marks the confirmed rows sent and commits. When more rows wait (the batch
+was full, or a notification came meanwhile), the next batch is claimed while the one before still awaits its
+confirmations. While the broker is away it
 backs off and tries again; the rows wait in Postgres.
 """
 
@@ -177,6 +178,15 @@ class AmqpPublisher:
                 await channel.close()
 
 
+async def _first_of(task: asyncio.Task[Any], event: Awaitable[Any]) -> None:
+    """Until `task` is done or `event` happened, whichever comes first."""
+    other = asyncio.ensure_future(event)
+    try:
+        await asyncio.wait((task, other), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        other.cancel()
+
+
 class _Claim:
     """What a batch under way tells the relay: how many rows it claimed, and when their messages are written."""
 
@@ -242,24 +252,26 @@ class OutboxRelay:
             await self._listener.wait(self._poll_seconds)
 
     async def _drain(self) -> None:
-        """Publish batches until a claim comes back short. The next batch is claimed as soon as the one before
-        is written to the broker, while its confirmations, marking and commit are still under way (a row
-        committed meanwhile waits for one claim, not for a whole pass); at most two batches are in flight,
+        """Publish batches until a claim comes back short and its batch is done with nothing notified
+        meanwhile. A batch is claimed as soon as the one before is written to the broker, if that one was full
+        or a notification came since it was claimed: a row committed while a batch awaits its confirmations,
+        marking and commit waits for one claim, not for the whole pass. At most two batches are in flight,
         written in the order they were claimed."""
         in_flight: list[asyncio.Task[int]] = []
         try:
             while True:
+                self._listener.clear()  # this claim sees every row notified so far
                 claim = _Claim()
                 batch = asyncio.create_task(self.publish_batch(claim))
                 in_flight.append(batch)
-                written = asyncio.create_task(claim.written.wait())
-                await asyncio.wait((batch, written), return_when=asyncio.FIRST_COMPLETED)
-                written.cancel()
+                await _first_of(batch, claim.written.wait())
                 if len(in_flight) == 2:
                     await in_flight.pop(0)  # raises its failure
-                if batch.done() or claim.rows < self._batch_size:
-                    await in_flight.pop()
-                    return
+                if claim.rows < self._batch_size:
+                    await _first_of(batch, self._listener.notification())
+                    if not self._listener.notified():
+                        await in_flight.pop()
+                        return
         except asyncio.CancelledError:
             for task in in_flight:
                 task.cancel()

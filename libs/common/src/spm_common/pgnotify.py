@@ -23,6 +23,18 @@ class Listener:
     def wake(self) -> None:
         self._event.set()
 
+    def notified(self) -> bool:
+        """Whether a notification (or a reconnection) came since the last `wait` or `clear`."""
+        return self._event.is_set()
+
+    async def notification(self) -> None:
+        """Until a notification (or a reconnection) comes, if none came since the last `wait` or `clear`."""
+        await self._event.wait()
+
+    def clear(self) -> None:
+        """Forget the notifications so far: call before looking at what they announced."""
+        self._event.clear()
+
     async def ensure(self) -> None:
         """(Re)connect if needed; raises while Postgres is away."""
         if self._conn is not None and not self._conn.is_closed():
