@@ -13,8 +13,8 @@ acceptance) minus the wall-clock time its publish started; it is broken down int
 way by the timestamps the services record anyway (the start of each transaction: the orders' inbox, the
 relay's claim of `notification.requested`, the notifier's inbox, the sender's claim, the outcome's mark; and
 the audit trail's entries), and the CPU each service used during the phase, per order (utime + stime from
-/proc, from the first publish until the phase is done). Then, in the same run with the services stopped, the plain aio-pika + asyncpg
-baseline of bench/orders.py, and each service's peak memory (VmHWM).
+/proc, from the first publish until the phase is done). Then, in the same run with the services stopped,
+the plain aio-pika + asyncpg baseline of bench/orders.py, and each service's peak memory (VmHWM).
 """
 
 from __future__ import annotations
