@@ -287,7 +287,7 @@ async def test_marking_sent_writes_the_outcome_only_of_deliveries_still_leased(s
     await store.insert_deliveries(db, new)
     # First in line, so the claim takes these two and leaves whatever other tests left alone.
     await db.execute("UPDATE deliveries SET next_attempt_at = '2000-01-01' WHERE request_event_id LIKE 'mark-%'")
-    claimed = await store.claim_due(db, 2, 60)
+    claimed = await store.claim_due(db, 2, 60, [])
     assert sorted(r["request_event_id"] for r in claimed) == ["mark-0", "mark-1"]
     mine, taken_over = sorted(claimed, key=lambda r: r["id"])
     # Its lease ran out and another sender claimed it again: this sender's outcome for it is stale.
