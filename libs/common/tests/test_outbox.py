@@ -312,25 +312,32 @@ async def test_a_batch_the_broker_refuses_stays_and_goes_out_once_it_can(
             await channel.exchange_delete(later)
 
 
+class HeldConfirms:
+    """A broker that takes each batch at once (`written`, in order) and confirms it only when the test sets its
+    event (`confirmed`, one per batch)."""
+
+    def __init__(self) -> None:
+        self.written: list[list[str]] = []
+        self.confirmed: list[asyncio.Event] = []
+
+    async def publish_many(self, messages: Any, on_written: Callable[[], None]) -> list[object]:
+        self.written.append([event_id for _, event_id, _ in messages])
+        on_written()
+        confirmation = asyncio.Event()
+        self.confirmed.append(confirmation)
+        await confirmation.wait()
+        return [None] * len(messages)
+
+    async def refuse_one(self, *_: Any) -> Any:
+        raise AssertionError("the batch goes through publish_many")
+
+
 async def test_the_next_batch_is_claimed_while_the_one_before_awaits_its_confirmations(
     clean_outbox: None, probe_settings: Callable[..., ProbeSettings]
 ) -> None:
     settings = probe_settings()
     events = [probe_event() for _ in range(25)]
-    written: list[list[str]] = []
-    confirmed: list[asyncio.Event] = []
-
-    async def slow_to_confirm(messages: Any, on_written: Callable[[], None]) -> list[object]:
-        written.append([event_id for _, event_id, _ in messages])
-        on_written()
-        confirmation = asyncio.Event()
-        confirmed.append(confirmation)
-        await confirmation.wait()
-        return [None] * len(messages)
-
-    async def refuse(*_: Any) -> Any:
-        raise AssertionError("the batch goes through publish_many")
-
+    broker = HeldConfirms()
     async with parts(settings) as (pool, _):
         async with pool.acquire() as conn, conn.transaction():
             await enqueue(conn, *events)
@@ -338,23 +345,23 @@ async def test_the_next_batch_is_claimed_while_the_one_before_awaits_its_confirm
             pool,
             settings.role_database_url(),
             "orders",
-            refuse,
-            publish_many=slow_to_confirm,
+            broker.refuse_one,
+            publish_many=broker.publish_many,
             service="orders",
             batch_size=10,
             poll_seconds=0.5,
         )
         async with relays(relay):
-            await wait_until(lambda: asyncio.sleep(0, len(written)), 2)
+            await wait_until(lambda: asyncio.sleep(0, len(broker.written)), 2)
             await asyncio.sleep(0.3)
-            assert len(written) == 2, "two batches in flight at most"
+            assert len(broker.written) == 2, "two batches in flight at most"
             assert await unpublished(pool) == 25  # nothing is marked before the broker confirmed it
             for n in range(3):
-                await wait_until(lambda: asyncio.sleep(0, len(confirmed) > n), True)  # noqa: B023
-                confirmed[n].set()
+                await wait_until(lambda: asyncio.sleep(0, len(broker.confirmed) > n), True)  # noqa: B023
+                broker.confirmed[n].set()
             await wait_until(lambda: unpublished(pool), 0)
-        assert [len(batch) for batch in written] == [10, 10, 5]
-        assert [event_id for batch in written for event_id in batch] == [e.id for e in events]  # in order, once
+        assert [len(batch) for batch in broker.written] == [10, 10, 5]
+        assert [event_id for batch in broker.written for event_id in batch] == [e.id for e in events]  # in order, once
         assert await pool.fetchval("SELECT max(attempts) FROM outbox") == 1
 
 
@@ -363,27 +370,14 @@ async def test_rows_committed_while_a_batch_awaits_its_confirmations_are_claimed
 ) -> None:
     settings = probe_settings()
     first, second = [probe_event() for _ in range(5)], [probe_event() for _ in range(3)]
-    written: list[list[str]] = []
-    confirmed: list[asyncio.Event] = []
-
-    async def slow_to_confirm(messages: Any, on_written: Callable[[], None]) -> list[object]:
-        written.append([event_id for _, event_id, _ in messages])
-        on_written()
-        confirmation = asyncio.Event()
-        confirmed.append(confirmation)
-        await confirmation.wait()
-        return [None] * len(messages)
-
-    async def refuse(*_: Any) -> Any:
-        raise AssertionError("the batch goes through publish_many")
-
+    broker = HeldConfirms()
     async with parts(settings) as (pool, _):
         relay = OutboxRelay(
             pool,
             settings.role_database_url(),
             "orders",
-            refuse,
-            publish_many=slow_to_confirm,
+            broker.refuse_one,
+            publish_many=broker.publish_many,
             service="orders",
             poll_seconds=10,
         )
@@ -391,12 +385,12 @@ async def test_rows_committed_while_a_batch_awaits_its_confirmations_are_claimed
             await asyncio.sleep(0.3)  # listening
             async with pool.acquire() as conn, conn.transaction():
                 await enqueue(conn, *first)
-            await wait_until(lambda: asyncio.sleep(0, len(written)), 1)
+            await wait_until(lambda: asyncio.sleep(0, len(broker.written)), 1)
             async with pool.acquire() as conn, conn.transaction():
                 await enqueue(conn, *second)  # notified while the first batch awaits the broker
-            await wait_until(lambda: asyncio.sleep(0, len(written)), 2, timeout=2)
+            await wait_until(lambda: asyncio.sleep(0, len(broker.written)), 2, timeout=2)
             assert await unpublished(pool) == 8
-            for confirmation in confirmed:
+            for confirmation in broker.confirmed:
                 confirmation.set()
             await wait_until(lambda: unpublished(pool), 0)
-        assert written == [[e.id for e in first], [e.id for e in second]]
+        assert broker.written == [[e.id for e in first], [e.id for e in second]]
