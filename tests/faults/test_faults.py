@@ -11,9 +11,10 @@ import os
 import signal
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import aio_pika
+import aio_pika.abc
 import asyncpg
 import orjson
 import pytest
@@ -72,19 +73,26 @@ async def release_when_bought(work: Workload, mail: MailIndex, timeout: float = 
     return await work.orders.release_upgrade()
 
 
-async def dead_letter_counts(system: System) -> dict[str, int]:
+async def dead_letter_queues(system: System) -> AsyncIterator[tuple[str, aio_pika.abc.AbstractQueue]]:
+    """Each service's dead-letter queue that exists, on a channel of its own, closed once the caller is done
+    with it: what was taken without an acknowledgement goes back to the queue."""
     connection = await aio_pika.connect(AMQP_URL)
-    counts = {}
     async with connection:
-        channel = await connection.channel()
         for service in SERVICES:
+            channel = await connection.channel()
             name = Topology(system.world.exchange, service).dead_letter_queue_name
             try:
                 queue = await channel.declare_queue(name, passive=True)
-                counts[service] = queue.declaration_result.message_count or 0
             except aio_pika.exceptions.ChannelClosed:
-                channel = await connection.channel()
-                counts[service] = 0
+                continue
+            yield service, queue
+            await channel.close()
+
+
+async def dead_letter_counts(system: System) -> dict[str, int]:
+    counts = dict.fromkeys(SERVICES, 0)
+    async for service, queue in dead_letter_queues(system):
+        counts[service] = queue.declaration_result.message_count or 0
     return counts
 
 
@@ -346,35 +354,17 @@ async def test_poison_messages_go_to_dead_letter_queues(system: System, mail: Ma
 
 async def peek_dead_letters(system: System) -> list[str]:
     """Type and reason of every dead letter, left in place."""
-    connection = await aio_pika.connect(AMQP_URL)
     seen = []
-    async with connection:
-        for service in SERVICES:
-            channel = await connection.channel()
-            name = Topology(system.world.exchange, service).dead_letter_queue_name
-            try:
-                queue = await channel.declare_queue(name, passive=True)
-            except aio_pika.exceptions.ChannelClosed:
-                continue
-            while (message := await queue.get(fail=False)) is not None:
-                seen.append(f"{service}: {message.type} {(message.headers or {}).get('x-spm-error')}")
-            await channel.close()  # unacknowledged: they go back to the queue
+    async for service, queue in dead_letter_queues(system):
+        while (message := await queue.get(fail=False)) is not None:
+            seen.append(f"{service}: {message.type} {(message.headers or {}).get('x-spm-error')}")
     return seen
 
 
 async def drain_dead_letters(system: System) -> list[str]:
-    connection = await aio_pika.connect(AMQP_URL)
     reasons = []
-    async with connection:
-        channel = await connection.channel()
-        for service in SERVICES:
-            name = Topology(system.world.exchange, service).dead_letter_queue_name
-            try:
-                queue = await channel.declare_queue(name, passive=True)
-            except aio_pika.exceptions.ChannelClosed:
-                channel = await connection.channel()
-                continue
-            while (message := await queue.get(fail=False)) is not None:
-                reasons.append(str((message.headers or {}).get("x-spm-error", "")))
-                await message.ack()
+    async for _, queue in dead_letter_queues(system):
+        while (message := await queue.get(fail=False)) is not None:
+            reasons.append(str((message.headers or {}).get("x-spm-error", "")))
+            await message.ack()
     return reasons
