@@ -21,13 +21,11 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
-from datetime import UTC, datetime
 
 import asyncpg
 import orjson
 from audit import trail
-from spm_common.envelope import CloudEvent
+from spm_common.envelope import CloudEvent, new_event
 from spm_common.testing.smtp import free_port
 from spm_common.testing.world import AMQP_URL, World, new_world
 
@@ -39,50 +37,39 @@ PAGES = ["/", "/dict", "/dict/pro", "/buy", "/support", "/news/2026-12", "/downl
 
 def order_event(i: int) -> CloudEvent:
     """An event shaped like the busiest real ones: a purchaser to pseudonymise, items, a card to mask."""
-    return CloudEvent.model_validate(
+    return new_event(
+        "order.placed",
+        "urn:bench:shop",
         {
-            "specversion": "1.0",
-            "id": str(uuid.uuid4()),
-            "type": "order.placed",
-            "source": "urn:bench:shop",
-            "time": datetime.now(UTC).isoformat(),
-            "datacontenttype": "application/json",
-            "data": {
-                "order_id": f"FS-BENCH-{i:07d}",
-                "placed_at": "2026-11-29T03:59:12Z",
-                "currency": "USD",
-                "total": "49.00",
-                "purchaser": {
-                    "name": "Nguyễn Văn Thử",
-                    "email": f"buyer-{i}@example.vn",
-                    "phone": "+84 912 345 678",
-                    "address": {"line1": "12 Tràng Tiền", "city": "Hà Nội", "postal_code": "100000", "country": "VN"},
-                    "locale": "vi",
-                },
-                "items": [
-                    {"sku": "SPM-DICT-PRO", "product_name": "SPM Dictionary Pro", "quantity": 1, "unit_price": "49.00"}
-                ],
-                "marketing_consent": i % 2 == 0,
+            "order_id": f"FS-BENCH-{i:07d}",
+            "placed_at": "2026-11-29T03:59:12Z",
+            "currency": "USD",
+            "total": "49.00",
+            "purchaser": {
+                "name": "Nguyễn Văn Thử",
+                "email": f"buyer-{i}@example.vn",
+                "phone": "+84 912 345 678",
+                "address": {"line1": "12 Tràng Tiền", "city": "Hà Nội", "postal_code": "100000", "country": "VN"},
+                "locale": "vi",
             },
-        }
+            "items": [
+                {"sku": "SPM-DICT-PRO", "product_name": "SPM Dictionary Pro", "quantity": 1, "unit_price": "49.00"}
+            ],
+            "marketing_consent": i % 2 == 0,
+        },
     )
 
 
 def view_event(i: int) -> CloudEvent:
-    return CloudEvent.model_validate(
+    return new_event(
+        "site.page.viewed",
+        "urn:bench:access-log",
         {
-            "specversion": "1.0",
-            "id": str(uuid.uuid4()),
-            "type": "site.page.viewed",
-            "source": "urn:bench:access-log",
-            "time": datetime.now(UTC).isoformat(),
-            "data": {
-                "url": f"https://spmgroup.vn{PAGES[i % len(PAGES)]}?utm_source=bench",
-                "referrer": "https://www.example.com/search?q=spm",
-                "client_address": address(i),
-                "user_agent": BROWSER,
-            },
-        }
+            "url": f"https://spmgroup.vn{PAGES[i % len(PAGES)]}?utm_source=bench",
+            "referrer": "https://www.example.com/search?q=spm",
+            "client_address": address(i),
+            "user_agent": BROWSER,
+        },
     )
 
 
