@@ -7,7 +7,7 @@ import re
 
 import orjson
 from email_validator import EmailNotValidError, validate_email
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from orders import licenses, webhooks
 from orders.events import normalise_email
@@ -149,6 +149,7 @@ def test_signature_rules() -> None:
 
 @settings(max_examples=500, deadline=None)
 @given(st.emails() | st.from_regex(r"[A-Za-z0-9._%+-]{1,12}@[A-Za-z0-9.-]{1,12}\.[A-Za-z0-9]{1,5}", fullmatch=True))
+@example("0@00--0.AA")  # found by CI: "--" in a label's third and fourth places is refused unless Punycode
 def test_the_fast_address_check_agrees_with_email_validator(address: str) -> None:
     def slow(text: str) -> str | None:
         try:
