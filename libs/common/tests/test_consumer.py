@@ -252,6 +252,7 @@ async def test_dlq_list_shows_and_replay_moves_back(
     probe: Callable[..., Any],
     publish: Callable[..., Awaitable[None]],
     queues: Callable[[Topology], Awaitable[dict[str, int]]],
+    amqp: aio_pika.abc.AbstractRobustConnection,
 ) -> None:
     state = {"broken": True}
 
@@ -276,6 +277,12 @@ async def test_dlq_list_shows_and_replay_moves_back(
         assert by_id[event.id]["reason"] == "PermanentError: product SPM-DICT-PRO is not in the catalogue yet"
         assert by_id["garbage-0"]["reason"].startswith("JSONDecodeError")
         assert (await queues(topology))["dlq"] == 21, "listing must not remove anything"
+        whole = await spm_admin(lab, exchange, "dlq", "list", "orders", "--limit", "21")
+        assert await spm_admin(lab, exchange, "dlq", "list", "orders", "--limit", "21") == whole
+        # The first listing put the twenty it showed behind the one it did not.
+        assert [orjson.loads(line)["message_id"] for line in whole.splitlines()] == ["garbage-19", *by_id]
+        # RabbitMQ 4 drops a message past a quorum queue's delivery limit: listing must not count as one.
+        assert (await _first_headers(amqp, topology)).get("x-delivery-count", 0) == 0
 
         state["broken"] = False
         output = await spm_admin(lab, exchange, "dlq", "replay", "orders")
@@ -284,6 +291,16 @@ async def test_dlq_list_shows_and_replay_moves_back(
         await eventually(lambda: _length_is(effects(runtime, event.id), 1))
         await eventually(lambda: _dlq_has(queues, topology, 20))
         assert (await queues(topology))["main"] == 0
+
+
+async def _first_headers(amqp: aio_pika.abc.AbstractRobustConnection, topology: Topology) -> dict[str, Any]:
+    channel = await amqp.channel()
+    try:
+        queue = await channel.declare_queue(topology.dead_letter_queue_name, passive=True)
+        message = await queue.get(no_ack=False)
+        return dict(message.headers or {})
+    finally:
+        await channel.close()  # unacknowledged: it goes back where it was
 
 
 async def _dlq_has(queues: Callable[[Topology], Awaitable[dict[str, int]]], topology: Topology, n: int) -> bool:
