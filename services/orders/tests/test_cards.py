@@ -78,6 +78,15 @@ def test_card_fields_are_dropped_and_reported_without_digits() -> None:
     assert not any(ch.isdigit() for name in found.fields for ch in name)
 
 
+def test_flags_about_card_data_are_kept() -> None:
+    """`order.recorded` says whether card data was removed; a true, false or null value holds no card data."""
+    data = {"order_id": "A-1", "card_data_removed": True, "card_on_file": False, "cardholder": None}
+    assert cards.scrub(data) == (data, cards.Findings())
+    cleaned, found = cards.scrub({"card_data_removed": "4111111111111111"})
+    assert cleaned == {}
+    assert found.fields == {"card_data_removed"}
+
+
 def test_the_consumer_hook_marks_what_it_removed_and_leaves_clean_bodies_alone() -> None:
     clean = orjson.dumps({"id": "1", "data": {"order_id": "FS-1"}})
     assert cards.scrub_body(clean) is clean

@@ -208,7 +208,8 @@ def _scrub(value: Any, path: str, findings: Findings, depth: int) -> Any:
             name, count = mask_text(str(key))
             findings.masked += count
             child = f"{path}.{name}" if path else name
-            if is_card_field(name):
+            # A flag such as `card_data_removed: true` says something about card data but cannot hold any.
+            if is_card_field(name) and not (isinstance(item, bool) or item is None):
                 findings.fields.add(_path_name(child))
                 continue
             out[name] = _scrub(item, child, findings, depth + 1)
