@@ -82,6 +82,7 @@ def test_flags_about_card_data_are_kept() -> None:
     """`order.recorded` says whether card data was removed; a true, false or null value holds no card data."""
     data = {"order_id": "A-1", "card_data_removed": True, "card_on_file": False, "cardholder": None}
     assert cards.scrub(data) == (data, cards.Findings())
+    assert not cards.might_hold_card_data(orjson.dumps({"order_id": "A-1", "card_data_removed": False}))
     cleaned, found = cards.scrub({"card_data_removed": "4111111111111111"})
     assert cleaned == {}
     assert found.fields == {"card_data_removed"}
