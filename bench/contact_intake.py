@@ -246,7 +246,9 @@ def main() -> None:
             wait_ready(f"http://127.0.0.1:{bare_port}/docs", bare, workdir / "bare.log")
             bare_url = f"http://127.0.0.1:{bare_port}{PATH}"
             load(bare_url, 1, connections, args.threads, script, args.tool)  # warm-up
+            bare_cpu_before = cpu_seconds(bare.pid)
             results["bare"] = load(bare_url, seconds, connections, args.threads, script, args.tool)
+            bare_cpu = cpu_seconds(bare.pid) - bare_cpu_before
         with process([sys.executable, "-m", "contact"], env, workdir / "contact.log") as contact:
             wait_ready(f"http://127.0.0.1:{contact_port}/readyz", contact, workdir / "contact.log")
             contact_url = f"http://127.0.0.1:{contact_port}{PATH}"
@@ -272,6 +274,12 @@ def main() -> None:
         print(
             f"contact process CPU during the load: {cpu_used / results['contact']['seconds']:.0%} of one core, "
             f"{cpu_used / max(stored, 1) * 1e6:,.0f} us per stored message"
+        )
+        bare_per_request = bare_cpu / max(results["bare"]["requests"], 1)
+        print(
+            f"bare process CPU during its load: {bare_cpu / results['bare']['seconds']:.0%} of one core, "
+            f"{bare_per_request * 1e6:,.0f} us per request; contact/bare CPU per request: "
+            f"{cpu_used / max(stored, 1) / max(bare_per_request, 1e-9):.2f}"
         )
         print(
             f"outbox rows (2 per message) not yet published when the load stopped: {backlog:,};"
