@@ -12,13 +12,13 @@ import re
 import unicodedata
 import uuid
 from datetime import UTC, datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal, NamedTuple
 
+import pydantic_core
 from email_validator import EmailNotValidError, validate_email
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from pydantic_core import PydanticCustomError
 from spm_common.addresses import is_plain_address
-from spm_common.envelope import CloudEvent, new_event
 from spm_common.notifications import NOTIFICATION_REQUESTED, message_id_for
 
 from contact.events import MESSAGE_RECEIVED
@@ -177,15 +177,24 @@ def new_message(form: ContactForm, locale: Locale, mail_from: str) -> Received:
     )
 
 
+class OutboxRow(NamedTuple):
+    """An event as the outbox stores it."""
+
+    id: str
+    type: str
+    body: bytes
+
+
 def receipt_events(
     message: Received, policy_version: int | None, source: str, correlation_id: str | None = None
-) -> list[CloudEvent]:
+) -> list[OutboxRow]:
     """What storing a message causes: the fact, and the acknowledgement to its sender.
 
     The payloads are the `MessageReceived` and `NotificationRequested` models' fields, in their order, filled
-    in here from a message the form has already validated: built as the dicts those models would dump (a
-    test holds them equal), without validating again what this code itself put together, on every message."""
-    fact = new_event(
+    in here from a message the form has already validated, and each body is what `new_event(...).to_json()`
+    would give for them, byte for byte (a test holds both equal): built without validating again what this
+    code itself put together, on every message (~40 -> ~10 µs for the two)."""
+    fact = _event(
         MESSAGE_RECEIVED,
         source,
         {
@@ -195,10 +204,9 @@ def receipt_events(
             "received_at": message.received_at,
             "privacy_policy_version": policy_version,
         },
-        correlation_id=correlation_id,
-        purpose=PURPOSE,
+        correlation_id,
     )
-    acknowledgement = new_event(
+    acknowledgement = _event(
         NOTIFICATION_REQUESTED,
         source,
         {
@@ -211,7 +219,25 @@ def receipt_events(
             "in_reply_to": None,
             "reference": f"contact.message:{message.id}",
         },
-        correlation_id=correlation_id,
-        purpose=PURPOSE,
+        correlation_id,
     )
     return [fact, acknowledgement]
+
+
+def _event(event_type: str, source: str, data: dict[str, Any], correlation_id: str | None) -> OutboxRow:
+    # The CloudEvent model's fields in its order, the unset ones left out as its `to_json` leaves them out, and
+    # serialised by the same pydantic-core serialiser (times as the model writes them).
+    event_id = str(uuid.uuid4())
+    envelope: dict[str, Any] = {
+        "specversion": "1.0",
+        "id": event_id,
+        "type": event_type,
+        "source": source,
+        "time": datetime.now(UTC),
+        "datacontenttype": "application/json",
+    }
+    if correlation_id is not None:
+        envelope["correlationid"] = correlation_id
+    envelope["purpose"] = PURPOSE
+    envelope["data"] = data
+    return OutboxRow(event_id, event_type, pydantic_core.to_json(envelope))

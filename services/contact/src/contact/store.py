@@ -8,20 +8,19 @@ from typing import Any, NamedTuple
 
 import asyncpg
 from spm_common.db import Connection
-from spm_common.envelope import CloudEvent
-from spm_common.outbox import ENQUEUE_FROM_ARRAYS, NOTIFY, outbox_arrays
+from spm_common.outbox import ENQUEUE_FROM_ARRAYS, NOTIFY
 
-from contact.intake import Received
+from contact.intake import OutboxRow, Received
 from contact.ratelimit import Buckets
 
 # Messages
 
 
-async def insert_messages(conn: Connection, messages: list[tuple[Received, int | None, list[CloudEvent]]]) -> None:
+async def insert_messages(conn: Connection, messages: list[tuple[Received, int | None, list[OutboxRow]]]) -> None:
     """Store messages (each with the policy version in force and its events) in one statement: one round
     trip, one implicit transaction, one outbox wake-up."""
     columns: list[list[Any]] = [[] for _ in range(9)]
-    events: list[CloudEvent] = []
+    events: list[OutboxRow] = []
     for message, policy_version, message_events in messages:
         for column, value in zip(
             columns,
@@ -49,7 +48,9 @@ async def insert_messages(conn: Connection, messages: list[tuple[Received, int |
         f" events AS ({ENQUEUE_FROM_ARRAYS.format(ids='$10', types='$11', bodies='$12')})"
         f" SELECT {NOTIFY}",
         *columns,
-        *outbox_arrays(events),
+        [event.id for event in events],
+        [event.type for event in events],
+        [event.body for event in events],
     )
 
 
