@@ -5,9 +5,11 @@ and RabbitMQ, in a database and exchange of their own that are dropped afterward
 `wrk` (Debian package) where installed, else from a Python asyncio client. Every request carries a
 different valid message from one client address, so the service's rate limits are raised for the run
 (their counting still happens on every request). Prints requests/s, p50/p99 latency, and how many messages
-were really stored per second (counted in Postgres).
+were really stored per second (counted in Postgres), and the CPU of each process per stored message: the
+contact service with its outbox relay in its own process (the default), and, in a second run, with the relay
+in a process of its own (SPM_CONTACT_OUTBOX_RELAY=separate, `python -m contact.relay`).
 
-    uv run python -m bench.contact_intake [--quick] [--seconds 10] [--connections 32]
+    uv run python -m bench.contact_intake [--quick] [--seconds 10] [--connections 32] [--relay both]
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -32,6 +35,7 @@ from spm_common.testing.smtp import free_port
 from spm_common.testing.world import World, new_world
 
 PATH = "/v1/messages"
+LoadTool = Callable[[str, float | None], dict[str, float]]  # (url, seconds or None for the run's) -> figures
 WRK_SCRIPT = """
 local counter = 0
 local thread_id = 0
@@ -201,6 +205,59 @@ def drain(world: World, timeout: float = 120) -> float:
     return time.monotonic() - started
 
 
+@dataclass
+class ContactRun:
+    load: dict[str, float]
+    stored: int
+    backlog: int  # outbox rows not yet published when the load stopped
+    drained_in: float
+    service_cpu: float  # seconds, during the load
+    service_cpu_drained: float  # seconds, from the load's start until the outbox was empty
+    relay_cpu: float | None = None  # the same for the relay's own process, where it has one
+    relay_cpu_drained: float | None = None
+
+
+TITLES = {"in-process": "contact POST /v1/messages", "separate": "contact, relay separate"}
+
+
+def run_contact(
+    world: World, env: dict[str, str], relay: str, workdir: Path, load_with: LoadTool, port: int
+) -> ContactRun:
+    """The contact service under load, its outbox relay in its process or in one of its own."""
+    env = {**env, "SPM_CONTACT_OUTBOX_RELAY": relay}
+    with contextlib.ExitStack() as stack:
+        contact = stack.enter_context(process([sys.executable, "-m", "contact"], env, workdir / "contact.log"))
+        wait_ready(f"http://127.0.0.1:{port}/readyz", contact, workdir / "contact.log")
+        watched = [contact.pid]
+        if relay == "separate":
+            relay_port = free_port()
+            relay_env = {**env, "SPM_CONTACT_RELAY_PORT": str(relay_port)}
+            relay_log = workdir / "contact-relay.log"
+            relay_process = stack.enter_context(process([sys.executable, "-m", "contact.relay"], relay_env, relay_log))
+            wait_ready(f"http://127.0.0.1:{relay_port}/readyz", relay_process, relay_log)
+            watched.append(relay_process.pid)
+        url = f"http://127.0.0.1:{port}{PATH}"
+        load_with(url, 1)  # warm-up
+        drain(world)
+        before, _ = asyncio.run(stored_messages(world))
+        cpu_before = [cpu_seconds(pid) for pid in watched]
+        result = load_with(url, None)
+        cpu_loaded = [cpu_seconds(pid) - start for pid, start in zip(watched, cpu_before, strict=True)]
+        after, backlog = asyncio.run(stored_messages(world))
+        drained_in = drain(world)
+        cpu_drained = [cpu_seconds(pid) - start for pid, start in zip(watched, cpu_before, strict=True)]
+    return ContactRun(
+        result,
+        after - before,
+        backlog,
+        drained_in,
+        cpu_loaded[0],
+        cpu_drained[0],
+        cpu_loaded[1] if relay == "separate" else None,
+        cpu_drained[1] if relay == "separate" else None,
+    )
+
+
 def line(name: str, r: dict[str, float], stored_per_second: float | None = None) -> str:
     stored = f"{stored_per_second:>10,.0f}" if stored_per_second is not None else f"{'-':>10}"
     return (
@@ -216,9 +273,20 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--threads", type=int, default=1, help="wrk threads")
     parser.add_argument("--tool", choices=["wrk", "python"], default="wrk" if shutil.which("wrk") else "python")
+    parser.add_argument(
+        "--relay",
+        choices=["in-process", "separate", "both"],
+        default="both",
+        help="where contact's outbox relay runs (SPM_CONTACT_OUTBOX_RELAY); both: one run each",
+    )
     args = parser.parse_args()
     seconds = 3.0 if args.quick else args.seconds
     connections = min(args.connections, 8) if args.quick else args.connections
+
+    relays = ["in-process", "separate"] if args.relay == "both" else [args.relay]
+
+    def load_with(url: str, duration: float | None) -> dict[str, float]:
+        return load(url, duration or seconds, connections, args.threads, script, args.tool)
 
     load_before = os.getloadavg()[0]
     world = new_world()
@@ -249,17 +317,9 @@ def main() -> None:
             bare_cpu_before = cpu_seconds(bare.pid)
             results["bare"] = load(bare_url, seconds, connections, args.threads, script, args.tool)
             bare_cpu = cpu_seconds(bare.pid) - bare_cpu_before
-        with process([sys.executable, "-m", "contact"], env, workdir / "contact.log") as contact:
-            wait_ready(f"http://127.0.0.1:{contact_port}/readyz", contact, workdir / "contact.log")
-            contact_url = f"http://127.0.0.1:{contact_port}{PATH}"
-            load(contact_url, 1, connections, args.threads, script, args.tool)  # warm-up
-            before, _ = asyncio.run(stored_messages(world))
-            cpu_before = cpu_seconds(contact.pid)
-            results["contact"] = load(contact_url, seconds, connections, args.threads, script, args.tool)
-            cpu_used = cpu_seconds(contact.pid) - cpu_before
-            after, backlog = asyncio.run(stored_messages(world))
-            drained_in = drain(world)
-        stored_rate = (after - before) / results["contact"]["seconds"]
+        runs = {}
+        for relay in relays:
+            runs[relay] = run_contact(world, env, relay, workdir, load_with, contact_port)
         print(
             f"contact intake benchmark ({args.tool}, {connections} connections, {seconds:.0f} s each, "
             f"{os.cpu_count()} CPUs, load average {load_before:.2f} before, {os.getloadavg()[0]:.2f} after)"
@@ -268,22 +328,32 @@ def main() -> None:
         widths = (10, 10, 9, 9, 9, 9, 8, 10)
         print(" " * 26 + "".join(f"{h:>{w}}" for h, w in zip(heads, widths, strict=True)))
         print(line("bare FastAPI 202", results["bare"]))
-        print(line("contact POST /v1/messages", results["contact"], stored_rate))
-        print(f"contact/bare rate: {results['contact']['rps'] / results['bare']['rps']:.2f}")
-        stored = after - before
-        print(
-            f"contact process CPU during the load: {cpu_used / results['contact']['seconds']:.0%} of one core, "
-            f"{cpu_used / max(stored, 1) * 1e6:,.0f} us per stored message"
-        )
+        for relay, run in runs.items():
+            print(line(TITLES[relay], run.load, run.stored / run.load["seconds"]))
         bare_per_request = bare_cpu / max(results["bare"]["requests"], 1)
+        for relay, run in runs.items():
+            print(f"{TITLES[relay]}:")
+            print(f"  contact/bare rate: {run.load['rps'] / results['bare']['rps']:.2f}")
+            per_message = run.service_cpu / max(run.stored, 1)
+            print(
+                f"  contact process CPU during the load: {run.service_cpu / run.load['seconds']:.0%} of one core, "
+                f"{per_message * 1e6:,.0f} us per stored message"
+                f" ({run.service_cpu_drained / max(run.stored, 1) * 1e6:,.0f} us until all published);"
+                f" contact/bare CPU per request: {per_message / max(bare_per_request, 1e-9):.2f}"
+            )
+            if run.relay_cpu is not None and run.relay_cpu_drained is not None:
+                print(
+                    f"  relay process CPU during the load: {run.relay_cpu / run.load['seconds']:.0%} of one core, "
+                    f"{run.relay_cpu / max(run.stored, 1) * 1e6:,.0f} us per stored message"
+                    f" ({run.relay_cpu_drained / max(run.stored, 1) * 1e6:,.0f} us until all published)"
+                )
+            print(
+                f"  outbox rows (2 per message) not yet published when the load stopped: {run.backlog:,};"
+                f" all published {run.drained_in:.1f} s later"
+            )
         print(
             f"bare process CPU during its load: {bare_cpu / results['bare']['seconds']:.0%} of one core, "
-            f"{bare_per_request * 1e6:,.0f} us per request; contact/bare CPU per request: "
-            f"{cpu_used / max(stored, 1) / max(bare_per_request, 1e-9):.2f}"
-        )
-        print(
-            f"outbox rows (2 per message) not yet published when the load stopped: {backlog:,};"
-            f" all published {drained_in:.1f} s later"
+            f"{bare_per_request * 1e6:,.0f} us per request"
         )
     finally:
         asyncio.run(world.destroy())

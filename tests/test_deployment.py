@@ -30,6 +30,8 @@ SETTINGS: dict[str, type[ServiceSettings]] = {
 }
 INFRASTRUCTURE = ("postgres", "rabbitmq", "mailpit")
 ONE_SHOT = ("db-init",)
+# Containers started only with their profile: contact's outbox relay as a process of its own.
+OPTIONAL = ("contact-relay",)
 # `${NAME}`, `${NAME:-default}`, `${NAME-default}`, `${NAME:?error}`...
 INTERPOLATION = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?[-?+])(?P<default>[^}]*))?\}")
 # Variables of the code that are no setting a person makes.
@@ -88,7 +90,21 @@ def environment(container: dict[str, Any]) -> dict[str, str]:
 
 
 def test_every_container_is_there(containers: dict[str, dict[str, Any]]) -> None:
-    assert set(containers) == {*INFRASTRUCTURE, *ONE_SHOT, *SERVICES}
+    assert set(containers) == {*INFRASTRUCTURE, *ONE_SHOT, *SERVICES, *OPTIONAL}
+    for name in OPTIONAL:
+        assert containers[name].get("profiles"), f"{name} starts only when asked for"
+
+
+def test_the_separate_contact_relay_is_the_contact_image_with_its_own_command(
+    containers: dict[str, dict[str, Any]],
+) -> None:
+    relay, contact = containers["contact-relay"], containers["contact"]
+    assert relay["build"] == contact["build"] and relay["command"] == ["spm-contact-relay"]
+    assert environment(contact)["SPM_CONTACT_OUTBOX_RELAY"] == "${SPM_CONTACT_OUTBOX_RELAY:-in-process}"
+    for variable in ("SPM_CONTACT_DATABASE_URL", "SPM_CONTACT_SECRET", "SPM_AMQP_URL"):
+        assert environment(relay)[variable] == environment(contact)[variable], variable
+    assert "http://127.0.0.1:8091/readyz" in relay["healthcheck"]["test"][3]
+    assert relay["depends_on"] == contact["depends_on"] and not relay.get("ports")
 
 
 def test_the_infrastructure_images(containers: dict[str, dict[str, Any]]) -> None:

@@ -1,7 +1,8 @@
 """A service's moving parts in one object: its pool, its broker, its subscription and its outbox relay.
 
 `start` connects (waiting for Postgres and RabbitMQ if they are not up yet), migrates the service's schema,
-declares its topology, starts consuming and starts the relay; `stop` undoes it in reverse order.
+declares its topology, starts consuming and starts the relay (unless `relay=False`: a service may leave its
+outbox to a relay process of its own, a Runtime with no handlers); `stop` undoes it in reverse order.
 """
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ class Runtime:
         description: str = "",
         scrub: Scrub | None = None,
         accepts: Callable[[CloudEvent], bool] | None = None,
+        relay: bool = True,
     ) -> None:
         self.settings = settings
         self.migrations = migrations
@@ -94,6 +96,7 @@ class Runtime:
                 event_type, exchange=self.topology.exchange, schema=schema, title=f"{event_type}:publish"
             )
         self._background = background
+        self._runs_relay = relay
         self._pool: asyncpg.Pool | None = None
         self.relay: OutboxRelay | None = None
         self._publisher = AmqpPublisher(
@@ -145,22 +148,23 @@ class Runtime:
         if self.consumer:
             self.consumer.start()
         await self.broker.start()
-        self.relay = OutboxRelay(
-            self.pool,
-            dsn,
-            self.settings.db_schema,
-            self.publish,
-            service=self.settings.service,
-            batch_size=self.settings.outbox_batch,
-            poll_seconds=self.settings.outbox_poll_seconds,
-            publish_many=self._publisher.publish_many,
-        )
-        self._spawn(self.relay.run, "outbox-relay")
+        if self._runs_relay:
+            self.relay = OutboxRelay(
+                self.pool,
+                dsn,
+                self.settings.db_schema,
+                self.publish,
+                service=self.settings.service,
+                batch_size=self.settings.outbox_batch,
+                poll_seconds=self.settings.outbox_poll_seconds,
+                publish_many=self._publisher.publish_many,
+            )
+            self._spawn(self.relay.run, "outbox-relay")
         for task in self._background:
             self._spawn(functools.partial(task, self), getattr(task, "__name__", "background"))
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, _log_task_stacks)
-        log.info("service started", port=self.settings.port)
+        log.info("service started", port=self.settings.port, relay=self._runs_relay)
 
     async def stop(self) -> None:
         for task in self._tasks:

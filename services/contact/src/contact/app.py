@@ -32,6 +32,7 @@ def build(settings: Settings) -> Runtime:
         publishes=PUBLISHES,
         background=[retention_job],
         description=__doc__ or "",
+        relay=settings.contact_outbox_relay == "in-process",
     )
 
 

@@ -1,6 +1,7 @@
 """Configuration of the contact service: the shared SPM_* variables and its own."""
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from spm_common.settings import ServiceSettings
@@ -25,6 +26,11 @@ class Settings(ServiceSettings):
     contact_rate_global_window_seconds: int = Field(default=60, ge=1, le=86400)
     # Look the e-mail domain up in DNS (MX or A record) before accepting a message; off means syntax only.
     contact_check_email_domain: bool = False
+    # Where the outbox relay runs: in the service's process, or in a process of its own (`spm-contact-relay`),
+    # which leaves the web process its whole core for the form (~20 % of its CPU under load was the relay's).
+    contact_outbox_relay: Literal["in-process", "separate"] = "in-process"
+    # The probes and metrics of that relay process.
+    contact_relay_port: int = Field(default=8091, ge=1, le=65535)
 
     def client_key(self) -> bytes:
         return self.contact_secret.get_secret_value().encode()
