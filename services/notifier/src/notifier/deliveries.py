@@ -49,8 +49,6 @@ GATED = sorted(PURCHASER_ONLY | CATEGORY_OF.keys())
 DELIVERIES = Counter("spm_notifier_deliveries_total", "Delivery attempts by outcome", ["outcome"])
 RELEASE = Result("retry")  # a claimed delivery handed back unsent (shutdown, or its lease ran short)
 MAX_CONNECTION_PAUSE_SECONDS = 2.0
-# Purposes whose consent depends on what is known of the recipient: the claim brings those facts along.
-GATED = sorted(PURCHASER_ONLY | CATEGORY_OF.keys())
 # InternalClientError: asyncpg's "cannot switch to state ..." on a pooled connection whose server ended it
 # a moment before. Not caught, it ended the marking task silently: outcomes were never recorded, and the
 # e-mails went out again once their leases ran out.
