@@ -192,6 +192,9 @@ class Sender:
         self._s = settings
         self._composer = composer or Composer(settings.mail_from)
         self._key = settings.recipient_key()
+        # Worked out once: the mailbox alone (an address parse) cost as much as rendering an e-mail's subject.
+        self._unsubscribe_url = f"{settings.notifier_public_url.rstrip('/')}/v1/unsubscribe?token="
+        self._unsubscribe_mailto = f"mailto:{settings.unsubscribe_mailbox}?subject=unsubscribe%20"
         self._connections = [SmtpConnection(settings) for _ in range(settings.notifier_smtp_connections)]
         self._limiter = RateLimiter(settings.notifier_rate_limit)
         self._queue: asyncio.Queue[Job | None] = asyncio.Queue()
@@ -300,9 +303,7 @@ class Sender:
         if category is not None:
             token = make_token(recipient["email"], category, self._key)
             unsubscribe = Unsubscribe(
-                url=f"{self._s.notifier_public_url.rstrip('/')}/v1/unsubscribe?token={token}",
-                mailto=f"mailto:{self._s.unsubscribe_mailbox}?subject=unsubscribe%20{token}",
-                category=category,
+                url=self._unsubscribe_url + token, mailto=self._unsubscribe_mailto + token, category=category
             )
         return self._composer.compose(
             template=job.template,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import hmac
 
@@ -29,6 +30,7 @@ def recipient_ref(email: str, key: bytes) -> str:
     return hmac.new(key, email.strip().lower().encode(), hashlib.sha256).hexdigest()
 
 
+@functools.lru_cache(maxsize=8)
 def _token_key(key: bytes) -> bytes:
     # A key of its own, so a token's MAC can never be mistaken for (or reveal) a recipient reference.
     return hmac.new(key, b"spm-notifier-unsubscribe-token", hashlib.sha256).digest()
