@@ -60,7 +60,8 @@ DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.Int
 
 async def record(conn: Connection, events: list[CloudEvent], settings: Settings) -> None:
     """Handler of notification.requested, batched: one delivery per (event, recipient), pending or refused at
-    once, for every event of the consumer's batch in a few statements. An invalid request raises, and the
+    once, for every event of the consumer's batch in one statement (one more for the outcomes of refused
+    requests). An invalid request raises, and the
     consumer then takes the batch one event at a time, so only that one is dead-lettered."""
     key = settings.recipient_key()
     new: list[store.NewDelivery] = []
@@ -88,20 +89,16 @@ async def record(conn: Connection, events: list[CloudEvent], settings: Settings)
                 reference=request.reference,
                 message_id=message_id,
                 correlation_id=event.correlationid,
-                request=None if problem else orjson.dumps(request.model_dump(mode="json")).decode(),
+                request=None if problem else request.model_dump_json(),
                 status="failed" if problem else "pending",
                 last_error=problem,
             )
         )
-    if purchasers:
-        await store.mark_purchasers(conn, purchasers)
-    inserted = await store.insert_deliveries(conn, new)
+    inserted = await store.insert_deliveries(conn, new, purchasers)
     refused: list[CloudEvent] = []
-    due = False
     for inserted_key in inserted:
         event, request, problem = by_key[inserted_key]
         if problem is None:
-            due = True
             continue
         with bound_contextvars(event_id=event.id, correlation_id=event.correlationid):
             log.warning("notification request refused", template=request.template, error=problem)
@@ -119,8 +116,6 @@ async def record(conn: Connection, events: list[CloudEvent], settings: Settings)
     if refused:
         DELIVERIES.labels("refused").inc(len(refused))
         await enqueue(conn, *refused)
-    if due:
-        await store.notify_due(conn)
 
 
 def _address_problem(email: str) -> str | None:

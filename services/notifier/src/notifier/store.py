@@ -35,18 +35,27 @@ class NewDelivery:
     last_error: str | None = None
 
 
-async def insert_deliveries(conn: Connection, rows: Sequence[NewDelivery]) -> list[tuple[str, str]]:
-    """Record deliveries in one statement; return the (request event id, recipient ref) of those that are new
-    (one recorded before, or twice in `rows`, is not)."""
+async def insert_deliveries(
+    conn: Connection, rows: Sequence[NewDelivery], purchasers: Sequence[str] = ()
+) -> list[tuple[str, str]]:
+    """Record deliveries, mark `purchasers` (recipient refs) as purchasers, and wake the sender when a pending
+    delivery is new, in one statement; return the (request event id, recipient ref) of the deliveries that are
+    new (one recorded before, or twice in `rows`, is not)."""
     if not rows:
         return []
-    inserted = await conn.fetch(
-        "INSERT INTO deliveries (request_event_id, recipient_ref, purpose, template, locale, reference, message_id,"
-        " correlation_id, request, status, last_error, failed_at)"
-        " SELECT e, r, p, t, l, ref, m, c, q::jsonb, s, err, CASE WHEN s = 'failed' THEN now() END"
-        " FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],"
-        "  $8::text[], $9::text[], $10::text[], $11::text[]) AS x(e, r, p, t, l, ref, m, c, q, s, err)"
-        " ON CONFLICT (request_event_id, recipient_ref) DO NOTHING RETURNING request_event_id, recipient_ref",
+    new = await conn.fetchrow(
+        "WITH purchaser AS (INSERT INTO recipients (recipient_ref, purchaser_since)"
+        "  SELECT DISTINCT ref, now() FROM unnest($12::text[]) AS x(ref)"
+        "  ON CONFLICT (recipient_ref) DO UPDATE"
+        "  SET purchaser_since = COALESCE(recipients.purchaser_since, EXCLUDED.purchaser_since)),"
+        " new AS (INSERT INTO deliveries (request_event_id, recipient_ref, purpose, template, locale, reference,"
+        "  message_id, correlation_id, request, status, last_error, failed_at)"
+        "  SELECT e, r, p, t, l, ref, m, c, q::jsonb, s, err, CASE WHEN s = 'failed' THEN now() END"
+        "  FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],"
+        "   $8::text[], $9::text[], $10::text[], $11::text[]) AS x(e, r, p, t, l, ref, m, c, q, s, err)"
+        "  ON CONFLICT (request_event_id, recipient_ref) DO NOTHING RETURNING request_event_id, recipient_ref, status)"
+        " SELECT array(SELECT request_event_id FROM new) AS event_ids, array(SELECT recipient_ref FROM new) AS refs,"
+        f"  CASE WHEN EXISTS (SELECT FROM new WHERE status = 'pending') THEN pg_notify('{DUE_CHANNEL}', '') END",
         [d.request_event_id for d in rows],
         [d.recipient_ref for d in rows],
         [d.purpose for d in rows],
@@ -58,22 +67,13 @@ async def insert_deliveries(conn: Connection, rows: Sequence[NewDelivery]) -> li
         [d.request for d in rows],
         [d.status for d in rows],
         [d.last_error for d in rows],
+        list(purchasers),
     )
-    return [(row["request_event_id"], row["recipient_ref"]) for row in inserted]
+    return list(zip(new["event_ids"], new["refs"], strict=True))
 
 
 async def notify_due(conn: Connection) -> None:
     await conn.execute(f"SELECT pg_notify('{DUE_CHANNEL}', '')")
-
-
-async def mark_purchasers(conn: Connection, refs: Sequence[str]) -> None:
-    await conn.execute(
-        "INSERT INTO recipients (recipient_ref, purchaser_since)"
-        " SELECT DISTINCT ref, now() FROM unnest($1::text[]) AS x(ref)"
-        " ON CONFLICT (recipient_ref) DO UPDATE"
-        " SET purchaser_since = COALESCE(recipients.purchaser_since, EXCLUDED.purchaser_since)",
-        list(refs),
-    )
 
 
 async def release_expired_leases(conn: Connection) -> int:
