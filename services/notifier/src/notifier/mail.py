@@ -73,6 +73,9 @@ def new_environment() -> Environment:
         auto_reload=False,
     )
     env.filters["paragraphs"] = paragraphs
+    # Without Jinja's default globals (range, dict, lipsum, cycler, joiner, namespace), which no template here
+    # uses: every render copied them into its context, and again for the layout it extends (half its CPU).
+    env.globals.clear()
     return env
 
 

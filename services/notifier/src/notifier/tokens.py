@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import binascii
 import functools
-import hashlib
 import hmac
 
 from notifier.policy import CATEGORIES, Category
@@ -26,19 +25,20 @@ class InvalidToken(ValueError):
 
 
 def recipient_ref(email: str, key: bytes) -> str:
-    """The pseudonymous reference of an address: the same for every spelling of its case."""
-    return hmac.new(key, email.strip().lower().encode(), hashlib.sha256).hexdigest()
+    """The pseudonymous reference of an address: the same for every spelling of its case. (`hmac.digest`,
+    OpenSSL's one-shot HMAC, costs a third of an `hmac.new` object; references are made for every request.)"""
+    return hmac.digest(key, email.strip().lower().encode(), "sha256").hex()
 
 
 @functools.lru_cache(maxsize=8)
 def _token_key(key: bytes) -> bytes:
     # A key of its own, so a token's MAC can never be mistaken for (or reveal) a recipient reference.
-    return hmac.new(key, b"spm-notifier-unsubscribe-token", hashlib.sha256).digest()
+    return hmac.digest(key, b"spm-notifier-unsubscribe-token", "sha256")
 
 
 def _mac(category: Category, ref: str, key: bytes) -> bytes:
     message = f"v{VERSION}|{category}|{ref}".encode()
-    return hmac.new(_token_key(key), message, hashlib.sha256).digest()
+    return hmac.digest(_token_key(key), message, "sha256")
 
 
 def make_token(email: str, category: Category, key: bytes) -> str:
