@@ -61,8 +61,8 @@ DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.Int
 async def record(conn: Connection, events: list[CloudEvent], settings: Settings) -> None:
     """Handler of notification.requested, batched: one delivery per (event, recipient), pending or refused at
     once, for every event of the consumer's batch in one statement (one more for the outcomes of refused
-    requests). An invalid request raises, and the
-    consumer then takes the batch one event at a time, so only that one is dead-lettered."""
+    requests). An invalid request raises, and the consumer then takes the batch one event at a time, so only
+    that one is dead-lettered."""
     key = settings.recipient_key()
     new: list[store.NewDelivery] = []
     purchasers: list[str] = []
