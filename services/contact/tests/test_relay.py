@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 from contact import relay
 from contact_helpers import eventually, form, started, watching
+from spm_common import admin
 from spm_common.testing.world import World
 
 
@@ -45,3 +47,14 @@ async def test_with_the_relay_separate_the_relay_process_publishes_what_the_serv
 
 async def _none_left(world: World, message_id: str) -> bool:
     return await unpublished(world, message_id) == 0
+
+
+def test_spm_admin_run_starts_the_separate_relay_beside_the_service(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert ("contact-relay", "contact.relay") not in admin._processes(["contact"])
+    monkeypatch.setenv("SPM_CONTACT_OUTBOX_RELAY", "separate")
+    assert admin._processes(["contact", "audit"]) == [
+        ("contact", "contact"),
+        ("audit", "audit"),
+        ("contact-relay", "contact.relay"),
+    ]
+    assert admin._processes(["audit"]) == [("audit", "audit")]

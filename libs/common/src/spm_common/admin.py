@@ -98,8 +98,8 @@ def run(services: Annotated[list[str] | None, typer.Argument()] = None) -> None:
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
     children: dict[str, subprocess.Popen[bytes]] = {}
-    for name in chosen:
-        children[name] = subprocess.Popen([sys.executable, "-m", name])
+    for name, module in _processes(chosen):
+        children[name] = subprocess.Popen([sys.executable, "-m", module])
         typer.echo(f"{name} started (pid {children[name].pid})", err=True)
     exit_code = 0
     while not stopping:
@@ -127,6 +127,14 @@ def run(services: Annotated[list[str] | None, typer.Argument()] = None) -> None:
             exit_code = code if code > 0 else 1
     typer.echo("all services stopped" + ("" if exit_code == 0 else f" (exit code {exit_code})"), err=True)
     raise typer.Exit(exit_code)
+
+
+def _processes(services: list[str]) -> list[tuple[str, str]]:
+    """(name, module) of each process to run: a service, and its outbox relay where it runs apart."""
+    processes = [(name, name) for name in services]
+    if "contact" in services and getattr(service_settings("contact")[0], "contact_outbox_relay", "") == "separate":
+        processes.append(("contact-relay", "contact.relay"))
+    return processes
 
 
 @cli.command()
