@@ -13,7 +13,10 @@ acceptance) minus the wall-clock time its publish started; it is broken down int
 way by the timestamps the services record anyway (the start of each transaction: the orders' inbox, the
 relay's claim of `notification.requested`, the notifier's inbox, the sender's claim, the outcome's mark; and
 the audit trail's entries), and the CPU each service used during the phase, per order (utime + stime from
-/proc, from the first publish until the phase is done). Then, in the same run with the services stopped,
+/proc, from the first publish until the phase is done), as well as Postgres (every postgres process, exited
+backends included, so other databases' work too), RabbitMQ (beam.smp), smtp-sink and this process (the
+publisher), their total and the rate it allows on the machine's cores, beside what the whole machine used
+(/proc/stat: the difference is other people's work). Then, in the same run with the services stopped,
 the plain aio-pika + asyncpg baseline of bench/orders.py, and each service's peak memory (VmHWM).
 """
 
@@ -27,6 +30,7 @@ import time
 import uuid
 from contextlib import suppress
 from dataclasses import dataclass, field
+from typing import Any
 
 import aio_pika
 import asyncpg
@@ -36,8 +40,15 @@ from bench.orders import SHOP, Services, Sink, bench_baseline, cloudevent, order
 from bench.orders import cpu_seconds as process_cpu
 
 WINDOW = 200
-# The orders' inbox rows since the phase began (an order and its inbox row commit together), by index.
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+# The processes of the pipeline besides the services, by their command name in /proc/<pid>/stat.
+POSTGRES, RABBITMQ = "postgres", "beam.smp"
+# The orders' inbox rows since the phase began (an order and its inbox row commit together), by index; and
+# when the last of them began its transaction.
 COMMITTED = "SELECT count(*) FROM orders.inbox WHERE received_at >= $1 AND source = $2"
+LAST_COMMITTED = (
+    "SELECT extract(epoch FROM max(received_at))::float8 FROM orders.inbox WHERE received_at >= $1 AND source = $2"
+)
 AUDITED_SINCE = (
     "SELECT max(seq) AS last, count(*) FILTER (WHERE event_type = 'order.placed') AS placed,"
     " count(*) FILTER (WHERE event_type = 'order.recorded') AS recorded FROM audit.entries WHERE seq > $1"
@@ -74,6 +85,8 @@ class Phase:
     stages: list[tuple[str, list[float]]] = field(default_factory=list)
     settled: float | None = 0.0  # seconds waited for the services to go quiet before the phase
     cpu: dict[str, float] = field(default_factory=dict)  # CPU seconds each service used during the phase
+    others: dict[str, float] = field(default_factory=dict)  # and the rest of the pipeline (Postgres, ...)
+    machine: float = 0.0  # CPU seconds every process of the machine used meanwhile (/proc/stat)
 
     @property
     def done(self) -> float | None:
@@ -85,9 +98,11 @@ class Phase:
 async def publish(
     exchange: aio_pika.abc.AbstractExchange, messages: list[aio_pika.Message], rate: float | None
 ) -> list[float]:
-    """Publish in windows of confirms, each message at its turn for `rate` per second or as fast as possible.
-    Returns each message's wall-clock publish time."""
+    """Publish as fast as confirms allow (windows of WINDOW awaiting their confirms), or each message at its turn
+    for `rate` per second, whatever the confirms of those before take (a shop's orders do not wait for them: a
+    message held back would start its latency late). Returns each message's wall-clock publish time."""
     sent_at: list[float] = []
+    confirming: list[asyncio.Future[Any]] = []
     started = time.perf_counter()
     sent = 0
     while sent < len(messages):
@@ -97,9 +112,50 @@ async def publish(
             continue
         chunk = messages[sent : min(due, sent + WINDOW)]
         sent_at.extend([time.time()] * len(chunk))
-        await asyncio.gather(*(exchange.publish(m, routing_key="order.placed") for m in chunk))
+        confirms = asyncio.gather(*(exchange.publish(m, routing_key="order.placed") for m in chunk))
+        if rate is None:
+            await confirms
+        else:
+            confirming.append(confirms)
         sent += len(chunk)
+    await asyncio.gather(*confirming)
     return sent_at
+
+
+def cpu_by_command(*commands: str) -> dict[str, float]:
+    """CPU seconds so far of every process named one of `commands`, by name, what their exited children used
+    included (a Postgres backend that ended is counted in its postmaster's cutime and cstime)."""
+    found = dict.fromkeys(commands, 0.0)
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        with suppress(OSError), open(f"/proc/{entry.name}/stat") as stat:
+            text = stat.read()
+            name, fields = text[text.index("(") + 1 : text.rindex(")")], text[text.rindex(")") + 1 :].split()
+            if name in found:
+                found[name] += sum(int(f) for f in fields[11:15]) / CLOCK_TICKS  # utime, stime, cutime, cstime
+    return found
+
+
+def machine_cpu() -> float:
+    """CPU seconds the whole machine was busy so far (user, nice, system, irq, softirq), from /proc/stat."""
+    with open("/proc/stat") as stat:
+        ticks = [int(f) for f in stat.readline().split()[1:8]]
+    return (sum(ticks) - ticks[3] - ticks[4]) / CLOCK_TICKS  # all but idle and iowait
+
+
+def pipeline_cpu(services: Services, sink: Sink) -> tuple[dict[str, float], dict[str, float], float]:
+    """CPU seconds so far: each service; Postgres, RabbitMQ, smtp-sink and this process (the publisher);
+    the whole machine."""
+    brokers = cpu_by_command(POSTGRES, RABBITMQ)
+    assert sink.process is not None
+    others = {
+        "postgres": brokers[POSTGRES],
+        "rabbitmq": brokers[RABBITMQ],
+        "smtp-sink": process_cpu(sink.process.pid),
+        "publisher": process_cpu(os.getpid()),
+    }
+    return {n: process_cpu(p.pid) for n, p in services.processes.items()}, others, machine_cpu()
 
 
 async def settle(world: World, admin: asyncpg.Connection, timeout: float = 300) -> float | None:
@@ -142,29 +198,32 @@ async def run_phase(
     phase.settled = await settle(world, admin)
     sink.clear()
     # What the loop below asks costs little: the trail is counted from where the last look left off, the
-    # orders until they are all in (a 20,000-order phase's full counts, ten times a second, kept Postgres busy).
+    # orders once a second until they are all in (counting them ten times a second cost Postgres ~1.4 ms of CPU
+    # an order at 90 orders/s, a tenth of a core), smtp-sink's files once every order is in.
     audited_seq = await admin.fetchval("SELECT coalesce(max(seq), 0) FROM audit.entries")
-    placed = recorded = committed = 0
+    placed = recorded = committed = mailed = 0
     since = await admin.fetchval("SELECT now()")
     connection = await aio_pika.connect(AMQP_URL)
     async with connection:
         channel = await connection.channel(publisher_confirms=True)
         exchange = await channel.get_exchange(world.exchange, ensure=False)
-        cpu_before = {n: process_cpu(p.pid) for n, p in services.processes.items()}
-        started = time.perf_counter()
+        cpu_before, others_before, machine_before = pipeline_cpu(services, sink)
+        started, started_at = time.perf_counter(), time.time()
         publisher = asyncio.create_task(publish(exchange, messages, rate))
+        counted = -1.0
         last_progress, last_seen = started, (-1, -1, -1)
         while True:
             await asyncio.sleep(0.1)
             now = time.perf_counter() - started
-            if committed < count:
-                committed = await admin.fetchval(COMMITTED, since, SHOP)
+            if committed < count and now - counted >= 1:
+                committed, counted = await admin.fetchval(COMMITTED, since, SHOP), now
             row = await admin.fetchrow(AUDITED_SINCE, audited_seq)
             if row["last"] is not None:
                 audited_seq, placed, recorded = row["last"], placed + row["placed"], recorded + row["recorded"]
-            mailed = sink.count()
+            if committed >= count:  # an e-mail goes after its order
+                mailed = sink.count()
             if phase.committed is None and committed >= count:
-                phase.committed = now
+                phase.committed = await admin.fetchval(LAST_COMMITTED, since, SHOP) - started_at
             if phase.audited is None and placed >= count and recorded >= count:
                 phase.audited = now
             if phase.mailed is None and mailed >= count:
@@ -177,10 +236,13 @@ async def run_phase(
             if now > timeout or (publisher.done() and now - last_progress > 30):
                 print(
                     f"    {name}: gave up after {now:.0f} s: {committed}/{count} committed, "
-                    f"{min(placed, recorded)}/{count} in the trail, {mailed}/{count} e-mails"
+                    f"{min(placed, recorded)}/{count} in the trail, {sink.count()}/{count} e-mails"
                 )
                 break
-        phase.cpu = {n: process_cpu(p.pid) - cpu_before[n] for n, p in services.processes.items()}
+        cpu_after, others_after, machine_after = pipeline_cpu(services, sink)
+        phase.cpu = {n: cpu_after[n] - cpu_before[n] for n in cpu_after}
+        phase.others = {n: others_after[n] - others_before[n] for n in others_after}
+        phase.machine = machine_after - machine_before
         sent_at = await publisher
         phase.published = max(sent_at) - min(sent_at) if sent_at else 0.0
     accepted = sink.accepted()
@@ -267,6 +329,14 @@ def report(phase: Phase) -> None:
     print(f"    latency publish -> e-mail accepted:   {latency(phase.latencies)}{missing}")
     cpu = ", ".join(f"{name} {seconds / phase.count * 1e6:,.0f}" for name, seconds in phase.cpu.items())
     print(f"    CPU an order (µs, until done):        {cpu}")
+    others = ", ".join(f"{name} {seconds / phase.count * 1e6:,.0f}" for name, seconds in phase.others.items())
+    print(f"      and the rest of the pipeline (µs):  {others}")
+    total = (sum(phase.cpu.values()) + sum(phase.others.values())) / phase.count
+    cores = os.cpu_count() or 1
+    print(
+        f"      all of it: {total * 1e6:,.0f} µs an order, so at most {cores / total:,.0f} orders/s on {cores} cores"
+        f" (the whole machine used {phase.machine / phase.count * 1e6:,.0f} µs an order meanwhile)"
+    )
     print("    where it goes (each step from the start of the one before; transaction starts and smtp-sink's files):")
     for name, values in phase.stages:
         print(f"      {name:<44} {latency(values)}")
