@@ -29,6 +29,7 @@ from spm_common.envelope import CloudEvent, new_event
 from spm_common.testing.smtp import free_port
 from spm_common.testing.world import AMQP_URL, World, new_world
 
+from bench._proc import cpu_seconds
 from bench._publisher import publish_bodies
 
 BROWSER = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0"
@@ -159,16 +160,6 @@ async def wait_ready(port: int, process: asyncio.subprocess.Process, timeout: fl
     raise TimeoutError("the audit service did not become ready")
 
 
-def cpu_seconds(pids: list[int]) -> float:
-    """utime + stime of the audit processes so far (the steady measure on a shared machine)."""
-    total = 0
-    for pid in pids:
-        with open(f"/proc/{pid}/stat") as stat:
-            fields = stat.read().rsplit(")", 1)[1].split()
-        total += int(fields[11]) + int(fields[12])
-    return total / os.sysconf("SC_CLK_TCK")
-
-
 def line(
     what: str,
     count: int,
@@ -216,7 +207,7 @@ class Replicas:
         return [p.pid for p in self.processes]
 
     def cpu(self) -> float:
-        return cpu_seconds(self.pids)
+        return cpu_seconds(*self.pids)
 
     async def start(self) -> None:
         for env in self.envs:

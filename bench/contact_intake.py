@@ -34,6 +34,8 @@ import httpx
 from spm_common.testing.smtp import free_port
 from spm_common.testing.world import World, new_world
 
+from bench._proc import POSTGRES, RABBITMQ, cpu_by_command, cpu_seconds, machine_cpu
+
 PATH = "/v1/messages"
 LoadTool = Callable[[str, float | None], dict[str, float]]  # (url, seconds or None for the run's) -> figures
 WRK_SCRIPT = """
@@ -188,15 +190,6 @@ async def stored_messages(world: World) -> tuple[int, int]:
     return int(messages), int(backlog)
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far (Linux /proc; 0 elsewhere)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def drain(world: World, timeout: float = 120) -> float:
     """Seconds until the outbox is empty (the relay has published everything)."""
     started = time.monotonic()
@@ -215,6 +208,17 @@ class ContactRun:
     service_cpu_drained: float  # seconds, from the load's start until the outbox was empty
     relay_cpu: float | None = None  # the same for the relay's own process, where it has one
     relay_cpu_drained: float | None = None
+    shared_cpu: dict[str, float] | None = None  # seconds during the load: Postgres, RabbitMQ, the whole machine
+
+
+def shared_cpu() -> dict[str, float]:
+    """CPU seconds so far of what every request shares the machine with, and of the whole machine."""
+    return {**cpu_by_command(POSTGRES, RABBITMQ), "machine": machine_cpu()}
+
+
+def since(before: dict[str, float]) -> dict[str, float]:
+    now = shared_cpu()
+    return {name: now[name] - used for name, used in before.items()}
 
 
 TITLES = {"in-process": "contact POST /v1/messages", "separate": "contact, relay separate"}
@@ -241,8 +245,10 @@ def run_contact(
         drain(world)
         before, _ = asyncio.run(stored_messages(world))
         cpu_before = [cpu_seconds(pid) for pid in watched]
+        shared_before = shared_cpu()
         result = load_with(url, None)
         cpu_loaded = [cpu_seconds(pid) - start for pid, start in zip(watched, cpu_before, strict=True)]
+        shared = since(shared_before)
         after, backlog = asyncio.run(stored_messages(world))
         drained_in = drain(world)
         cpu_drained = [cpu_seconds(pid) - start for pid, start in zip(watched, cpu_before, strict=True)]
@@ -255,6 +261,7 @@ def run_contact(
         cpu_drained[0],
         cpu_loaded[1] if relay == "separate" else None,
         cpu_drained[1] if relay == "separate" else None,
+        shared,
     )
 
 
@@ -315,8 +322,10 @@ def main() -> None:
             bare_url = f"http://127.0.0.1:{bare_port}{PATH}"
             load(bare_url, 1, connections, args.threads, script, args.tool)  # warm-up
             bare_cpu_before = cpu_seconds(bare.pid)
+            bare_shared_before = shared_cpu()
             results["bare"] = load(bare_url, seconds, connections, args.threads, script, args.tool)
             bare_cpu = cpu_seconds(bare.pid) - bare_cpu_before
+            bare_machine = since(bare_shared_before)["machine"]
         runs = {}
         for relay in relays:
             runs[relay] = run_contact(world, env, relay, workdir, load_with, contact_port)
@@ -331,6 +340,7 @@ def main() -> None:
         for relay, run in runs.items():
             print(line(TITLES[relay], run.load, run.stored / run.load["seconds"]))
         bare_per_request = bare_cpu / max(results["bare"]["requests"], 1)
+        bare_machine_per_request = bare_machine / max(results["bare"]["requests"], 1)
         for relay, run in runs.items():
             print(f"{TITLES[relay]}:")
             print(f"  contact/bare rate: {run.load['rps'] / results['bare']['rps']:.2f}")
@@ -347,13 +357,25 @@ def main() -> None:
                     f"{run.relay_cpu / max(run.stored, 1) * 1e6:,.0f} us per stored message"
                     f" ({run.relay_cpu_drained / max(run.stored, 1) * 1e6:,.0f} us until all published)"
                 )
+            if run.shared_cpu is not None:
+                stored = max(run.stored, 1)
+                print(
+                    "  during the load, us per stored message:"
+                    f" Postgres {run.shared_cpu[POSTGRES] / stored * 1e6:,.0f},"
+                    f" RabbitMQ {run.shared_cpu[RABBITMQ] / stored * 1e6:,.0f},"
+                    f" whole machine {run.shared_cpu['machine'] / stored * 1e6:,.0f}"
+                    f" ({run.shared_cpu['machine'] / run.load['seconds']:.1f} of {os.cpu_count()} CPUs busy);"
+                    f" machine per stored message / per bare request:"
+                    f" {run.shared_cpu['machine'] / stored / max(bare_machine_per_request, 1e-9):.2f}"
+                )
             print(
                 f"  outbox rows (2 per message) not yet published when the load stopped: {run.backlog:,};"
                 f" all published {run.drained_in:.1f} s later"
             )
         print(
             f"bare process CPU during its load: {bare_cpu / results['bare']['seconds']:.0%} of one core, "
-            f"{bare_per_request * 1e6:,.0f} us per request"
+            f"{bare_per_request * 1e6:,.0f} us per request; whole machine {bare_machine_per_request * 1e6:,.0f} us per"
+            f" request ({bare_machine / results['bare']['seconds']:.1f} of {os.cpu_count()} CPUs busy, wrk included)"
         )
     finally:
         asyncio.run(world.destroy())

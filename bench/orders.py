@@ -38,6 +38,8 @@ from spm_common.envelope import CloudEvent, amqp_message
 from spm_common.testing.smtp import free_port
 from spm_common.testing.world import AMQP_URL, World, new_world
 
+from bench._proc import cpu_seconds
+
 SMTP_SINK = "/usr/sbin/smtp-sink"
 SHOP = "https://shop.example/orders"
 PUBLISHED = datetime(2026, 11, 29, 4, 0, tzinfo=UTC)
@@ -66,23 +68,13 @@ def cloudevent(event_type: str, data: dict[str, Any]) -> aio_pika.Message:
     return amqp_message(CloudEvent(id=str(uuid.uuid4()), type=event_type, source=SHOP, time=PUBLISHED, data=data))
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a live process so far, from /proc."""
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 async def postgres_cpu(admin: asyncpg.Connection) -> dict[int, float]:
     """CPU so far of each Postgres backend serving this world's database (the services' pools), by pid."""
     pids = await admin.fetch(
         "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
     )
-    found = {}
-    for row in pids:
-        with suppress(OSError):
-            found[row["pid"]] = cpu_seconds(row["pid"])
-    return found
+    # A backend gone meanwhile reads as 0 and is left out.
+    return {row["pid"]: used for row in pids if (used := cpu_seconds(row["pid"]))}
 
 
 class Sink:

@@ -36,13 +36,11 @@ import aio_pika
 import asyncpg
 from spm_common.testing.world import AMQP_URL, World, new_world
 
+from bench._proc import POSTGRES, RABBITMQ, cpu_by_command, machine_cpu
+from bench._proc import cpu_seconds as process_cpu
 from bench.orders import Services, Sink, bench_baseline, cloudevent, order, tear_down
-from bench.orders import cpu_seconds as process_cpu
 
 WINDOW = 200
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-# The processes of the pipeline besides the services, by their command name in /proc/<pid>/stat.
-POSTGRES, RABBITMQ = "postgres", "beam.smp"
 # The orders' inbox rows since the phase began (an order and its inbox row commit together), by index; and
 # when the last of them began its transaction. Not by `source`: without statistics (busy runs had none yet)
 # Postgres took the primary key for it and walked every order of the run, ~27 ms a count at 30,000.
@@ -126,28 +124,6 @@ async def publish(
         sent += len(chunk)
     await asyncio.gather(*confirming)
     return sent_at
-
-
-def cpu_by_command(*commands: str) -> dict[str, float]:
-    """CPU seconds so far of every process named one of `commands`, by name, what their exited children used
-    included (a Postgres backend that ended is counted in its postmaster's cutime and cstime)."""
-    found = dict.fromkeys(commands, 0.0)
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        with suppress(OSError), open(f"/proc/{entry.name}/stat") as stat:
-            text = stat.read()
-            name, fields = text[text.index("(") + 1 : text.rindex(")")], text[text.rindex(")") + 1 :].split()
-            if name in found:
-                found[name] += sum(int(f) for f in fields[11:15]) / CLOCK_TICKS  # utime, stime, cutime, cstime
-    return found
-
-
-def machine_cpu() -> float:
-    """CPU seconds the whole machine was busy so far (user, nice, system, irq, softirq), from /proc/stat."""
-    with open("/proc/stat") as stat:
-        ticks = [int(f) for f in stat.readline().split()[1:8]]
-    return (sum(ticks) - ticks[3] - ticks[4]) / CLOCK_TICKS  # all but idle and iowait
 
 
 def pipeline_cpu(services: Services, sink: Sink) -> tuple[dict[str, float], dict[str, float], float]:
@@ -357,7 +333,7 @@ def peak_memory(pid: int) -> str:
     return "n/a"
 
 
-def cpu_seconds(pid: int) -> str:
+def cpu_since_start(pid: int) -> str:
     """User + system CPU time of a live process since it started, from /proc."""
     with suppress(OSError):
         return f"{process_cpu(pid):,.1f} s"
@@ -394,7 +370,8 @@ async def run(args: argparse.Namespace) -> None:
         report(half)
         for name, process in services.processes.items():
             print(
-                f"  {name}: peak memory (VmHWM) {peak_memory(process.pid)}, CPU since start {cpu_seconds(process.pid)}"
+                f"  {name}: peak memory (VmHWM) {peak_memory(process.pid)},"
+                f" CPU since start {cpu_since_start(process.pid)}"
             )
         services.stop()  # the baseline runs alone, as in bench/orders.py
         baseline = await bench_baseline(world, admin, args.orders)
