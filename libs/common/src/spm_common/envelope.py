@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 import aio_pika
 import orjson
+import pydantic_core
 import structlog
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
@@ -68,6 +69,38 @@ def new_event(
         purpose=purpose,
         data=payload,
     )
+
+
+def new_event_body(
+    type: str,
+    source: str,
+    data: dict[str, Any],
+    *,
+    correlation_id: str | None = None,
+    purpose: Purpose | None = None,
+) -> tuple[str, bytes]:
+    """A new event's id and body, byte for byte what `new_event(...).to_json()` makes of the same arguments
+    (a test holds them equal), without building and validating a `CloudEvent`: for hot paths whose `data`
+    the code itself put together from values already validated."""
+    if correlation_id is None:
+        correlation_id = structlog.contextvars.get_contextvars().get("correlation_id")
+    event_id = str(uuid.uuid4())
+    # CloudEvent's fields in its order, the unset ones left out as `to_json` leaves them out, serialised by the
+    # serialiser pydantic uses for the model (times written as the model writes them).
+    envelope: dict[str, Any] = {
+        "specversion": "1.0",
+        "id": event_id,
+        "type": type,
+        "source": source,
+        "time": datetime.now(UTC),
+        "datacontenttype": "application/json",
+    }
+    if correlation_id is not None:
+        envelope["correlationid"] = correlation_id
+    if purpose is not None:
+        envelope["purpose"] = purpose
+    envelope["data"] = data
+    return event_id, pydantic_core.to_json(envelope)
 
 
 def amqp_message(event: CloudEvent) -> aio_pika.Message:

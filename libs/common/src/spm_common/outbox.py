@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import aio_pika
 import asyncpg
@@ -73,9 +73,18 @@ ENQUEUE_FROM_ARRAYS = (
 NOTIFY = "pg_notify('spm_outbox_' || current_schema(), '')"
 
 
-def outbox_arrays(events: Sequence[CloudEvent]) -> tuple[list[str], list[str], list[bytes]]:
+class OutboxRow(NamedTuple):
+    """An event as the outbox stores it (see `envelope.new_event_body`)."""
+
+    id: str
+    type: str
+    body: bytes
+
+
+def outbox_arrays(events: Sequence[CloudEvent | OutboxRow]) -> tuple[list[str], list[str], list[bytes]]:
     """The (ids, types, bodies) arrays ENQUEUE_FROM_ARRAYS takes."""
-    return [e.id for e in events], [e.type for e in events], [e.to_json() for e in events]
+    bodies = [e.body if isinstance(e, OutboxRow) else e.to_json() for e in events]
+    return [e.id for e in events], [e.type for e in events], bodies
 
 
 class AmqpPublisher:

@@ -9,9 +9,9 @@ from typing import Any, NamedTuple
 import asyncpg
 import orjson
 from spm_common.db import Connection
-from spm_common.outbox import ENQUEUE_FROM_ARRAYS, NOTIFY
+from spm_common.outbox import ENQUEUE_FROM_ARRAYS, NOTIFY, OutboxRow, outbox_arrays
 
-from contact.intake import OutboxRow, Received
+from contact.intake import Received
 from contact.ratelimit import Buckets
 
 # Messages
@@ -45,9 +45,7 @@ async def insert_messages(conn: Connection, messages: list[tuple[Received, int |
         f" events AS ({ENQUEUE_FROM_ARRAYS.format(ids='$2', types='$3', bodies='$4')})"
         f" SELECT {NOTIFY}",
         orjson.dumps(rows).decode(),
-        [event.id for event in events],
-        [event.type for event in events],
-        [event.body for event in events],
+        *outbox_arrays(events),
     )
 
 

@@ -1,0 +1,39 @@
+"""The envelope's fast path writes exactly what the model does."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+import structlog
+from spm_common.envelope import CloudEvent, Purpose, new_event, new_event_body
+
+DATA: dict[str, Any] = {
+    "message_id": "0b7e3f0e-6a51-4f43-9b8e-0c7a4b1d2e3f",
+    "name": "Trần Văn Thử",
+    "received_at": datetime(2026, 11, 29, 4, 7, 30, 123456, tzinfo=UTC),
+    "nested": {"subject": None, "items": [1, 2.5, True]},
+    "missing": None,
+}
+
+
+@pytest.mark.parametrize(("correlation_id", "purpose"), [("req-1", "answer-message"), (None, None)])
+def test_new_event_body_is_byte_for_byte_what_new_event_makes(
+    correlation_id: str | None, purpose: Purpose | None
+) -> None:
+    event_id, body = new_event_body(
+        "contact.message.received", "urn:spm:contact", DATA, correlation_id=correlation_id, purpose=purpose
+    )
+    stored = CloudEvent.parse(body)
+    made = new_event(
+        "contact.message.received", "urn:spm:contact", DATA, correlation_id=correlation_id, purpose=purpose
+    )
+    assert stored.id == event_id
+    assert body == made.model_copy(update={"id": event_id, "time": stored.time}).to_json()
+
+
+def test_new_event_body_takes_the_correlation_id_of_the_request_being_handled() -> None:
+    with structlog.contextvars.bound_contextvars(correlation_id="req-7"):
+        _, body = new_event_body("probe.ping", "urn:spm:test", {})
+    assert CloudEvent.parse(body).correlationid == "req-7"
