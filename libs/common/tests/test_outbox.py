@@ -331,6 +331,18 @@ class HeldConfirms:
     async def refuse_one(self, *_: Any) -> Any:
         raise AssertionError("the batch goes through publish_many")
 
+    def relay(self, pool: asyncpg.Pool, settings: ProbeSettings, **options: Any) -> OutboxRelay:
+        """The orders schema's relay, publishing through this broker."""
+        return OutboxRelay(
+            pool,
+            settings.role_database_url(),
+            "orders",
+            self.refuse_one,
+            publish_many=self.publish_many,
+            service="orders",
+            **options,
+        )
+
 
 async def test_the_next_batch_is_claimed_while_the_one_before_awaits_its_confirmations(
     clean_outbox: None, probe_settings: Callable[..., ProbeSettings]
@@ -341,16 +353,7 @@ async def test_the_next_batch_is_claimed_while_the_one_before_awaits_its_confirm
     async with parts(settings) as (pool, _):
         async with pool.acquire() as conn, conn.transaction():
             await enqueue(conn, *events)
-        relay = OutboxRelay(
-            pool,
-            settings.role_database_url(),
-            "orders",
-            broker.refuse_one,
-            publish_many=broker.publish_many,
-            service="orders",
-            batch_size=10,
-            poll_seconds=0.5,
-        )
+        relay = broker.relay(pool, settings, batch_size=10, poll_seconds=0.5)
         async with relays(relay):
             await wait_until(lambda: asyncio.sleep(0, len(broker.written)), 2)
             await asyncio.sleep(0.3)
@@ -372,15 +375,7 @@ async def test_rows_committed_while_a_batch_awaits_its_confirmations_are_claimed
     first, second = [probe_event() for _ in range(5)], [probe_event() for _ in range(3)]
     broker = HeldConfirms()
     async with parts(settings) as (pool, _):
-        relay = OutboxRelay(
-            pool,
-            settings.role_database_url(),
-            "orders",
-            broker.refuse_one,
-            publish_many=broker.publish_many,
-            service="orders",
-            poll_seconds=10,
-        )
+        relay = broker.relay(pool, settings, poll_seconds=10)
         async with relays(relay):
             await asyncio.sleep(0.3)  # listening
             async with pool.acquire() as conn, conn.transaction():
