@@ -13,6 +13,7 @@ from notifier.app import create
 from notifier.settings import Settings
 from notifier.tokens import make_token, recipient_ref
 from notifier_testkit import FAST, address, delivery_of, eventually, request_event, settled
+from spm_common.db import INDEX_SCAN_CLAIM
 from spm_common.envelope import new_event
 from spm_common.testing.smtp import SmtpServer
 from spm_common.testing.world import OPERATOR_TOKEN, World, running
@@ -302,3 +303,25 @@ async def test_marking_sent_writes_the_outcome_only_of_deliveries_still_leased(s
     assert await db.fetchval("SELECT event_id FROM outbox ORDER BY id DESC LIMIT 1") == outcomes[0].id
     rows = await db.fetch("SELECT status, request FROM deliveries WHERE request_event_id LIKE 'mark-%' ORDER BY id")
     assert [(r["status"], r["request"]) for r in rows] == [("sent", None), ("sending", "{}")]
+
+
+async def test_the_senders_claim_reads_due_deliveries_by_index_after_thousands_were_sent(settings, db) -> None:
+    """As the outbox relay's claim (libs/common's test): the entries of deliveries sent since the last vacuum
+    stay in the index of pending ones, and a bitmap scan would read them all on every claim."""
+    async with running(create(settings)):
+        pass  # the schema, migrated
+    await db.execute("SET search_path TO notifier")
+    await db.execute(
+        "INSERT INTO deliveries (request_event_id, recipient_ref, purpose, template, locale, message_id, request)"
+        " SELECT 'swept-' || g, 'ref', 'answer-message', 'contact-ack', 'en', '<m@x>', '{}'"
+        " FROM generate_series(1, 5000) AS g"
+    )
+    await db.execute("UPDATE deliveries SET status = 'sent', request = NULL WHERE request_event_id LIKE 'swept-%'")
+    try:
+        async with db.transaction():
+            await db.execute(INDEX_SCAN_CLAIM)
+            plan = await db.fetchval(f"EXPLAIN (FORMAT JSON) {store.CLAIM_DUE}", 200, 60, [])
+    finally:
+        await db.execute("DELETE FROM deliveries WHERE request_event_id LIKE 'swept-%'")
+    assert "Bitmap" not in plan
+    assert '"Index Name": "deliveries_due"' in plan

@@ -25,7 +25,7 @@ from aiormq import spec
 from aiormq.abc import ChannelFrame
 from pamqp.header import ContentHeader
 
-from spm_common.db import Connection
+from spm_common.db import INDEX_SCAN_CLAIM, Connection
 from spm_common.envelope import CONTENT_TYPE, CloudEvent
 from spm_common.logging import get_logger
 from spm_common.metrics import EVENTS_PUBLISH_FAILED, EVENTS_PUBLISHED, OUTBOX_BACKLOG
@@ -71,6 +71,11 @@ ENQUEUE_FROM_ARRAYS = (
     " SELECT * FROM unnest({ids}::text[], {types}::text[], {bodies}::bytea[])"
 )
 NOTIFY = "pg_notify('spm_outbox_' || current_schema(), '')"
+# The relay's claim: the oldest waiting rows, up to a batch, that no other relay holds (after INDEX_SCAN_CLAIM).
+CLAIM = (
+    "SELECT id, event_id, event_type, body FROM outbox WHERE published_at IS NULL"
+    " ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED"
+)
 
 
 class OutboxRow(NamedTuple):
@@ -303,11 +308,8 @@ class OutboxRelay:
         `claim`, if given, learns how many rows were claimed and when their messages are written."""
         claim = claim or _Claim()
         async with self._pool.acquire() as conn, conn.transaction():
-            rows = await conn.fetch(
-                "SELECT id, event_id, event_type, body FROM outbox WHERE published_at IS NULL"
-                " ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
-                self._batch_size,
-            )
+            await conn.execute(INDEX_SCAN_CLAIM)
+            rows = await conn.fetch(CLAIM, self._batch_size)
             claim.rows = len(rows)
             if not rows:
                 return 0

@@ -255,7 +255,8 @@ class Sender:
 
     async def _claim(self) -> list[Job]:
         deadline = asyncio.get_running_loop().time() + self._s.notifier_lease_seconds / 2
-        rows = await store.claim_due(self._pool, self._batch, self._s.notifier_lease_seconds, GATED)
+        async with self._pool.acquire() as conn:
+            rows = await store.claim_due(conn, self._batch, self._s.notifier_lease_seconds, GATED)
         jobs: list[Job] = []
         refused: list[tuple[Job, str]] = []
         for row in rows:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
-from spm_common.db import Connection
+from spm_common.db import INDEX_SCAN_CLAIM, Connection
 from spm_common.envelope import CloudEvent
 from spm_common.outbox import NOTIFY, outbox_arrays
 
@@ -85,32 +85,34 @@ async def release_expired_leases(conn: Connection) -> int:
     return int(result.split()[-1])
 
 
-async def claim_due(
-    conn: Connection | asyncpg.Pool, limit: int, lease_seconds: float, gated: Sequence[str]
-) -> list[asyncpg.Record]:
+# The sender's claim (after INDEX_SCAN_CLAIM): see `claim_due`.
+CLAIM_DUE = (
+    "WITH due AS ("
+    "  SELECT id FROM deliveries WHERE status = 'pending' AND next_attempt_at <= now()"
+    "  ORDER BY next_attempt_at LIMIT $1 FOR UPDATE SKIP LOCKED),"
+    " claimed AS ("
+    "  UPDATE deliveries d SET status = 'sending', lease_until = now() + make_interval(secs => $2),"
+    "   attempts = d.attempts + 1, last_attempt_at = now()"
+    "  FROM due WHERE d.id = due.id"
+    "  RETURNING d.id, d.request_event_id, d.recipient_ref, d.purpose, d.template, d.locale, d.reference,"
+    "   d.message_id, d.correlation_id, d.request, d.attempts, d.purpose = ANY($3::text[]) AS gated)"
+    " SELECT c.*, coalesce(r.purchaser_since IS NOT NULL, false) AS purchaser,"
+    "  coalesce(r.suppressed_at IS NOT NULL, false) AS suppressed,"
+    "  CASE WHEN c.gated"
+    "   THEN ARRAY(SELECT u.category FROM unsubscribes u WHERE u.recipient_ref = c.recipient_ref)"
+    "   ELSE '{}'::text[] END AS unsubscribed"
+    " FROM claimed c LEFT JOIN recipients r ON c.gated AND r.recipient_ref = c.recipient_ref"
+)
+
+
+async def claim_due(conn: Connection, limit: int, lease_seconds: float, gated: Sequence[str]) -> list[asyncpg.Record]:
     """Lease up to `limit` due deliveries to this sender: 'sending' until the lease ends, one attempt more. One
-    statement (it commits alone: no transaction round trips on the way to the SMTP server), which also brings,
-    for deliveries of a `gated` purpose, what consent depends on: `purchaser`, `suppressed` and the
-    `unsubscribed` categories of the recipient (false and empty for the others, which do not look)."""
-    return await conn.fetch(
-        "WITH due AS ("
-        "  SELECT id FROM deliveries WHERE status = 'pending' AND next_attempt_at <= now()"
-        "  ORDER BY next_attempt_at LIMIT $1 FOR UPDATE SKIP LOCKED),"
-        " claimed AS ("
-        "  UPDATE deliveries d SET status = 'sending', lease_until = now() + make_interval(secs => $2),"
-        "   attempts = d.attempts + 1, last_attempt_at = now()"
-        "  FROM due WHERE d.id = due.id"
-        "  RETURNING d.id, d.request_event_id, d.recipient_ref, d.purpose, d.template, d.locale, d.reference,"
-        "   d.message_id, d.correlation_id, d.request, d.attempts, d.purpose = ANY($3::text[]) AS gated)"
-        " SELECT c.*, coalesce(r.purchaser_since IS NOT NULL, false) AS purchaser,"
-        "  coalesce(r.suppressed_at IS NOT NULL, false) AS suppressed,"
-        "  CASE WHEN c.gated THEN ARRAY(SELECT u.category FROM unsubscribes u WHERE u.recipient_ref = c.recipient_ref)"
-        "   ELSE '{}'::text[] END AS unsubscribed"
-        " FROM claimed c LEFT JOIN recipients r ON c.gated AND r.recipient_ref = c.recipient_ref",
-        limit,
-        lease_seconds,
-        list(gated),
-    )
+    statement (after INDEX_SCAN_CLAIM, in a transaction of its own), which also brings, for deliveries of a
+    `gated` purpose, what consent depends on: `purchaser`, `suppressed` and the `unsubscribed` categories of
+    the recipient (false and empty for the others, which do not look)."""
+    async with conn.transaction():
+        await conn.execute(INDEX_SCAN_CLAIM)
+        return await conn.fetch(CLAIM_DUE, limit, lease_seconds, list(gated))
 
 
 async def mark_sent(conn: Connection, claims: Sequence[tuple[int, int]], outcomes: Sequence[CloudEvent]) -> list[int]:
