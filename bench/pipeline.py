@@ -57,6 +57,9 @@ AUDITED_SINCE = (
     " count(*) FILTER (WHERE event_type = 'order.recorded') AS recorded"
     " FROM (SELECT seq, event_type FROM audit.entries WHERE seq > $1 ORDER BY seq LIMIT 10000) AS new"
 )
+# The backends of this run's database (the services' pools and listeners, and this benchmark's connection):
+# on a shared machine, "every postgres process" includes other people's databases.
+OWN_BACKENDS = "SELECT pid, application_name FROM pg_stat_activity WHERE datname = current_database()"
 # Quiet means: no event waiting in any service's queue or outbox, no e-mail due, nothing newly consumed for
 # QUIET_LOOKS looks in a row (longer than a big audit batch takes to commit).
 QUIET_LOOKS, QUIET_EVERY_SECONDS = 4, 0.5
@@ -91,6 +94,9 @@ class Phase:
     cpu: dict[str, float] = field(default_factory=dict)  # CPU seconds each service used during the phase
     others: dict[str, float] = field(default_factory=dict)  # and the rest of the pipeline (Postgres, ...)
     machine: float = 0.0  # CPU seconds every process of the machine used meanwhile (/proc/stat)
+    own_postgres: dict[str, float] = field(default_factory=dict)  # CPU seconds of this run's database's
+    # Postgres backends, by application name (each service's pool; "bench", this benchmark's; "listeners", the
+    # services' LISTEN connections, which name no application)
 
     @property
     def done(self) -> float | None:
@@ -189,6 +195,8 @@ async def run_phase(
     async with connection:
         channel = await connection.channel(publisher_confirms=True)
         exchange = await channel.get_exchange(world.exchange, ensure=False)
+        backends = {r["pid"]: r["application_name"] or "listeners" for r in await admin.fetch(OWN_BACKENDS)}
+        own_postgres_before = {pid: process_cpu(pid) for pid in backends}
         cpu_before, others_before, machine_before = pipeline_cpu(services, sink)
         started, started_at = time.perf_counter(), time.time()
         publisher = asyncio.create_task(publish(exchange, messages, rate))
@@ -225,6 +233,11 @@ async def run_phase(
         phase.cpu = {n: cpu_after[n] - cpu_before[n] for n in cpu_after}
         phase.others = {n: others_after[n] - others_before[n] for n in others_after}
         phase.machine = machine_after - machine_before
+        # A backend that started meanwhile counts whole; one that ended is missed (the pools keep theirs).
+        backends |= {r["pid"]: r["application_name"] or "listeners" for r in await admin.fetch(OWN_BACKENDS)}
+        for pid, application in backends.items():
+            used = process_cpu(pid) - own_postgres_before.get(pid, 0.0)
+            phase.own_postgres[application] = phase.own_postgres.get(application, 0.0) + used
         sent_at = await publisher
         phase.published = max(sent_at) - min(sent_at) if sent_at else 0.0
     accepted = sink.accepted()
@@ -313,6 +326,12 @@ def report(phase: Phase) -> None:
     print(f"    CPU an order (µs, until done):        {cpu}")
     others = ", ".join(f"{name} {seconds / phase.count * 1e6:,.0f}" for name, seconds in phase.others.items())
     print(f"      and the rest of the pipeline (µs):  {others}")
+    own = ", ".join(
+        f"{name} {seconds / phase.count * 1e6:,.0f}" for name, seconds in sorted(phase.own_postgres.items())
+    )
+    print(
+        f"      of Postgres, this run's database:   {sum(phase.own_postgres.values()) / phase.count * 1e6:,.0f} ({own})"
+    )
     total = (sum(phase.cpu.values()) + sum(phase.others.values())) / phase.count
     cores = os.cpu_count() or 1
     print(
@@ -348,7 +367,11 @@ async def run(args: argparse.Namespace) -> None:
     await world.create()
     services = Services(world, sink.port, audit=True)
     services.names = ["contact", *services.names]
-    admin = await asyncpg.connect(world.database_url)
+    # Custom plans: a generic plan of the progress queries, made while the tables were nearly empty and kept
+    # (without autovacuum nothing invalidates it), scanned the whole trail ten times a second (~12 ms each).
+    admin = await asyncpg.connect(
+        world.database_url, server_settings={"application_name": "bench", "plan_cache_mode": "force_custom_plan"}
+    )
     try:
         await services.start()
         print(f"pipeline benchmark: {', '.join(services.names)} as processes; smtp-sink on port {sink.port}")
