@@ -123,12 +123,13 @@ BAD_BODIES: dict[str, tuple[bytes, str]] = {
     "truncated": (b'{"email": "a@example.com", "url": "/', "application/json"),
     "empty": (b"", "application/json"),
 }
-# The tables each edge would write to, counted before and after.
+# The tables each edge would write to (or the rows of them it would write), counted before and after.
 WRITES = {
     "contact": ["contact.messages", "contact.outbox"],
     "orders": ["orders.orders", "orders.purchasers", "orders.outbox", "orders.rate_limits"],
     "audit": ["audit.pageviews", "audit.entries"],
-    "notifier": ["notifier.unsubscribes", "notifier.outbox"],
+    # Not every outbox row: the sender may be finishing e-mails an earlier test in this world asked for.
+    "notifier": ["notifier.unsubscribes", "notifier.outbox WHERE event_type = 'notification.unsubscribed'"],
 }
 POST_ENDPOINTS = {
     "contact": ["/v1/messages"],
