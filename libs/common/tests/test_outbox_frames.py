@@ -1,0 +1,44 @@
+"""The relay's AMQP frames, packed by hand for speed, are those pamqp would marshal for the same publish."""
+
+from __future__ import annotations
+
+import uuid
+
+import aio_pika
+import pamqp.frame
+import pytest
+from aiormq import spec
+from pamqp.body import ContentBody
+from pamqp.header import ContentHeader
+from spm_common.envelope import CONTENT_TYPE
+from spm_common.outbox import publish_frames
+
+
+@pytest.mark.parametrize(
+    ("event_id", "body"),
+    [
+        (str(uuid.uuid4()), b'{"id": "x"}'),
+        ("sự-kiện-" + str(uuid.uuid4()), "ý".encode() * 600),  # a non-ASCII id; over one body frame (1,000 here)
+        (str(uuid.uuid4()), b""),  # no body frame at all
+    ],
+)
+def test_publish_frames_are_byte_for_byte_what_pamqp_marshals(event_id: str, body: bytes) -> None:
+    exchange, event_type, channel, max_content = "spm_test_1.events", "contact.message.received", 3, 1000
+    properties = spec.Basic.Properties(
+        content_type=CONTENT_TYPE,
+        delivery_mode=aio_pika.DeliveryMode.PERSISTENT.value,
+        message_id=event_id,
+        message_type=event_type,
+    )
+    frames = [
+        spec.Basic.Publish(exchange=exchange, routing_key=event_type),
+        ContentHeader(properties=properties, body_size=len(body)),
+        *(ContentBody(body[i : i + max_content]) for i in range(0, len(body), max_content)),
+    ]
+    expected = b"".join(pamqp.frame.marshal(frame, channel) for frame in frames)
+    assert publish_frames(channel, exchange, event_type, event_id, body, max_content) == expected
+
+
+def test_a_name_over_255_bytes_is_refused_as_pamqp_refuses_it() -> None:
+    with pytest.raises(TypeError):
+        publish_frames(1, "spm.events", "x" * 256, str(uuid.uuid4()), b"{}", 1000)
