@@ -38,7 +38,7 @@ from spm_common.envelope import CloudEvent, amqp_message
 from spm_common.testing.smtp import free_port
 from spm_common.testing.world import AMQP_URL, World, new_world
 
-from bench._proc import cpu_seconds
+from bench._proc import RABBITMQ, cpu_by_command, cpu_seconds
 
 SMTP_SINK = "/usr/sbin/smtp-sink"
 SHOP = "https://shop.example/orders"
@@ -168,6 +168,38 @@ class Services:
                 process.kill()
 
 
+async def phase_cpu(admin: asyncpg.Connection, pids: dict[str, int], sink: Sink) -> dict[str, float]:
+    """CPU seconds so far of each service, this world's Postgres backends (each by pid, summed by `cpu_used`),
+    RabbitMQ, smtp-sink and this process (the publisher)."""
+    assert sink.process is not None
+    return {
+        **{name: cpu_seconds(pid) for name, pid in pids.items()},
+        **{f"postgres:{pid}": used for pid, used in (await postgres_cpu(admin)).items()},
+        "rabbitmq": cpu_by_command(RABBITMQ)[RABBITMQ],
+        "smtp-sink": cpu_seconds(sink.process.pid),
+        "publisher": cpu_seconds(os.getpid()),
+    }
+
+
+def cpu_used(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """CPU seconds used between two `phase_cpu` readings, the Postgres backends summed (one that ended meanwhile
+    is missed; one that began counts from zero)."""
+    used: dict[str, float] = {}
+    for name, seconds in after.items():
+        key = "postgres" if name.startswith("postgres:") else name
+        used[key] = used.get(key, 0.0) + seconds - before.get(name, 0.0)
+    return used
+
+
+def cpu_report(used: dict[str, float], count: int) -> str:
+    total = sum(used.values()) / count
+    cores = os.cpu_count() or 1
+    return (
+        ", ".join(f"{name} {seconds / count * 1e6:,.0f}" for name, seconds in used.items())
+        + f"; all {total * 1e6:,.0f} µs (at most {cores / total:,.0f} orders/s on {cores} cores)"
+    )
+
+
 async def publish_burst(exchange: aio_pika.abc.AbstractExchange, messages: list[aio_pika.Message], key: str) -> float:
     """Publish everything as fast as confirms allow (windows of 200 in flight); return the time taken."""
     started = time.perf_counter()
@@ -240,7 +272,7 @@ async def bench_orders(
     paced_rate: int,
     seconds: int,
     mail_timeout: float,
-    orders_pid: int,
+    pids: dict[str, int],
     notifier: bool = True,
 ) -> float | None:
     """Returns the burst's orders committed per second."""
@@ -253,7 +285,9 @@ async def bench_orders(
         tag = uuid.uuid4().hex[:6]
         messages = [cloudevent("order.placed", order(i, tag)) for i in range(burst)]
         sink.clear()
+        orders_pid = pids["orders"]
         cpu_before = cpu_seconds(orders_pid)
+        phase_before = await phase_cpu(admin, pids, sink)
         started = time.perf_counter()
         published = await publish_burst(exchange, messages, "order.placed")
         committed = await wait_count(
@@ -273,6 +307,7 @@ async def bench_orders(
         recorded_total = time.perf_counter() - started if recorded else None
         mailed = await wait_mail(sink, burst, mail_timeout) if notifier else None
         mailed_total = time.perf_counter() - started if mailed is not None else None
+        used = cpu_used(phase_before, await phase_cpu(admin, pids, sink))
         print(f"  burst of {burst:,} order.placed (publishing alone: {rate(burst, published)})")
         print(f"    orders committed (order, keys, confirmation request): {rate(burst, committed_total)}")
         print(f"    their events published by the orders outbox relay:    {rate(burst, relayed_total)}")
@@ -282,6 +317,7 @@ async def bench_orders(
         )
         print(f"    confirmation requests recorded by the notifier:      {rate(burst, recorded_total)}")
         print(f"    confirmation e-mails accepted by smtp-sink:          {rate(burst, mailed_total)}")
+        print(f"    CPU an order, the whole phase (µs): {cpu_report(used, burst)}")
 
         # 2. Paced: a steady rate for a while; latency of each order.
         tag = uuid.uuid4().hex[:6]
@@ -289,6 +325,7 @@ async def bench_orders(
         messages = [cloudevent("order.placed", order(i, tag)) for i in range(count)]
         sent_at: list[float] = []
         sink.clear()
+        phase_before = await phase_cpu(admin, pids, sink)
         took = await publish_paced(exchange, messages, paced_rate, sent_at)
         await wait_count(
             admin, "SELECT count(*) FROM orders.orders WHERE order_id LIKE $1", count, 600, f"BENCH-{tag}-%"
@@ -303,6 +340,7 @@ async def bench_orders(
         print(f"  steady {paced_rate:,}/s for {seconds} s ({count:,} orders, published in {took:.1f} s)")
         print(f"    committed: {rate(count, last_commit - sent_at[0])}; latency {quantiles(commit_latency)}")
         mailed = await wait_mail(sink, count, mail_timeout) if notifier else None
+        used = cpu_used(phase_before, await phase_cpu(admin, pids, sink))
         if mailed is not None:
             accepted = sink.accepted()
             latency = [
@@ -311,6 +349,7 @@ async def bench_orders(
                 if f"bench-{tag}-{i}@example.com" in accepted
             ]
             print(f"    e-mailed:  {rate(count, max(accepted.values()) - sent_at[0])}; latency {quantiles(latency)}")
+        print(f"    CPU an order, the whole phase (µs): {cpu_report(used, count)}")
     return burst / committed_total if committed_total else None
 
 
@@ -494,7 +533,7 @@ async def run(args: argparse.Namespace) -> None:
             args.rate,
             args.seconds,
             args.mail_timeout,
-            services.processes["orders"].pid,
+            pids,
             notifier,
         )
         await bench_fanout(world, admin, sink, args.purchasers, args.mail_timeout, pids, notifier)
