@@ -5,11 +5,13 @@ from __future__ import annotations
 import aiosmtplib
 import pytest
 from email_validator import EmailNotValidError, validate_email
-from notifier.deliveries import _address_problem, backoff_seconds
+from notifier.deliveries import _address_problem, _outcome, backoff_seconds
 from notifier.policy import RecipientFacts, check_request, refusal
 from notifier.smtp import classify
 from notifier.tokens import InvalidToken, make_token, read_token, recipient_ref
 from notifier_testkit import SAMPLE_CONTEXTS
+from spm_common.envelope import CloudEvent, new_event
+from spm_common.notifications import NOTIFICATION_FAILED, NOTIFICATION_SENT, NotificationOutcome
 
 KEY = b"test-key"
 
@@ -137,3 +139,28 @@ def test_address_check_agrees_with_email_validator(address: str) -> None:
     except EmailNotValidError:
         expected = "recipient address is not a deliverable e-mail address"
     assert _address_problem(address) == expected
+
+
+@pytest.mark.parametrize("error", [None, "550 5.1.1 no such user"])
+@pytest.mark.parametrize("reference", [None, "order:7"])
+def test_outcome_events_are_what_new_event_makes_of_a_notification_outcome(
+    error: str | None, reference: str | None
+) -> None:
+    row = _outcome("urn:spm:notifier", "request-1", reference, "fulfil-order", "order-confirmation", error, "corr-1")
+    stored = CloudEvent.parse(row.body)
+    made = new_event(
+        NOTIFICATION_FAILED if error else NOTIFICATION_SENT,
+        "urn:spm:notifier",
+        NotificationOutcome(
+            request_event_id="request-1",
+            reference=reference,
+            purpose="fulfil-order",
+            template="order-confirmation",
+            status="failed" if error else "sent",
+            error=error,
+        ),
+        purpose="fulfil-order",
+        correlation_id="corr-1",
+    )
+    assert (row.id, row.type) == (stored.id, made.type)
+    assert row.body == made.model_copy(update={"id": row.id, "time": stored.time}).to_json()

@@ -52,13 +52,13 @@ def channel_name(schema: str) -> str:
     return f"spm_outbox_{schema}"
 
 
-async def enqueue(conn: Connection, *events: CloudEvent) -> None:
+async def enqueue(conn: Connection, *events: CloudEvent | OutboxRow) -> None:
     """Add events to the outbox of the connection's schema; call inside the state change's transaction."""
     if not events:
         return
     await conn.executemany(
         "INSERT INTO outbox (event_id, event_type, body) VALUES ($1, $2, $3)",
-        [(event.id, event.type, event.to_json()) for event in events],
+        list(zip(*outbox_arrays(events), strict=True)),
     )
     await conn.execute("SELECT pg_notify('spm_outbox_' || current_schema(), '')")
 

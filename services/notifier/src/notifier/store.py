@@ -8,8 +8,7 @@ from typing import Any
 
 import asyncpg
 from spm_common.db import INDEX_SCAN_CLAIM, Connection
-from spm_common.envelope import CloudEvent
-from spm_common.outbox import NOTIFY, outbox_arrays
+from spm_common.outbox import NOTIFY, OutboxRow, outbox_arrays
 
 DUE_CHANNEL = "spm_notifier_due"
 
@@ -115,7 +114,7 @@ async def claim_due(conn: Connection, limit: int, lease_seconds: float, gated: S
         return await conn.fetch(CLAIM_DUE, limit, lease_seconds, list(gated))
 
 
-async def mark_sent(conn: Connection, claims: Sequence[tuple[int, int]], outcomes: Sequence[CloudEvent]) -> list[int]:
+async def mark_sent(conn: Connection, claims: Sequence[tuple[int, int]], outcomes: Sequence[OutboxRow]) -> list[int]:
     """Sent, and the request (address, content) erased, for rows still leased under that attempt count; the
     outcome event (one per claim, same order) of each row marked goes into the outbox in the same statement
     (one round trip, atomic on its own). Returns the ids marked."""
