@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 import structlog
 from spm_common.envelope import CloudEvent, Purpose, new_event, new_event_body
+from spm_common.notifications import NotificationRequested, Recipient
 
 DATA: dict[str, Any] = {
     "message_id": "0b7e3f0e-6a51-4f43-9b8e-0c7a4b1d2e3f",
@@ -37,3 +38,20 @@ def test_new_event_body_takes_the_correlation_id_of_the_request_being_handled() 
     with structlog.contextvars.bound_contextvars(correlation_id="req-7"):
         _, body = new_event_body("probe.ping", "urn:spm:test", {})
     assert CloudEvent.parse(body).correlationid == "req-7"
+
+
+def test_new_event_body_of_a_payload_model_with_its_own_id_is_what_new_event_makes() -> None:
+    request = NotificationRequested(
+        purpose="fulfil-order",
+        template="order-confirmation",
+        locale="vi",
+        recipient=Recipient(email="an@example.vn", name="Nguyễn Văn An"),
+        context={"order_id": "FS-1", "total": "49.00", "items": [{"license_keys": ["7KQ2M-XW4PD"]}]},
+        reference="order:1",
+    )
+    event_id, body = new_event_body(
+        "notification.requested", "urn:spm:orders", request, purpose="fulfil-order", event_id="derived-1"
+    )
+    made = new_event("notification.requested", "urn:spm:orders", request, purpose="fulfil-order", event_id="derived-1")
+    assert event_id == "derived-1"
+    assert body == made.model_copy(update={"time": CloudEvent.parse(body).time}).to_json()

@@ -74,17 +74,19 @@ def new_event(
 def new_event_body(
     type: str,
     source: str,
-    data: dict[str, Any],
+    data: BaseModel | dict[str, Any],
     *,
     correlation_id: str | None = None,
     purpose: Purpose | None = None,
+    event_id: str | None = None,
 ) -> tuple[str, bytes]:
     """A new event's id and body, byte for byte what `new_event(...).to_json()` makes of the same arguments
     (a test holds them equal), without building and validating a `CloudEvent`: for hot paths whose `data`
-    the code itself put together from values already validated."""
+    the code itself put together from values already validated (a payload model is serialised as it is, not
+    dumped to a dict first)."""
     if correlation_id is None:
         correlation_id = structlog.contextvars.get_contextvars().get("correlation_id")
-    event_id = str(uuid.uuid4())
+    event_id = event_id or str(uuid.uuid4())
     # CloudEvent's fields in its order, the unset ones left out as `to_json` leaves them out, serialised by the
     # serialiser pydantic uses for the model (times written as the model writes them).
     envelope: dict[str, Any] = {

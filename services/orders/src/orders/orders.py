@@ -13,10 +13,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from pydantic import BaseModel
 from spm_common import cards
 from spm_common.consumer import PermanentError
 from spm_common.db import Connection
-from spm_common.envelope import CloudEvent, Purpose, new_event
+from spm_common.envelope import CloudEvent, Purpose, new_event_body
 from spm_common.notifications import NOTIFICATION_REQUESTED, NotificationRequested, Recipient
 
 from orders import licenses, store
@@ -135,7 +136,7 @@ async def _record(conn: Connection, candidates: list[_Order], config: Config) ->
             o.keys.append(issued)
             major = catalogue[item.sku]["major_version"]
             keys.extend((key, item.sku, major, o.id) for key in issued)
-        events.extend((e.id, e.type, e.to_json(), o.id) for e in _events(o, catalogue, config))
+        events.extend((*event, o.id) for event in _events(o, catalogue, config))
     return await store.record_orders(conn, orders, items, keys, events)
 
 
@@ -165,10 +166,12 @@ def _order_row(o: _Order, config: Config) -> tuple[Any, ...]:
     )
 
 
-def _events(o: _Order, catalogue: dict[str, Any], config: Config) -> list[CloudEvent]:
+def _events(o: _Order, catalogue: dict[str, Any], config: Config) -> list[tuple[str, str, bytes]]:
+    """(id, type, body) of each event the order causes. Their payloads are validated by their models; the
+    envelope is written by `new_event_body` (what `new_event` would make, without building a CloudEvent)."""
     order, locale = o.order, o.order.purchaser.locale
     key = f"{o.source}\x00{order.order_id}"
-    recorded = new_event(
+    recorded = _event(
         ORDER_RECORDED,
         config.source,
         OrderRecorded(
@@ -198,7 +201,7 @@ def _events(o: _Order, catalogue: dict[str, Any], config: Config) -> list[CloudE
         }
         for item, keys in zip(order.items, o.keys, strict=True)
     ]
-    confirmation = new_event(
+    confirmation = _event(
         NOTIFICATION_REQUESTED,
         config.source,
         NotificationRequested(
@@ -215,7 +218,7 @@ def _events(o: _Order, catalogue: dict[str, Any], config: Config) -> list[CloudE
     events = [recorded, confirmation]
     if o.removed:
         events.append(
-            new_event(
+            _event(
                 CARD_DATA_REMOVED,
                 config.source,
                 CardDataRemoved(
@@ -229,6 +232,13 @@ def _events(o: _Order, catalogue: dict[str, Any], config: Config) -> list[CloudE
             )
         )
     return events
+
+
+def _event(
+    event_type: str, source: str, data: BaseModel, *, event_id: str, purpose: Purpose | None = None
+) -> tuple[str, str, bytes]:
+    _, body = new_event_body(event_type, source, data, purpose=purpose, event_id=event_id)
+    return event_id, event_type, body
 
 
 def product_name(product: Any, locale: str) -> str:
