@@ -38,7 +38,7 @@ from spm_common.testing.world import AMQP_URL, World, new_world
 
 from bench._proc import POSTGRES, RABBITMQ, cpu_by_command, machine_cpu
 from bench._proc import cpu_seconds as process_cpu
-from bench.orders import Services, Sink, bench_baseline, cloudevent, order, tear_down
+from bench.orders import Services, Sink, bench_baseline, cloudevent, order, tear_down, world_backends
 
 WINDOW = 200
 # The orders' inbox rows since the phase began (an order and its inbox row commit together), by index; and
@@ -57,9 +57,6 @@ AUDITED_SINCE = (
     " count(*) FILTER (WHERE event_type = 'order.recorded') AS recorded"
     " FROM (SELECT seq, event_type FROM audit.entries WHERE seq > $1 ORDER BY seq LIMIT 10000) AS new"
 )
-# The backends of this run's database (the services' pools and listeners, and this benchmark's connection):
-# on a shared machine, "every postgres process" includes other people's databases.
-OWN_BACKENDS = "SELECT pid, application_name FROM pg_stat_activity WHERE datname = current_database()"
 # Quiet means: no event waiting in any service's queue or outbox, no e-mail due, nothing newly consumed for
 # QUIET_LOOKS looks in a row (longer than a big audit batch takes to commit).
 QUIET_LOOKS, QUIET_EVERY_SECONDS = 4, 0.5
@@ -95,8 +92,7 @@ class Phase:
     others: dict[str, float] = field(default_factory=dict)  # and the rest of the pipeline (Postgres, ...)
     machine: float = 0.0  # CPU seconds every process of the machine used meanwhile (/proc/stat)
     own_postgres: dict[str, float] = field(default_factory=dict)  # CPU seconds of this run's database's
-    # Postgres backends, by application name (each service's pool; "bench", this benchmark's; "listeners", the
-    # services' LISTEN connections, which name no application)
+    # Postgres backends, by what they serve (see `world_backends`)
 
     @property
     def done(self) -> float | None:
@@ -195,7 +191,7 @@ async def run_phase(
     async with connection:
         channel = await connection.channel(publisher_confirms=True)
         exchange = await channel.get_exchange(world.exchange, ensure=False)
-        backends = {r["pid"]: r["application_name"] or "listeners" for r in await admin.fetch(OWN_BACKENDS)}
+        backends = await world_backends(admin)
         own_postgres_before = {pid: process_cpu(pid) for pid in backends}
         cpu_before, others_before, machine_before = pipeline_cpu(services, sink)
         started, started_at = time.perf_counter(), time.time()
@@ -234,7 +230,7 @@ async def run_phase(
         phase.others = {n: others_after[n] - others_before[n] for n in others_after}
         phase.machine = machine_after - machine_before
         # A backend that started meanwhile counts whole; one that ended is missed (the pools keep theirs).
-        backends |= {r["pid"]: r["application_name"] or "listeners" for r in await admin.fetch(OWN_BACKENDS)}
+        backends |= await world_backends(admin)
         for pid, application in backends.items():
             used = process_cpu(pid) - own_postgres_before.get(pid, 0.0)
             phase.own_postgres[application] = phase.own_postgres.get(application, 0.0) + used
