@@ -19,6 +19,7 @@ from spm_common.consumer import PermanentError
 from spm_common.db import Connection
 from spm_common.envelope import CloudEvent, Purpose, new_event_body
 from spm_common.notifications import NOTIFICATION_REQUESTED, NotificationRequested, Recipient
+from spm_common.outbox import OutboxRow
 
 from orders import licenses, store
 from orders.events import (
@@ -166,8 +167,8 @@ def _order_row(o: _Order, config: Config) -> tuple[Any, ...]:
     )
 
 
-def _events(o: _Order, catalogue: dict[str, Any], config: Config) -> list[tuple[str, str, bytes]]:
-    """(id, type, body) of each event the order causes. Their payloads are validated by their models; the
+def _events(o: _Order, catalogue: dict[str, Any], config: Config) -> list[OutboxRow]:
+    """The events the order causes, as the outbox stores them. Their payloads are validated by their models; the
     envelope is written by `new_event_body` (what `new_event` would make, without building a CloudEvent)."""
     order, locale = o.order, o.order.purchaser.locale
     key = f"{o.source}\x00{order.order_id}"
@@ -236,9 +237,9 @@ def _events(o: _Order, catalogue: dict[str, Any], config: Config) -> list[tuple[
 
 def _event(
     event_type: str, source: str, data: BaseModel, *, event_id: str, purpose: Purpose | None = None
-) -> tuple[str, str, bytes]:
+) -> OutboxRow:
     _, body = new_event_body(event_type, source, data, purpose=purpose, event_id=event_id)
-    return event_id, event_type, body
+    return OutboxRow(event_id, event_type, body)
 
 
 def product_name(product: Any, locale: str) -> str:
