@@ -38,7 +38,7 @@ from spm_common.testing.world import AMQP_URL, World, new_world
 
 from bench._proc import POSTGRES, RABBITMQ, cpu_by_command, machine_cpu
 from bench._proc import cpu_seconds as process_cpu
-from bench.orders import Services, Sink, bench_baseline, cloudevent, order, tear_down, world_backends
+from bench.orders import Services, Sink, bench_baseline, cloudevent, connect_admin, order, tear_down, world_backends
 
 WINDOW = 200
 # The orders' inbox rows since the phase began (an order and its inbox row commit together), by index; and
@@ -363,11 +363,7 @@ async def run(args: argparse.Namespace) -> None:
     await world.create()
     services = Services(world, sink.port, audit=True)
     services.names = ["contact", *services.names]
-    # Custom plans: a generic plan of the progress queries, made while the tables were nearly empty and kept
-    # (without autovacuum nothing invalidates it), scanned the whole trail ten times a second (~12 ms each).
-    admin = await asyncpg.connect(
-        world.database_url, server_settings={"application_name": "bench", "plan_cache_mode": "force_custom_plan"}
-    )
+    admin = await connect_admin(world)
     try:
         await services.start()
         print(f"pipeline benchmark: {', '.join(services.names)} as processes; smtp-sink on port {sink.port}")
