@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import asyncpg
 import orjson
@@ -276,24 +276,10 @@ async def admit(conn: Connection, attempts: list[tuple[Buckets, datetime]]) -> l
         " FROM client_counted c LEFT JOIN within w ON w.n = c.n"
         " LEFT JOIN overall o ON (o.bucket, o.window_start) = (w.overall, w.overall_start)"
         " ORDER BY c.n",
-        # One JSON document rather than eight arrays (see insert_messages).
-        orjson.dumps([_attempt(n, counted, at) for n, (counted, at) in enumerate(attempts, 1)]).decode(),
+        # One JSON document rather than eight arrays (see insert_messages); the columns read are named above.
+        orjson.dumps([{"n": n, "at": at, **counted._asdict()} for n, (counted, at) in enumerate(attempts, 1)]).decode(),
     )
     return [Admission(int(row["client_hits"]), row["global_hits"], row["policy_version"]) for row in rows]
-
-
-def _attempt(n: int, counted: Buckets, at: datetime) -> dict[str, Any]:
-    return {
-        "n": n,
-        "client": counted.client,
-        "client_start": counted.client_start,
-        "client_end": counted.client_end,
-        "client_limit": counted.client_limit,
-        "overall": counted.overall,
-        "overall_start": counted.overall_start,
-        "overall_end": counted.overall_end,
-        "at": at,
-    }
 
 
 async def sweep_rate_counters(conn: Connection) -> None:
