@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from datetime import UTC, datetime
 
@@ -97,6 +98,8 @@ def test_the_form_takes_an_address_as_email_validator_does(address: str) -> None
         expected: str | None = validate_email(address, check_deliverability=False).normalized
     except EmailNotValidError:
         expected = None
+    if re.search(r"%(?:0d|0a|00)", address, re.IGNORECASE):
+        expected = None  # beyond email-validator, the form refuses percent-encoded line breaks in every field
     try:
         got: str | None = ContactForm.model_validate({**VALID, "email": address}).email
     except ValidationError:
