@@ -23,9 +23,10 @@ DATA: dict[str, Any] = {
 def test_new_event_body_is_byte_for_byte_what_new_event_makes(
     correlation_id: str | None, purpose: Purpose | None
 ) -> None:
-    event_id, body = new_event_body(
+    event_id, event_type, body = new_event_body(
         "contact.message.received", "urn:spm:contact", DATA, correlation_id=correlation_id, purpose=purpose
     )
+    assert event_type == "contact.message.received"
     stored = CloudEvent.parse(body)
     made = new_event(
         "contact.message.received", "urn:spm:contact", DATA, correlation_id=correlation_id, purpose=purpose
@@ -36,7 +37,7 @@ def test_new_event_body_is_byte_for_byte_what_new_event_makes(
 
 def test_new_event_body_takes_the_correlation_id_of_the_request_being_handled() -> None:
     with structlog.contextvars.bound_contextvars(correlation_id="req-7"):
-        _, body = new_event_body("probe.ping", "urn:spm:test", {})
+        body = new_event_body("probe.ping", "urn:spm:test", {}).body
     assert CloudEvent.parse(body).correlationid == "req-7"
 
 
@@ -49,7 +50,7 @@ def test_new_event_body_of_a_payload_model_with_its_own_id_is_what_new_event_mak
         context={"order_id": "FS-1", "total": "49.00", "items": [{"license_keys": ["7KQ2M-XW4PD"]}]},
         reference="order:1",
     )
-    event_id, body = new_event_body(
+    event_id, _, body = new_event_body(
         "notification.requested", "urn:spm:orders", request, purpose="fulfil-order", event_id="derived-1"
     )
     made = new_event("notification.requested", "urn:spm:orders", request, purpose="fulfil-order", event_id="derived-1")

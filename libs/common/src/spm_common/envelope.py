@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import aio_pika
 import orjson
@@ -71,6 +71,14 @@ def new_event(
     )
 
 
+class OutboxRow(NamedTuple):
+    """An event as a service's outbox stores it and its relay publishes it: id, type (the routing key), body."""
+
+    id: str
+    type: str
+    body: bytes
+
+
 def new_event_body(
     type: str,
     source: str,
@@ -79,8 +87,8 @@ def new_event_body(
     correlation_id: str | None = None,
     purpose: Purpose | None = None,
     event_id: str | None = None,
-) -> tuple[str, bytes]:
-    """A new event's id and body, byte for byte what `new_event(...).to_json()` makes of the same arguments
+) -> OutboxRow:
+    """A new event, its body byte for byte what `new_event(...).to_json()` makes of the same arguments
     (a test holds them equal), without building and validating a `CloudEvent`: for hot paths whose `data`
     the code itself put together from values already validated (a payload model is serialised as it is, not
     dumped to a dict first)."""
@@ -102,7 +110,7 @@ def new_event_body(
     if purpose is not None:
         envelope["purpose"] = purpose
     envelope["data"] = data
-    return event_id, pydantic_core.to_json(envelope)
+    return OutboxRow(event_id, type, pydantic_core.to_json(envelope))
 
 
 def amqp_message(event: CloudEvent) -> aio_pika.Message:

@@ -17,7 +17,7 @@ import contextlib
 import struct
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
 import aio_pika
 import asyncpg
@@ -26,7 +26,7 @@ from aiormq import spec
 from aiormq.abc import ChannelFrame
 
 from spm_common.db import INDEX_SCAN_CLAIM, Connection
-from spm_common.envelope import CONTENT_TYPE, CloudEvent
+from spm_common.envelope import CONTENT_TYPE, CloudEvent, OutboxRow
 from spm_common.logging import get_logger
 from spm_common.metrics import EVENTS_PUBLISH_FAILED, EVENTS_PUBLISHED, OUTBOX_BACKLOG
 from spm_common.pgnotify import Listener
@@ -76,14 +76,6 @@ CLAIM = (
     "SELECT id, event_id, event_type, body FROM outbox WHERE published_at IS NULL"
     " ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED"
 )
-
-
-class OutboxRow(NamedTuple):
-    """An event as the outbox stores it (see `envelope.new_event_body`)."""
-
-    id: str
-    type: str
-    body: bytes
 
 
 def outbox_arrays(events: Sequence[CloudEvent | OutboxRow]) -> tuple[list[str], list[str], list[bytes]]:

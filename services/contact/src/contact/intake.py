@@ -12,15 +12,14 @@ import re
 import unicodedata
 import uuid
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from email_validator import EmailNotValidError, validate_email
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from pydantic_core import PydanticCustomError
 from spm_common.addresses import is_plain_address
-from spm_common.envelope import new_event_body
+from spm_common.envelope import OutboxRow, new_event_body
 from spm_common.notifications import NOTIFICATION_REQUESTED, message_id_for
-from spm_common.outbox import OutboxRow
 
 from contact.events import MESSAGE_RECEIVED
 
@@ -186,7 +185,7 @@ def receipt_events(
     The payloads are the `MessageReceived` and `NotificationRequested` models' fields, in their order, filled
     in here from a message the form has already validated (a test holds them to the models): built without
     validating again what this code itself put together, on every message (~40 -> ~10 µs for the two)."""
-    fact = _event(
+    fact = new_event_body(
         MESSAGE_RECEIVED,
         source,
         {
@@ -196,9 +195,10 @@ def receipt_events(
             "received_at": message.received_at,
             "privacy_policy_version": policy_version,
         },
-        correlation_id,
+        correlation_id=correlation_id,
+        purpose=PURPOSE,
     )
-    acknowledgement = _event(
+    acknowledgement = new_event_body(
         NOTIFICATION_REQUESTED,
         source,
         {
@@ -211,11 +211,7 @@ def receipt_events(
             "in_reply_to": None,
             "reference": f"contact.message:{message.id}",
         },
-        correlation_id,
+        correlation_id=correlation_id,
+        purpose=PURPOSE,
     )
     return [fact, acknowledgement]
-
-
-def _event(event_type: str, source: str, data: dict[str, Any], correlation_id: str | None) -> OutboxRow:
-    event_id, body = new_event_body(event_type, source, data, correlation_id=correlation_id, purpose=PURPOSE)
-    return OutboxRow(event_id, event_type, body)

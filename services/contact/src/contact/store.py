@@ -9,7 +9,8 @@ from typing import NamedTuple
 import asyncpg
 import orjson
 from spm_common.db import Connection
-from spm_common.outbox import ENQUEUE_FROM_ARRAYS, NOTIFY, OutboxRow, outbox_arrays
+from spm_common.envelope import OutboxRow
+from spm_common.outbox import ENQUEUE_FROM_ARRAYS, NOTIFY, outbox_arrays
 
 from contact.intake import Received
 from contact.ratelimit import Buckets

@@ -22,10 +22,10 @@ from email_validator import EmailNotValidError, validate_email
 from prometheus_client import Counter
 from spm_common.addresses import is_plain_address
 from spm_common.db import Connection
-from spm_common.envelope import CloudEvent, new_event_body
+from spm_common.envelope import CloudEvent, OutboxRow, new_event_body
 from spm_common.logging import bound_contextvars, get_logger
 from spm_common.notifications import NOTIFICATION_FAILED, NOTIFICATION_SENT, NotificationRequested
-from spm_common.outbox import OutboxRow, enqueue
+from spm_common.outbox import enqueue
 from spm_common.pgnotify import Listener
 from spm_common.redaction import describe_error
 
@@ -143,8 +143,7 @@ def _outcome(
         "status": "failed" if error else "sent",
         "error": error,
     }
-    event_id, body = new_event_body(event_type, source, data, purpose=purpose, correlation_id=correlation_id)
-    return OutboxRow(event_id, event_type, body)
+    return new_event_body(event_type, source, data, purpose=purpose, correlation_id=correlation_id)
 
 
 # --- sending --------------------------------------------------------------------------------------------

@@ -8,7 +8,8 @@ from typing import Any
 
 import asyncpg
 from spm_common.db import INDEX_SCAN_CLAIM, Connection
-from spm_common.outbox import NOTIFY, OutboxRow, outbox_arrays
+from spm_common.envelope import OutboxRow
+from spm_common.outbox import NOTIFY, outbox_arrays
 
 DUE_CHANNEL = "spm_notifier_due"
 

@@ -13,13 +13,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from pydantic import BaseModel
 from spm_common import cards
 from spm_common.consumer import PermanentError
 from spm_common.db import Connection
-from spm_common.envelope import CloudEvent, Purpose, new_event_body
+from spm_common.envelope import CloudEvent, OutboxRow, Purpose, new_event_body
 from spm_common.notifications import NOTIFICATION_REQUESTED, NotificationRequested, Recipient
-from spm_common.outbox import OutboxRow
 
 from orders import licenses, store
 from orders.events import (
@@ -172,7 +170,7 @@ def _events(o: _Order, catalogue: dict[str, Any], config: Config) -> list[Outbox
     envelope is written by `new_event_body` (what `new_event` would make, without building a CloudEvent)."""
     order, locale = o.order, o.order.purchaser.locale
     key = f"{o.source}\x00{order.order_id}"
-    recorded = _event(
+    recorded = new_event_body(
         ORDER_RECORDED,
         config.source,
         OrderRecorded(
@@ -202,7 +200,7 @@ def _events(o: _Order, catalogue: dict[str, Any], config: Config) -> list[Outbox
         }
         for item, keys in zip(order.items, o.keys, strict=True)
     ]
-    confirmation = _event(
+    confirmation = new_event_body(
         NOTIFICATION_REQUESTED,
         config.source,
         NotificationRequested(
@@ -219,7 +217,7 @@ def _events(o: _Order, catalogue: dict[str, Any], config: Config) -> list[Outbox
     events = [recorded, confirmation]
     if o.removed:
         events.append(
-            _event(
+            new_event_body(
                 CARD_DATA_REMOVED,
                 config.source,
                 CardDataRemoved(
@@ -233,13 +231,6 @@ def _events(o: _Order, catalogue: dict[str, Any], config: Config) -> list[Outbox
             )
         )
     return events
-
-
-def _event(
-    event_type: str, source: str, data: BaseModel, *, event_id: str, purpose: Purpose | None = None
-) -> OutboxRow:
-    _, body = new_event_body(event_type, source, data, purpose=purpose, event_id=event_id)
-    return OutboxRow(event_id, event_type, body)
 
 
 def product_name(product: Any, locale: str) -> str:
