@@ -38,7 +38,18 @@ from spm_common.testing.world import AMQP_URL, World, new_world
 
 from bench._proc import POSTGRES, RABBITMQ, cpu_by_command, machine_cpu
 from bench._proc import cpu_seconds as process_cpu
-from bench.orders import Services, Sink, bench_baseline, cloudevent, connect_admin, order, tear_down, world_backends
+from bench.orders import (
+    Services,
+    Shop,
+    ShopEvent,
+    Sink,
+    bench_baseline,
+    cloudevent,
+    connect_admin,
+    order,
+    tear_down,
+    world_backends,
+)
 
 WINDOW = 200
 # The orders' inbox rows since the phase began (an order and its inbox row commit together), by index; and
@@ -101,9 +112,7 @@ class Phase:
         return max(self.mailed, self.audited)
 
 
-async def publish(
-    exchange: aio_pika.abc.AbstractExchange, messages: list[aio_pika.Message], rate: float | None
-) -> list[float]:
+async def publish(shop: Shop, messages: list[ShopEvent], rate: float | None) -> list[float]:
     """Publish as fast as confirms allow (windows of WINDOW awaiting their confirms), or each message at its turn
     for `rate` per second, whatever the confirms of those before take (a shop's orders do not wait for them: a
     message held back would start its latency late). Returns each message's wall-clock publish time."""
@@ -118,7 +127,7 @@ async def publish(
             continue
         chunk = messages[sent : min(due, sent + WINDOW)]
         sent_at.extend([time.time()] * len(chunk))
-        confirms = asyncio.gather(*(exchange.publish(m, routing_key="order.placed") for m in chunk))
+        confirms = asyncio.ensure_future(shop.publish(chunk))
         if rate is None:
             await confirms
         else:
@@ -187,15 +196,12 @@ async def run_phase(
     audited_seq = await admin.fetchval("SELECT coalesce(max(seq), 0) FROM audit.entries")
     placed = recorded = committed = mailed = 0
     since = await admin.fetchval("SELECT now()")
-    connection = await aio_pika.connect(AMQP_URL)
-    async with connection:
-        channel = await connection.channel(publisher_confirms=True)
-        exchange = await channel.get_exchange(world.exchange, ensure=False)
+    async with Shop(world) as shop:
         backends = await world_backends(admin)
         own_postgres_before = {pid: process_cpu(pid) for pid in backends}
         cpu_before, others_before, machine_before = pipeline_cpu(services, sink)
         started, started_at = time.perf_counter(), time.time()
-        publisher = asyncio.create_task(publish(exchange, messages, rate))
+        publisher = asyncio.create_task(publish(shop, messages, rate))
         counted = -1.0
         last_progress, last_seen = started, (-1, -1, -1)
         while True:
