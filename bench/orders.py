@@ -124,6 +124,16 @@ async def world_backends(admin: asyncpg.Connection) -> dict[int, str]:
     return {row["pid"]: row["application_name"] or "listeners" for row in rows}
 
 
+async def postgres_settings(admin: asyncpg.Connection) -> str:
+    """The server settings that change what a run measures. Without autovacuum (CI's configuration) no dead row
+    of the queue tables is ever reclaimed, so the claims slow down over a long run as production's would not."""
+    rows = await admin.fetch(
+        "SELECT name, setting FROM pg_settings WHERE name IN ('autovacuum', 'synchronous_commit', 'shared_buffers')"
+        " ORDER BY name"
+    )
+    return ", ".join(f"{row['name']} {row['setting']}" for row in rows)
+
+
 async def postgres_cpu(admin: asyncpg.Connection) -> dict[int, float]:
     """CPU so far of each of this world's Postgres backends, by pid (one gone meanwhile reads as 0, left out)."""
     return {pid: used for pid in await world_backends(admin) if (used := cpu_seconds(pid))}
@@ -568,6 +578,7 @@ async def run(args: argparse.Namespace) -> None:
         await services.start()
         print(f"orders benchmark: services {', '.join(services.names)} as processes; smtp-sink on {sink.port}")
         print(f"  load average at start: {', '.join(f'{x:.2f}' for x in os.getloadavg())} on {os.cpu_count()} cores")
+        print(f"  Postgres: {await postgres_settings(admin)}")
         notifier = not args.no_notifier
         pids = {name: process.pid for name, process in services.processes.items()}
         if args.fanout_only:

@@ -47,6 +47,7 @@ from bench.orders import (
     cloudevent,
     connect_admin,
     order,
+    postgres_settings,
     tear_down,
     world_backends,
 )
@@ -374,6 +375,7 @@ async def run(args: argparse.Namespace) -> None:
         await services.start()
         print(f"pipeline benchmark: {', '.join(services.names)} as processes; smtp-sink on port {sink.port}")
         print(f"  load average at start: {', '.join(f'{x:.2f}' for x in os.getloadavg())} on {os.cpu_count()} cores")
+        print(f"  Postgres: {await postgres_settings(admin)}")
         full = await run_phase(world, admin, sink, services, "full speed", args.orders, None, args.mail_timeout)
         report(full)
         half_rate = args.rate or (args.orders / full.done / 2 if full.done else 250)
