@@ -18,9 +18,9 @@ import orjson
 import pytest
 from prometheus_client import REGISTRY
 from pydantic import BaseModel
-from spm_common.consumer import ATTEMPT_HEADER, ERROR_HEADER, PermanentError
+from spm_common.consumer import ATTEMPT_HEADER, ERROR_HEADER, PermanentError, batched
 from spm_common.db import Connection
-from spm_common.envelope import CONTENT_TYPE, CloudEvent, new_event
+from spm_common.envelope import CONTENT_TYPE, CloudEvent, amqp_message, new_event
 from spm_common.testing.world import World
 from spm_common.topology import Topology
 
@@ -110,6 +110,44 @@ async def test_the_same_event_twice_has_its_effect_once(
         assert sorted(row["source"] for row in inbox) == sorted([SOURCE, "urn:spm:another-system"])
 
 
+async def test_events_arriving_within_the_linger_are_written_in_one_batch(
+    probe: Callable[..., Any], amqp: aio_pika.abc.AbstractRobustConnection
+) -> None:
+    calls: list[int] = []
+
+    @batched
+    async def record_all(conn: Connection, events: list[CloudEvent]) -> None:
+        calls.append(len(events))
+        for event in events:
+            await record_effect(conn, event)
+
+    async with probe(handlers={"probe.effect": record_all}, consumer_linger_ms=600) as runtime:
+        channel = await amqp.channel(publisher_confirms=True)
+        exchange = await channel.get_exchange(runtime.settings.exchange)
+        events = [event_body("probe.effect", n=n) for n in range(5)]
+        for event in events:  # one by one, each confirmed: without the linger, each arrives on its own
+            await exchange.publish(amqp_message(event), routing_key=event.type)
+        await channel.close()
+        await eventually(lambda: _length_is(effects(runtime, *(e.id for e in events)), 5))
+        assert calls == [5]
+
+
+async def test_a_full_batch_does_not_wait_for_the_linger(
+    probe: Callable[..., Any], publish: Callable[..., Awaitable[None]]
+) -> None:
+    loop = asyncio.get_running_loop()
+
+    async with probe(
+        handlers={"probe.effect": record_effect}, consumer_batch=3, prefetch=3, consumer_linger_ms=1000
+    ) as runtime:
+        events = [event_body("probe.effect", n=n) for n in range(3)]
+        started = loop.time()
+        for event in events:
+            await send(publish, runtime.settings.exchange, event)
+        await eventually(lambda: _length_is(effects(runtime, *(e.id for e in events)), 3))
+        assert loop.time() - started < 0.9, "a batch as large as SPM_CONSUMER_BATCH is written at once"
+
+
 async def _at_least(value: float, minimum: float) -> bool:
     return value >= minimum
 
@@ -137,8 +175,13 @@ async def test_a_failing_handler_dead_letters_after_max_attempts_while_the_queue
         await record_effect(conn, event)
         processed.append(loop.time())
 
+    # No linger: each message is a batch of its own, so every call of the failing handler is one attempt (in a
+    # batch with others it would run once more, in the batch that fails before its messages go one by one).
     async with probe(
-        handlers={"probe.fails": always_fails, "probe.effect": works}, max_attempts=3, retry_delay_ms=300
+        handlers={"probe.fails": always_fails, "probe.effect": works},
+        max_attempts=3,
+        retry_delay_ms=300,
+        consumer_linger_ms=0,
     ) as runtime:
         exchange, topology = runtime.settings.exchange, runtime.topology
         failing = event_body("probe.fails")
@@ -193,6 +236,7 @@ async def test_unprocessable_messages_dead_letter_at_once(
         handlers={"probe.permanent": permanent, "probe.invalid": invalid, "probe.effect": record_effect},
         max_attempts=5,
         retry_delay_ms=2000,
+        consumer_linger_ms=0,  # each message alone: a handler's calls are its attempts (see the test above)
     ) as runtime:
         exchange, topology = runtime.settings.exchange, runtime.topology
         good = event_body("probe.effect")

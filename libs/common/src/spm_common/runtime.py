@@ -84,6 +84,7 @@ class Runtime:
                 max_attempts=settings.max_attempts,
                 retry_delay_ms=settings.retry_delay_ms,
                 batch_size=min(settings.consumer_batch, settings.prefetch),
+                linger_ms=settings.consumer_linger_ms,
                 scrub=scrub,
                 accepts=accepts,
             )
