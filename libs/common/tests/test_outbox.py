@@ -15,6 +15,7 @@ import asyncpg
 import orjson
 import pytest
 from prometheus_client import REGISTRY
+from spm_common import outbox
 from spm_common.db import INDEX_SCAN_CLAIM
 from spm_common.envelope import CONTENT_TYPE, CloudEvent, new_event
 from spm_common.migrations import migrate
@@ -412,3 +413,31 @@ async def test_a_claim_after_thousands_of_events_reads_the_waiting_rows_by_index
         await conn.close()
     assert "Bitmap" not in plan
     assert '"Index Name": "outbox_pending"' in plan
+
+
+async def test_published_rows_are_deleted_after_the_retention_a_batch_at_a_time(
+    clean_outbox: None, probe_settings: Callable[..., ProbeSettings], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(outbox, "PURGE_BATCH", 3)
+    settings = probe_settings()
+    old, recent, waiting = ([probe_event() for _ in range(n)] for n in (7, 2, 2))
+    async with parts(settings) as (pool, runtime):
+        async with pool.acquire() as conn, conn.transaction():
+            await enqueue(conn, *old, *recent, *waiting)
+            await conn.execute(
+                "UPDATE outbox SET published_at = now() - interval '2 hours' WHERE event_id = ANY($1::text[])",
+                [e.id for e in old],
+            )
+            await conn.execute(
+                "UPDATE outbox SET published_at = now() - interval '10 minutes' WHERE event_id = ANY($1::text[])",
+                [e.id for e in recent],
+            )
+        relay = OutboxRelay(
+            pool, settings.role_database_url(), "orders", runtime.publish, service="orders", retention_hours=1
+        )
+        async with relays(relay):  # on its first passes: seven rows in batches of three, then an hour's rest
+            await wait_until(lambda: pool.fetchval("SELECT count(*) FROM outbox"), 4)
+            await asyncio.sleep(0.3)
+        kept = await pool.fetch("SELECT event_id, published_at IS NOT NULL AS published FROM outbox")
+        assert {row["event_id"] for row in kept} == {e.id for e in (*recent, *waiting)}
+        assert all(row["published"] for row in kept), "the waiting rows were published meanwhile"

@@ -158,6 +158,7 @@ class Runtime:
                 service=self.settings.service,
                 batch_size=self.settings.outbox_batch,
                 poll_seconds=self.settings.outbox_poll_seconds,
+                retention_hours=self.settings.outbox_retention_hours,
                 publish_many=self._publisher.publish_many,
             )
             self._spawn(self.relay.run, "outbox-relay")
