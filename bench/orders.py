@@ -1,4 +1,4 @@
-"""Orders benchmark: `order.placed` published (aio-pika, as the shop would) to the confirmation e-mail accepted
+"""Orders benchmark: `order.placed` published (as the shop would, confirmed) to the confirmation e-mail accepted
 by Postfix's smtp-sink, the upgrade fan-out to many purchasers, and a plain aio-pika + asyncpg baseline.
 
     uv run python -m bench.orders [--quick] [--orders N] [--rate R] [--seconds S] [--purchasers P]
