@@ -535,7 +535,7 @@ async def bench_baseline(world: World, admin: asyncpg.Connection, count: int) ->
     tag = uuid.uuid4().hex[:6]
     try:
         async with connection:
-            channel = await connection.channel(publisher_confirms=True)
+            channel = await connection.channel()  # it consumes; the Shop publishes
             await channel.set_qos(prefetch_count=100)
             exchange = await channel.get_exchange(world.exchange, ensure=False)
             queue = await channel.declare_queue(f"{world.exchange}.baseline", durable=True, auto_delete=True)
