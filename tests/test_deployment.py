@@ -19,6 +19,7 @@ from notifier.settings import Settings as NotifierSettings
 from orders.settings import Settings as OrdersSettings
 from pydantic import SecretStr
 from spm_common.settings import PLACEHOLDER, SERVICES, ServiceSettings
+from spm_common.testing.compose import references
 
 ROOT = Path(__file__).resolve().parents[1]
 PORTS = {"contact": 8081, "orders": 8082, "notifier": 8083, "audit": 8084}
@@ -32,8 +33,6 @@ INFRASTRUCTURE = ("postgres", "rabbitmq", "mailpit")
 ONE_SHOT = ("db-init",)
 # Containers started only with their profile: contact's outbox relay as a process of its own.
 OPTIONAL = ("contact-relay",)
-# `${NAME}`, `${NAME:-default}`, `${NAME-default}`, `${NAME:?error}`...
-INTERPOLATION = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?[-?+])(?P<default>[^}]*))?\}")
 # Variables of the code that are no setting a person makes.
 INTERNAL_FIELDS = {"service"}
 # Secrets compose must never hand to a service that has no use for them.
@@ -66,10 +65,10 @@ def env_example() -> dict[str, str]:
 def compose_variables() -> dict[str, set[str]]:
     """Each variable the compose file interpolates, with the defaults it is given there."""
     found: dict[str, set[str]] = {}
-    for match in INTERPOLATION.finditer((ROOT / "docker-compose.yml").read_text(encoding="utf-8")):
-        defaults = found.setdefault(match["name"], set())
-        if match["op"] in ("-", ":-"):
-            defaults.add(match["default"])
+    for reference in references((ROOT / "docker-compose.yml").read_text(encoding="utf-8")):
+        defaults = found.setdefault(reference.name, set())
+        if reference.default is not None:
+            defaults.add(reference.default)
     return found
 
 
@@ -250,7 +249,7 @@ def test_services_bind_all_interfaces_and_reach_postgres_as_their_own_role(
         assert url.startswith(f"postgresql://spm_{service}:${{SPM_{service.upper()}_DB_PASSWORD"), service
         assert url.endswith("@postgres:5432/spm"), service
         # Least privilege: no admin password, no other service's password, no admin database URL.
-        used = {m["name"] for value in env.values() for m in INTERPOLATION.finditer(value)}
+        used = {reference.name for value in env.values() for reference in references(value)}
         assert not used & ADMIN_SECRETS, service
         assert not {f"SPM_{other.upper()}_DB_PASSWORD" for other in SERVICES if other != service} & used, service
         assert "SPM_DATABASE_URL" not in env, service
