@@ -4,7 +4,7 @@
 ARG SERVICE
 ARG PORT
 
-FROM python:3.11-slim AS build
+FROM python:3.11.11-slim-bookworm AS build
 ARG SERVICE
 RUN test -n "$SERVICE" || (echo "build with --build-arg SERVICE=contact|orders|notifier|audit" >&2; exit 1)
 RUN pip install --no-cache-dir "uv==0.13.9"
@@ -26,7 +26,7 @@ COPY libs/common libs/common
 COPY services/${SERVICE} services/${SERVICE}
 RUN uv sync --frozen --no-dev --no-editable --package "spm-${SERVICE}"
 
-FROM python:3.11-slim
+FROM python:3.11.11-slim-bookworm
 ARG SERVICE
 ARG PORT
 RUN groupadd --system --gid 10001 spm \

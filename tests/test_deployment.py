@@ -19,6 +19,7 @@ from notifier.settings import Settings as NotifierSettings
 from orders.settings import Settings as OrdersSettings
 from pydantic import SecretStr
 from spm_common.settings import PLACEHOLDER, SERVICES, ServiceSettings
+from spm_common.testing.compose import references
 
 ROOT = Path(__file__).resolve().parents[1]
 PORTS = {"contact": 8081, "orders": 8082, "notifier": 8083, "audit": 8084}
@@ -32,19 +33,21 @@ INFRASTRUCTURE = ("postgres", "rabbitmq", "mailpit")
 ONE_SHOT = ("db-init",)
 # Containers started only with their profile: contact's outbox relay as a process of its own.
 OPTIONAL = ("contact-relay",)
-# `${NAME}`, `${NAME:-default}`, `${NAME-default}`, `${NAME:?error}`...
-INTERPOLATION = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?[-?+])(?P<default>[^}]*))?\}")
 # Variables of the code that are no setting a person makes.
 INTERNAL_FIELDS = {"service"}
 # Secrets compose must never hand to a service that has no use for them.
 ADMIN_SECRETS = {"SPM_POSTGRES_PASSWORD"}
 
 
-@pytest.fixture(scope="module")
-def compose() -> dict[str, Any]:
+def load_compose() -> dict[str, Any]:
     document = yaml.safe_load((ROOT / "docker-compose.yml").read_text(encoding="utf-8"))
     assert isinstance(document, dict)
     return document
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    return load_compose()
 
 
 @pytest.fixture(scope="module")
@@ -66,10 +69,10 @@ def env_example() -> dict[str, str]:
 def compose_variables() -> dict[str, set[str]]:
     """Each variable the compose file interpolates, with the defaults it is given there."""
     found: dict[str, set[str]] = {}
-    for match in INTERPOLATION.finditer((ROOT / "docker-compose.yml").read_text(encoding="utf-8")):
-        defaults = found.setdefault(match["name"], set())
-        if match["op"] in ("-", ":-"):
-            defaults.add(match["default"])
+    for reference in references((ROOT / "docker-compose.yml").read_text(encoding="utf-8")):
+        defaults = found.setdefault(reference.name, set())
+        if reference.default is not None:
+            defaults.add(reference.default)
     return found
 
 
@@ -108,10 +111,41 @@ def test_the_separate_contact_relay_is_the_contact_image_with_its_own_command(
 
 
 def test_the_infrastructure_images(containers: dict[str, dict[str, Any]]) -> None:
-    assert re.fullmatch(r"postgres:1[67](\.\d+)?(-\w+)?", containers["postgres"]["image"])
+    assert re.fullmatch(r"postgres:17\.\d+(-\w+)?", containers["postgres"]["image"])
     # RabbitMQ 4 with the management plugin (its UI) enabled: the official `-management` image.
-    assert re.fullmatch(r"rabbitmq:4(\.\d+)*-management(-\w+)?", containers["rabbitmq"]["image"])
-    assert containers["mailpit"]["image"].startswith("axllent/mailpit")
+    assert re.fullmatch(r"rabbitmq:4\.\d+\.\d+-management", containers["rabbitmq"]["image"])
+    assert containers["mailpit"]["image"].startswith("axllent/mailpit:")
+
+
+# A tag names one release only with every part of its version: Postgres numbers releases MAJOR.MINOR, the
+# others MAJOR.MINOR.PATCH (`17`, `4-management`, `3.11-slim` or `latest` move to each new release).
+FULL_VERSION = {"postgres": r"\d+\.\d+"}
+DEFAULT_FULL_VERSION = r"v?\d+\.\d+\.\d+"
+
+
+def images() -> dict[str, str]:
+    """Every image the stack runs or builds from: compose's `image:` entries and the Dockerfile's FROM lines."""
+    found = {f"docker-compose.yml {name}": c["image"] for name, c in load_compose()["services"].items() if "image" in c}
+    dockerfile = (ROOT / "Dockerfile").read_text(encoding="utf-8")
+    for number, line in enumerate(dockerfile.splitlines(), 1):
+        if line.startswith("FROM "):
+            found[f"Dockerfile line {number}"] = line.split()[1]
+    return found
+
+
+def test_every_image_is_pinned_to_an_exact_version() -> None:
+    pinned = images()
+    assert len(pinned) == 5, pinned
+    for where, image in pinned.items():
+        if "@sha256:" in image:
+            continue
+        repository, _, tag = image.partition(":")
+        version = FULL_VERSION.get(repository, DEFAULT_FULL_VERSION)
+        assert re.fullmatch(rf"{version}(-[a-z0-9.-]+)?", tag), f"{where}: {image} is not pinned to one release"
+        assert "latest" not in tag, f"{where}: {image}"
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    for image in pinned.values():
+        assert f"`{image}`" in readme, f"README.md does not say {image} is what compose runs"
 
 
 def published(container: dict[str, Any]) -> dict[int, str]:
@@ -125,7 +159,9 @@ def published(container: dict[str, Any]) -> dict[int, str]:
 
 def test_each_service_listens_on_its_contract_port(containers: dict[str, dict[str, Any]]) -> None:
     for service, port in PORTS.items():
-        assert published(containers[service]) == {port: f"${{SPM_{service.upper()}_PORT:-{port}}}"}, service
+        # On this machine's loopback unless the operator says otherwise: a TLS reverse proxy serves them to others.
+        host = f"${{SPM_PUBLISH_ADDRESS:-127.0.0.1}}:${{SPM_{service.upper()}_PORT:-{port}}}"
+        assert published(containers[service]) == {port: host}, service
         assert containers[service]["build"]["args"]["PORT"] == str(port), "the image EXPOSEs the contract port"
         # The port inside the container is the default one: no SPM_<SERVICE>_PORT inside it.
         assert f"SPM_{service.upper()}_PORT" not in environment(containers[service])
@@ -210,7 +246,7 @@ def test_each_service_is_built_from_the_one_dockerfile_for_itself(containers: di
 
 def test_the_dockerfile_installs_one_service_from_the_lock_file() -> None:
     text = (ROOT / "Dockerfile").read_text(encoding="utf-8")
-    assert re.search(r"^FROM python:3\.1[1-9]-slim\b", text, re.MULTILINE)
+    assert re.search(r"^FROM python:3\.1[1-9]\.\d+-slim-bookworm\b", text, re.MULTILINE)
     assert re.search(r"^COPY pyproject\.toml uv\.lock ", text, re.MULTILINE)
     syncs = [line for line in text.splitlines() if line.startswith("RUN uv sync")]
     assert syncs, "no uv sync"
@@ -250,7 +286,7 @@ def test_services_bind_all_interfaces_and_reach_postgres_as_their_own_role(
         assert url.startswith(f"postgresql://spm_{service}:${{SPM_{service.upper()}_DB_PASSWORD"), service
         assert url.endswith("@postgres:5432/spm"), service
         # Least privilege: no admin password, no other service's password, no admin database URL.
-        used = {m["name"] for value in env.values() for m in INTERPOLATION.finditer(value)}
+        used = {reference.name for value in env.values() for reference in references(value)}
         assert not used & ADMIN_SECRETS, service
         assert not {f"SPM_{other.upper()}_DB_PASSWORD" for other in SERVICES if other != service} & used, service
         assert "SPM_DATABASE_URL" not in env, service

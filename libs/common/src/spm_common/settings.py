@@ -17,7 +17,7 @@ PLACEHOLDER = "change-me"
 class CommonSettings(BaseSettings):
     """Variables that mean the same thing in every service."""
 
-    model_config = SettingsConfigDict(env_prefix="SPM_", extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(env_prefix="SPM_", extra="ignore", frozen=True, env_ignore_empty=True)
 
     database_url: str = "postgresql://postgres@127.0.0.1:5432/spm"
     amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/"
