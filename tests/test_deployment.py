@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import secrets
 from pathlib import Path
 from typing import Any
 
@@ -343,6 +344,45 @@ def test_compose_development_passwords_are_refused_in_production(
         load(READERS[name])
     assert exited.value.code != 0
     assert "dev-only" not in capsys.readouterr().err
+
+
+def filled_in(env_example: dict[str, str], **changes: str) -> dict[str, str]:
+    """.env.example as a person fills it in: each placeholder replaced by a random 40-character secret."""
+    return {k: secrets.token_urlsafe(30) if PLACEHOLDER in v else v for k, v in {**env_example, **changes}.items()}
+
+
+@pytest.mark.parametrize("name", READERS)
+def test_the_filled_in_example_starts_in_development(
+    containers: dict[str, dict[str, Any]], env_example: dict[str, str], monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    for variable in [v for v in os.environ if v.startswith("SPM_")]:
+        monkeypatch.delenv(variable)
+    for variable, value in resolved_environment(containers[name], filled_in(env_example)).items():
+        monkeypatch.setenv(variable, value)
+    assert load(READERS[name]).environment == "development"
+
+
+@pytest.mark.parametrize("name", READERS)
+def test_in_production_the_filled_in_example_needs_https_links_and_smtp_over_tls(
+    containers: dict[str, dict[str, Any]],
+    env_example: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    name: str,
+) -> None:
+    for variable in [v for v in os.environ if v.startswith("SPM_")]:
+        monkeypatch.delenv(variable)
+    dotenv = filled_in(env_example, SPM_ENVIRONMENT="production")
+    for variable, value in resolved_environment(containers[name], dotenv).items():
+        monkeypatch.setenv(variable, value)
+    if name != "notifier":
+        assert load(READERS[name]).environment == "production"
+        return
+    # The example's mail goes to compose's Mailpit, in clear, and its links to this machine over http.
+    with pytest.raises(SystemExit):
+        load(READERS[name])
+    named = sorted(re.findall(r"^  (SPM_\w+): ", capsys.readouterr().err, re.MULTILINE))
+    assert named == ["SPM_NOTIFIER_PUBLIC_URL", "SPM_SMTP_SECURITY"]
 
 
 def test_the_example_holds_placeholders_not_secrets(env_example: dict[str, str]) -> None:
