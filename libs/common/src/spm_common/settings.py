@@ -44,24 +44,32 @@ def _text(value: Any) -> str:
 def _weak(secret: str, default: str, what: str) -> str | None:
     """Why `secret` is no production secret, or None. Never quotes it."""
     if not secret:
-        return f"production needs {what} of at least {MIN_SECRET_LENGTH} characters; it is unset"
+        return f"production needs {what}; it is unset"
     if secret == default or any(marker in secret for marker in DEVELOPMENT_MARKERS):
-        return f"production refuses a development-only default; use {what} of at least {MIN_SECRET_LENGTH} characters"
+        return f"production refuses a development-only default; use {what}"
     if len(secret) < MIN_SECRET_LENGTH:
-        return f"production needs {what} of at least {MIN_SECRET_LENGTH} characters; this one is shorter"
+        return f"production needs {what}; this one is shorter"
     return None
 
 
 def strong_secret(settings: Any, name: str) -> str | None:
     """A secret, token or password: set, not a development-only default, at least 32 characters."""
-    return _weak(_text(getattr(settings, name)), _text(type(settings).model_fields[name].default), "a random secret")
+    return _weak(
+        _text(getattr(settings, name)),
+        _text(type(settings).model_fields[name].default),
+        f"a random secret of at least {MIN_SECRET_LENGTH} characters",
+    )
 
 
 def _url_credentials(url: str, default_url: str) -> str | None:
     parts, default = urlsplit(url), urlsplit(default_url)
     if parts.username == "guest":
         return "production refuses the default user guest; create a user of its own"
-    return _weak(unquote(parts.password or ""), unquote(default.password or ""), "a random password in this URL")
+    return _weak(
+        unquote(parts.password or ""),
+        unquote(default.password or ""),
+        f"a password of at least {MIN_SECRET_LENGTH} random characters in this URL",
+    )
 
 
 def strong_url_credentials(settings: Any, name: str) -> str | None:
