@@ -51,7 +51,7 @@ from orders.settings import Settings as OrdersSettings
 from pydantic import SecretStr, ValidationError
 from pydantic_settings import BaseSettings
 from spm_common.envelope import CONTENT_TYPE
-from spm_common.settings import PLACEHOLDER, SERVICES, CommonSettings
+from spm_common.settings import PLACEHOLDER, SERVICES, BootstrapSettings
 from spm_common.testing.compose import Compose, parse_dotenv
 from spm_common.testing.smtp import SmtpServer
 from spm_common.testing.world import ADMIN_URL, AMQP_URL, World, new_world
@@ -64,10 +64,8 @@ SETTINGS: dict[str, type[BaseSettings]] = {
     "orders": OrdersSettings,
     "notifier": NotifierSettings,
     "audit": AuditSettings,
-    "db-init": CommonSettings,
+    "db-init": BootstrapSettings,
 }
-# `spm-admin bootstrap` (db-init) also reads each role's password itself.
-EXTRA_VARIABLES = {"db-init": {f"SPM_{service.upper()}_DB_PASSWORD" for service in SERVICES}}
 # The infrastructure containers and the port each serves the others on.
 INFRASTRUCTURE = {"postgres": 5432, "rabbitmq": 5672, "mailpit": 1025}
 DEFAULT_PORTS = {"postgresql": 5432, "postgres": 5432, "amqp": 5672, "amqps": 5671}
@@ -124,7 +122,7 @@ def test_compose_gives_each_container_what_its_code_reads_and_needs(
     assert set(built(compose)) == set(SETTINGS), "a new container: say which settings class reads its environment"
     for name, cls in SETTINGS.items():
         env = compose.environment(name)
-        known = {f"SPM_{field}".upper() for field in cls.model_fields} | EXTRA_VARIABLES.get(name, set())
+        known = {f"SPM_{field}".upper() for field in cls.model_fields}
         unknown = sorted(set(env) - known)
         assert not unknown, f"{name}: compose sets {unknown}, which its code does not read"
 

@@ -7,7 +7,9 @@ image per service installed from the lock file, and configuration that is docume
 
 from __future__ import annotations
 
+import os
 import re
+import secrets
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +20,8 @@ from contact.settings import Settings as ContactSettings
 from notifier.settings import Settings as NotifierSettings
 from orders.settings import Settings as OrdersSettings
 from pydantic import SecretStr
-from spm_common.settings import PLACEHOLDER, SERVICES, ServiceSettings
-from spm_common.testing.compose import references
+from spm_common.settings import PLACEHOLDER, SERVICES, BootstrapSettings, ServiceSettings, SpmSettings, load
+from spm_common.testing.compose import Compose, references
 
 ROOT = Path(__file__).resolve().parents[1]
 PORTS = {"contact": 8081, "orders": 8082, "notifier": 8083, "audit": 8084}
@@ -31,6 +33,8 @@ SETTINGS: dict[str, type[ServiceSettings]] = {
 }
 INFRASTRUCTURE = ("postgres", "rabbitmq", "mailpit")
 ONE_SHOT = ("db-init",)
+# The settings class each container reads its environment into.
+READERS: dict[str, type[SpmSettings]] = {**SETTINGS, "contact-relay": ContactSettings, "db-init": BootstrapSettings}
 # Containers started only with their profile: contact's outbox relay as a process of its own.
 OPTIONAL = ("contact-relay",)
 # Variables of the code that are no setting a person makes.
@@ -77,13 +81,23 @@ def compose_variables() -> dict[str, set[str]]:
 
 
 def settings_variables() -> dict[str, object]:
-    """Every SPM_* variable the services read, with its default in the code."""
+    """Every SPM_* variable the services and `spm-admin bootstrap` read, with its default in the code."""
     variables: dict[str, object] = {}
-    for cls in SETTINGS.values():
+    for cls in set(READERS.values()):
         for name, field in cls.model_fields.items():
             if name not in INTERNAL_FIELDS:
                 variables[f"SPM_{name.upper()}"] = field.default
     return variables
+
+
+def readers_of(variable: str) -> list[type[SpmSettings]]:
+    field = variable.removeprefix("SPM_").lower()
+    return [cls for cls in set(READERS.values()) if field in cls.model_fields]
+
+
+def resolved_environment(name: str, dotenv: dict[str, str]) -> dict[str, str]:
+    """The environment compose gives a container, with `dotenv` as the .env file (empty: no .env)."""
+    return Compose(ROOT, shell={}, dotenv=dotenv).environment(name)
 
 
 def environment(container: dict[str, Any]) -> dict[str, str]:
@@ -310,8 +324,9 @@ def test_every_setting_of_the_code_is_documented(env_example: dict[str, str]) ->
 
 def test_compose_defaults_are_the_code_defaults() -> None:
     code = settings_variables()
-    # Inside compose, mail goes to the Mailpit container rather than to this machine.
-    own_defaults = {"SPM_SMTP_HOST"}
+    # Inside compose, mail goes to the Mailpit container rather than to this machine, and its Postgres asks
+    # every role for a password (development-only ones without a .env).
+    own_defaults = {"SPM_SMTP_HOST", *(f"SPM_{s.upper()}_DB_PASSWORD" for s in SERVICES)}
     for variable, defaults in compose_variables().items():
         if variable not in code or variable in own_defaults:
             continue
@@ -319,7 +334,82 @@ def test_compose_defaults_are_the_code_defaults() -> None:
         if isinstance(expected, SecretStr):
             expected = expected.get_secret_value()
         for default in defaults:
-            assert default == ("" if expected is None else str(expected)), variable
+            if expected is None:
+                # Compose cannot leave a variable out: `${VAR:-}` passes "". That is the code's "unset" only
+                # because every class that reads the variable takes an empty value as unset.
+                assert default == "", variable
+                for cls in readers_of(variable):
+                    assert cls.model_config.get("env_ignore_empty") is True, f"{cls.__module__} reads {variable}"
+            else:
+                assert default == str(expected), variable
+
+
+@pytest.mark.parametrize("name", READERS)
+def test_compose_without_a_env_file_starts_in_development(
+    containers: dict[str, dict[str, Any]], monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    for variable in [v for v in os.environ if v.startswith("SPM_")]:
+        monkeypatch.delenv(variable)
+    for variable, value in resolved_environment(name, {}).items():
+        monkeypatch.setenv(variable, value)
+    assert load(READERS[name]).environment == "development"
+
+
+@pytest.mark.parametrize("name", READERS)
+def test_compose_development_passwords_are_refused_in_production(
+    containers: dict[str, dict[str, Any]],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    name: str,
+) -> None:
+    # A .env that sets SPM_ENVIRONMENT=production and nothing else: every container, db-init too, refuses.
+    for variable in [v for v in os.environ if v.startswith("SPM_")]:
+        monkeypatch.delenv(variable)
+    for variable, value in resolved_environment(name, {"SPM_ENVIRONMENT": "production"}).items():
+        monkeypatch.setenv(variable, value)
+    with pytest.raises(SystemExit) as exited:
+        load(READERS[name])
+    assert exited.value.code != 0
+    assert "dev-only" not in capsys.readouterr().err
+
+
+def filled_in(env_example: dict[str, str], **changes: str) -> dict[str, str]:
+    """.env.example as a person fills it in: each placeholder replaced by a random 40-character secret."""
+    return {k: secrets.token_urlsafe(30) if PLACEHOLDER in v else v for k, v in {**env_example, **changes}.items()}
+
+
+@pytest.mark.parametrize("name", READERS)
+def test_the_filled_in_example_starts_in_development(
+    containers: dict[str, dict[str, Any]], env_example: dict[str, str], monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    for variable in [v for v in os.environ if v.startswith("SPM_")]:
+        monkeypatch.delenv(variable)
+    for variable, value in resolved_environment(name, filled_in(env_example)).items():
+        monkeypatch.setenv(variable, value)
+    assert load(READERS[name]).environment == "development"
+
+
+@pytest.mark.parametrize("name", READERS)
+def test_in_production_the_filled_in_example_needs_https_links_and_smtp_over_tls(
+    containers: dict[str, dict[str, Any]],
+    env_example: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    name: str,
+) -> None:
+    for variable in [v for v in os.environ if v.startswith("SPM_")]:
+        monkeypatch.delenv(variable)
+    dotenv = filled_in(env_example, SPM_ENVIRONMENT="production")
+    for variable, value in resolved_environment(name, dotenv).items():
+        monkeypatch.setenv(variable, value)
+    if name != "notifier":
+        assert load(READERS[name]).environment == "production"
+        return
+    # The example's mail goes to compose's Mailpit, in clear, and its links to this machine over http.
+    with pytest.raises(SystemExit):
+        load(READERS[name])
+    named = sorted(re.findall(r"^  (SPM_\w+): ", capsys.readouterr().err, re.MULTILINE))
+    assert named == ["SPM_NOTIFIER_PUBLIC_URL", "SPM_SMTP_SECURITY"]
 
 
 def test_the_example_holds_placeholders_not_secrets(env_example: dict[str, str]) -> None:

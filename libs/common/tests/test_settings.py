@@ -35,14 +35,14 @@ def test_defaults_are_those_of_the_contract() -> None:
 def test_variables_are_read(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SPM_SMTP_PORT", "2525")
     monkeypatch.setenv("SPM_ORDERS_PORT", "9082")
-    monkeypatch.setenv("SPM_OPERATOR_TOKEN", "s3cret-operator-token")
+    monkeypatch.setenv("SPM_OPERATOR_TOKEN", "s3cret-operator-token-of-32-characters")
     monkeypatch.setenv("SPM_LOG_FORMAT", "console")
     settings = load(ProbeSettings)
     assert settings.smtp_port == 2525
     assert settings.port == 9082
     assert settings.operator_token is not None
-    assert settings.operator_token.get_secret_value() == "s3cret-operator-token"
-    assert "s3cret-operator-token" not in repr(settings)
+    assert settings.operator_token.get_secret_value() == "s3cret-operator-token-of-32-characters"
+    assert "s3cret-operator-token-of-32-characters" not in repr(settings)
     assert settings.log_format == "console"
 
 

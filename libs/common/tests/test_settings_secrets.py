@@ -18,10 +18,10 @@ def test_an_empty_operator_token_or_webhook_secret_is_unset(monkeypatch: pytest.
 
 
 def test_a_set_token_is_kept(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("SPM_OPERATOR_TOKEN", "a-real-token-of-some-length")
+    monkeypatch.setenv("SPM_OPERATOR_TOKEN", "a-real-token-of-some-length-32-characters")
     token = CommonSettings().operator_token
     assert token is not None
-    assert token.get_secret_value() == "a-real-token-of-some-length"
+    assert token.get_secret_value() == "a-real-token-of-some-length-32-characters"
 
 
 @pytest.mark.parametrize(

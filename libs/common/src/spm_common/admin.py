@@ -28,7 +28,7 @@ from aio_pika.abc import AbstractIncomingMessage
 from spm_common.bootstrap import ensure_database, ensure_roles, with_database
 from spm_common.logging import configure_logging
 from spm_common.migrations import migrate as apply_migrations
-from spm_common.settings import PLACEHOLDER, SERVICES, CommonSettings, ServiceSettings, load
+from spm_common.settings import SERVICES, BootstrapSettings, CommonSettings, ServiceSettings, load
 from spm_common.topology import Topology
 
 cli = typer.Typer(help="Operate the SPM services.", no_args_is_help=True)
@@ -50,16 +50,11 @@ def service_settings(service: str) -> tuple[ServiceSettings, object]:
 @cli.command()
 def bootstrap() -> None:
     """Create the database and the four service roles (needs SPM_DATABASE_URL with admin rights)."""
-    settings = load(CommonSettings)
-    passwords = {s: os.environ.get(f"SPM_{s.upper()}_DB_PASSWORD") or None for s in SERVICES}
-    for service, password in passwords.items():
-        if password and PLACEHOLDER in password:
-            typer.echo(f"SPM_{service.upper()}_DB_PASSWORD still holds the {PLACEHOLDER!r} placeholder", err=True)
-            raise typer.Exit(2)
+    settings = load(BootstrapSettings)
 
     async def go() -> None:
         await ensure_database(settings.database_url)
-        await ensure_roles(settings.database_url, passwords)
+        await ensure_roles(settings.database_url, settings.role_passwords())
 
     asyncio.run(go())
     typer.echo("database and roles ready")

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import hmac
 import inspect
+import math
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, status
@@ -71,6 +73,9 @@ def create_app(
 
     app = _ServiceApp(title=title, description=description, version="1.0.0", lifespan=lifespan, telemetry=NO_TELEMETRY)
     app.state.runtime = runtime
+    app.state.operator_guard = OperatorGuard(
+        runtime.settings.operator_auth_failures, runtime.settings.operator_auth_window_seconds
+    )
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.include_router(_probes(runtime))
     for router in routers:
@@ -161,22 +166,96 @@ _bearer = HTTPBearer(auto_error=False)
 # Dependencies here are `async def`: FastAPI runs a plain `def` one in a worker thread on every request.
 
 
+@dataclass
+class _Failures:
+    since: float
+    count: int = 0
+
+
+class OperatorGuard:
+    """Wrong operator tokens per client address, counted in this process: after `max_failures` within
+    `window_seconds` of the first, the client is refused (429) whatever token it sends, until that window
+    has passed. A right token before then starts the count afresh. Guessing a 32-character token is hopeless
+    anyway; this keeps a guesser from trying at the speed of the service, and its noise out of the logs."""
+
+    # Clients remembered at most: past it, expired counts are dropped, then the oldest.
+    MAX_CLIENTS = 10_000
+
+    def __init__(self, max_failures: int, window_seconds: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.max_failures = max_failures
+        self.window_seconds = window_seconds
+        self.clock = clock
+        self._clients: dict[str, _Failures] = {}
+
+    def retry_after(self, client: str) -> int | None:
+        """Seconds until `client` may try again, or None if it may now."""
+        failures = self._current(client)
+        if failures is None or failures.count < self.max_failures:
+            return None
+        return max(1, math.ceil(failures.since + self.window_seconds - self.clock()))
+
+    def failed(self, client: str) -> None:
+        failures = self._current(client)
+        if failures is None:
+            failures = self._clients[client] = _Failures(self.clock())
+            self._forget_beyond_the_limit()
+        failures.count += 1
+        if failures.count == self.max_failures:
+            # No address in the log: it is personal data, and the count says enough.
+            log.warning("operator_token_refused_repeatedly", failures=failures.count, window_s=self.window_seconds)
+
+    def succeeded(self, client: str) -> None:
+        self._clients.pop(client, None)
+
+    def _current(self, client: str) -> _Failures | None:
+        failures = self._clients.get(client)
+        if failures is not None and self.clock() - failures.since >= self.window_seconds:
+            del self._clients[client]
+            return None
+        return failures
+
+    def _forget_beyond_the_limit(self) -> None:
+        if len(self._clients) <= self.MAX_CLIENTS:
+            return
+        now = self.clock()
+        for client in [c for c, f in self._clients.items() if now - f.since >= self.window_seconds]:
+            del self._clients[client]
+        while len(self._clients) > self.MAX_CLIENTS:
+            del self._clients[next(iter(self._clients))]
+
+
 async def require_operator(
     request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 ) -> None:
-    """Constant-time check of the bearer token against SPM_OPERATOR_TOKEN; unset refuses everyone.
+    """Constant-time check of the bearer token against SPM_OPERATOR_TOKEN; unset refuses everyone. A client
+    that sent too many wrong tokens gets 429 with Retry-After, even with the right one (see OperatorGuard).
     (Async, like `runtime_of`, only so FastAPI does not hand it to a worker thread on every request.)"""
+    guard: OperatorGuard = request.app.state.operator_guard
+    client = request.client.host if request.client else "unknown"
+    wait = guard.retry_after(client)
+    if wait is not None:
+        raise HTTPException(
+            status.HTTP_429_TOO_MANY_REQUESTS,
+            "too many wrong operator tokens from this client; try again later",
+            {"Retry-After": str(wait)},
+        )
     expected = request.app.state.runtime.settings.operator_token
     given = credentials.credentials if credentials else ""
     if expected is None or not hmac.compare_digest(given.encode(), expected.get_secret_value().encode()):
+        if credentials is not None:  # a request without a token guesses nothing
+            guard.failed(client)
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED, "a valid operator token is required", {"WWW-Authenticate": "Bearer"}
         )
+    guard.succeeded(client)
 
 
 Operator = Annotated[None, Depends(require_operator)]
 # Declared on every operator route (or router) so the OpenAPI documents name every status a client can see.
-OPERATOR_ONLY: dict[int | str, dict[str, Any]] = {401: {"description": "a valid operator token is required"}}
+OPERATOR_ONLY: dict[int | str, dict[str, Any]] = {
+    401: {"description": "a valid operator token is required"},
+    429: {"description": "too many wrong operator tokens from this client; see Retry-After"},
+}
 # Declared on every route that takes a body: FastAPI answers 400 itself when a JSON body cannot even be decoded
 # (not UTF-8, nested too deep), and the body limit answers 413 before any route runs.
 BAD_BODY: dict[int | str, dict[str, Any]] = {

@@ -2,34 +2,174 @@
 
 from __future__ import annotations
 
+import ipaddress
 import sys
-from typing import Any, Literal, TypeVar
-from urllib.parse import urlsplit, urlunsplit
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal, Self, TypeVar
+from urllib.parse import unquote, urlsplit, urlunsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 SERVICES = ("contact", "orders", "notifier", "audit")
 # What .env.example puts where a secret goes: a value still holding it was never set, so it is refused.
 PLACEHOLDER = "change-me"
+DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/spm"
+# Shortest secret, token or password production accepts, and the shortest operator token anywhere: 32
+# random characters are beyond guessing, however many tries an attacker gets.
+MIN_SECRET_LENGTH = 32
+HOW_TO_MAKE_A_SECRET = 'python -c "import secrets; print(secrets.token_urlsafe(32))"'  # noqa: S105 (a command, not a secret)
+# The development-only defaults of the code and of docker-compose.yml all hold one of these.
+DEVELOPMENT_MARKERS = ("development-only", "dev-only")
+WEAK_IN_PRODUCTION = "weak_in_production"
 
 
-class CommonSettings(BaseSettings):
+@dataclass(frozen=True)
+class InProduction:
+    """Marks a setting (`Annotated[type, InProduction(check)]`) that SPM_ENVIRONMENT=production checks:
+    `check(settings, field_name)` returns what is wrong with it, or None. The base class runs every marked
+    field's check in one place, so a service only declares which of its settings are secrets."""
+
+    check: Callable[[Any, str], str | None]
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, SecretStr):
+        return value.get_secret_value()
+    return value if isinstance(value, str) else ""
+
+
+def _weak(secret: str, default: str, what: str) -> str | None:
+    """Why `secret` is no production secret, or None. Never quotes it."""
+    if not secret:
+        return f"production needs {what}; it is unset"
+    if secret == default or any(marker in secret for marker in DEVELOPMENT_MARKERS):
+        return f"production refuses a development-only default; use {what}"
+    if len(secret) < MIN_SECRET_LENGTH:
+        return f"production needs {what}; this one is shorter"
+    return None
+
+
+def strong_secret(settings: Any, name: str) -> str | None:
+    """A secret, token or password: set, not a development-only default, at least 32 characters."""
+    return _weak(
+        _text(getattr(settings, name)),
+        _text(type(settings).model_fields[name].default),
+        f"a random secret of at least {MIN_SECRET_LENGTH} characters",
+    )
+
+
+def _url_credentials(url: str, default_url: str) -> str | None:
+    parts, default = urlsplit(url), urlsplit(default_url)
+    if parts.username == "guest":
+        return "production refuses the default user guest; create a user of its own"
+    return _weak(
+        unquote(parts.password or ""),
+        unquote(default.password or ""),
+        f"a password of at least {MIN_SECRET_LENGTH} random characters in this URL",
+    )
+
+
+def strong_url_credentials(settings: Any, name: str) -> str | None:
+    """A URL that logs in (AMQP, Postgres): a strong password, and not the default user `guest`."""
+    return _url_credentials(_text(getattr(settings, name)), _text(type(settings).model_fields[name].default))
+
+
+def strong_role_database_url(settings: Any, _: str) -> str | None:
+    """The URL a service reaches Postgres with: unset, it is SPM_DATABASE_URL's without a password."""
+    return _url_credentials(settings.role_database_url(), "")
+
+
+def https_url(settings: Any, name: str) -> str | None:
+    if urlsplit(_text(getattr(settings, name))).scheme != "https":
+        return "production needs an https:// URL"
+    return None
+
+
+def is_local_host(host: str) -> bool:
+    """This machine: localhost, 127.0.0.0/8 or ::1."""
+    host = host.strip("[]").rstrip(".").lower()
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def tls_unless_local_smtp(settings: Any, name: str) -> str | None:
+    """SMTP without TLS only to this machine: anywhere else, e-mail (and any SMTP password) crosses the
+    network in clear."""
+    if getattr(settings, name) == "none" and not is_local_host(settings.smtp_host):
+        return "production refuses SMTP without TLS (none) to a host other than this machine; use starttls or tls"
+    return None
+
+
+# The markers the settings classes declare their fields with.
+STRONG_SECRET = InProduction(strong_secret)
+STRONG_URL_CREDENTIALS = InProduction(strong_url_credentials)
+STRONG_ROLE_DATABASE_URL = InProduction(strong_role_database_url)
+HTTPS_URL = InProduction(https_url)
+TLS_UNLESS_LOCAL_SMTP = InProduction(tls_unless_local_smtp)
+# A service's secret key with a development-only default, and its own database URL.
+Secret = Annotated[SecretStr, STRONG_SECRET]
+ServiceDatabaseUrl = Annotated[str | None, STRONG_ROLE_DATABASE_URL]
+
+
+class SpmSettings(BaseSettings):
+    """The base of every settings class: SPM_* variables, an empty one taken as unset (compose passes
+    `${VAR:-}` as ""), no `change-me` placeholder, and in production no weak secret (see `InProduction`)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="SPM_", extra="ignore", frozen=True, env_ignore_empty=True, hide_input_in_errors=True
+    )
+
+    # Production refuses the development-only defaults and every weak secret, token or password.
+    environment: Literal["development", "production"] = "development"
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _no_placeholder(cls, value: Any) -> Any:
+        text = value.get_secret_value() if isinstance(value, SecretStr) else value
+        if isinstance(text, str) and PLACEHOLDER in text:
+            raise ValueError(f"still holds the {PLACEHOLDER!r} placeholder of .env.example; set a real value")
+        return value
+
+    @model_validator(mode="after")
+    def _strong_in_production(self) -> Self:
+        if self.environment != "production":
+            return self
+        problems = [
+            InitErrorDetails(type=PydanticCustomError(WEAK_IN_PRODUCTION, reason), loc=(name,), input=name)
+            for name, field in type(self).model_fields.items()
+            for marker in field.metadata
+            if isinstance(marker, InProduction) and (reason := marker.check(self, name))
+        ]
+        if problems:
+            raise ValidationError.from_exception_data(type(self).__name__, problems)
+        return self
+
+
+class CommonSettings(SpmSettings):
     """Variables that mean the same thing in every service."""
 
-    model_config = SettingsConfigDict(env_prefix="SPM_", extra="ignore", frozen=True, env_ignore_empty=True)
-
-    database_url: str = "postgresql://postgres@127.0.0.1:5432/spm"
-    amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/"
+    database_url: str = DEFAULT_DATABASE_URL
+    amqp_url: Annotated[str, STRONG_URL_CREDENTIALS] = "amqp://guest:guest@127.0.0.1:5672/"
     exchange: str = Field(default="spm.events", min_length=1, max_length=200)
     smtp_host: str = "127.0.0.1"
     smtp_port: int = Field(default=1025, ge=1, le=65535)
     mail_from: str = "SPM Group <no-reply@spmgroup.vn>"
-    operator_token: SecretStr | None = None
+    # Unset, the operator endpoints refuse everyone; set, it is at least 32 characters in every environment.
+    operator_token: Annotated[SecretStr | None, STRONG_SECRET] = None
+    # Only the orders service (its webhook) needs it, so only its settings require it in production.
     webhook_secret: SecretStr | None = None
+    # After this many wrong operator tokens from one client within the window, that client gets 429 (even
+    # with the right token) until the window has passed.
+    operator_auth_failures: int = Field(default=10, ge=1, le=10_000)
+    operator_auth_window_seconds: float = Field(default=300.0, gt=0, le=86_400)
     http_host: str = "127.0.0.1"
-    # Outside development, a service refuses the development-only defaults of its secrets.
-    environment: Literal["development", "production"] = "development"
     log_format: Literal["json", "console"] = "json"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     # A failing message is retried this many times in all, each after the delay, then dead-lettered.
@@ -53,18 +193,17 @@ class CommonSettings(BaseSettings):
 
     @field_validator("operator_token", "webhook_secret", mode="before")
     @classmethod
-    def _empty_is_unset(cls, value: Any) -> Any:
-        # `SPM_OPERATOR_TOKEN=` (as compose passes an unset variable) must refuse everyone, not accept "".
+    def _blank_is_unset(cls, value: Any) -> Any:
+        # A token of spaces is no token: unset, so the endpoints refuse everyone rather than accept "  ".
         if isinstance(value, str) and not value.strip():
             return None
         return value
 
-    @field_validator("*", mode="after")
+    @field_validator("operator_token", mode="after")
     @classmethod
-    def _no_placeholder(cls, value: Any) -> Any:
-        text = value.get_secret_value() if isinstance(value, SecretStr) else value
-        if isinstance(text, str) and PLACEHOLDER in text:
-            raise ValueError(f"still holds the {PLACEHOLDER!r} placeholder of .env.example; set a real value")
+    def _long_operator_token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < MIN_SECRET_LENGTH:
+            raise ValueError(f"must be at least {MIN_SECRET_LENGTH} characters; make one with {HOW_TO_MAKE_A_SECRET}")
         return value
 
 
@@ -109,6 +248,25 @@ class ServiceSettings(CommonSettings):
         return with_user(self.database_url, self.role)
 
 
+class BootstrapSettings(SpmSettings):
+    """What `spm-admin bootstrap` (compose's `db-init`) reads: a connection allowed to create the database
+    and the roles, and the password each service's role gets."""
+
+    database_url: Annotated[str, STRONG_URL_CREDENTIALS] = DEFAULT_DATABASE_URL
+    # Unset: the role has no password (for a server that trusts local logins; production refuses that).
+    contact_db_password: Annotated[SecretStr | None, STRONG_SECRET] = None
+    orders_db_password: Annotated[SecretStr | None, STRONG_SECRET] = None
+    notifier_db_password: Annotated[SecretStr | None, STRONG_SECRET] = None
+    audit_db_password: Annotated[SecretStr | None, STRONG_SECRET] = None
+
+    def role_passwords(self) -> dict[str, str | None]:
+        passwords: dict[str, str | None] = {}
+        for service in SERVICES:
+            password = getattr(self, f"{service}_db_password")
+            passwords[service] = password.get_secret_value() if password is not None else None
+        return passwords
+
+
 def with_user(url: str, user: str, password: str | None = None) -> str:
     parts = urlsplit(url)
     host = parts.hostname or ""
@@ -134,8 +292,11 @@ def load(cls: type[S]) -> S:
     except ValidationError as exc:
         prefix = str(cls.model_config.get("env_prefix", ""))
         lines = [f"invalid configuration for {cls.__name__}:"]
-        for error in exc.errors():
+        errors = exc.errors(include_input=False)
+        for error in errors:
             name = (prefix + "_".join(str(part) for part in error["loc"])).upper()
             lines.append(f"  {name}: {error['msg']}")
+        if any(error["type"] == WEAK_IN_PRODUCTION for error in errors):
+            lines.append(f"(SPM_ENVIRONMENT is production; make a random secret with: {HOW_TO_MAKE_A_SECRET})")
         print("\n".join(lines), file=sys.stderr)
         raise SystemExit(2) from None

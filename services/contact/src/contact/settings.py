@@ -4,7 +4,7 @@ from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, SecretStr
-from spm_common.settings import ServiceSettings
+from spm_common.settings import Secret, ServiceDatabaseUrl, ServiceSettings
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 POLICIES = Path(__file__).parent / "policy"
@@ -13,9 +13,9 @@ POLICIES = Path(__file__).parent / "policy"
 class Settings(ServiceSettings):
     service: str = "contact"
     contact_port: int = Field(default=8081, ge=1, le=65535)
-    contact_database_url: str | None = None
+    contact_database_url: ServiceDatabaseUrl = None
     # Keys the hash of client addresses in the rate counters, so no address is ever stored. Set it in production.
-    contact_secret: SecretStr = SecretStr("development-only-contact-secret")
+    contact_secret: Secret = SecretStr("development-only-contact-secret")
     # Messages (and their replies) older than this are deleted by a periodic job.
     contact_retention_days: int = Field(default=365, ge=1, le=36500)
     contact_retention_interval_seconds: float = Field(default=3600.0, gt=0, le=86400)

@@ -2,10 +2,16 @@
 
 from email.utils import parseaddr
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr
-from spm_common.settings import ServiceSettings
+from spm_common.settings import (
+    HTTPS_URL,
+    TLS_UNLESS_LOCAL_SMTP,
+    Secret,
+    ServiceDatabaseUrl,
+    ServiceSettings,
+)
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -13,16 +19,17 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 class Settings(ServiceSettings):
     service: str = "notifier"
     notifier_port: int = Field(default=8083, ge=1, le=65535)
-    notifier_database_url: str | None = None
+    notifier_database_url: ServiceDatabaseUrl = None
     # Keys the pseudonymous recipient references and the unsubscribe tokens. Set it in production.
-    notifier_secret: SecretStr = SecretStr("development-only-notifier-secret")
+    notifier_secret: Secret = SecretStr("development-only-notifier-secret")
     # Where recipients reach this service from the outside: the base of the unsubscribe links (https in production).
-    notifier_public_url: str = "http://127.0.0.1:8083"
+    notifier_public_url: Annotated[str, HTTPS_URL] = "http://127.0.0.1:8083"
     # The mailbox of the `mailto:` unsubscribe link; default unsubscribe@<domain of SPM_MAIL_FROM>.
     notifier_unsubscribe_mailbox: str | None = None
 
     # How the notifier talks to its SMTP server (SPM_SMTP_HOST / SPM_SMTP_PORT are the shared variables).
-    smtp_security: Literal["none", "starttls", "tls"] = "none"
+    # Production refuses "none" to any host but this machine.
+    smtp_security: Annotated[Literal["none", "starttls", "tls"], TLS_UNLESS_LOCAL_SMTP] = "none"
     smtp_username: str | None = None
     smtp_password: SecretStr | None = None
     smtp_timeout_seconds: float = Field(default=30.0, gt=0, le=600)

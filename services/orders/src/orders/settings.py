@@ -1,9 +1,10 @@
 """Configuration of the orders service: the shared SPM_* variables and its own (SPM_ORDERS_*)."""
 
 from pathlib import Path
+from typing import Annotated
 
 from pydantic import Field, SecretStr
-from spm_common.settings import ServiceSettings
+from spm_common.settings import STRONG_SECRET, Secret, ServiceDatabaseUrl, ServiceSettings
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -11,9 +12,12 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 class Settings(ServiceSettings):
     service: str = "orders"
     orders_port: int = Field(default=8082, ge=1, le=65535)
-    orders_database_url: str | None = None
+    orders_database_url: ServiceDatabaseUrl = None
     # Keys the hashes that rate limits are stored under (never an address). Set it in production.
-    orders_secret: SecretStr = SecretStr("development-only-orders-secret")
+    orders_secret: Secret = SecretStr("development-only-orders-secret")
+    # The order webhook's HMAC key (shared by every service's settings, but only this one uses it, so only
+    # this one needs it strong in production). Unset, the webhook refuses every call.
+    webhook_secret: Annotated[SecretStr | None, STRONG_SECRET] = None
     # The CloudEvents source the shop uses on the exchange: an order that arrives through the webhook
     # counts as coming from it, so the same order sent both ways is recorded once.
     orders_webhook_source: str = Field(default="urn:spm:shop", min_length=1, max_length=500)

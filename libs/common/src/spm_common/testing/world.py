@@ -22,8 +22,9 @@ from spm_common.topology import Topology
 S = TypeVar("S", bound=ServiceSettings)
 ADMIN_URL = os.environ.get("SPM_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 AMQP_URL = os.environ.get("SPM_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
-OPERATOR_TOKEN = "test-operator-token"
-WEBHOOK_SECRET = "test-webhook-secret"
+# At least 32 characters, as every operator token must be (and as production wants every secret).
+OPERATOR_TOKEN = "test-operator-token-of-32-characters-at-least"
+WEBHOOK_SECRET = "test-webhook-secret-of-32-characters-at-least"
 
 
 @dataclass
@@ -59,6 +60,8 @@ class World:
             # Every test of a session posts from the same few addresses; tests of the limits set their own.
             "SPM_CONTACT_RATE_PER_CLIENT": "1000000",
             "SPM_CONTACT_RATE_GLOBAL": "1000000",
+            # Tests of the operator endpoints send wrong tokens on purpose, to apps that live all session.
+            "SPM_OPERATOR_AUTH_FAILURES": "10000",
         }
         values.update(extra)
         return values
