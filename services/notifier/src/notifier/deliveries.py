@@ -254,6 +254,7 @@ class Sender:
                 await listener.wait(self._s.notifier_poll_seconds)
         finally:
             probe.cancel()
+            await asyncio.wait([probe])
             await self._shut_down(workers, marker)
             await listener.close()
 
@@ -263,7 +264,10 @@ class Sender:
             await asyncio.sleep(every)
             if not self._smtp.failing:
                 continue
-            result = await SmtpConnection(self._s).check()
+            try:
+                result = await SmtpConnection(self._s).check()
+            except Exception as exc:  # a bug here must not end the probe: readiness would never come back
+                result = Result("retry", f"internal error: {describe_error(exc)}", connection_failed=True)
             if result.connection_failed:
                 self._smtp.failed(result.error or "refused", probe=True)
             else:
