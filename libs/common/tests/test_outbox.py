@@ -12,15 +12,20 @@ from typing import Any
 
 import aio_pika
 import asyncpg
+import httpx
 import orjson
 import pytest
 from prometheus_client import REGISTRY
+from prometheus_client.parser import text_string_to_metric_families
 from spm_common import outbox
 from spm_common.db import INDEX_SCAN_CLAIM
 from spm_common.envelope import CONTENT_TYPE, CloudEvent, new_event
+from spm_common.http import create_app
 from spm_common.migrations import migrate
 from spm_common.outbox import CLAIM, AmqpPublisher, OutboxRelay, enqueue
 from spm_common.runtime import Runtime
+from spm_common.testing.logs import captured_json_logs
+from spm_common.testing.world import running
 
 from .conftest import PROBE_MIGRATIONS, ProbeSettings
 
@@ -441,3 +446,53 @@ async def test_published_rows_are_deleted_after_the_retention_a_batch_at_a_time(
         kept = await pool.fetch("SELECT event_id, published_at IS NOT NULL AS published FROM outbox")
         assert {row["event_id"] for row in kept} == {e.id for e in (*recent, *waiting)}
         assert all(row["published"] for row in kept), "the waiting rows were published meanwhile"
+
+
+async def test_a_relay_that_keeps_failing_warns_once_moves_its_gauges_and_recovers(
+    clean_outbox: None,
+    probe_settings: Callable[..., ProbeSettings],
+    amqp: aio_pika.abc.AbstractRobustConnection,
+) -> None:
+    # The exchange vanishes under a running service: every publish is refused, and the relay retries with
+    # backoff. An operator sees one warning (not one per round), the loop gauges at /metrics, and the recovery.
+    settings = probe_settings()
+    runtime = Runtime(settings, migrations=PROBE_MIGRATIONS)
+    app = create_app(runtime, title="probe", description="a probe")
+    labels = {"service": "orders", "loop": "outbox-relay"}
+
+    async def gauge(client: httpx.AsyncClient, name: str) -> float | None:
+        text = (await client.get("/metrics")).text
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == name and sample.labels == labels:
+                    return sample.value
+        return None
+
+    with captured_json_logs("orders") as logs:
+        async with running(app) as client:
+            channel = await amqp.channel()
+            await channel.exchange_delete(settings.exchange)
+            started_at = await gauge(client, "spm_loop_last_success_timestamp_seconds")
+            async with runtime.pool.acquire() as conn, conn.transaction():
+                await enqueue(conn, probe_event())
+
+            async def failing_thrice() -> bool:
+                return (await gauge(client, "spm_loop_consecutive_failures") or 0) >= 3
+
+            await wait_until(failing_thrice, True, timeout=30)
+            assert await gauge(client, "spm_loop_failures_total") >= 3
+            await channel.declare_exchange(settings.exchange, aio_pika.ExchangeType.TOPIC, durable=True)
+
+            async def recovered() -> bool:
+                return await gauge(client, "spm_loop_consecutive_failures") == 0
+
+            await wait_until(recovered, True, timeout=30)
+            await wait_until(lambda: unpublished(runtime.pool), 0)
+            assert await gauge(client, "spm_loop_last_success_timestamp_seconds") > started_at
+            await channel.close()
+    relay_lines = [line for line in logs.lines if line.get("loop") == "outbox-relay"]
+    failing = [line for line in relay_lines if line["event"] == "background loop failing"]
+    assert len(failing) == 1 and failing[0]["level"] == "warning" and failing[0]["failures"] == 1
+    assert "NOT_FOUND" in failing[0]["error"] or "404" in failing[0]["error"], failing[0]
+    back = [line for line in relay_lines if line["event"] == "background loop recovered"]
+    assert len(back) == 1 and back[0]["failures"] >= 3 and back[0]["suppressed"] == back[0]["failures"] - 1

@@ -39,6 +39,7 @@ from pydantic import ValidationError
 
 from spm_common.db import Connection
 from spm_common.envelope import ACCEPTED_CONTENT_TYPES, CONTENT_TYPE, CloudEvent
+from spm_common.health import LoopHealth
 from spm_common.logging import bound_contextvars, get_logger
 from spm_common.metrics import EVENTS_CONSUMED
 from spm_common.redaction import describe_error
@@ -103,8 +104,10 @@ class EventConsumer:
         linger_ms: int = 0,
         scrub: Scrub | None = None,
         accepts: Callable[[CloudEvent], bool] | None = None,
+        health: LoopHealth | None = None,
     ) -> None:
         self._service = service
+        self._health = health or LoopHealth(service, "consumer")
         self._scrub = scrub
         # Events bound to the queue that concern another service (the routing key is only the event type):
         # acknowledged with their batch, with no inbox row and no handler.
@@ -196,6 +199,7 @@ class EventConsumer:
                 await self._process(batch)
             except Exception as exc:  # the failure path failed (broker away): they come back on reconnect
                 log.error("batch left unacknowledged", error=describe_error(exc), count=len(batch))
+                self._health.failed(describe_error(exc))
 
     async def _process(self, batch: list[_Item]) -> None:
         wanted = batch if self._accepts is None else [i for i in batch if self._accepts(i.event)]
@@ -203,11 +207,13 @@ class EventConsumer:
             fresh = await self._apply(wanted) if wanted else set()
         except Exception as exc:
             if len(batch) == 1:
+                self._health.failed(describe_error(exc))
                 await self._fail(batch[0], exc)
             else:
                 for item in batch:
                     await self._process([item])
             return
+        self._health.ok()
         outcome = {id(item): "processed" if id(item) in fresh else "duplicate" for item in wanted}
         counts = Counter((item.event.type, outcome.get(id(item), "ignored")) for item in batch)
         for (event_type, result), count in counts.items():

@@ -140,14 +140,20 @@ def _probes(runtime: Runtime) -> APIRouter:
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
+    # 503 also while a health condition fails (a loop failing for too long), with `problems` saying why.
     @router.get("/readyz", summary="Its database and broker are reachable", responses={503: {}})
     async def readyz() -> JSONResponse:
         checks = await runtime.ready()
         ok = all(checks.values())
-        return JSONResponse({"status": "ok" if ok else "unavailable", **checks}, status_code=200 if ok else 503)
+        body: dict[str, Any] = {"status": "ok" if ok else "unavailable", **checks}
+        problems = runtime.health.problems()
+        if problems:
+            body["problems"] = problems
+        return JSONResponse(body, status_code=200 if ok else 503)
 
     @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
     async def metrics() -> Response:
+        await runtime.refresh_metrics()
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     return router

@@ -42,6 +42,10 @@ _SAFE_KEYS = frozenset(
         "attempts",
         "queue",
         "source",
+        "loop",
+        "failures",
+        "suppressed",
+        "delivery_id",
         # Positions and hashes of the audit chain (a hex hash may hold a card-shaped run of digits).
         "seq",
         "hash",

@@ -27,6 +27,7 @@ from aiormq.abc import ChannelFrame
 
 from spm_common.db import INDEX_SCAN_CLAIM, Connection
 from spm_common.envelope import CONTENT_TYPE, CloudEvent, OutboxRow
+from spm_common.health import LoopHealth
 from spm_common.logging import get_logger
 from spm_common.metrics import EVENTS_PUBLISH_FAILED, EVENTS_PUBLISHED, OUTBOX_BACKLOG
 from spm_common.pgnotify import Listener
@@ -259,8 +260,10 @@ class OutboxRelay:
         poll_seconds: float = 2.0,
         retention_hours: float = 24.0,
         publish_many: PublishMany | None = None,
+        health: LoopHealth | None = None,
     ) -> None:
         self._pool = pool
+        self._health = health or LoopHealth(service, "outbox-relay")
         self._schema = schema
         self._publish = publish
         self._publish_many = publish_many  # when given, a batch goes out through it rather than `publish`
@@ -282,6 +285,7 @@ class OutboxRelay:
                 # The last claim came back short: nothing was left waiting (rows another relay holds are under
                 # way). Counting them here would cost every pass a round trip before the relay listens again.
                 OUTBOX_BACKLOG.labels(self._service).set(0)
+                self._health.ok()
                 backoff = 0.5
                 if loop.time() >= next_purge:
                     if await self.purge_published() == PURGE_BATCH:
@@ -290,7 +294,7 @@ class OutboxRelay:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                log.warning("outbox relay failed, backing off", error=describe_error(exc), backoff=backoff)
+                self._health.failed(describe_error(exc), backoff=backoff)
                 # How many wait, while they wait (bounded: Postgres may be what is away).
                 with contextlib.suppress(Exception):
                     async with asyncio.timeout(BACKLOG_TIMEOUT_SECONDS):

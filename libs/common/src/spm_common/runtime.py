@@ -27,6 +27,7 @@ from pydantic import BaseModel
 
 from spm_common.consumer import EventConsumer, Handler, Scrub
 from spm_common.envelope import CloudEvent
+from spm_common.health import Health
 from spm_common.logging import get_logger
 from spm_common.migrations import migrate
 from spm_common.outbox import AmqpPublisher, OutboxRelay
@@ -37,6 +38,9 @@ from spm_common.topology import Topology
 log = get_logger(__name__)
 
 BackgroundTask = Callable[["Runtime"], Awaitable[None]]
+# Brings gauges up to date just before /metrics renders them (a cheap query, bounded by SCRAPE_TIMEOUT_SECONDS).
+ScrapeHook = Callable[["Runtime"], Awaitable[None]]
+SCRAPE_TIMEOUT_SECONDS = 2.0
 CONNECT_TIMEOUT_SECONDS = 60.0
 # After a broker blip, consumers are blind until the connection is back: seconds, not aio-pika's default 5.
 RECONNECT_SECONDS = 2.0
@@ -57,6 +61,7 @@ class Runtime:
         handlers: Mapping[str, Handler] | None = None,
         publishes: Mapping[str, type[BaseModel]] | None = None,
         background: Sequence[BackgroundTask] = (),
+        scrape: Sequence[ScrapeHook] = (),
         description: str = "",
         scrub: Scrub | None = None,
         accepts: Callable[[CloudEvent], bool] | None = None,
@@ -64,6 +69,8 @@ class Runtime:
     ) -> None:
         self.settings = settings
         self.migrations = migrations
+        # Every background loop reports here; /readyz and /metrics read it.
+        self.health = Health(settings.service)
         self.topology = Topology(settings.exchange, settings.service)
         self.broker = RabbitBroker(
             connection_named(settings.amqp_url, f"spm-{settings.service} {settings.exchange}"),
@@ -87,6 +94,7 @@ class Runtime:
                 linger_ms=settings.consumer_linger_ms,
                 scrub=scrub,
                 accepts=accepts,
+                health=self.health.loop("consumer"),
             )
             if handlers
             else None
@@ -97,6 +105,7 @@ class Runtime:
                 event_type, exchange=self.topology.exchange, schema=schema, title=f"{event_type}:publish"
             )
         self._background = background
+        self._scrape = scrape
         self._runs_relay = relay
         self._pool: asyncpg.Pool | None = None
         self.relay: OutboxRelay | None = None
@@ -160,6 +169,7 @@ class Runtime:
                 poll_seconds=self.settings.outbox_poll_seconds,
                 retention_hours=self.settings.outbox_retention_hours,
                 publish_many=self._publisher.publish_many,
+                health=self.health.loop("outbox-relay"),
             )
             self._spawn(self.relay.run, "outbox-relay")
         for task in self._background:
@@ -211,6 +221,8 @@ class Runtime:
             self.relay.resume()
 
     async def ready(self) -> dict[str, bool]:
+        """Each check of readiness: database and broker reachable, and every health condition (a loop that
+        has failed for too long, see `health`) by name; `health.problems()` says why one is false."""
         database = False
         with contextlib.suppress(Exception):
             async with asyncio.timeout(2):
@@ -218,7 +230,21 @@ class Runtime:
         broker = False
         with contextlib.suppress(Exception):
             broker = await self.broker.ping(timeout=2)
-        return {"database": database, "broker": bool(broker)}
+        problems = self.health.problems()
+        return {"database": database, "broker": bool(broker), **dict.fromkeys(problems, False)}
+
+    async def refresh_metrics(self) -> None:
+        """Run the scrape hooks (gauges read from the database at scrape time, not on the hot path)."""
+        if self._pool is None:
+            return
+        tracker = self.health.loop("metrics")
+        for hook in self._scrape:
+            try:
+                async with asyncio.timeout(SCRAPE_TIMEOUT_SECONDS):
+                    await hook(self)
+                tracker.ok()
+            except Exception as exc:  # the gauges keep their last values; the scrape still answers
+                tracker.failed(describe_error(exc))
 
     def _spawn(self, run: Callable[[], Awaitable[None]], name: str) -> None:
         """Run a long-lived task; if it fails, log it and start it again, so a service never stays up

@@ -11,6 +11,7 @@ from spm_common import cards
 from spm_common.consumer import CATCH_ALL, batched
 from spm_common.db import Connection
 from spm_common.envelope import CloudEvent
+from spm_common.health import LoopHealth
 from spm_common.http import create_app
 from spm_common.logging import get_logger
 from spm_common.redaction import describe_error
@@ -42,18 +43,20 @@ def assemble(settings: Settings) -> tuple[Runtime, AuditState]:
             await pageviews.ingest_events(conn, views, salts)
 
     async def write_page_views(runtime: Runtime) -> None:
-        await writer.run(lambda: runtime.pool)
+        await writer.run(lambda: runtime.pool, runtime.health.loop("page-view-writer"))
 
     async def checkpoints(runtime: Runtime) -> None:
-        async def once() -> None:
+        async def once() -> str | None:
             async with runtime.pool.acquire() as conn:
                 outcome = await trail.checkpoint(conn)
             if outcome.ok:
                 log.info("audit checkpoint", seq=outcome.head_seq, hash=outcome.head_hash, count=outcome.checked)
-            else:
-                log.error("audit trail broken", seq=outcome.broken_seq, error=outcome.problem)
+                return None
+            log.error("audit trail broken", seq=outcome.broken_seq, error=outcome.problem)
+            # A broken chain fails the loop too, so the gauge an alert watches moves.
+            return f"audit trail broken at {outcome.broken_seq}: {outcome.problem}"
 
-        await _every(settings.audit_checkpoint_seconds, once, "audit checkpoint failed")
+        await _every(settings.audit_checkpoint_seconds, once, runtime.health.loop("audit-checkpoint"))
 
     async def rotate_salts(runtime: Runtime) -> None:
         async def once() -> None:
@@ -62,7 +65,7 @@ def assemble(settings: Settings) -> tuple[Runtime, AuditState]:
             if deleted:
                 log.info("visitor salts destroyed", count=deleted)
 
-        await _every(SALT_ROTATION_SECONDS, once, "salt rotation failed")
+        await _every(SALT_ROTATION_SECONDS, once, runtime.health.loop("salt-rotation"))
 
     runtime = Runtime(
         settings,
@@ -77,13 +80,18 @@ def assemble(settings: Settings) -> tuple[Runtime, AuditState]:
     return runtime, state
 
 
-async def _every(seconds: float, job: Callable[[], Awaitable[None]], failure: str) -> None:
-    """Run `job` now and then every `seconds`; a failure is logged and the next round tries again."""
+async def _every(seconds: float, job: Callable[[], Awaitable[str | None]], health: LoopHealth) -> None:
+    """Run `job` now and then every `seconds`; a failure (an exception, or the problem the job returns) is
+    reported to `health` and the next round tries again."""
     while True:
         try:
-            await job()
+            problem = await job()
         except Exception as exc:
-            log.error(failure, error=describe_error(exc))
+            problem = describe_error(exc)
+        if problem is None:
+            health.ok()
+        else:
+            health.failed(problem)
         await asyncio.sleep(seconds)
 
 

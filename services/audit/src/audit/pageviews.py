@@ -27,6 +27,7 @@ from prometheus_client import Counter
 from pydantic import ValidationError
 from spm_common.db import Connection
 from spm_common.envelope import CloudEvent
+from spm_common.health import LoopHealth
 from spm_common.logging import get_logger
 from spm_common.redaction import EMAIL_RE, IPV4_RE, describe_error
 
@@ -325,7 +326,7 @@ class PageViewWriter:
         self._arrived.set()
         await future
 
-    async def run(self, pool: Callable[[], asyncpg.Pool]) -> None:
+    async def run(self, pool: Callable[[], asyncpg.Pool], health: LoopHealth) -> None:
         while True:
             await self._arrived.wait()
             batch = self._take()
@@ -341,8 +342,10 @@ class PageViewWriter:
                         PAGE_VIEWS.labels("http", "counted").inc(len(batch))
                         _settle(batch, None)
                         batch = self._take()
+                health.ok()
             except Exception as exc:
                 log.error("page views not stored", error=describe_error(exc), count=len(batch))
+                health.failed(describe_error(exc))
                 _settle(batch, PageViewsUnavailable())
 
     def _take(self) -> list[tuple[RawView, asyncio.Future[None]]]:

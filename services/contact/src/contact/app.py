@@ -19,7 +19,11 @@ from contact.writer import MessageWriter
 def build(settings: Settings) -> Runtime:
     async def retention_job(runtime: Runtime) -> None:
         await retention.run_periodically(
-            runtime.pool, settings.contact_retention_days, settings.contact_retention_interval_seconds, settings.source
+            runtime.pool,
+            settings.contact_retention_days,
+            settings.contact_retention_interval_seconds,
+            settings.source,
+            runtime.health.loop("contact-retention"),
         )
 
     return Runtime(

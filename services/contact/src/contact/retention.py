@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 from spm_common.envelope import new_event
+from spm_common.health import LoopHealth
 from spm_common.logging import get_logger
 from spm_common.outbox import enqueue
 from spm_common.redaction import describe_error
@@ -57,10 +58,13 @@ async def delete_expired(pool: asyncpg.Pool, retention_days: int, source: str, b
     return total
 
 
-async def run_periodically(pool: asyncpg.Pool, retention_days: int, interval_seconds: float, source: str) -> None:
+async def run_periodically(
+    pool: asyncpg.Pool, retention_days: int, interval_seconds: float, source: str, health: LoopHealth
+) -> None:
     while True:
         try:
             await delete_expired(pool, retention_days, source)
+            health.ok()
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            log.warning("retention run failed; will try again", error=describe_error(exc))
+            health.failed(describe_error(exc))
         await asyncio.sleep(interval_seconds)

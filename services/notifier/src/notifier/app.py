@@ -25,7 +25,10 @@ def build(settings: Settings) -> Runtime:
         await deliveries.record(conn, events, settings)
 
     async def sender(runtime: Runtime) -> None:
-        await deliveries.Sender(runtime.pool, settings, composer).run()
+        await deliveries.Sender(runtime.pool, settings, composer, runtime.health).run()
+
+    async def delivery_gauges(runtime: Runtime) -> None:
+        await deliveries.refresh_gauges(runtime.pool)
 
     return Runtime(
         settings,
@@ -33,6 +36,7 @@ def build(settings: Settings) -> Runtime:
         handlers={NOTIFICATION_REQUESTED: on_requests},
         publishes=PUBLISHES,
         background=[sender],
+        scrape=[delivery_gauges],
         description=__doc__ or "",
     )
 

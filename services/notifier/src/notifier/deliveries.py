@@ -19,10 +19,11 @@ from typing import Any
 import asyncpg
 import orjson
 from email_validator import EmailNotValidError, validate_email
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge
 from spm_common.addresses import is_plain_address
 from spm_common.db import Connection
 from spm_common.envelope import CloudEvent, OutboxRow, new_event_body
+from spm_common.health import Health
 from spm_common.logging import bound_contextvars, get_logger
 from spm_common.notifications import NOTIFICATION_FAILED, NOTIFICATION_SENT, NotificationRequested
 from spm_common.outbox import enqueue
@@ -42,8 +43,18 @@ log = get_logger(__name__)
 # Purposes whose consent depends on what is known of the recipient: the claim brings those facts along.
 GATED = sorted(PURCHASER_ONLY | CATEGORY_OF.keys())
 DELIVERIES = Counter("spm_notifier_deliveries_total", "Delivery attempts by outcome", ["outcome"])
+# Read from the table at scrape time (`refresh_gauges`), so nothing is counted on the way of an e-mail.
+BY_STATUS = Gauge(
+    "spm_notifier_deliveries_by_status", "Deliveries now pending, sending or failed (sent: see the counter)", ["status"]
+)
+OLDEST_WAITING = Gauge(
+    "spm_notifier_oldest_pending_seconds", "Age of the oldest delivery not yet sent or failed (0: none waits)"
+)
 RELEASE = Result("retry")  # a claimed delivery handed back unsent (shutdown, or its lease ran short)
 MAX_CONNECTION_PAUSE_SECONDS = 2.0
+# While the SMTP server refuses us, it is asked this often (at most) whether it lets us in again, so readiness
+# recovers once it does even when the deliveries' own retries are an hour away.
+SMTP_PROBE_SECONDS = 10.0
 # InternalClientError: asyncpg's "cannot switch to state ..." on a pooled connection whose server ended it
 # a moment before. Not caught, it ended the marking task silently: outcomes were never recorded, and the
 # e-mails went out again once their leases ran out.
@@ -146,6 +157,15 @@ def _outcome(
     return new_event_body(event_type, source, data, purpose=purpose, correlation_id=correlation_id)
 
 
+async def refresh_gauges(pool: asyncpg.Pool) -> None:
+    """The deliveries' gauges, from the table (a scrape hook of /metrics)."""
+    async with pool.acquire() as conn:
+        backlog = await store.backlog(conn)
+    for status, count in backlog.by_status.items():
+        BY_STATUS.labels(status).set(count)
+    OLDEST_WAITING.set(backlog.oldest_waiting_seconds)
+
+
 # --- sending --------------------------------------------------------------------------------------------
 
 
@@ -174,9 +194,21 @@ def backoff_seconds(attempts: int, base: float, ceiling: float) -> float:
 class Sender:
     """Claims due deliveries, sends them over persistent SMTP connections, commits outcomes in small groups."""
 
-    def __init__(self, pool: asyncpg.Pool, settings: Settings, composer: Composer | None = None) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        settings: Settings,
+        composer: Composer | None = None,
+        health: Health | None = None,
+    ) -> None:
         self._pool = pool
         self._s = settings
+        health = health or Health(settings.service)
+        # The SMTP server's state as the sends see it: refused every time for SPM_NOTIFIER_SMTP_UNREADY_SECONDS
+        # makes the service unready (with the server's reason), so a notifier sending nothing is never green.
+        self._smtp = health.loop("smtp", unready_after=settings.notifier_smtp_unready_seconds)
+        self._claiming = health.loop("delivery-claim")
+        self._marking = health.loop("delivery-marker")
         self._composer = composer or Composer(settings.mail_from)
         self._key = settings.recipient_key()
         # Worked out once: the mailbox alone (an address parse) cost as much as rendering an e-mail's subject.
@@ -199,6 +231,7 @@ class Sender:
         listener = Listener(self._s.role_database_url(), store.DUE_CHANNEL)
         workers = [asyncio.create_task(self._work(c), name="smtp-worker") for c in self._connections]
         marker = asyncio.create_task(self._mark_loop(), name="delivery-marker")
+        probe = asyncio.create_task(self._probe_loop(), name="smtp-probe")
         loop = asyncio.get_running_loop()
         housekeeping_at = 0.0
         backoff = 0.5
@@ -210,17 +243,35 @@ class Sender:
                         await self._housekeeping()
                         housekeeping_at = loop.time() + min(self._s.notifier_lease_seconds / 2, 30.0)
                     await self._fill()
+                    self._claiming.ok()
                     backoff = 0.5
                 except DB_ERRORS as exc:
-                    log.warning("sender cannot reach the database; backing off", error=describe_error(exc))
+                    self._claiming.failed(describe_error(exc), backoff=backoff)
                     await listener.close()
                     await asyncio.sleep(backoff)
                     backoff = min(backoff * 2, 30.0)
                     continue
                 await listener.wait(self._s.notifier_poll_seconds)
         finally:
+            probe.cancel()
+            await asyncio.wait([probe])
             await self._shut_down(workers, marker)
             await listener.close()
+
+    async def _probe_loop(self) -> None:
+        every = min(SMTP_PROBE_SECONDS, self._s.notifier_smtp_unready_seconds / 4)
+        while True:
+            await asyncio.sleep(every)
+            if not self._smtp.failing:
+                continue
+            try:
+                result = await SmtpConnection(self._s).check()
+            except Exception as exc:  # a bug here must not end the probe: readiness would never come back
+                result = Result("retry", f"internal error: {describe_error(exc)}", connection_failed=True)
+            if result.connection_failed:
+                self._smtp.failed(result.error or "refused", probe=True)
+            else:
+                self._smtp.ok()
 
     async def _housekeeping(self) -> None:
         async with self._pool.acquire() as conn:
@@ -322,6 +373,10 @@ class Sender:
                     await self._limiter.acquire()
                     result = await connection.send(outgoing.sender, outgoing.recipient, outgoing.data)
                     del outgoing  # the body (license keys, reply text) lives no longer than the send
+                    if result.connection_failed:
+                        self._smtp.failed(result.error or "connection failed")
+                    else:  # the server let us in and answered (even a refusal of this one message)
+                        self._smtp.ok()
                 except RenderError as exc:
                     result = Result("failed", str(exc))
                 except Exception as exc:
@@ -357,13 +412,14 @@ class Sender:
             self._results_ready.clear()
             try:
                 await self._commit(results)
+                self._marking.ok()
             except asyncio.CancelledError:
                 # Committed or not, they go back: marking is conditional on the lease, so twice is harmless.
                 self._results = results + self._results
                 raise
             except DB_ERRORS as exc:
                 # Keep them: these e-mails left (or failed) and must be recorded before anything else.
-                log.warning("cannot record sending outcomes yet; retrying", error=describe_error(exc))
+                self._marking.failed(describe_error(exc), count=len(results))
                 self._results = results + self._results
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
@@ -414,8 +470,27 @@ class Sender:
             if bounced:
                 await store.suppress(conn, bounced)
             await enqueue(conn, *events)
+        # One line per delivery that did not go (never its address: the reason is a redacted server reply).
+        for job, delay, error in retry:
+            if error is not None:  # None: handed back unsent, not tried
+                log.warning(
+                    "delivery will be retried",
+                    delivery_id=job.id,
+                    attempt=job.attempts,
+                    error=error,
+                    retry_in_seconds=round(delay, 1),
+                    template=job.template,
+                    correlation_id=job.correlation_id,
+                )
         for job, error, _ in failed:
-            log.warning("delivery failed", delivery_id=job.id, template=job.template, error=error)
+            log.warning(
+                "delivery failed",
+                delivery_id=job.id,
+                attempt=job.attempts,
+                error=error,
+                template=job.template,
+                correlation_id=job.correlation_id,
+            )
 
     def _outcome(self, job: Job, error: str | None) -> OutboxRow:
         return _outcome(

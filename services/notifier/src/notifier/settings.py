@@ -51,6 +51,9 @@ class Settings(ServiceSettings):
     notifier_retry_base_seconds: float = Field(default=30.0, gt=0)
     notifier_retry_max_seconds: float = Field(default=3600.0, gt=0)
     notifier_max_attempts: int = Field(default=10, ge=1, le=100)
+    # /readyz answers 503 once the SMTP server has refused every attempt (authentication, TLS, connection) this
+    # long; it is ready again as soon as the server accepts one (a probe tries every few seconds meanwhile).
+    notifier_smtp_unready_seconds: float = Field(default=60.0, gt=0, le=86400)
     # A failed delivery keeps what it needs to be retried by an operator this long, then only its log remains.
     notifier_failed_retention_days: float = Field(default=7.0, ge=0)
 

@@ -152,6 +152,16 @@ class Connection:
             self._last_used = asyncio.get_running_loop().time()
         return SENT
 
+    async def check(self) -> Result:
+        """Whether the server lets us in now (connect, EHLO, TLS, AUTH), sending nothing; closed afterwards."""
+        try:
+            await self._ready()
+        except (aiosmtplib.SMTPException, OSError, TimeoutError, ValueError) as exc:
+            return classify(exc)
+        finally:
+            await self.close()
+        return SENT
+
     async def close(self) -> None:
         client, self._client = self._client, None
         if client is not None and client.is_connected:

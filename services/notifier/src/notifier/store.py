@@ -224,3 +224,27 @@ async def erase_expired_requests(conn: Connection, retention_days: float) -> int
         retention_days * 86400.0,
     )
     return int(result.split()[-1])
+
+
+@dataclass(frozen=True)
+class Backlog:
+    by_status: dict[str, int]  # pending, sending, failed (sent is the log: counted as it happens, not here)
+    oldest_waiting_seconds: float  # age of the oldest delivery not yet sent or failed; 0 when there is none
+
+
+async def backlog(conn: Connection) -> Backlog:
+    """For the metrics, read at scrape time: one statement, each part over its status's partial index (no
+    scan of the sent deliveries, which are most of the table)."""
+    rows = await conn.fetch(
+        "SELECT 'pending' AS status, count(*) AS n, min(created_at) AS oldest FROM deliveries"
+        " WHERE status = 'pending'"
+        " UNION ALL SELECT 'sending', count(*), min(created_at) FROM deliveries WHERE status = 'sending'"
+        " UNION ALL SELECT 'failed', count(*), NULL FROM deliveries WHERE status = 'failed'"
+        " UNION ALL SELECT 'now', 0, now()"
+    )
+    now = next(row["oldest"] for row in rows if row["status"] == "now")
+    waiting = [row["oldest"] for row in rows if row["status"] in ("pending", "sending") and row["oldest"]]
+    return Backlog(
+        by_status={row["status"]: row["n"] for row in rows if row["status"] != "now"},
+        oldest_waiting_seconds=(now - min(waiting)).total_seconds() if waiting else 0.0,
+    )

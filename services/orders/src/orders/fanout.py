@@ -118,6 +118,7 @@ async def worker(runtime: Runtime) -> None:
     settings = runtime.settings
     assert isinstance(settings, Settings)
     listener = Listener(settings.role_database_url(), store.FANOUT_CHANNEL)
+    health = runtime.health.loop("orders-fanout")
     loop = asyncio.get_running_loop()
     next_housekeeping = loop.time()
     try:
@@ -130,10 +131,11 @@ async def worker(runtime: Runtime) -> None:
                     async with runtime.pool.acquire() as conn:
                         await store.purge_rate_limits(conn, settings.orders_recovery_window_seconds)
                     next_housekeeping = loop.time() + HOUSEKEEPING_EVERY_SECONDS
+                health.ok()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # Postgres away, or a bad batch: the cursor did not move; try again later
-                log.warning("fan-out batch failed; will retry", error=describe_error(exc))
+                health.failed(describe_error(exc))
                 await listener.close()
                 await asyncio.sleep(1.0)
             await listener.wait(settings.orders_fanout_poll_seconds)

@@ -11,9 +11,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from email.message import EmailMessage
-from typing import Any
+from typing import Any, Literal
 
 from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult
 
 
 @dataclass
@@ -66,8 +67,11 @@ class SmtpServer:
         self.reply_for_data: str | None = None
         self.stall_seconds = 0.0
         self.stall_rcpt_seconds = 0.0
-        self._controller = Controller(_Handler(self), hostname="127.0.0.1", port=self.port)
+        self._controller = self._new_controller()
         self._running = False
+
+    def _new_controller(self) -> Controller:
+        return Controller(_Handler(self), hostname="127.0.0.1", port=self.port)
 
     def start(self) -> None:
         self._controller.start()
@@ -85,7 +89,7 @@ class SmtpServer:
     def come_back(self) -> None:
         """Listen again on the same port (a stopped controller cannot be restarted: its loop is closed)."""
         if not self._running:
-            self._controller = Controller(_Handler(self), hostname="127.0.0.1", port=self.port)
+            self._controller = self._new_controller()
             self.start()
 
     def refuse_connections(self) -> None:
@@ -93,7 +97,7 @@ class SmtpServer:
         self._controller.stop()
 
     def accept_connections(self) -> None:
-        self._controller = Controller(_Handler(self), hostname="127.0.0.1", port=self.port)
+        self._controller = self._new_controller()
         self._controller.start()
 
     def to(self, address: str) -> list[Received]:
@@ -114,6 +118,41 @@ class SmtpServer:
     async def wait_to(self, address: str, count: int = 1, timeout: float = 10) -> list[Received]:
         await self.wait_for(lambda ms: sum(address in m.rcpt_tos for m in ms) >= count, timeout)
         return self.to(address)
+
+
+SmtpAuth = Literal["absent", "refuse", "accept"]
+
+
+class AuthSmtpServer(SmtpServer):
+    """An SMTP server that asks for authentication, or cannot do it: `auth` "absent" does not offer AUTH (a
+    client with credentials gives up: "The SMTP AUTH extension is not supported by this server"), "refuse"
+    offers it and refuses every credential (535), "accept" takes any. `set_auth` changes it for the
+    connections that follow."""
+
+    def __init__(self, auth: SmtpAuth = "absent") -> None:
+        self.auth: SmtpAuth = auth
+        super().__init__()
+
+    def _new_controller(self) -> Controller:
+        return Controller(
+            _Handler(self),
+            hostname="127.0.0.1",
+            port=self.port,
+            # aiosmtpd offers AUTH only over TLS unless told otherwise: "absent" is its default.
+            auth_require_tls=self.auth == "absent",
+            authenticator=self._authenticate,
+        )
+
+    def _authenticate(self, server: Any, session: Any, envelope: Any, mechanism: str, auth_data: Any) -> AuthResult:
+        # handled=False: aiosmtpd answers itself (235, or 535 "Authentication credentials invalid").
+        return AuthResult(success=self.auth == "accept", handled=False)
+
+    def set_auth(self, auth: SmtpAuth) -> None:
+        self.auth = auth
+        if self._running:  # whether AUTH is offered is fixed when the server starts
+            self.stop()
+            self._controller = self._new_controller()
+            self.start()
 
 
 def free_port() -> int:
