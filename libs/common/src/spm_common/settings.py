@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import sys
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, IPvAnyNetwork, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 SERVICES = ("contact", "orders", "notifier", "audit")
 # What .env.example puts where a secret goes: a value still holding it was never set, so it is refused.
@@ -28,6 +28,9 @@ class CommonSettings(BaseSettings):
     operator_token: SecretStr | None = None
     webhook_secret: SecretStr | None = None
     http_host: str = "127.0.0.1"
+    # SPM_TRUSTED_PROXIES: comma-separated CIDRs or addresses of the reverse proxies in front of the services,
+    # whose X-Forwarded-For is believed (see spm_common.clientaddr). Empty: none is, the TCP peer is the client.
+    trusted_proxies: Annotated[list[IPvAnyNetwork], NoDecode] = Field(default_factory=list)
     # Outside development, a service refuses the development-only defaults of its secrets.
     environment: Literal["development", "production"] = "development"
     log_format: Literal["json", "console"] = "json"
@@ -50,6 +53,13 @@ class CommonSettings(BaseSettings):
     # Published outbox rows are kept this long for inspection, then deleted within the hour (at 1,000 orders/s a
     # day of the orders' two events an order is ~170 million rows, ~140 GB).
     outbox_retention_hours: float = Field(default=24.0, ge=0, le=24 * 90)
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _split(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
 
     @field_validator("operator_token", "webhook_secret", mode="before")
     @classmethod

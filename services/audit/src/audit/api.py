@@ -10,15 +10,14 @@ import orjson
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response, status
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field
+from spm_common.clientaddr import Network, of_request
 from spm_common.http import BAD_BODY, OPERATOR_ONLY, Operator, RuntimeDep, direct, json_body, validated_body
 
 from audit import trail, trends
 from audit.pageviews import (
     PAGE_VIEWS,
-    Network,
     PageViewsUnavailable,
     PageViewWriter,
-    client_address,
     normalise_path,
     raw_view,
 )
@@ -87,11 +86,8 @@ async def post_pageview(request: Request) -> Response:
     if path is None:
         raise RequestValidationError([NOT_A_PAGE])
     state: AuditState = request.app.state.audit
-    headers = request.headers
-    address = client_address(
-        request.client.host if request.client else None, headers.get("x-forwarded-for"), state.trusted_proxies
-    )
-    view = raw_view(path, body.url, body.referrer, address, headers.get("user-agent"), datetime.now(UTC))
+    address = of_request(request, state.trusted_proxies)
+    view = raw_view(path, body.url, body.referrer, address, request.headers.get("user-agent"), datetime.now(UTC))
     if view is None:
         PAGE_VIEWS.labels("http", "not_counted").inc()
         return _accepted()

@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 
 from fastapi import FastAPI
 from spm_common import cards
+from spm_common.clientaddr import parse_networks
 from spm_common.consumer import CATCH_ALL, batched
 from spm_common.db import Connection
 from spm_common.envelope import CloudEvent
@@ -73,7 +74,7 @@ def assemble(settings: Settings) -> tuple[Runtime, AuditState]:
         description="Every event on the exchange, appended to the hash-chained audit trail; page views from "
         "the log shipper (site.page.viewed).",
     )
-    state = AuditState(key=key, trusted_proxies=pageviews.parse_networks(settings.trusted_proxies), writer=writer)
+    state = AuditState(key=key, trusted_proxies=parse_networks(settings.trusted_proxies), writer=writer)
     return runtime, state
 
 

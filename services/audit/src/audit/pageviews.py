@@ -14,7 +14,6 @@ import ipaddress
 import posixpath
 import re
 import secrets
-import socket
 import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from urllib.parse import unquote, urlsplit
 import asyncpg
 from prometheus_client import Counter
 from pydantic import ValidationError
+from spm_common.clientaddr import Address, network_of, parse_ip
 from spm_common.db import Connection
 from spm_common.envelope import CloudEvent
 from spm_common.logging import get_logger
@@ -75,7 +75,9 @@ BOT_END_RE = re.compile(r"bot\b")  # "Googlebot/2.1", "bingbot)", "a-bot": a nam
 # A path the full normalisation leaves as it is, but for a trailing slash: absolute, ASCII letters, digits, "-",
 # "_" and "~" only (no "%", no dot segment, no "//", nothing an e-mail address or an IP address needs).
 PLAIN_PATH_RE = re.compile(r"(?:/[A-Za-z0-9_~-]+)*/?")
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+# The visitor hash covers the client's network, not its address.
+VISITOR_IPV4_PREFIX = 24
+VISITOR_IPV6_PREFIX = 48
 
 
 def is_bot(user_agent: str | None) -> bool:
@@ -150,54 +152,15 @@ def referrer_host(referrer: str | None, own_host: str | None) -> str | None:
     return None
 
 
-def parse_networks(values: Sequence[Any]) -> list[Network]:
-    return [ipaddress.ip_network(str(v), strict=False) for v in values]
+def visitor_network(address: Address) -> str:
+    """What the visitor hash is made of: the address's /24 (IPv4) or /48 (IPv6), never the address itself.
+    Trying every IPv4 address against a day's hashes takes minutes; what it could then recover is a network
+    of 256 addresses (or of a whole site, for IPv6), not a person's."""
+    return str(network_of(address, VISITOR_IPV4_PREFIX, VISITOR_IPV6_PREFIX))
 
 
-def client_address(peer: str | None, forwarded_for: str | None, trusted: Sequence[Network]) -> str | None:
-    """The client's address: the connection's peer, unless the peer is a trusted proxy; then the rightmost
-    X-Forwarded-For hop that is not itself a trusted proxy (hops further left are the client's to forge)."""
-    address = _ip(peer)
-    if address is None:
-        return None
-    if not forwarded_for or not _trusted(address, trusted):
-        return str(address)
-    for hop in reversed(forwarded_for.split(",")):
-        candidate = _ip(hop)
-        if candidate is None:
-            break
-        address = candidate
-        if not _trusted(candidate, trusted):
-            break
-    return str(address)
-
-
-def _ip(text: str | None) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    if not text:
-        return None
-    text = text.strip()
-    if text.startswith("[") and "]" in text:  # [v6]:port
-        text = text[1 : text.index("]")]
-    elif text.count(":") == 1:  # v4:port
-        text = text.split(":", 1)[0]
-    try:  # the usual dotted quad, parsed in C (as strictly as ipaddress: no leading zeros, no short forms)
-        return ipaddress.IPv4Address(socket.inet_pton(socket.AF_INET, text))
-    except OSError:
-        pass
-    try:
-        address = ipaddress.ip_address(text)
-    except ValueError:
-        return None
-    mapped = getattr(address, "ipv4_mapped", None)
-    return mapped or address
-
-
-def _trusted(address: ipaddress.IPv4Address | ipaddress.IPv6Address, trusted: Sequence[Network]) -> bool:
-    return any(address.version == net.version and address in net for net in trusted)
-
-
-def visitor_hash(salt: bytes, address: str, user_agent: str) -> bytes:
-    return hmac.new(salt, f"{address}\n{user_agent}".encode(), hashlib.sha256).digest()[:16]
+def visitor_hash(salt: bytes, network: str, user_agent: str) -> bytes:
+    return hmac.new(salt, f"{network}\n{user_agent}".encode(), hashlib.sha256).digest()[:16]
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,19 +170,28 @@ class RawView:
     viewed_at: datetime
     path: str
     referrer_host: str | None
-    address: str
+    network: str  # `visitor_network` of the client's address
     user_agent: str
 
 
 def raw_view(
-    path: str | None, url: str, referrer: str | None, address: str | None, user_agent: str | None, viewed_at: datetime
+    path: str | None,
+    url: str,
+    referrer: str | None,
+    address: Address | None,
+    user_agent: str | None,
+    viewed_at: datetime,
 ) -> RawView | None:
     """None when the view is not counted: not a page of a web site, a bot, or no usable address. `path` is
     `normalise_path(url)`, which the caller has made already (to refuse a bad URL, or to keep it)."""
     if path is None or address is None or is_bot(user_agent):
         return None
     return RawView(
-        viewed_at, path, referrer_host(referrer, page_host(url)) if referrer else None, address, user_agent or ""
+        viewed_at,
+        path,
+        referrer_host(referrer, page_host(url)) if referrer else None,
+        visitor_network(address),
+        user_agent or "",
     )
 
 
@@ -263,7 +235,7 @@ class Salts:
             if salt is None:
                 PAGE_VIEWS.labels("any", "too_old").inc()
                 continue
-            out.append((moment, view.path, view.referrer_host, visitor_hash(salt, view.address, view.user_agent)))
+            out.append((moment, view.path, view.referrer_host, visitor_hash(salt, view.network, view.user_agent)))
         return out
 
 
@@ -290,14 +262,8 @@ async def ingest_events(conn: Connection, events: Sequence[CloudEvent], salts: S
             PAGE_VIEWS.labels("event", "invalid").inc()
             continue
         moment = data.viewed_at or event.time or datetime.now(UTC)
-        address = _ip(data.client_address)
         view = raw_view(
-            normalise_path(data.url),
-            data.url,
-            data.referrer,
-            str(address) if address else None,
-            data.user_agent,
-            moment,
+            normalise_path(data.url), data.url, data.referrer, parse_ip(data.client_address), data.user_agent, moment
         )
         PAGE_VIEWS.labels("event", "counted" if view else "not_counted").inc()
         if view is not None:

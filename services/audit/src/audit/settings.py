@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
 
-from pydantic import Field, IPvAnyNetwork, SecretStr, ValidationInfo, field_validator
-from pydantic_settings import NoDecode
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from spm_common.settings import ServiceSettings
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -20,20 +18,11 @@ class Settings(ServiceSettings):
     audit_database_url: str | None = None
     # SPM_AUDIT_SECRET keys the pseudonymous subject references; only the audit service holds it.
     audit_secret: SecretStr = SecretStr(DEVELOPMENT_SECRET)
-    # SPM_TRUSTED_PROXIES: comma-separated CIDRs whose X-Forwarded-For is believed (empty: none is).
-    trusted_proxies: Annotated[list[IPvAnyNetwork], NoDecode] = Field(default_factory=list)
     # How often the head of the chain is verified, recorded as a checkpoint and logged.
     audit_checkpoint_seconds: float = Field(default=300.0, gt=0, le=86_400)
     # The trail appends one batch per transaction: bigger batches, fewer transactions.
     prefetch: int = Field(default=500, ge=1, le=5000)
     consumer_batch: int = Field(default=250, ge=1, le=1000)
-
-    @field_validator("trusted_proxies", mode="before")
-    @classmethod
-    def _split(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            return [part.strip() for part in value.split(",") if part.strip()]
-        return value
 
     @field_validator("audit_secret")
     @classmethod
