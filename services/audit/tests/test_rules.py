@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, date, datetime
 
 import orjson
 import pytest
 import rfc8785
-from audit import pageviews, trail
-from audit.settings import Settings
+from audit import pageviews, signing, trail
+from audit.settings import DEVELOPMENT_CHECKPOINT_KEY, Settings
 from hypothesis import given
 from hypothesis import strategies as st
 from spm_common.envelope import CloudEvent
@@ -143,7 +144,40 @@ def test_visitor_hash_changes_with_the_salt() -> None:
 def test_development_secret_refused_in_production() -> None:
     with pytest.raises(ValueError, match="audit_secret"):
         Settings(environment="production")
-    assert Settings(environment="production", audit_secret="s" * 40).subject_key() == b"s" * 40
+    key = signing.new_private_key()
+    production = Settings(environment="production", audit_secret="s" * 40, audit_checkpoint_key=key)
+    assert production.subject_key() == b"s" * 40
+
+
+def test_the_development_checkpoint_key_is_refused_in_production_and_a_bad_key_anywhere() -> None:
+    with pytest.raises(ValueError, match="audit_checkpoint_key"):
+        Settings(environment="production", audit_secret="s" * 40)
+    for bad in ("not base64!", signing.b64(b"k" * 31), "change-me-audit-checkpoint-key"):
+        with pytest.raises(ValueError, match="audit_checkpoint_key"):
+            Settings(audit_checkpoint_key=bad)
+    # In development the derived development key signs, and anyone can check with its public half.
+    assert Settings().checkpoint_signer().public_key == signing.public_key_of(DEVELOPMENT_CHECKPOINT_KEY)
+
+
+def test_a_checkpoint_signature_holds_only_for_what_was_signed_and_a_trusted_key() -> None:
+    signer, stranger = signing.Signer(signing.new_private_key()), signing.Signer(signing.new_private_key())
+    signed = signer.sign(42, "a" * 64, "2026-12-05T21:00:00.000000+00:00")
+    assert signed.signed_by([signer.public_key])
+    assert not signed.signed_by([stranger.public_key])  # a valid signature, by a key not trusted
+    for forged in (
+        replace(signed, seq=43),
+        replace(signed, hash="b" * 64),
+        replace(signed, time="2026-12-06T21:00:00.000000+00:00"),
+        replace(signed, signature=signing.b64(b"\0" * 64)),
+        replace(signed, signature="garbage"),
+    ):
+        assert not forged.signed_by([signer.public_key])
+    # Someone who can write the database can sign with a key of their own, and record that key with it.
+    theirs = stranger.sign(42, "a" * 64, signed.time)
+    assert theirs.signed_by([stranger.public_key]) and not theirs.signed_by([signer.public_key])
+    assert signing.load_file(signing.dump_file([signed], signer.public_key)) == [signed]
+    with pytest.raises(ValueError, match="not a checkpoint file"):
+        signing.load_file(b'{"checkpoints": []}')
 
 
 def test_identifiers_are_not_taken_for_card_numbers() -> None:

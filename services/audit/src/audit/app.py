@@ -30,6 +30,7 @@ SALT_ROTATION_SECONDS = 600.0
 
 def assemble(settings: Settings) -> tuple[Runtime, AuditState]:
     key = settings.subject_key()
+    signer = settings.checkpoint_signer()
     salts = pageviews.Salts()
     writer = pageviews.PageViewWriter(salts)
     # A page-view event is in the trail like every event, reduced to what the page-view table keeps.
@@ -48,7 +49,7 @@ def assemble(settings: Settings) -> tuple[Runtime, AuditState]:
     async def checkpoints(runtime: Runtime) -> None:
         async def once() -> None:
             async with runtime.pool.acquire() as conn:
-                outcome = await trail.checkpoint(conn)
+                outcome = await trail.checkpoint(conn, signer)
             if outcome.ok:
                 log.info("audit checkpoint", seq=outcome.head_seq, hash=outcome.head_hash, count=outcome.checked)
             else:

@@ -8,6 +8,8 @@ from typing import Any
 
 from spm_common.db import Connection
 
+from audit.signing import Checkpoint
+
 # The trail ----------------------------------------------------------------------------------------------
 
 
@@ -51,8 +53,23 @@ async def checkpoints_between(conn: Connection, first: int, last: int) -> dict[i
     return {int(r["seq"]): str(r["hash"]) for r in rows}
 
 
-async def add_checkpoint(conn: Connection, seq: int, hash_: str) -> None:
-    await conn.execute("INSERT INTO checkpoints (seq, hash) VALUES ($1, $2)", seq, hash_)
+async def add_checkpoint(conn: Connection, checkpoint: Checkpoint) -> None:
+    await conn.execute(
+        "INSERT INTO checkpoints (seq, hash, signed_time, public_key, signature) VALUES ($1, $2, $3, $4, $5)",
+        checkpoint.seq,
+        checkpoint.hash,
+        checkpoint.time,
+        checkpoint.public_key,
+        checkpoint.signature,
+    )
+
+
+async def signed_checkpoints(conn: Connection) -> list[Checkpoint]:
+    rows = await conn.fetch(
+        "SELECT seq, hash, signed_time, public_key, signature FROM checkpoints"
+        " WHERE signature IS NOT NULL ORDER BY seq, id"
+    )
+    return [Checkpoint(r["seq"], r["hash"], r["signed_time"], r["public_key"], r["signature"]) for r in rows]
 
 
 async def find_entries(

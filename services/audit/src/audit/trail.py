@@ -14,8 +14,8 @@ import hmac
 import ipaddress
 import re
 import unicodedata
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -26,6 +26,7 @@ from spm_common.envelope import CloudEvent
 from spm_common.redaction import CARD_RE, EMAIL_RE, IPV4_RE, PERSONAL_KEYS
 
 from audit import store
+from audit.signing import Checkpoint, Signer
 
 GENESIS = "0" * 64
 REMOVED = "[removed]"
@@ -259,6 +260,7 @@ class Verification:
     head_hash: str
     broken_seq: int | None = None
     problem: str | None = None
+    signed_checkpoints: int | None = None  # how many signed checkpoints kept elsewhere held, when given any
 
     def report(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -267,6 +269,8 @@ class Verification:
             "full": self.full,
             "head": {"seq": self.head_seq, "hash": self.head_hash},
         }
+        if self.signed_checkpoints is not None:
+            out["signed_checkpoints"] = self.signed_checkpoints
         if not self.ok:
             out["first_broken"] = {"seq": self.broken_seq, "problem": self.problem}
         return out
@@ -331,11 +335,49 @@ async def verify(conn: Connection, *, full: bool, batch_size: int = 2000) -> Ver
         return result()
 
 
-async def checkpoint(conn: Connection) -> Verification:
-    """Verify from the last checkpoint and, if the chain holds, record its head as the new checkpoint."""
+async def verify_checkpoints(
+    conn: Connection, checkpoints: Sequence[Checkpoint], trusted: Iterable[str], *, full: bool
+) -> Verification:
+    """`verify`, then every signed checkpoint kept elsewhere, oldest first, in the same snapshot: its signature
+    holds under one of the `trusted` public keys, the chain reaches its sequence, and the entry there has its
+    hash. So a tail cut off, or entries rewritten and re-chained, before the newest checkpoint are found even
+    when the checkpoints in the database went with them."""
+    trusted = set(trusted)
+    snapshot = (
+        conn.transaction() if conn.is_in_transaction() else conn.transaction(isolation="repeatable_read", readonly=True)
+    )
+    async with snapshot:
+        outcome = await verify(conn, full=full)
+        if not outcome.ok:
+            return outcome
+        held = 0
+
+        def broken(seq: int, problem: str) -> Verification:
+            return replace(outcome, ok=False, broken_seq=seq, problem=problem, signed_checkpoints=held)
+
+        for kept in sorted(checkpoints, key=lambda c: c.seq):
+            if not kept.signed_by(trusted):
+                return broken(kept.seq, f"forged: the checkpoint at {kept.seq} is not signed by a trusted key")
+            if kept.seq > outcome.head_seq:
+                return broken(
+                    outcome.head_seq + 1,
+                    f"missing: the trail ends at {outcome.head_seq}, before the signed checkpoint at {kept.seq}",
+                )
+            row = await store.entry_at(conn, kept.seq)
+            if row is None:
+                return broken(kept.seq, f"missing: the entry of the signed checkpoint at {kept.seq}")
+            if row["hash"] != kept.hash or entry_hash(row) != kept.hash:
+                return broken(kept.seq, f"altered: differs from the signed checkpoint at {kept.seq}")
+            held += 1
+    return replace(outcome, signed_checkpoints=held)
+
+
+async def checkpoint(conn: Connection, signer: Signer) -> Verification:
+    """Verify from the last checkpoint and, if the chain holds, record its head as a new signed checkpoint."""
     outcome = await verify(conn, full=False)
     if outcome.ok and outcome.head_seq > 0:
         last = await store.last_checkpoint(conn)
         if last is None or last[0] < outcome.head_seq:
-            await store.add_checkpoint(conn, outcome.head_seq, outcome.head_hash)
+            signed = signer.sign(outcome.head_seq, outcome.head_hash, timestamp(datetime.now(UTC)))
+            await store.add_checkpoint(conn, signed)
     return outcome
