@@ -66,6 +66,22 @@ async def test_page_views_from_the_website(audit: httpx.AsyncClient, admin: asyn
     assert all(datetime.now(UTC) - r["viewed_at"] < timedelta(minutes=1) for r in rows)
 
 
+async def test_addresses_of_one_network_are_one_visitor(
+    audit: httpx.AsyncClient, admin: asyncpg.Connection, kit: Any
+) -> None:
+    """The hash covers the client's /24 (IPv6: /48), so it cannot be turned back into an address."""
+    tag = uuid.uuid4().hex[:8]
+    for address in ("198.51.100.10", "198.51.100.250", "198.51.101.10", "2001:db8:5:1::1", "2001:db8:5:2::2"):
+        response = await audit.post(
+            "/v1/pageviews",
+            json={"url": f"/{tag}/p"},
+            headers={"User-Agent": kit.browser, "X-Forwarded-For": address},
+        )
+        assert response.status_code == 202
+    hashes = [r["visitor_hash"] for r in await wait_for_views(admin, f"/{tag}/%", 5)]
+    assert hashes[0] == hashes[1] != hashes[2] != hashes[3] == hashes[4]
+
+
 async def test_page_view_events_from_the_log_shipper(
     audit: httpx.AsyncClient, admin: asyncpg.Connection, kit: Any
 ) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import replace
 from datetime import UTC, date, datetime
 
@@ -94,6 +95,30 @@ def test_paths_are_normalised(url: str, path: str | None) -> None:
     assert pageviews.normalise_path(url) == path
 
 
+@pytest.mark.parametrize(
+    ("url", "path"),
+    [
+        ("/u/alice%2540example.com", "/u/[hidden]"),  # "@" percent-encoded twice
+        ("/u/alice%252540example.com/x", "/u/[hidden]/x"),  # and three times
+        ("/u/alice%40example.com", "/u/[hidden]"),
+        ("/pay/4111111111111111", "/pay/************1111"),
+        ("/pay/4111-1111-1111-1111/done", "/pay/****-****-****-1111/done"),
+        ("https://spmgroup.vn/pay/4111%25201111%25201111%25201111", "/pay/**** **** **** 1111"),
+        ("/activate/7KQ2M-XW4PD-9TRHC-B3NVA-L6ZEY", "/activate/[hidden]"),
+        ("/activate/7kq2m-xw4pd-9trhc-b3nva-l6zey", "/activate/[hidden]"),
+        ("/blog/word-list-from-home-page", "/blog/word-list-from-home-page"),  # a slug of words stays
+        ("/ip/2001:db8::7/ok", "/ip/[hidden]/ok"),
+        ("/ip/2001%253Adb8%253A%253A7", "/ip/[hidden]"),
+        ("/ip/203.0.113.9", "/ip/[hidden]"),
+        ("/docs/v2:intro", "/docs/v2:intro"),
+        ("/orders/0f8fad5b-d9cb-469f-a165-70867728950e", "/orders/0f8fad5b-d9cb-469f-a165-70867728950e"),
+    ],
+)
+def test_paths_are_cleaned_of_personal_data_however_encoded(url: str, path: str) -> None:
+    assert pageviews.normalise_path(url) == path
+    assert pageviews.trail_payload({"url": url})["path"] == path
+
+
 @given(st.from_regex(r"(?:/[A-Za-z0-9_~-]{1,12}){0,8}/?", fullmatch=True))
 def test_a_plain_path_is_what_the_full_normalisation_makes_of_it(path: str) -> None:
     assert pageviews.normalise_path("https://spmgroup.vn" + path) == pageviews.normalise_fully(path)
@@ -132,6 +157,20 @@ async def test_salt_of_a_destroyed_day_is_refused() -> None:
     salts = pageviews.Salts(today=lambda: date(2026, 11, 29))
     assert await salts.for_day(None, date(2026, 11, 27)) is None  # type: ignore[arg-type]
     assert await salts.for_day(None, date(2026, 11, 30)) is None  # type: ignore[arg-type]
+
+
+def test_the_visitor_hash_is_made_of_the_network_not_the_address() -> None:
+    # Trying every IPv4 address against a day's hashes would give back at most a /24, of an IPv6 client a /48.
+    now = datetime.now(UTC)
+    addresses = ("203.0.113.7", "203.0.113.200", "2001:db8:1:2::1", "2001:db8:1:ffff::9", "203.0.114.7")
+    views = [pageviews.raw_view("/", "/", None, ipaddress.ip_address(a), "UA", now) for a in addresses]
+    assert [v.network for v in views if v] == [
+        "203.0.113.0/24",
+        "203.0.113.0/24",
+        "2001:db8:1::/48",
+        "2001:db8:1::/48",
+        "203.0.114.0/24",
+    ]
 
 
 def test_visitor_hash_changes_with_the_salt() -> None:

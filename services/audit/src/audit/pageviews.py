@@ -24,6 +24,7 @@ from urllib.parse import unquote, urlsplit
 import asyncpg
 from prometheus_client import Counter
 from pydantic import ValidationError
+from spm_common import cards
 from spm_common.clientaddr import Address, network_of, parse_ip
 from spm_common.db import Connection
 from spm_common.envelope import CloudEvent
@@ -32,6 +33,7 @@ from spm_common.redaction import EMAIL_RE, IPV4_RE, describe_error
 
 from audit import store
 from audit.events import PageViewed
+from audit.trail import IPV6_CANDIDATE_RE
 
 log = get_logger(__name__)
 
@@ -75,6 +77,15 @@ BOT_END_RE = re.compile(r"bot\b")  # "Googlebot/2.1", "bingbot)", "a-bot": a nam
 # A path the full normalisation leaves as it is, but for a trailing slash: absolute, ASCII letters, digits, "-",
 # "_" and "~" only (no "%", no dot segment, no "//", nothing an e-mail address or an IP address needs).
 PLAIN_PATH_RE = re.compile(r"(?:/[A-Za-z0-9_~-]+)*/?")
+# What a plain path may still hide, and so sends it the full way: 13 digits (a card number, with or without
+# dashes) or two dash-joined groups of 4-8 letters and digits (a license key's start).
+PLAIN_SUSPECT_RE = re.compile(r"\d(?:-?\d){12}|[A-Za-z0-9]{4,8}-[A-Za-z0-9]{4,8}-[A-Za-z0-9]{4,8}-")
+# A license key as orders makes them (5 groups of 5), or as other shops do (4-8 groups of 4-8): in any case,
+# hidden when it holds a digit or is in capitals, so that a slug of words ("word-list-from-home-page") stays.
+LICENSE_KEY_RE = re.compile(r"(?<![A-Za-z0-9-])[A-Za-z0-9]{4,8}(?:-[A-Za-z0-9]{4,8}){3,7}(?![A-Za-z0-9-])")
+DIGIT_RE = re.compile(r"\d")
+# Rounds of percent-decoding at most: `%2540` is "@" encoded twice; a third round finds what a third hid.
+DECODE_ROUNDS = 3
 # The visitor hash covers the client's network, not its address.
 VISITOR_IPV4_PREFIX = 24
 VISITOR_IPV6_PREFIX = 48
@@ -91,28 +102,66 @@ def is_bot(user_agent: str | None) -> bool:
     return "bot" in agent and BOT_END_RE.search(agent) is not None
 
 
+def _hide_license_key(match: re.Match[str]) -> str:
+    key = match.group(0)
+    return HIDDEN if key.isupper() or DIGIT_RE.search(key) else key
+
+
+def _hide_ipv6(match: re.Match[str]) -> str:
+    try:
+        ipaddress.IPv6Address(match.group(0).split("%", 1)[0])
+    except ValueError:
+        return match.group(0)
+    return HIDDEN
+
+
 def _hide_personal(segment: str) -> str:
-    return IPV4_RE.sub(HIDDEN, EMAIL_RE.sub(HIDDEN, segment))
+    """A path segment without e-mail addresses, card numbers (masked as everywhere, `spm_common.cards`), IPv4
+    and IPv6 addresses, or license keys."""
+    if "@" in segment:
+        segment = EMAIL_RE.sub(HIDDEN, segment)
+    if DIGIT_RE.search(segment):
+        segment = cards.mask_text(segment)[0]
+        segment = IPV4_RE.sub(HIDDEN, segment)
+    if "-" in segment:
+        segment = LICENSE_KEY_RE.sub(_hide_license_key, segment)
+    if ":" in segment:
+        segment = IPV6_CANDIDATE_RE.sub(_hide_ipv6, segment)
+    return segment
+
+
+def _decoded(path: str) -> str:
+    """Percent-decoded until nothing changes (or DECODE_ROUNDS): what a link encoded twice hides is found."""
+    for _ in range(DECODE_ROUNDS):
+        if "%" not in path:
+            break
+        decoded = unquote(path, errors="replace")
+        if decoded == path:
+            break
+        path = decoded
+    return path
 
 
 def normalise_path(url: str) -> str | None:
-    """The page's path without query string or fragment, percent-decoded, dot segments resolved, repeated
-    and trailing slashes removed, e-mail and IP shapes hidden, at most MAX_PATH characters. None if `url`
-    is neither an http(s) URL nor a path."""
+    """The page's path without query string or fragment, percent-decoded (a link encoded twice too), dot
+    segments resolved, repeated and trailing slashes removed, e-mail addresses, IPv4 and IPv6 addresses and
+    license keys hidden, card numbers masked, at most MAX_PATH characters. None if `url` is neither an
+    http(s) URL nor a path."""
     try:
         parts = urlsplit(url.strip())
     except ValueError:
         return None
     if parts.scheme not in ("", "http", "https") or (parts.scheme and not parts.netloc):
         return None
-    if PLAIN_PATH_RE.fullmatch(parts.path):  # the usual case: the full work would only drop a last "/"
+    if PLAIN_PATH_RE.fullmatch(parts.path) and not PLAIN_SUSPECT_RE.search(parts.path):
+        # the usual case: the full work would only drop a last "/"
         return (parts.path.rstrip("/") or "/")[:MAX_PATH]
     return normalise_fully(parts.path)
 
 
 def normalise_fully(path: str) -> str:
     """`normalise_path`'s work on a URL's path, whatever it holds."""
-    path = unicodedata.normalize("NFC", unquote(path, errors="replace"))
+    path = unicodedata.normalize("NFC", _decoded(path))
     path = "".join(ch for ch in path if ch.isprintable())
     path = re.sub(r"/{2,}", "/", "/" + path)
     path = posixpath.normpath(path)
