@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 
 from fastapi import FastAPI
 from spm_common import cards
@@ -61,8 +62,11 @@ def assemble(settings: Settings) -> tuple[Runtime, AuditState]:
         async def once() -> None:
             async with runtime.pool.acquire() as conn:
                 deleted = await salts.rotate(conn)
+                closed = await pageviews.close_days(conn, datetime.now(UTC).date())
             if deleted:
                 log.info("visitor salts destroyed", count=deleted)
+            if closed:
+                log.info("page-view days closed to their aggregates", count=closed)
 
         await _every(SALT_ROTATION_SECONDS, once, "salt rotation failed")
 

@@ -1,8 +1,9 @@
 """Page views that know no one: a normalised path, the referrer's host, the time and a daily visitor hash.
 
-The client's address lives only in memory, until it is hashed with the user agent and the day's salt. The
-salt is random, kept in the audit schema, made for each day and deleted after two, so yesterday's hashes
-cannot be recomputed from an address once it is gone. Known bots are not counted.
+The client's address lives only in memory, until its network (/24, /48) is hashed with the user agent and the
+day's salt. The salt is random, kept in the audit schema, made for each day and deleted after two, so
+yesterday's hashes cannot be recomputed from an address once it is gone; the day's views are then replaced by
+its aggregates, hashes gone. Known bots are not counted.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import secrets
 import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -286,6 +287,14 @@ class Salts:
                 continue
             out.append((moment, view.path, view.referrer_host, visitor_hash(salt, view.network, view.user_agent)))
         return out
+
+
+async def close_days(conn: Connection, today: date) -> int:
+    """Keep only the aggregates of every day whose salt is destroyed (the days before yesterday): no view can
+    be added to such a day any more, and its visitor hashes, which link a visitor's views to each other, are
+    deleted with its rows. Returns how many views were closed."""
+    oldest_open = today - timedelta(days=SALT_DAYS_KEPT - 1)
+    return await store.close_days(conn, datetime.combine(oldest_open, time(), UTC))
 
 
 def trail_payload(data: dict[str, Any]) -> dict[str, Any]:
