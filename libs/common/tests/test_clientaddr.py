@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 
 import pytest
-from spm_common.clientaddr import client_address, parse_networks, rate_limit_key
+from spm_common.clientaddr import client_address, network_of, parse_networks, rate_limit_key
 from spm_common.settings import CommonSettings
 
 TRUSTED = parse_networks(["10.0.0.0/8", "127.0.0.1/32", "2001:db8:ffff::/48"])
@@ -45,3 +45,15 @@ def test_trusted_proxies_is_a_setting_of_every_service(monkeypatch: pytest.Monke
     ]
     monkeypatch.setenv("SPM_TRUSTED_PROXIES", "")
     assert CommonSettings().trusted_proxies == []
+
+
+def test_a_network_is_the_address_masked_to_its_prefix() -> None:
+    for text, v4, v6 in [
+        ("203.0.113.77", 24, 48),
+        ("2001:db8:1:2::1", 24, 48),
+        ("2001:db8::1", 24, 64),
+        ("::1", 24, 0),
+    ]:
+        address = ipaddress.ip_address(text)
+        prefix = v4 if address.version == 4 else v6
+        assert network_of(address, v4, v6) == str(ipaddress.ip_network((address, prefix), strict=False))

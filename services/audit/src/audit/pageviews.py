@@ -206,7 +206,7 @@ def visitor_network(address: Address) -> str:
     """What the visitor hash is made of: the address's /24 (IPv4) or /48 (IPv6), never the address itself.
     Trying every IPv4 address against a day's hashes takes minutes; what it could then recover is a network
     of 256 addresses (or of a whole site, for IPv6), not a person's."""
-    return str(network_of(address, VISITOR_IPV4_PREFIX, VISITOR_IPV6_PREFIX))
+    return network_of(address, VISITOR_IPV4_PREFIX, VISITOR_IPV6_PREFIX)
 
 
 def visitor_hash(salt: bytes, network: str, user_agent: str) -> bytes:
