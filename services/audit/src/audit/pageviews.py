@@ -79,7 +79,7 @@ BOT_END_RE = re.compile(r"bot\b")  # "Googlebot/2.1", "bingbot)", "a-bot": a nam
 # "_" and "~" only (no "%", no dot segment, no "//", nothing an e-mail address or an IP address needs).
 PLAIN_PATH_RE = re.compile(r"(?:/[A-Za-z0-9_~-]+)*/?")
 # What a plain path may still hide, and so sends it the full way: 13 digits (a card number, with or without
-# dashes) or two dash-joined groups of 4-8 letters and digits (a license key's start).
+# dashes) or three groups of 4-8 letters and digits each followed by a dash (a license key's start).
 PLAIN_SUSPECT_RE = re.compile(r"\d(?:-?\d){12}|[A-Za-z0-9]{4,8}-[A-Za-z0-9]{4,8}-[A-Za-z0-9]{4,8}-")
 # A license key as orders makes them (5 groups of 5), or as other shops do (4-8 groups of 4-8): in any case,
 # hidden when it holds a digit or is in capitals, so that a slug of words ("word-list-from-home-page") stays.
@@ -293,8 +293,14 @@ async def close_days(conn: Connection, today: date) -> int:
     """Keep only the aggregates of every day whose salt is destroyed (the days before yesterday): no view can
     be added to such a day any more, and its visitor hashes, which link a visitor's views to each other, are
     deleted with its rows. Returns how many views were closed."""
-    oldest_open = today - timedelta(days=SALT_DAYS_KEPT - 1)
-    return await store.close_days(conn, datetime.combine(oldest_open, time(), UTC))
+    oldest_open = datetime.combine(today - timedelta(days=SALT_DAYS_KEPT - 1), time(), UTC)
+    closed = 0
+    # A day at a time: the first round after an upgrade may find months of views, which one statement would
+    # sort all at once in one long transaction.
+    while (oldest := await store.oldest_view(conn)) is not None and oldest < oldest_open:
+        start = datetime.combine(oldest.astimezone(UTC).date(), time(), UTC)
+        closed += await store.close_days(conn, start, min(start + timedelta(days=1), oldest_open))
+    return closed
 
 
 def trail_payload(data: dict[str, Any]) -> dict[str, Any]:

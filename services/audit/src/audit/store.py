@@ -209,14 +209,19 @@ async def groups(conn: Connection, kind: str, first: date, last: date, k: int, l
     )
 
 
-async def close_days(conn: Connection, before: datetime) -> int:
-    """Replace every page view before `before` by its day's aggregates, in one statement: the rows deleted are
-    exactly the rows counted, whatever another replica does at the same time (it finds them gone). A row that
-    arrives late for a day already closed is added to that day's aggregates by a later call (its visitor may
-    then be counted twice that day). Returns how many views were closed."""
+async def oldest_view(conn: Connection) -> datetime | None:
+    moment: datetime | None = await conn.fetchval("SELECT min(viewed_at) FROM pageviews")
+    return moment
+
+
+async def close_days(conn: Connection, since: datetime, until: datetime) -> int:
+    """Replace the page views of [`since`, `until`) (whole UTC days) by their days' aggregates, in one
+    statement: the rows deleted are exactly the rows counted, whatever another replica does at the same time
+    (it finds them gone). A row that arrives late for a day already closed is added to that day's aggregates
+    by a later call (its visitor may then be counted twice that day). Returns how many views were closed."""
     groups_sql = " UNION ALL ".join(_GROUPS[kind] for kind in KINDS)
     closed = await conn.fetchval(
-        "WITH gone AS (DELETE FROM pageviews WHERE viewed_at < $1 RETURNING *),"
+        "WITH gone AS (DELETE FROM pageviews WHERE viewed_at >= $1 AND viewed_at < $2 RETURNING *),"
         " v AS (SELECT *, (viewed_at AT TIME ZONE 'UTC')::date AS day FROM gone),"
         f"{_STEPS},"
         " days AS (INSERT INTO pageview_days (day, views, visitors)"
@@ -228,6 +233,7 @@ async def close_days(conn: Connection, before: datetime) -> int:
         "   visitors = pageview_groups.visitors + EXCLUDED.visitors RETURNING 1)"
         # Every data-modifying CTE runs to completion whether or not the query reads it.
         " SELECT count(*) FROM gone",
-        before,
+        since,
+        until,
     )
     return int(closed or 0)
