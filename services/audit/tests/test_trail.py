@@ -17,7 +17,7 @@ import aio_pika
 import asyncpg
 import httpx
 import pytest
-from audit import admin, store, trail
+from audit import admin, signing, store, trail
 from audit.app import create
 from click.testing import Result
 from spm_common.settings import with_user
@@ -413,3 +413,33 @@ async def test_checkpoints_exported_to_a_file_are_verified_from_the_command_line
     refused = await in_process(world, "verify", "--checkpoints", str(kept))
     assert refused.exit_code == 1
     assert json.loads(refused.stdout)["first_broken"]["problem"].startswith("forged")
+
+
+async def test_a_checkpoint_made_up_in_the_database_cannot_hide_a_rewrite(
+    audit: httpx.AsyncClient, admin: asyncpg.Connection, kit: Any
+) -> None:
+    """The attacker re-chains a rewrite and records a checkpoint of the new head (unsigned, or signed with a key
+    of their own): the walk from the last checkpoint would start there. It starts from the last one the
+    service's key signed, whose entry no longer has the signed hash."""
+    signer = kit.settings(kit.world).checkpoint_signer()
+    stranger = signing.Signer(signing.new_private_key())
+    rows = await filler(kit, admin, 6)
+    k = rows[2]["seq"]
+    with pytest.raises(Rollback):
+        async with admin.transaction(isolation="repeatable_read"):
+            await admin.execute("SET LOCAL search_path TO audit")
+            await admin.execute("SET LOCAL session_replication_role = replica")
+            assert (await trail.checkpoint(admin, signer)).ok
+            signed_head = rows[-1]["seq"]
+            await _rewrite_and_rechain(admin, k)
+            head_seq, head_hash = await store.head(admin)
+            await store.add_checkpoint(
+                admin, stranger.sign(head_seq, head_hash, trail.timestamp(rows[-1]["recorded_at"]))
+            )
+            await admin.execute("INSERT INTO checkpoints (seq, hash) VALUES ($1, $2)", head_seq, head_hash)
+
+            assert (await trail.verify(admin, full=False)).ok  # any checkpoint believed: fooled
+            outcome = await trail.verify(admin, full=False, trusted=[signer.public_key])
+            raise Rollback
+    assert not outcome.ok and outcome.broken_seq == signed_head
+    assert outcome.problem is not None and outcome.problem.startswith("altered")

@@ -95,7 +95,7 @@ def verify(
         if checkpoints is not None:
             outcome = await trail.verify_checkpoints(conn, kept, trusted, full=full)
         else:
-            outcome = await trail.verify(conn, full=full)
+            outcome = await trail.verify(conn, full=full, trusted=trusted)
         if outcome.ok and expect:
             seq_text, _, expected_hash = expect.partition(":")
             row = await conn.fetchrow("SELECT hash FROM entries WHERE seq = $1", int(seq_text))

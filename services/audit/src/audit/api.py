@@ -26,11 +26,13 @@ from audit.store import find_entries
 
 @dataclass(frozen=True)
 class AuditState:
-    """What the routes need beyond the runtime: the subject key, the trusted proxies, the page-view writer."""
+    """What the routes need beyond the runtime: the subject key, the trusted proxies, the page-view writer, the
+    public keys whose checkpoints are trusted."""
 
     key: bytes
     trusted_proxies: list[Network]
     writer: PageViewWriter
+    checkpoint_keys: frozenset[str] = frozenset()
 
 
 async def state_of(request: Request) -> AuditState:
@@ -205,8 +207,9 @@ async def get_events(
 async def get_verify(
     _: Operator,
     runtime: RuntimeDep,
+    state: StateDep,
     full: Annotated[bool, Query(description="walk the whole chain, not only what follows the last checkpoint")] = False,
 ) -> dict[str, Any]:
     async with runtime.pool.acquire() as conn:
-        outcome = await trail.verify(conn, full=full)
+        outcome = await trail.verify(conn, full=full, trusted=state.checkpoint_keys)
     return outcome.report()

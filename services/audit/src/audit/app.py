@@ -79,7 +79,12 @@ def assemble(settings: Settings) -> tuple[Runtime, AuditState]:
         description="Every event on the exchange, appended to the hash-chained audit trail; page views from "
         "the log shipper (site.page.viewed).",
     )
-    state = AuditState(key=key, trusted_proxies=parse_networks(settings.trusted_proxies), writer=writer)
+    state = AuditState(
+        key=key,
+        trusted_proxies=parse_networks(settings.trusted_proxies),
+        writer=writer,
+        checkpoint_keys=frozenset({signer.public_key}),
+    )
     return runtime, state
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import date, datetime
 from typing import Any
 
@@ -46,6 +46,21 @@ async def entry_at(conn: Connection, seq: int) -> Any:
 async def last_checkpoint(conn: Connection) -> tuple[int, str] | None:
     row = await conn.fetchrow("SELECT seq, hash FROM checkpoints ORDER BY seq DESC LIMIT 1")
     return (int(row["seq"]), str(row["hash"])) if row else None
+
+
+async def last_trusted_checkpoint(conn: Connection, trusted: Collection[str]) -> tuple[int, str] | None:
+    """The newest checkpoint whose signature holds under one of the `trusted` public keys; the others (made up
+    by someone who can write the database, or signed by a key no longer trusted) are passed over."""
+    async with conn.transaction():
+        cursor = conn.cursor(
+            "SELECT seq, hash, signed_time, public_key, signature FROM checkpoints"
+            " WHERE signature IS NOT NULL AND public_key = ANY($1::text[]) ORDER BY seq DESC, id DESC",
+            list(trusted),
+        )
+        async for r in cursor:
+            if Checkpoint(r["seq"], r["hash"], r["signed_time"], r["public_key"], r["signature"]).signed_by(trusted):
+                return int(r["seq"]), str(r["hash"])
+    return None
 
 
 async def checkpoints_between(conn: Connection, first: int, last: int) -> dict[int, str]:

@@ -14,7 +14,7 @@ import hmac
 import ipaddress
 import re
 import unicodedata
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -287,9 +287,13 @@ def check_entry(row: Mapping[str, Any], prev_seq: int, prev_hash: str) -> str | 
     return None
 
 
-async def verify(conn: Connection, *, full: bool, batch_size: int = 2000) -> Verification:
+async def verify(
+    conn: Connection, *, full: bool, batch_size: int = 2000, trusted: Collection[str] | None = None
+) -> Verification:
     """Walk the chain from the last checkpoint (or from the start when `full`), batch by batch, in one
-    consistent snapshot, and compare its end with the recorded head."""
+    consistent snapshot, and compare its end with the recorded head. With `trusted` public keys, the walk
+    starts from the last checkpoint signed by one of them: a checkpoint someone added to the database after
+    rewriting the chain cannot make the walk skip the rewrite."""
     checked = 0
     # A caller's transaction is used as it is (a nested one cannot change the isolation level).
     snapshot = (
@@ -301,7 +305,12 @@ async def verify(conn: Connection, *, full: bool, batch_size: int = 2000) -> Ver
         def result(broken: int | None = None, problem: str | None = None) -> Verification:
             return Verification(broken is None, checked, full, head_seq, head_hash, broken, problem)
 
-        checkpoint = None if full else await store.last_checkpoint(conn)
+        if full:
+            checkpoint = None
+        elif trusted is not None:
+            checkpoint = await store.last_trusted_checkpoint(conn, trusted)
+        else:
+            checkpoint = await store.last_checkpoint(conn)
         prev_seq, prev_hash = 0, GENESIS
         if checkpoint is not None:
             prev_seq, prev_hash = checkpoint
@@ -347,7 +356,7 @@ async def verify_checkpoints(
         conn.transaction() if conn.is_in_transaction() else conn.transaction(isolation="repeatable_read", readonly=True)
     )
     async with snapshot:
-        outcome = await verify(conn, full=full)
+        outcome = await verify(conn, full=full, trusted=trusted)
         if not outcome.ok:
             return outcome
         held = 0
@@ -372,11 +381,13 @@ async def verify_checkpoints(
     return replace(outcome, signed_checkpoints=held)
 
 
-async def checkpoint(conn: Connection, signer: Signer) -> Verification:
-    """Verify from the last checkpoint and, if the chain holds, record its head as a new signed checkpoint."""
-    outcome = await verify(conn, full=False)
+async def checkpoint(conn: Connection, signer: Signer, trusted: Collection[str] = ()) -> Verification:
+    """Verify from the last checkpoint signed by the signer's key (or one of `trusted`) and, if the chain holds,
+    record its head as a new signed checkpoint."""
+    keys = {signer.public_key, *trusted}
+    outcome = await verify(conn, full=False, trusted=keys)
     if outcome.ok and outcome.head_seq > 0:
-        last = await store.last_checkpoint(conn)
+        last = await store.last_trusted_checkpoint(conn, keys)
         if last is None or last[0] < outcome.head_seq:
             signed = signer.sign(outcome.head_seq, outcome.head_hash, timestamp(datetime.now(UTC)))
             await store.add_checkpoint(conn, signed)
