@@ -26,7 +26,6 @@ import contextlib
 import fcntl
 import os
 import re
-import secrets
 import signal
 import socket
 import subprocess
@@ -52,7 +51,7 @@ from pydantic import SecretStr, ValidationError
 from pydantic_settings import BaseSettings
 from spm_common.envelope import CONTENT_TYPE
 from spm_common.settings import PLACEHOLDER, SERVICES, BootstrapSettings
-from spm_common.testing.compose import Compose, parse_dotenv
+from spm_common.testing.compose import Compose, filled_in, parse_dotenv
 from spm_common.testing.smtp import SmtpServer
 from spm_common.testing.world import ADMIN_URL, AMQP_URL, World, new_world
 
@@ -86,7 +85,7 @@ class Stack:
 def dotenv_from_example() -> dict[str, str]:
     """.env.example as an operator fills it in: each value holding the placeholder replaced by a random one."""
     values = parse_dotenv((ROOT / ".env.example").read_text(encoding="utf-8"))
-    return {key: secrets.token_urlsafe(30) if PLACEHOLDER in value else value for key, value in values.items()}
+    return filled_in(values, PLACEHOLDER)
 
 
 @pytest.fixture(params=["without .env", "with .env.example"])
