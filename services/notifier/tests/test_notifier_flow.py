@@ -12,7 +12,7 @@ from notifier import store
 from notifier.app import create
 from notifier.settings import Settings
 from notifier.tokens import make_token, recipient_ref
-from notifier_testkit import FAST, address, delivery_of, eventually, request_event, settled
+from notifier_testkit import FAST, address, dead_letters, delivery_of, eventually, request_event, settled
 from spm_common.db import INDEX_SCAN_CLAIM
 from spm_common.envelope import new_event
 from spm_common.testing.smtp import SmtpServer
@@ -245,6 +245,39 @@ async def test_invalid_requests_are_recorded_as_failed_with_a_reason(settings, p
         assert "items" in (await settled(db, missing_keys, "failed"))["last_error"]
         assert "address" in (await settled(db, bad_address, "failed"))["last_error"]
     assert smtp.to(to) == []
+
+
+async def test_a_request_from_a_service_not_allowed_its_purpose_is_dead_lettered_with_the_reason(
+    world: World, settings, publish, db, smtp
+) -> None:
+    to = address("target")
+    # The contact service may ask for answers to messages only; the shop, the releases feed and anyone else
+    # holding a login to the broker may ask for nothing.
+    contact_asks_for_order = request_event("order-confirmation", to, source="urn:spm:contact")
+    contact_asks_for_news = request_event("product-news", to, source="urn:spm:contact")
+    shop_asks = request_event("license-recovery", to, source="urn:spm:shop")
+    stranger_asks = request_event("contact-ack", to, source="https://evil.example/")
+    allowed = request_event("contact-ack", to)
+    async with running(create(settings)):
+        await publish(contact_asks_for_order, contact_asks_for_news, shop_asks, stranger_asks, allowed)
+        await settled(db, allowed, "sent")
+        taken = await dead_letters(world.exchange, 4)
+    reasons = {message.message_id: (message.headers or {}).get("x-spm-error") for message in taken}
+    assert reasons == {
+        contact_asks_for_order.id: "PermanentError: source 'urn:spm:contact' may not request 'fulfil-order' mail",
+        contact_asks_for_news.id: "PermanentError: source 'urn:spm:contact' may not request 'product-news' mail",
+        shop_asks.id: "PermanentError: source 'urn:spm:shop' may not request 'license-recovery' mail",
+        stranger_asks.id: "PermanentError: source 'https://evil.example/' may not request 'answer-message' mail",
+    }
+    refused = [contact_asks_for_order, contact_asks_for_news, shop_asks, stranger_asks]
+    assert [await delivery_of(db, event) for event in refused] == [None] * 4
+    assert (
+        await db.fetchval(
+            "SELECT count(*) FROM notifier.inbox WHERE event_id = ANY($1::text[])", [e.id for e in refused]
+        )
+        == 0
+    )
+    assert len(smtp.to(to)) == 1  # the contact service's own request only
 
 
 async def test_a_bug_while_composing_is_retried_and_the_sender_keeps_going(
