@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import importlib.util
 import json
 import os
 import signal
@@ -27,6 +28,7 @@ from aio_pika.abc import AbstractIncomingMessage
 
 from spm_common.bootstrap import ensure_database, ensure_roles, with_database
 from spm_common.logging import configure_logging
+from spm_common.migrations import SchemaRoles
 from spm_common.migrations import migrate as apply_migrations
 from spm_common.settings import PLACEHOLDER, SERVICES, CommonSettings, ServiceSettings, load
 from spm_common.topology import Topology
@@ -49,37 +51,45 @@ def service_settings(service: str) -> tuple[ServiceSettings, object]:
 
 @cli.command()
 def bootstrap() -> None:
-    """Create the database and the four service roles (needs SPM_DATABASE_URL with admin rights)."""
+    """Create the database, each service's owner and login roles and schema, and apply the migrations of
+    every service installed here (needs SPM_DATABASE_URL with admin rights). Safe to run again."""
     settings = load(CommonSettings)
     passwords = {s: os.environ.get(f"SPM_{s.upper()}_DB_PASSWORD") or None for s in SERVICES}
     for service, password in passwords.items():
         if password and PLACEHOLDER in password:
             typer.echo(f"SPM_{service.upper()}_DB_PASSWORD still holds the {PLACEHOLDER!r} placeholder", err=True)
             raise typer.Exit(2)
+    installed = [s for s in SERVICES if importlib.util.find_spec(s) is not None]
 
-    async def go() -> None:
+    async def go() -> dict[str, list[str]]:
         await ensure_database(settings.database_url)
         await ensure_roles(settings.database_url, passwords)
+        return {service: await _migrate_as_owner(settings.database_url, service) for service in installed}
 
-    asyncio.run(go())
-    typer.echo("database and roles ready")
+    for service, applied in asyncio.run(go()).items():
+        typer.echo(f"{service}: {len(applied)} migration(s) applied")
+    typer.echo("database, roles and schemas ready")
 
 
 @cli.command()
 def migrate(services: Annotated[list[str] | None, typer.Argument()] = None) -> None:
-    """Apply pending migrations of the given services (all four by default), each as its own role."""
-
-    async def go(service: str) -> list[str]:
-        settings, migrations = service_settings(service)
-        conn = await asyncpg.connect(settings.role_database_url())
-        try:
-            return await apply_migrations(conn, settings.db_schema, migrations)  # type: ignore[arg-type]
-        finally:
-            await conn.close()
-
+    """Apply pending migrations of the given services (all four by default), each as its schema's owner
+    role (needs SPM_DATABASE_URL with admin rights: the services' logins may not change their schemas)."""
+    settings = load(CommonSettings)
     for service in services or list(SERVICES):
-        applied = asyncio.run(go(service))
+        if service not in SERVICES:
+            raise typer.BadParameter(f"unknown service {service!r}; expected one of {', '.join(SERVICES)}")
+        applied = asyncio.run(_migrate_as_owner(settings.database_url, service))
         typer.echo(f"{service}: {len(applied)} migration(s) applied")
+
+
+async def _migrate_as_owner(admin_url: str, service: str) -> list[str]:
+    migrations: Path = importlib.import_module(f"{service}.settings").MIGRATIONS
+    conn = await asyncpg.connect(admin_url)
+    try:
+        return await apply_migrations(conn, service, migrations, SchemaRoles.of(service))
+    finally:
+        await conn.close()
 
 
 @cli.command()

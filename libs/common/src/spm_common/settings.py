@@ -100,6 +100,11 @@ class ServiceSettings(CommonSettings):
         """The CloudEvents `source` of every event this service publishes."""
         return f"urn:spm:{self.service}"
 
+    def has_own_database_url(self) -> bool:
+        """Whether SPM_<SERVICE>_DATABASE_URL is set: the service then holds its login's credentials only."""
+        own = getattr(self, f"{self.service}_database_url", None)
+        return isinstance(own, str) and bool(own)
+
     def role_database_url(self) -> str:
         """SPM_<SERVICE>_DATABASE_URL where a service declares and sets it, else SPM_DATABASE_URL's
         database reached as the service's own role (spm_<service>), which can use its schema only."""
