@@ -37,7 +37,7 @@ INTERPOLATION = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?[-?
 # Variables of the code that are no setting a person makes.
 INTERNAL_FIELDS = {"service"}
 # Secrets compose must never hand to a service that has no use for them.
-ADMIN_SECRETS = {"SPM_POSTGRES_PASSWORD"}
+ADMIN_SECRETS = {"SPM_POSTGRES_PASSWORD", "SPM_RABBITMQ_PASSWORD"}
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +101,7 @@ def test_the_separate_contact_relay_is_the_contact_image_with_its_own_command(
     relay, contact = containers["contact-relay"], containers["contact"]
     assert relay["build"] == contact["build"] and relay["command"] == ["spm-contact-relay"]
     assert environment(contact)["SPM_CONTACT_OUTBOX_RELAY"] == "${SPM_CONTACT_OUTBOX_RELAY:-in-process}"
-    for variable in ("SPM_CONTACT_DATABASE_URL", "SPM_CONTACT_SECRET", "SPM_AMQP_URL"):
+    for variable in ("SPM_CONTACT_DATABASE_URL", "SPM_CONTACT_SECRET", "SPM_CONTACT_AMQP_URL"):
         assert environment(relay)[variable] == environment(contact)[variable], variable
     assert "http://127.0.0.1:8091/readyz" in relay["healthcheck"]["test"][3]
     assert relay["depends_on"] == contact["depends_on"] and not relay.get("ports")
@@ -168,7 +168,7 @@ def test_start_order(containers: dict[str, dict[str, Any]]) -> None:
             else:
                 assert condition == "service_healthy", f"{name} -> {dependency}"
                 assert containers[dependency].get("healthcheck"), f"{dependency} must have a health check"
-    assert set(containers["db-init"]["depends_on"]) == {"postgres"}
+    assert set(containers["db-init"]["depends_on"]) == {"postgres", "rabbitmq"}
     for service in SERVICES:
         needs = {"db-init", "postgres", "rabbitmq"} | ({"mailpit"} if service == "notifier" else set())
         assert set(containers[service]["depends_on"]) == needs, service
@@ -252,8 +252,15 @@ def test_services_bind_all_interfaces_and_reach_postgres_as_their_own_role(
         assert not used & ADMIN_SECRETS, service
         assert not {f"SPM_{other.upper()}_DB_PASSWORD" for other in SERVICES if other != service} & used, service
         assert "SPM_DATABASE_URL" not in env, service
-        assert env["SPM_SMTP_HOST"].endswith("mailpit}") and env["SPM_AMQP_URL"].endswith("@rabbitmq:5672/")
+        assert env["SPM_SMTP_HOST"].endswith("mailpit}")
+        # Its own RabbitMQ user, never the administrator's.
+        amqp = env[f"SPM_{service.upper()}_AMQP_URL"]
+        assert amqp.startswith(f"amqp://spm_{service}:${{SPM_{service.upper()}_AMQP_PASSWORD:-"), service
+        assert amqp.endswith("@rabbitmq:5672/") and "SPM_AMQP_URL" not in env, service
+        assert not {f"SPM_{other.upper()}_AMQP_PASSWORD" for other in SERVICES if other != service} & used, service
     init = environment(containers["db-init"])
+    for who in (*SERVICES, "shop", "releases", "logs"):
+        assert f"SPM_{who.upper()}_AMQP_PASSWORD" in init, who
     for service in SERVICES:
         assert f"SPM_{service.upper()}_DB_PASSWORD" in init
 

@@ -3,22 +3,32 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import re
+import secrets
 import urllib.parse
+import uuid
 
+import aio_pika
 import asyncpg
+import httpx
 import orjson
 from notifier import store
 from notifier.app import create
 from notifier.settings import Settings
 from notifier.tokens import make_token, recipient_ref
 from notifier_testkit import FAST, address, dead_letters, delivery_of, eventually, request_event, settled
+from spm_common.brokerusers import broker_users, ensure_users, with_credentials
 from spm_common.db import INDEX_SCAN_CLAIM
-from spm_common.envelope import new_event
+from spm_common.envelope import amqp_message, new_event
 from spm_common.testing.smtp import SmtpServer
-from spm_common.testing.world import OPERATOR_TOKEN, World, running
+from spm_common.testing.world import AMQP_URL, OPERATOR_TOKEN, World, running
 
 OPERATOR = {"Authorization": f"Bearer {OPERATOR_TOKEN}"}
+MANAGEMENT_URL = os.environ.get("SPM_TEST_RABBITMQ_MANAGEMENT_URL", "http://guest:guest@127.0.0.1:15672")
+_management = urllib.parse.urlsplit(MANAGEMENT_URL)
+MANAGEMENT_API = f"{_management.scheme}://{_management.hostname}:{_management.port or 15672}"
+MANAGEMENT_AUTH = (_management.username or "", _management.password or "")
 
 
 async def outbox_events(db: asyncpg.Connection, event_type: str) -> list[dict]:
@@ -358,3 +368,48 @@ async def test_the_senders_claim_reads_due_deliveries_by_index_after_thousands_w
         await db.execute("DELETE FROM deliveries WHERE request_event_id LIKE 'swept-%'")
     assert "Bitmap" not in plan
     assert '"Index Name": "deliveries_due"' in plan
+
+
+async def test_the_notifier_works_as_its_own_rabbitmq_user(world: World, db, smtp) -> None:
+    """Its own user may declare its queues, consume, publish its outcomes and dead-letter; the requests come
+    from the contact service's user, which may publish notification.requested."""
+    prefix = f"{world.name}_{uuid.uuid4().hex[:4]}_"
+    users = broker_users(world.exchange, prefix)
+    passwords = {u.name: secrets.token_urlsafe(16) for u in users}
+    await ensure_users(MANAGEMENT_URL, AMQP_URL, users, passwords)
+    own = with_credentials(AMQP_URL, f"{prefix}notifier", passwords[f"{prefix}notifier"])
+    as_contact = with_credentials(AMQP_URL, f"{prefix}contact", passwords[f"{prefix}contact"])
+    to = address("own-user")
+    allowed = request_event("contact-ack", to)
+    refused = request_event("order-confirmation", to, source="urn:spm:contact")
+    try:
+        settings = world.settings(Settings, **FAST, notifier_amqp_url=own)
+        async with running(create(settings)):
+            connection = await aio_pika.connect(as_contact)
+            async with connection:
+                channel = await connection.channel(publisher_confirms=True)
+                exchange = await channel.get_exchange(world.exchange, ensure=False)
+                for event in (allowed, refused):
+                    await exchange.publish(amqp_message(event), routing_key=event.type)
+            await settled(db, allowed, "sent")
+            # The notifier connected as its own user, not with SPM_AMQP_URL's.
+            async with httpx.AsyncClient() as client:
+
+                async def connected_as_own_user() -> bool:
+                    response = await client.get(f"{MANAGEMENT_API}/api/connections", auth=MANAGEMENT_AUTH)
+                    return any(c.get("user") == f"{prefix}notifier" for c in response.json())
+
+                await eventually(connected_as_own_user, timeout=30)
+            [dead] = await dead_letters(world.exchange, 1)
+            assert dead.message_id == refused.id
+            await eventually(
+                lambda: db.fetchval(
+                    "SELECT count(*) FROM notifier.outbox WHERE event_type = 'notification.sent'"
+                    " AND published_at IS NOT NULL AND position($1::bytea IN body) > 0",
+                    allowed.id.encode(),
+                )
+            )
+    finally:
+        async with httpx.AsyncClient() as client:
+            for name in passwords:
+                await client.delete(f"{MANAGEMENT_API}/api/users/{name}", auth=MANAGEMENT_AUTH)

@@ -27,6 +27,7 @@ import yaml
 from aio_pika.abc import AbstractIncomingMessage
 
 from spm_common.bootstrap import ensure_database, ensure_roles, with_database
+from spm_common.brokerusers import USERS, broker_users, ensure_users, user_name
 from spm_common.logging import configure_logging
 from spm_common.migrations import SchemaRoles
 from spm_common.migrations import migrate as apply_migrations
@@ -60,15 +61,36 @@ def bootstrap() -> None:
             typer.echo(f"SPM_{service.upper()}_DB_PASSWORD still holds the {PLACEHOLDER!r} placeholder", err=True)
             raise typer.Exit(2)
     installed = [s for s in SERVICES if importlib.util.find_spec(s) is not None]
+    management_url = os.environ.get("SPM_RABBITMQ_MANAGEMENT_URL") or None
+    broker_passwords = _broker_passwords() if management_url else {}
 
     async def go() -> dict[str, list[str]]:
         await ensure_database(settings.database_url)
         await ensure_roles(settings.database_url, passwords)
-        return {service: await _migrate_as_owner(settings.database_url, service) for service in installed}
+        applied = {service: await _migrate_as_owner(settings.database_url, service) for service in installed}
+        if management_url:
+            await ensure_users(management_url, settings.amqp_url, broker_users(settings.exchange), broker_passwords)
+        return applied
 
     for service, applied in asyncio.run(go()).items():
         typer.echo(f"{service}: {len(applied)} migration(s) applied")
     typer.echo("database, roles and schemas ready")
+    if management_url:
+        typer.echo(f"RabbitMQ users ready: {', '.join(user_name(who) for who in USERS)}")
+
+
+def _broker_passwords() -> dict[str, str]:
+    """SPM_<WHO>_AMQP_PASSWORD of every RabbitMQ user; each is required where bootstrap creates the users."""
+    found = {}
+    for who in USERS:
+        variable = f"SPM_{who.upper()}_AMQP_PASSWORD"
+        password = os.environ.get(variable) or ""
+        if not password or PLACEHOLDER in password:
+            problem = "is not set" if not password else f"still holds the {PLACEHOLDER!r} placeholder"
+            typer.echo(f"{variable} {problem} (SPM_RABBITMQ_MANAGEMENT_URL asks for the RabbitMQ users)", err=True)
+            raise typer.Exit(2)
+        found[user_name(who)] = password
+    return found
 
 
 @cli.command()
@@ -224,7 +246,7 @@ def dlq_list(service: ServiceArg, limit: int = 20) -> None:
     topology = Topology(settings.exchange, service)
 
     async def go() -> None:
-        connection = await aio_pika.connect(settings.amqp_url)
+        connection = await aio_pika.connect(settings.role_amqp_url())
         async with connection:
             channel = await connection.channel(publisher_confirms=True)
             queue = await channel.get_queue(topology.dead_letter_queue_name, ensure=True)
@@ -262,7 +284,7 @@ def dlq_replay(service: ServiceArg, limit: int = 1000) -> None:
     topology = Topology(settings.exchange, service)
 
     async def go() -> int:
-        connection = await aio_pika.connect(settings.amqp_url)
+        connection = await aio_pika.connect(settings.role_amqp_url())
         moved = 0
         async with connection:
             channel = await connection.channel(publisher_confirms=True)

@@ -66,7 +66,7 @@ class Runtime:
         self.migrations = migrations
         self.topology = Topology(settings.exchange, settings.service)
         self.broker = RabbitBroker(
-            connection_named(settings.amqp_url, f"spm-{settings.service} {settings.exchange}"),
+            connection_named(settings.role_amqp_url(), f"spm-{settings.service} {settings.exchange}"),
             default_channel=Channel(prefetch_count=settings.prefetch),
             logger=None,
             apply_types=False,

@@ -100,6 +100,12 @@ class ServiceSettings(CommonSettings):
         """The CloudEvents `source` of every event this service publishes."""
         return f"urn:spm:{self.service}"
 
+    def role_amqp_url(self) -> str:
+        """SPM_<SERVICE>_AMQP_URL where set (the service's own RabbitMQ user, limited to its own queues and
+        routing keys), else SPM_AMQP_URL."""
+        own = getattr(self, f"{self.service}_amqp_url", None)
+        return own if isinstance(own, str) and own else self.amqp_url
+
     def has_own_database_url(self) -> bool:
         """Whether SPM_<SERVICE>_DATABASE_URL is set: the service then holds its login's credentials only."""
         own = getattr(self, f"{self.service}_database_url", None)

@@ -18,6 +18,8 @@ class Settings(ServiceSettings):
     service: str = "audit"
     audit_port: int = Field(default=8084, ge=1, le=65535)
     audit_database_url: str | None = None
+    # This service's own RabbitMQ user (see README, "Users, roles and permissions"); unset: SPM_AMQP_URL.
+    audit_amqp_url: str | None = None
     # SPM_AUDIT_SECRET keys the pseudonymous subject references; only the audit service holds it.
     audit_secret: SecretStr = SecretStr(DEVELOPMENT_SECRET)
     # SPM_TRUSTED_PROXIES: comma-separated CIDRs whose X-Forwarded-For is believed (empty: none is).

@@ -14,6 +14,8 @@ class Settings(ServiceSettings):
     service: str = "contact"
     contact_port: int = Field(default=8081, ge=1, le=65535)
     contact_database_url: str | None = None
+    # This service's own RabbitMQ user (see README, "Users, roles and permissions"); unset: SPM_AMQP_URL.
+    contact_amqp_url: str | None = None
     # Keys the hash of client addresses in the rate counters, so no address is ever stored. Set it in production.
     contact_secret: SecretStr = SecretStr("development-only-contact-secret")
     # Messages (and their replies) older than this are deleted by a periodic job.

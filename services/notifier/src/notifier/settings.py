@@ -14,6 +14,8 @@ class Settings(ServiceSettings):
     service: str = "notifier"
     notifier_port: int = Field(default=8083, ge=1, le=65535)
     notifier_database_url: str | None = None
+    # This service's own RabbitMQ user (see README, "Users, roles and permissions"); unset: SPM_AMQP_URL.
+    notifier_amqp_url: str | None = None
     # Keys the pseudonymous recipient references and the unsubscribe tokens. Set it in production.
     notifier_secret: SecretStr = SecretStr("development-only-notifier-secret")
     # Where recipients reach this service from the outside: the base of the unsubscribe links (https in production).

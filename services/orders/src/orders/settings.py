@@ -12,6 +12,8 @@ class Settings(ServiceSettings):
     service: str = "orders"
     orders_port: int = Field(default=8082, ge=1, le=65535)
     orders_database_url: str | None = None
+    # This service's own RabbitMQ user (see README, "Users, roles and permissions"); unset: SPM_AMQP_URL.
+    orders_amqp_url: str | None = None
     # Keys the hashes that rate limits are stored under (never an address). Set it in production.
     orders_secret: SecretStr = SecretStr("development-only-orders-secret")
     # The CloudEvents source the shop uses on the exchange: an order that arrives through the webhook
