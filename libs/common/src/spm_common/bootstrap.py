@@ -51,7 +51,9 @@ async def ensure_roles(admin_url: str, services: dict[str, str | None]) -> None:
             owner, login = _plain(roles.owner), _plain(roles.login)
             await _create_role(conn, owner, "NOLOGIN")
             await _create_role(conn, login, "LOGIN")
-            await conn.execute(f"ALTER ROLE {owner} NOLOGIN")
+            # Only when needed: two bootstraps altering the same (cluster-wide) role at once is an error in Postgres.
+            if await conn.fetchval("SELECT rolcanlogin FROM pg_roles WHERE rolname = $1", owner):
+                await conn.execute(f"ALTER ROLE {owner} NOLOGIN")
             if password:
                 await conn.execute(f"ALTER ROLE {login} PASSWORD {_literal(password)}")
             if not superuser:
