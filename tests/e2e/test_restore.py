@@ -108,7 +108,9 @@ async def test_a_restored_dump_verifies_and_work_goes_on(smtp: SmtpServer, tmp_p
     assert lost_seq > kept_seq
 
     async with fresh_world(smtp) as restored:
-        code, output = await run("pg_restore", "--single-transaction", f"--dbname={restored.database_url}", str(dump))
+        # Bootstrap (the world's, as db-init's) already made the schemas: the dump's replace them.
+        restore = ("pg_restore", "--single-transaction", "--clean", "--if-exists")
+        code, output = await run(*restore, f"--dbname={restored.database_url}", str(dump))
         assert code == 0, output
         async with AsyncExitStack() as stack:
             contact, audit = await start_system(stack, restored)
