@@ -82,8 +82,8 @@ def _order(**changes: Any) -> dict[str, Any]:
     return {**order, **changes}
 
 
-async def test_an_order_whose_numbers_or_times_no_column_holds_is_refused(world: World) -> None:
-    async with client_of(world, "orders") as client:
+async def test_an_order_whose_numbers_or_times_no_column_holds_is_refused(own_world: World) -> None:
+    async with client_of(own_world, "orders") as client:
         for changes, field in (
             ({"privacy_policy_version": 2**40}, "privacy_policy_version"),  # past integer: was a 500
             ({"placed_at": "0001-01-01T00:00:00+14:00"}, "placed_at"),  # before year 1 in UTC: was a 500

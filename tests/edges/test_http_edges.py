@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -23,8 +23,7 @@ from orders.app import create as create_orders
 from orders.settings import Settings as OrdersSettings
 from schemathesis.engine import events
 from schemathesis.hooks import GLOBAL_HOOK_DISPATCHER
-from spm_common.testing.smtp import SmtpServer
-from spm_common.testing.world import OPERATOR_TOKEN, WEBHOOK_SECRET, World, new_world, running, serving
+from spm_common.testing.world import OPERATOR_TOKEN, WEBHOOK_SECRET, World, running, serving
 
 SERVICES: dict[str, tuple[Callable[[Any], FastAPI], type]] = {
     "contact": (create_contact, ContactSettings),
@@ -103,19 +102,6 @@ def _run_every_phase(spec: dict[str, Any], base_url: str) -> tuple[list[str], di
         elif isinstance(event, events.FatalError):
             failures.append(f"fatal: {event.exception!r}")
     return failures, cases
-
-
-@pytest.fixture
-async def own_world(smtp: SmtpServer) -> AsyncIterator[World]:
-    """A world for one fuzzing run: what its thousands of requests store and publish (messages, orders, the
-    events the audit would consume later) stays out of the session's world, where other tests count rows."""
-    world = new_world()
-    world.smtp_port = smtp.port
-    await world.create()
-    try:
-        yield world
-    finally:
-        await world.destroy()
 
 
 @pytest.mark.timeout(300)
