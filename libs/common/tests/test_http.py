@@ -6,11 +6,11 @@ import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import Annotated, Any
 
 import asyncpg
 import pytest
-from fastapi import APIRouter, FastAPI, HTTPException, Request, Response
+from fastapi import APIRouter, FastAPI, Header, HTTPException, Request, Response
 from pydantic import BaseModel, Field
 from spm_common.db import Connection
 from spm_common.envelope import CloudEvent, new_event
@@ -18,7 +18,7 @@ from spm_common.http import Operator, create_app, direct
 from spm_common.outbox import enqueue
 from spm_common.runtime import Runtime
 from spm_common.testing.logs import captured_json_logs
-from spm_common.testing.world import ADMIN_URL, OPERATOR_TOKEN, World, new_world, running
+from spm_common.testing.world import ADMIN_URL, OPERATOR_TOKEN, World, new_world, running, serving
 
 from .conftest import PROBE_MIGRATIONS, ProbeSettings
 
@@ -54,6 +54,16 @@ async def beacon(request: Request) -> Response:
 async def cause_an_event() -> dict[str, str | None]:
     """The correlation id an event caused by this request carries."""
     return {"correlationid": new_event("probe.metric", "urn:spm:probe", {}).correlationid}
+
+
+@router.get("/notes/{name}")
+async def note(name: str, text: str = "", x_note: Annotated[str, Header()] = "") -> dict[str, int]:
+    return {"name": len(name), "text": len(text), "header": len(x_note)}
+
+
+@router.get("/crash")
+async def crash() -> None:
+    raise RuntimeError("a bug")
 
 
 @router.get("/operator-only")
@@ -152,8 +162,8 @@ async def test_a_direct_route_keeps_the_limits_errors_and_metrics(client: Any) -
     refused = await client.post("/v1/beacons", content=b"refuse")
     assert (refused.status_code, refused.json()) == (409, {"detail": "refused"})
     assert (await client.post("/v1/beacons", content=b"x" * (LIMIT + 1))).status_code == 413
-    with pytest.raises(RuntimeError):  # the test client re-raises what a server would log, after the 500
-        await client.post("/v1/beacons", content=b"crash")
+    crashed = await client.post("/v1/beacons", content=b"crash")  # a bug: logged, and a 500 in the usual shape
+    assert (crashed.status_code, crashed.json()) == (500, {"detail": "internal server error"})
     assert (await client.get("/v1/beacons")).status_code == 405  # other methods: FastAPI as usual
     samples = (await client.get("/metrics")).text
     assert 'route="/v1/beacons",service="orders",status="202"' in samples
@@ -199,6 +209,90 @@ async def test_a_422_names_the_fields_but_never_echoes_input(client: Any) -> Non
     )
     assert broken.status_code == 422
     assert "visitor@example.com" not in broken.text
+
+
+# NUL and lone surrogates, wherever text arrives; each fits the schema here, so only the shared guard refuses it.
+UNUSABLE_TEXT: dict[str, tuple[str, str, dict[str, Any], list[str]]] = {
+    "NUL in a path segment": ("GET", "/v1/notes/a%00b", {}, ["path"]),
+    "NUL in the query string": ("GET", "/v1/notes/a?text=x%00y", {}, ["query", "text"]),
+    "NUL in an unknown parameter": ("GET", "/v1/notes/a?other=%00", {}, ["query", "other"]),
+    "NUL in a header": ("GET", "/v1/notes/a", {"headers": {"X-Note": "x\x00y"}}, ["header", "x-note"]),
+    "NUL escaped in JSON": (
+        "POST",
+        "/v1/signups",
+        {"content": b'{"email": "a\\u0000b@example.com", "seats": 1}'},
+        ["body", "email"],
+    ),
+    "lone high surrogate": (
+        "POST",
+        "/v1/signups",
+        {"content": b'{"email": "a\\ud800b@example.com", "seats": 1}'},
+        ["body", "email"],
+    ),
+    "lone low surrogate in a key": ("POST", "/v1/signups", {"content": b'{"\\udc00": 1}'}, ["body"]),
+    "NUL deep down": ("POST", "/v1/signups", {"content": b"[" * 1010 + b'"\\u0000"' + b"]" * 1010}, ["body"]),
+    "NUL in a direct route's body": (
+        "POST",
+        "/v1/beacons",
+        {"content": b'{"url": ["/", "/\\u0000"]}'},
+        ["body", "url", 1],
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(UNUSABLE_TEXT))
+async def test_nul_and_lone_surrogates_are_refused_with_a_422_wherever_they_come(client: Any, case: str) -> None:
+    method, url, extra, loc = UNUSABLE_TEXT[case]
+    headers = {"Content-Type": "application/json", **extra.get("headers", {})}
+    response = await client.request(method, url, headers=headers, content=extra.get("content"))
+    assert response.status_code == 422
+    assert response.json() == {
+        "detail": [
+            {"loc": loc, "msg": "must not contain NUL characters or unpaired surrogates", "type": "string_unsafe"}
+        ]
+    }
+
+
+async def test_text_that_only_looks_unusable_is_accepted(client: Any) -> None:
+    # An escaped backslash before "u0000" is text, and a surrogate pair is one character (an emoji).
+    for email in (b"a\\\\u0000@example.com", b"a\\ud83d\\ude00@example.com"):
+        body = b'{"email": "' + email + b'", "seats": 2}'
+        response = await client.post("/v1/signups", content=body, headers={"Content-Type": "application/json"})
+        assert (response.status_code, response.json()) == (201, {"seats": 2})
+    assert (await client.get("/v1/notes/a%2500?text=100%25")).json() == {"name": 4, "text": 4, "header": 0}
+
+
+async def _exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, path: str) -> tuple[int, bytes]:
+    """One HTTP/1.1 request on an open connection, and its status and body (b"" status 0 if it was closed)."""
+    writer.write(f"GET {path} HTTP/1.1\r\nHost: test\r\n\r\n".encode())
+    await writer.drain()
+    head = await reader.readuntil(b"\r\n\r\n") if not reader.at_eof() else b""
+    if not head:
+        return 0, b""
+    lines = head.decode("latin-1").split("\r\n")
+    length = next(int(line.split(":", 1)[1]) for line in lines if line.lower().startswith("content-length:"))
+    return int(lines[0].split()[1]), await reader.readexactly(length)
+
+
+async def test_a_bug_is_a_500_in_the_usual_shape_and_the_connection_stays_open(
+    probe_settings: Callable[..., ProbeSettings],
+) -> None:
+    # Starlette answers a bug with a 500 and re-raises it; uvicorn then closed the connection, so the next
+    # request a client had sent on that kept-alive connection got no answer at all, whatever it was.
+    async with serving(probe_app(probe_settings())) as base_url:
+        host, port = base_url.removeprefix("http://").split(":")
+        reader, writer = await asyncio.open_connection(host, int(port))
+        try:
+            async with asyncio.timeout(30):
+                status, body = await _exchange(reader, writer, "/v1/crash")
+                assert (status, json.loads(body)) == (500, {"detail": "internal server error"})
+                try:
+                    after = await _exchange(reader, writer, "/healthz")
+                except (asyncio.IncompleteReadError, ConnectionError):
+                    after = (0, b"")
+                assert after == (200, b'{"status":"ok"}')
+        finally:
+            writer.close()
 
 
 async def test_operator_endpoints_need_the_token(client: Any) -> None:

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -93,6 +94,11 @@ async def test_events_become_pseudonymised_entries_findable_by_person(
             "/v1/audit/events", params={"email": email, "from": "2000-01-01", "to": "2000-01-02"}, headers=kit.operator
         )
     ).json()["items"] == []
+    today = datetime.now(UTC).date().isoformat()  # a day given as `to` is included, up to its last instant
+    within = await audit.get(
+        "/v1/audit/events", params={"email": email, "from": today, "to": today}, headers=kit.operator
+    )
+    assert [i["event_id"] for i in within.json()["items"]] == [e["id"] for e in events]
 
     assert (await audit.get("/v1/audit/events")).status_code == 401
     assert (await audit.get("/v1/audit/verify", headers={"Authorization": "Bearer wrong"})).status_code == 401

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hmac
 import inspect
+import json
 import math
 import re
 import time
@@ -12,10 +13,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Annotated, Any, TypeVar
+from urllib.parse import unquote_plus
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, status
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.openapi.utils import validation_error_definition, validation_error_response_definition
+from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute, RouteContext, iter_route_contexts
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -84,10 +87,43 @@ def create_app(
     app.include_router(_probes(runtime))
     for router in routers:
         app.include_router(router)
+    _document_refusals(app)
+    # Outermost first: the body limit, then the request id, metrics and access line (and the 500 of a bug),
+    # then the refusal of text no service can store.
+    app.add_middleware(_TextGuard)
     app.add_middleware(_Observability, service=runtime.settings.service)
     app.add_middleware(_BodyLimit, max_bytes=max_body_bytes)
     app.serve_directly(runtime.settings.service, max_body_bytes)
     return app
+
+
+def _document_refusals(app: FastAPI) -> None:
+    """Every route may answer 422 (`_TextGuard` refuses unusable text in any parameter, declared or not), so
+    every route documents it, as FastAPI documents it for a route with parameters (and the document always
+    holds the schemas it refers to, which FastAPI adds only when it documented a 422 itself)."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            components = generate().setdefault("components", {})
+            schemas = {
+                "ValidationError": validation_error_definition,
+                "HTTPValidationError": validation_error_response_definition,
+                **components.get("schemas", {}),
+            }
+            components["schemas"] = dict(sorted(schemas.items()))
+        return app.openapi_schema  # type: ignore[return-value]
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    for context in iter_route_contexts(app.routes):  # each included route, with the responses it has in this app
+        if not isinstance(context.original_route, APIRoute):
+            continue
+        responses: dict[int | str, Any] = context.responses
+        if not {422, "422", "4XX", "default"} & set(responses):
+            responses[422] = {
+                "description": "Validation Error",
+                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/HTTPValidationError"}}},
+            }
 
 
 class _ServiceApp(FastAPI):
@@ -106,7 +142,7 @@ class _ServiceApp(FastAPI):
                     raise TypeError(f"{route.path}: a direct route takes the request and nothing else")
                 for method in route.methods or ():
                     self._direct_routes[(method, str(route.path))] = route
-        self._direct_stack = _BodyLimit(_Observability(self._call_directly, service), max_body_bytes)
+        self._direct_stack = _BodyLimit(_Observability(_TextGuard(self._call_directly), service), max_body_bytes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -126,11 +162,8 @@ class _ServiceApp(FastAPI):
             handler = next(
                 (self.exception_handlers[c] for c in type(exc).__mro__ if c in self.exception_handlers), None
             )
-            if handler is None:  # as Starlette does: a bare 500, and the error on to the server's log
-                await PlainTextResponse("Internal Server Error", status.HTTP_500_INTERNAL_SERVER_ERROR)(
-                    scope, receive, send
-                )
-                raise
+            if handler is None:
+                raise  # to _Observability, which answers the 500 and logs the error
             response = handler(request, exc)
             if inspect.isawaitable(response):
                 response = await response
@@ -276,8 +309,24 @@ BAD_BODY: dict[int | str, dict[str, Any]] = {
 
 def json_body(model: type[BaseModel]) -> dict[str, Any]:
     """The OpenAPI `requestBody` of a direct route that reads `model` with `validated_body` (FastAPI cannot
-    see a body the endpoint reads itself)."""
-    return {"required": True, "content": {"application/json": {"schema": model.model_json_schema()}}}
+    see a body the endpoint reads itself). Nested models are written out in place: pydantic refers to them as
+    `#/$defs/...`, which in an OpenAPI document would point at its root, where they are not."""
+    schema = model.model_json_schema()
+    definitions = schema.pop("$defs", {})
+
+    def inline(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref", "")
+            if ref.startswith("#/$defs/"):
+                return inline(
+                    {**definitions[ref.removeprefix("#/$defs/")], **{k: v for k, v in node.items() if k != "$ref"}}
+                )
+            return {key: inline(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [inline(item) for item in node]
+        return node
+
+    return {"required": True, "content": {"application/json": {"schema": inline(schema)}}}
 
 
 def validated_body(model: type[M], content_type: str | None, body: bytes, *, any_content_type: bool = False) -> M:
@@ -333,20 +382,31 @@ class _Observability:
         bind_contextvars(service=self.service, request_id=request_id, correlation_id=request_id)
         started = time.perf_counter()
         status_code = 500
+        responded = False
 
         async def send_wrapper(message: Message) -> None:
-            nonlocal status_code
+            nonlocal status_code, responded
             if message["type"] == "http.response.start":
+                responded = True
                 status_code = message["status"]
                 message.setdefault("headers", []).append((_REQUEST_ID_KEY, request_id.encode()))
             await send(message)
 
         try:
             await self.app(scope, receive, send_wrapper)
+        except Exception:
+            if responded:
+                raise  # half a response sent: nothing to do but let the server close the connection
+            # A bug. Answered here, in the documented shape, rather than by Starlette's outermost middleware:
+            # that one re-raises after its 500, and uvicorn then closes the connection, so a client's next
+            # request on that kept-alive connection was dropped without an answer (whatever that request was).
+            log.exception("unhandled error", method=scope["method"], path=_template(scope))
+            internal_error = JSONResponse({"detail": "internal server error"}, status.HTTP_500_INTERNAL_SERVER_ERROR)
+            await internal_error(scope, receive, send_wrapper)
         finally:
             elapsed = time.perf_counter() - started
             route = scope.get("route")
-            template = getattr(route, "path", "unmatched")
+            template = _template(scope)
             HTTP_LATENCY.labels(self.service, scope["method"], template, str(status_code)).observe(elapsed)
             quiet = status_code < 400 and not getattr(getattr(route, "endpoint", None), "access_log", True)
             if template not in ("/healthz", "/readyz", "/metrics") and not quiet:
@@ -357,6 +417,11 @@ class _Observability:
                     status=status_code,
                     duration_ms=round(elapsed * 1000, 2),
                 )
+
+
+def _template(scope: Scope) -> str:
+    """The route's path template (never the path itself: it may hold an address or a token)."""
+    return str(getattr(scope.get("route"), "path", "unmatched"))
 
 
 class _BodyLimit:
@@ -402,6 +467,128 @@ class _BodyLimit:
             return await receive()
 
         await self.app(scope, replay, send)
+
+
+# What no service can store, compare or send on: NUL (Postgres text refuses it) and a UTF-16 surrogate without its
+# partner (it cannot be encoded as UTF-8). A query string or form carries NUL as %00; JSON carries both as escapes
+# (\u0000, \ud800-\udfff), which the standard library's parser (FastAPI's, for a declared body) turns into
+# exactly those characters. Refused here, for every parameter of every route, before any of them is read.
+_PERCENT_NUL = re.compile(rb"%00|\x00")
+_JSON_ESCAPES = re.compile(
+    rb"\\\\"  # an escaped backslash, passed over so that what follows it is read as text
+    rb"|\\u[dD][89abAB][0-9a-fA-F]{2}\\u[dD][c-fC-F][0-9a-fA-F]{2}"  # a surrogate pair: one character, fine
+    rb"|(\\u0000|\\u[dD][89a-fA-F][0-9a-fA-F]{2}|\x00)"  # NUL, or half a pair: refused
+)
+_FORM_TYPES = (b"application/x-www-form-urlencoded",)
+_UNSAFE_TEXT = "must not contain NUL characters or unpaired surrogates"
+
+
+class _TextGuard:
+    """422 for NUL or a lone surrogate in the path, the query string, a header or a JSON or form body."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers: list[tuple[bytes, bytes]] = scope.get("headers") or []
+        where = _unsafe_place(scope, headers)
+        if where is None and any(k in (b"content-length", b"transfer-encoding") for k, _ in headers):
+            body, receive = await _buffered(receive)
+            content_type = next((v for k, v in headers if k == b"content-type"), b"").partition(b";")[0].strip()
+            if _unsafe_body(body, content_type.lower()):
+                where = ["body", *_unsafe_field(body)]
+        if where is None:
+            await self.app(scope, receive, send)
+            return
+        # Named as every other 422 of the API names a field; the value is never echoed.
+        response = JSONResponse(
+            {"detail": [{"loc": where, "msg": _UNSAFE_TEXT, "type": "string_unsafe"}]},
+            status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
+        )
+        await response(scope, receive, send)
+
+
+def _unsafe_place(scope: Scope, headers: list[tuple[bytes, bytes]]) -> list[str | int] | None:
+    # Plain substring tests first (a few microseconds a request in all, on the busiest routes too).
+    if "\x00" in scope["path"]:
+        return ["path"]
+    query: bytes = scope.get("query_string", b"")
+    if b"%00" in query or b"\x00" in query:
+        for pair in query.split(b"&"):
+            name, _, value = pair.partition(b"=")
+            if _PERCENT_NUL.search(value) and not _PERCENT_NUL.search(name):
+                return ["query", unquote_plus(name.decode("latin-1"))]
+        return ["query"]
+    if b"\x00" in b"".join([value for _, value in headers]):
+        name = next(name for name, value in headers if b"\x00" in value)
+        return ["header", name.decode("latin-1")]
+    return None
+
+
+def _unsafe_body(body: bytes, content_type: bytes) -> bool:
+    if content_type in _FORM_TYPES:
+        return _PERCENT_NUL.search(body) is not None
+    if content_type.startswith(b"multipart/") or content_type == b"application/octet-stream":
+        return False  # not text: read, if ever, by a route that knows what it holds
+    # JSON, or what a route reads as JSON whatever its Content-Type says (see `validated_body`).
+    if b"\\u" not in body and b"\x00" not in body:
+        return False  # no escape of a code point, no NUL: nearly every body, told apart at memchr speed
+    return any(match.group(1) for match in _JSON_ESCAPES.finditer(body))
+
+
+def _unsafe_field(body: bytes) -> list[str | int]:
+    """Where in a JSON body the first unusable string is (as a 422 names a field), or nowhere in particular."""
+    try:
+        document = json.loads(body)  # reads NUL and lone surrogates into the strings, where they can be found
+    except (ValueError, RecursionError):
+        return []
+
+    def find(node: Any, path: list[str | int]) -> list[str | int] | None:
+        if isinstance(node, str):
+            return path if _unusable(node) else None
+        items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+        for key, value in items:
+            if isinstance(key, str) and _unusable(key):
+                return path
+            found = find(value, [*path, key])
+            if found is not None:
+                return found
+        return None
+
+    try:
+        return find(document, []) or []
+    except RecursionError:  # nested about as deep as the parser allows
+        return []
+
+
+def _unusable(text: str) -> bool:
+    return "\x00" in text or any("\ud800" <= c <= "\udfff" for c in text)
+
+
+async def _buffered(receive: Receive) -> tuple[bytes, Receive]:
+    """The whole body (the body limit, outside, has bounded it), and a `receive` that hands it on again."""
+    chunks: list[bytes] = []
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            break
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            break
+    body = b"".join(chunks)
+    replayed = False
+
+    async def replay() -> Message:
+        nonlocal replayed
+        if not replayed:
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return body, replay
 
 
 async def _too_large(send: Send) -> None:

@@ -12,6 +12,8 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field
 from spm_common.clientaddr import Network, of_request
 from spm_common.http import BAD_BODY, OPERATOR_ONLY, Operator, RuntimeDep, direct, json_body, validated_body
+from spm_common.inputs import EARLIEST_DAY, LATEST_DAY, DayOrTime, DbBigInt
+from spm_common.inputs import BoundedDate as Day
 
 from audit import trail, trends
 from audit.pageviews import (
@@ -105,18 +107,11 @@ def _accepted() -> Response:
     return Response(ACCEPTED_BODY, status.HTTP_202_ACCEPTED, media_type="application/json")
 
 
-# The days a trend may cover: asyncpg sends the first and last day Python knows as -infinity and infinity, and
-# a series of days from -infinity never ends.
-EARLIEST_DAY = date(1970, 1, 1)
-LATEST_DAY = date(9999, 12, 30)
-
-
 def _day_range(first: date | None, last: date | None) -> tuple[date, date]:
+    # Each day given is within EARLIEST_DAY..LATEST_DAY (BoundedDate); the default `from` may not be.
     last = last or datetime.now(UTC).date()
-    if not EARLIEST_DAY <= last <= LATEST_DAY:
-        raise _bad_query("to", f"a day from {EARLIEST_DAY} to {LATEST_DAY}")
     first = first or last - timedelta(days=29)
-    if not EARLIEST_DAY <= first <= LATEST_DAY:
+    if first < EARLIEST_DAY:
         raise _bad_query("from", f"a day from {EARLIEST_DAY} to {LATEST_DAY}")
     if first > last:
         raise _bad_query("from", "`from` is after `to`")
@@ -134,8 +129,8 @@ def _bad_query(name: str, message: str) -> RequestValidationError:
 async def get_trends(
     _: Operator,
     runtime: RuntimeDep,
-    first: Annotated[date | None, Query(alias="from", description="first UTC day (default: `to` - 29 days)")] = None,
-    last: Annotated[date | None, Query(alias="to", description="last UTC day, included (default: today)")] = None,
+    first: Annotated[Day | None, Query(alias="from", description="first UTC day (default: `to` - 29 days)")] = None,
+    last: Annotated[Day | None, Query(alias="to", description="last UTC day, included (default: today)")] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 10,
 ) -> dict[str, Any]:
     first, last = _day_range(first, last)
@@ -144,19 +139,11 @@ async def get_trends(
 
 
 def _moment(value: date | datetime | None, *, end: bool) -> datetime | None:
-    """A day means the whole day: `from` its start, `to` its end; a time without a zone is UTC."""
-    if value is None:
-        return None
-    if isinstance(value, datetime):
-        return value if value.tzinfo else value.replace(tzinfo=UTC)
-    if end:
-        # The end of the last day; the last day there is ends where datetimes end.
-        return (
-            datetime.combine(value + timedelta(days=1), time(), UTC)
-            if value < date.max
-            else datetime.max.replace(tzinfo=UTC)
-        )
-    return datetime.combine(value, time(), UTC)
+    """A day means the whole day: `from` its start, `to` its end (a time is already aware: DayOrTime)."""
+    if value is None or isinstance(value, datetime):
+        return value
+    # LATEST_DAY leaves room for the day after it.
+    return datetime.combine(value + timedelta(days=1) if end else value, time(), UTC)
 
 
 @operator_router.get("/audit/events", summary="The audit trail, filtered by type, time and the person it concerns")
@@ -168,9 +155,9 @@ async def get_events(
     email: Annotated[
         str | None, Query(max_length=254, description="turned into the pseudonymous reference, never stored")
     ] = None,
-    since: Annotated[datetime | date | None, Query(alias="from", description="recorded at or after")] = None,
-    until: Annotated[datetime | date | None, Query(alias="to", description="recorded before (a day: included)")] = None,
-    after: Annotated[int, Query(ge=0, description="the `next` of the previous page")] = 0,
+    since: Annotated[DayOrTime | None, Query(alias="from", description="recorded at or after")] = None,
+    until: Annotated[DayOrTime | None, Query(alias="to", description="recorded before (a day: included)")] = None,
+    after: Annotated[DbBigInt, Query(ge=0, description="the `next` of the previous page")] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> dict[str, Any]:
     reference = trail.subject_ref(email, state.key) if email else None

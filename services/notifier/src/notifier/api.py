@@ -9,6 +9,7 @@ from fastapi import APIRouter, HTTPException, Query, Request, status
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel
 from spm_common.http import BAD_BODY, OPERATOR_ONLY, Operator, RuntimeDep
+from spm_common.inputs import DbBigInt
 
 from notifier import store
 from notifier.settings import Settings
@@ -105,7 +106,7 @@ async def list_deliveries(
     delivery_status: Annotated[
         Literal["pending", "sending", "sent", "failed"] | None, Query(alias="status")
     ] = "failed",
-    after_id: Annotated[int, Query(ge=0, description="page on: the last id of the previous page")] = 0,
+    after_id: Annotated[DbBigInt, Query(ge=0, description="page on: the last id of the previous page")] = 0,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> list[Delivery]:
     async with runtime.pool.acquire() as conn:
@@ -136,7 +137,7 @@ async def retry_all(_: Operator, runtime: RuntimeDep) -> Retried:
         409: {"description": "not failed, or not retryable"},
     },
 )
-async def retry_one(delivery_id: int, _: Operator, runtime: RuntimeDep) -> Delivery:
+async def retry_one(delivery_id: DbBigInt, _: Operator, runtime: RuntimeDep) -> Delivery:
     async with runtime.pool.acquire() as conn, conn.transaction():
         retried = await store.retry_failed(conn, delivery_id)
         row = await store.delivery_status(conn, delivery_id)

@@ -13,14 +13,15 @@ from typing import Annotated, Any, Literal
 
 import orjson
 from fastapi import APIRouter, Header, HTTPException, Query, Request, status
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
 from spm_common.clientaddr import of_request, rate_limit_key
 from spm_common.consumer import PermanentError
-from spm_common.http import BAD_BODY, OPERATOR_ONLY, Operator, RuntimeDep
+from spm_common.http import BAD_BODY, OPERATOR_ONLY, Operator, RuntimeDep, json_body
 
 from orders import licenses, recovery, store, webhooks
-from orders.events import Email, InvalidEvent, normalise_email
+from orders.events import Email, InvalidEvent, OrderPlaced, normalise_email
 from orders.orders import Incoming, config_of, place_orders
 from orders.settings import Settings
 
@@ -103,6 +104,8 @@ def _settings(runtime: Any) -> Settings:
         401: {"description": "missing, wrong or stale signature"},
         422: {"description": "invalid order"},
     },
+    # Read by the route itself (the signature covers the raw bytes), so described here for clients and fuzzers.
+    openapi_extra={"requestBody": json_body(OrderPlaced)},
 )
 async def order_webhook(
     request: Request,
@@ -164,7 +167,10 @@ async def orders_by_email(
     try:
         address = normalise_email(email)
     except ValueError:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "not a valid e-mail address") from None
+        # Shaped as the documented 422 (each bad parameter named), never echoing the address.
+        raise RequestValidationError(
+            [{"loc": ("query", "email"), "msg": "not a valid e-mail address", "type": "value_error"}]
+        ) from None
     async with runtime.pool.acquire() as conn:
         rows = await store.orders_of(conn, address, MAX_ORDERS_LISTED)
         details = [await store.order_detail(conn, row["id"]) for row in rows]

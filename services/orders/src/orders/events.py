@@ -26,6 +26,7 @@ from pydantic import (
 )
 from spm_common.addresses import is_plain_address
 from spm_common.consumer import PermanentError
+from spm_common.inputs import BoundedAwareDateTime, DbInt
 from spm_common.notifications import NOTIFICATION_REQUESTED, NotificationRequested
 
 ORDER_PLACED = "order.placed"
@@ -138,14 +139,14 @@ class OrderPlaced(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     order_id: Annotated[str, Field(min_length=1, max_length=100), AfterValidator(_single_line)]
-    placed_at: AwareDatetime
+    placed_at: BoundedAwareDateTime
     currency: Annotated[str, Field(pattern=r"^[A-Z]{3}$")]
     total: Money
     purchaser: Purchaser
     items: Annotated[list[Item], Field(min_length=1, max_length=50)]
     marketing_consent: bool = False
     # The privacy-policy version the purchaser saw, where the shop knows it; else the one configured.
-    privacy_policy_version: Annotated[int | None, Field(ge=1)] = None
+    privacy_policy_version: Annotated[DbInt | None, Field(ge=1)] = None
 
 
 class UpgradeReleased(BaseModel):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import uuid
@@ -13,6 +14,7 @@ from typing import Any, TypeVar
 import aio_pika
 import asyncpg
 import httpx
+import uvicorn
 from fastapi import FastAPI
 
 from spm_common.bootstrap import ensure_database, ensure_roles, with_database
@@ -117,3 +119,23 @@ async def running(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
             yield client
+
+
+@asynccontextmanager
+async def serving(app: FastAPI) -> AsyncIterator[str]:
+    """The app served by uvicorn on a free local port, as in production (lifespan, keep-alive connections,
+    what uvicorn does with an error), for tests that need a real HTTP server; yields its base URL."""
+    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_config=None, access_log=False, lifespan="on")
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    try:
+        while not server.started:
+            if task.done():
+                task.result()  # start-up failed: its error, not a wait that never ends
+                raise RuntimeError("uvicorn stopped before it started")
+            await asyncio.sleep(0.01)
+        host, port = server.servers[0].sockets[0].getsockname()[:2]
+        yield f"http://{host}:{port}"
+    finally:
+        server.should_exit = True
+        await task
