@@ -17,9 +17,11 @@ from datetime import UTC, date, datetime, timedelta
 
 import pytest
 from contact import privacy
+from contact.settings import Settings
 from contact_helpers import Contact, eventually, form, new_address, outbox_events, publish, random_ip, started
 from notifier.app import create as create_notifier
 from notifier.settings import Settings as NotifierSettings
+from pydantic import ValidationError
 from spm_common.envelope import new_event
 from spm_common.privacy import (
     ANSWERING_SERVICES,
@@ -446,3 +448,13 @@ async def test_operators_see_every_request_and_which_are_late(system: Contact, s
         assert (await anonymous.get("/v1/privacy-requests")).status_code == 401
         assert (await anonymous.get(f"/v1/privacy-requests/{slow}")).status_code == 401
         assert (await anonymous.post(f"/v1/privacy-requests/{slow}/extension", json={"reason": "x"})).status_code == 401
+
+
+def test_holidays_come_from_one_comma_separated_setting() -> None:
+    settings = Settings(privacy_holidays="2026-12-07, 2026-12-08")  # type: ignore[arg-type]
+    assert settings.holidays == {date(2026, 12, 7), date(2026, 12, 8)}
+    friday_noon = datetime(2026, 12, 4, 5, 0, tzinfo=UTC)
+    assert privacy.deadlines(friday_noon, settings).ack_due_at == datetime(2026, 12, 10, 5, 0, tzinfo=UTC)
+    assert Settings(privacy_holidays="").holidays == frozenset()  # type: ignore[arg-type]
+    with pytest.raises(ValidationError):
+        Settings(privacy_holidays="2026-13-01")  # type: ignore[arg-type]

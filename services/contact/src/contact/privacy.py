@@ -163,7 +163,7 @@ def _unb64(text: str) -> bytes:
 # --- deadlines --------------------------------------------------------------------------------------------
 
 
-def add_working_days(start: datetime, days: int, holidays: frozenset[date] | tuple[date, ...]) -> datetime:
+def add_working_days(start: datetime, days: int, holidays: frozenset[date] | tuple[date, ...] = ()) -> datetime:
     """`start` moved on by `days` working days (Monday to Friday, not a holiday), same time of day, counted on
     Vietnam's calendar: a request made on Friday with 2 working days is due on Tuesday."""
     local = start.astimezone(LOCAL_TIME)
@@ -185,7 +185,7 @@ class Deadlines:
 def deadlines(received_at: datetime, settings: Settings) -> Deadlines:
     return Deadlines(
         token_expires_at=received_at + timedelta(hours=settings.privacy_confirm_hours),
-        ack_due_at=add_working_days(received_at, settings.privacy_ack_working_days, settings.privacy_holidays),
+        ack_due_at=add_working_days(received_at, settings.privacy_ack_working_days, settings.holidays),
         due_at=received_at + timedelta(days=settings.privacy_due_days),
     )
 

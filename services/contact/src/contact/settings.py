@@ -45,7 +45,8 @@ class Settings(ServiceSettings):
     privacy_due_days: int = Field(default=15, ge=1, le=366)
     privacy_extension_days: int = Field(default=15, ge=1, le=366)
     # Public holidays that are not working days, ISO dates separated by commas: 2027-01-01,2027-02-16,...
-    privacy_holidays: Annotated[tuple[date, ...], NoDecode] = ()
+    # (Unset rather than empty by default: compose passes an unset one as "", which means unset.)
+    privacy_holidays: Annotated[tuple[date, ...] | None, NoDecode] = None
     # Requests per address and per client, each in a fixed window (seconds).
     privacy_rate_per_address: int = Field(default=3, ge=1)
     privacy_rate_address_window_seconds: int = Field(default=86400, ge=1, le=7 * 86400)
@@ -58,6 +59,10 @@ class Settings(ServiceSettings):
         if isinstance(value, str):
             return tuple(part.strip() for part in value.split(",") if part.strip())
         return value
+
+    @property
+    def holidays(self) -> frozenset[date]:
+        return frozenset(self.privacy_holidays or ())
 
     def client_key(self) -> bytes:
         return self.contact_secret.get_secret_value().encode()
