@@ -458,3 +458,45 @@ def test_holidays_come_from_one_comma_separated_setting() -> None:
     assert Settings(privacy_holidays="").holidays == frozenset()  # type: ignore[arg-type]
     with pytest.raises(ValidationError):
         Settings(privacy_holidays="2026-13-01")  # type: ignore[arg-type]
+
+
+async def test_personal_data_too_large_to_attach_is_offered_another_way(
+    system: Contact, smtp: SmtpServer, world: World
+) -> None:
+    address, request_id = await confirmed(system, smtp, "access", "en")
+    big = {"messages": ["x" * 1000] * 5200}  # over the 5 MB an e-mail's attachments may hold, within an event
+    for service in ANSWERING_SERVICES:
+        await publish(world, answer(request_id, service, export=big if service == "orders" else None))  # type: ignore[arg-type]
+    mails = await smtp.wait_to(address, count=2, timeout=30)
+    final = mails[-1].message
+    assert final["Subject"] == "Your personal data at SPM Group"
+    assert list(final.iter_attachments()) == []
+    assert "too large to attach" in str(final.get_body(("plain",)).get_content())
+
+
+async def test_a_request_never_confirmed_is_deleted_once_its_link_expired(
+    system: Contact, smtp: SmtpServer, world: World
+) -> None:
+    address, token = await request_link(system, smtp)
+    request_id = privacy.read_token(token, privacy.token_key(system.settings), datetime.now(UTC))
+    conn = await world.admin()
+    try:
+        await conn.execute(
+            "UPDATE contact.privacy_requests SET token_expires_at = now() - interval '1 second' WHERE id = $1",
+            request_id,
+        )
+
+        async def gone() -> bool:
+            await privacy.sweep(system.app.state.runtime.pool)
+            copies = await conn.fetchval(
+                "SELECT count(*) FROM contact.outbox WHERE position(convert_to($1, 'UTF8') in body) > 0", address
+            )
+            return copies == 0
+
+        await eventually(gone, what="the expired request and its e-mail's event deleted")
+        assert await conn.fetchval("SELECT count(*) FROM contact.privacy_requests WHERE id = $1", request_id) == 0
+    finally:
+        await conn.close()
+    async with system.client() as client:
+        # (Its token still runs, only the table's expiry was moved: the request is simply gone.)
+        assert (await client.post(f"/v1/privacy-requests/confirm?token={token}")).status_code == 404

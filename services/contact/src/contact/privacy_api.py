@@ -121,13 +121,15 @@ async def post_privacy_request(request: Request) -> Response:
     locale = preferred_locale(form.locale, request.headers.get("accept-language"))
     key = settings.client_key()
     now = datetime.now(UTC)
+    # Counted per client and per address (any case), both known to the counters only as keyed hashes, in
+    # buckets of their own (the contact form's are "c:..." and "*").
     counted = ratelimit.buckets(
         "privacy-" + ratelimit.client_bucket(request.client.host if request.client else "unknown", key),
         ratelimit.Limit(settings.privacy_rate_per_client, settings.privacy_rate_client_window_seconds),
-        # The address's bucket in the place of the global one: one client cannot use up an address's requests.
         ratelimit.Limit(settings.privacy_rate_per_address, settings.privacy_rate_address_window_seconds),
         now.timestamp(),
-    )._replace(overall=f"privacy-a:{_address_key(form.email, key)}/{settings.privacy_rate_address_window_seconds}")
+        overall_bucket="privacy-address-" + ratelimit.client_bucket(form.email.lower(), key),
+    )
     try:
         async with runtime.pool.acquire() as conn:
             [admission] = await store.admit(conn, [(counted, now)])
@@ -148,11 +150,6 @@ async def post_privacy_request(request: Request) -> Response:
             headers={"Retry-After": str(decision.retry_after)},
         )
     return Response(ACCEPTED_BODY, status.HTTP_202_ACCEPTED, media_type="application/json")
-
-
-def _address_key(email: str, key: bytes) -> str:
-    # The counter knows the address only as a keyed hash, and the same address in any case as one.
-    return ratelimit.client_bucket(email.lower(), key)
 
 
 @public.get(
