@@ -26,7 +26,6 @@ import contextlib
 import fcntl
 import os
 import re
-import secrets
 import signal
 import socket
 import subprocess
@@ -40,9 +39,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-import aio_pika
 import httpx
-import orjson
 import pytest
 from audit.settings import Settings as AuditSettings
 from contact.settings import Settings as ContactSettings
@@ -50,9 +47,9 @@ from notifier.settings import Settings as NotifierSettings
 from orders.settings import Settings as OrdersSettings
 from pydantic import SecretStr, ValidationError
 from pydantic_settings import BaseSettings
-from spm_common.envelope import CONTENT_TYPE
 from spm_common.settings import PLACEHOLDER, SERVICES, BootstrapSettings
-from spm_common.testing.compose import Compose, parse_dotenv
+from spm_common.testing.compose import Compose, filled_in, parse_dotenv
+from spm_common.testing.outside import publish
 from spm_common.testing.smtp import SmtpServer
 from spm_common.testing.world import ADMIN_URL, AMQP_URL, World, new_world
 
@@ -86,7 +83,7 @@ class Stack:
 def dotenv_from_example() -> dict[str, str]:
     """.env.example as an operator fills it in: each value holding the placeholder replaced by a random one."""
     values = parse_dotenv((ROOT / ".env.example").read_text(encoding="utf-8"))
-    return {key: secrets.token_urlsafe(30) if PLACEHOLDER in value else value for key, value in values.items()}
+    return filled_in(values, PLACEHOLDER)
 
 
 @pytest.fixture(params=["without .env", "with .env.example"])
@@ -288,30 +285,7 @@ async def wait_until_ready(containers: dict[str, Container], ports: dict[str, in
 
 async def publish_order_placed(exchange: str, data: dict[str, Any]) -> None:
     """As the shop does (CONTRACT section 3): a CloudEvent on the exchange, routing key = type."""
-    event_id = str(uuid.uuid4())
-    document = {
-        "specversion": "1.0",
-        "id": event_id,
-        "type": "order.placed",
-        "source": "https://shop.example/orders",
-        "time": "2026-11-29T04:00:00Z",
-        "datacontenttype": "application/json",
-        "data": data,
-    }
-    connection = await aio_pika.connect(AMQP_URL)
-    async with connection:
-        channel = await connection.channel(publisher_confirms=True)
-        target = await channel.get_exchange(exchange, ensure=False)
-        await target.publish(
-            aio_pika.Message(
-                orjson.dumps(document),
-                content_type=CONTENT_TYPE,
-                message_id=event_id,
-                type="order.placed",
-                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-            ),
-            routing_key="order.placed",
-        )
+    await publish(exchange, "order.placed", data)
 
 
 def order(email: str) -> dict[str, Any]:

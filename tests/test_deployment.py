@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import re
-import secrets
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,7 @@ from orders.settings import Settings as OrdersSettings
 from pydantic import SecretStr
 from spm_common.settings import PLACEHOLDER, SERVICES, BootstrapSettings, ServiceSettings, SpmSettings, load
 from spm_common.testing.compose import Compose, references
+from spm_common.testing.compose import filled_in as fill_placeholders
 
 ROOT = Path(__file__).resolve().parents[1]
 PORTS = {"contact": 8081, "orders": 8082, "notifier": 8083, "audit": 8084}
@@ -86,7 +86,7 @@ def settings_variables() -> dict[str, object]:
     for cls in set(READERS.values()):
         for name, field in cls.model_fields.items():
             if name not in INTERNAL_FIELDS:
-                variables[f"SPM_{name.upper()}"] = field.default
+                variables[f"SPM_{name.upper()}"] = field.get_default(call_default_factory=True)
     return variables
 
 
@@ -334,8 +334,9 @@ def test_compose_defaults_are_the_code_defaults() -> None:
         if isinstance(expected, SecretStr):
             expected = expected.get_secret_value()
         for default in defaults:
-            if expected is None:
-                # Compose cannot leave a variable out: `${VAR:-}` passes "". That is the code's "unset" only
+            if expected is None or expected == []:
+                # Compose cannot leave a variable out: `${VAR:-}` passes "". That is the code's "unset" (None,
+                # or an empty list such as SPM_TRUSTED_PROXIES) only
                 # because every class that reads the variable takes an empty value as unset.
                 assert default == "", variable
                 for cls in readers_of(variable):
@@ -375,7 +376,7 @@ def test_compose_development_passwords_are_refused_in_production(
 
 def filled_in(env_example: dict[str, str], **changes: str) -> dict[str, str]:
     """.env.example as a person fills it in: each placeholder replaced by a random 40-character secret."""
-    return {k: secrets.token_urlsafe(30) if PLACEHOLDER in v else v for k, v in {**env_example, **changes}.items()}
+    return fill_placeholders({**env_example, **changes}, PLACEHOLDER)
 
 
 @pytest.mark.parametrize("name", READERS)

@@ -5,6 +5,7 @@ never its value. Development keeps every default; an operator token is 32 charac
 
 from __future__ import annotations
 
+import base64
 import os
 import subprocess
 import sys
@@ -44,6 +45,8 @@ PRODUCTION = {
     "SPM_NOTIFIER_PUBLIC_URL": "https://spmgroup.vn/notifier",
     "SPM_SMTP_HOST": "smtp.example.net",
     "SPM_SMTP_SECURITY": "starttls",
+    # An Ed25519 private key, base64 of its 32 raw bytes (a fixed, obviously fake one).
+    "SPM_AUDIT_CHECKPOINT_KEY": base64.b64encode(bytes(range(32))).decode(),
     **{f"SPM_{s.upper()}_SECRET": strong(s) for s in SERVICES},
     **{f"SPM_{s.upper()}_DB_PASSWORD": strong(f"{s}-db") for s in SERVICES},
     **{

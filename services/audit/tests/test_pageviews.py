@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import re
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 import asyncpg
@@ -64,6 +64,22 @@ async def test_page_views_from_the_website(audit: httpx.AsyncClient, admin: asyn
     ]
     assert rows[0]["visitor_hash"] == rows[1]["visitor_hash"] != rows[2]["visitor_hash"]
     assert all(datetime.now(UTC) - r["viewed_at"] < timedelta(minutes=1) for r in rows)
+
+
+async def test_addresses_of_one_network_are_one_visitor(
+    audit: httpx.AsyncClient, admin: asyncpg.Connection, kit: Any
+) -> None:
+    """The hash covers the client's /24 (IPv6: /48), so it cannot be turned back into an address."""
+    tag = uuid.uuid4().hex[:8]
+    for address in ("198.51.100.10", "198.51.100.250", "198.51.101.10", "2001:db8:5:1::1", "2001:db8:5:2::2"):
+        response = await audit.post(
+            "/v1/pageviews",
+            json={"url": f"/{tag}/p"},
+            headers={"User-Agent": kit.browser, "X-Forwarded-For": address},
+        )
+        assert response.status_code == 202
+    hashes = [r["visitor_hash"] for r in await wait_for_views(admin, f"/{tag}/%", 5)]
+    assert hashes[0] == hashes[1] != hashes[2] != hashes[3] == hashes[4]
 
 
 async def test_page_view_events_from_the_log_shipper(
@@ -132,17 +148,18 @@ async def test_salts_are_daily_and_destroyed_after_two_days(admin: asyncpg.Conne
         assert await salts.for_day(admin, today - timedelta(days=2)) is None
 
 
-def visitor(name: str) -> bytes:
-    return name.encode().ljust(16, b"\0")
-
-
-async def test_trends_on_a_crafted_dataset(audit: httpx.AsyncClient, admin: asyncpg.Connection, kit: Any) -> None:
+def crafted(first_day: date) -> list[tuple[Any, ...]]:
     """Day 1: six visitors go / -> /dict -> /buy (from a search engine); A comes back 50 minutes later (a new
     visit); G alone goes /rare -> /dict (from a small site). Day 2: five new hashes view /, one of them goes
-    on to /dict 20 minutes later (the same visit)."""
-    d1 = datetime(2020, 3, 1, 10, tzinfo=UTC)
-    d2 = datetime(2020, 3, 2, 9, tzinfo=UTC)
+    on to /dict 20 minutes later (the same visit). Day 3: one view, outside the trends asked for."""
+    d1 = datetime.combine(first_day, time(10), UTC)
+    d2 = d1 + timedelta(days=1, hours=-1)
+    tag = first_day.isoformat().encode()
     rows: list[tuple[Any, ...]] = []
+
+    def visitor(name: str) -> bytes:
+        return (name.encode() + tag).ljust(16, b"\0")[:16]
+
     for name in "ABCDEF":
         rows += [
             (d1, "/", "search.example", visitor(name)),
@@ -154,7 +171,12 @@ async def test_trends_on_a_crafted_dataset(audit: httpx.AsyncClient, admin: asyn
     for name in ("A2", "B2", "C2", "D2", "E2"):
         rows.append((d2, "/", None, visitor(name)))
     rows.append((d2 + timedelta(minutes=20), "/dict", None, visitor("A2")))
-    rows.append((datetime(2020, 3, 3, 0, 0, tzinfo=UTC), "/outside", None, visitor("Z")))
+    rows.append((datetime.combine(first_day + timedelta(days=2), time(), UTC), "/outside", None, visitor("Z")))
+    return rows
+
+
+async def test_trends_on_a_crafted_dataset(audit: httpx.AsyncClient, admin: asyncpg.Connection, kit: Any) -> None:
+    rows = crafted(date(2020, 3, 1))
     await admin.copy_records_to_table(
         "pageviews", schema_name="audit", records=rows, columns=["viewed_at", "path", "referrer_host", "visitor_hash"]
     )
@@ -209,6 +231,53 @@ async def test_trends_on_a_crafted_dataset(audit: httpx.AsyncClient, admin: asyn
     for edge in ({"from": "0001-01-01", "to": "0001-01-05"}, {"from": "9999-12-31", "to": "9999-12-31"}):
         assert (await audit.get("/v1/audit/events", params=edge, headers=kit.operator)).status_code == 200
     assert (await audit.get("/v1/trends")).status_code == 401
+
+
+async def test_a_closed_day_keeps_only_its_aggregates_and_the_same_trends(
+    audit: httpx.AsyncClient, admin: asyncpg.Connection, kit: Any
+) -> None:
+    """Once its salt is destroyed, a day's views are replaced by their aggregates: no visitor hash is left to
+    link a visitor's views, and every trend, unique visitors per day first, reads the same as before."""
+    today = datetime.now(UTC).date()
+    rows = crafted(date(2021, 6, 1))
+    still_open = [(datetime.now(UTC) - timedelta(minutes=1), "/still-open", None, b"o" * 16)]
+    columns = ["viewed_at", "path", "referrer_host", "visitor_hash"]
+    await admin.copy_records_to_table("pageviews", schema_name="audit", records=rows + still_open, columns=columns)
+    params = {"from": "2021-06-01", "to": "2021-06-02"}
+
+    async def trends() -> dict[str, Any]:
+        response = await audit.get("/v1/trends", params=params, headers=kit.operator)
+        assert response.status_code == 200
+        return dict(response.json())
+
+    async def close() -> int:
+        async with admin.transaction():
+            await admin.execute("SET LOCAL search_path TO audit")
+            return await pageviews.close_days(admin, today)
+
+    before = await trends()
+    assert before["days"] == [
+        {"day": "2021-06-01", "views": 21, "visitors": 7},
+        {"day": "2021-06-02", "views": 6, "visitors": 5},
+    ]
+    assert await close() >= len(rows)
+    oldest_open = datetime.combine(today - timedelta(days=1), time(), UTC)
+    assert await admin.fetchval("SELECT count(*) FROM audit.pageviews WHERE viewed_at < $1", oldest_open) == 0
+    assert await admin.fetchval("SELECT count(*) FROM audit.pageviews WHERE path = '/still-open'") == 1
+    kept = await admin.fetch("SELECT * FROM audit.pageview_days WHERE day BETWEEN '2021-06-01' AND '2021-06-03'")
+    assert sorted((r["day"].isoformat(), r["views"], r["visitors"]) for r in kept) == [
+        ("2021-06-01", 21, 7),
+        ("2021-06-02", 6, 5),
+        ("2021-06-03", 1, 1),
+    ]
+    assert await trends() == before
+    assert await close() == 0  # nothing left to close
+
+    # A view that arrives late for a closed day is added to its aggregates by the next round.
+    late = (datetime(2021, 6, 2, 12, tzinfo=UTC), "/", None, b"late".ljust(16, b"\0"))
+    await admin.copy_records_to_table("pageviews", schema_name="audit", records=[late], columns=columns)
+    assert await close() == 1
+    assert (await trends())["days"][1] == {"day": "2021-06-02", "views": 7, "visitors": 6}
 
 
 TEST_ADDRESSES = ("203.0.113.77", "2001:db8::77", "198.51.100.77")

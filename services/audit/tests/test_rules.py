@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import ipaddress
+from dataclasses import replace
 from datetime import UTC, date, datetime
 
 import orjson
 import pytest
 import rfc8785
-from audit import pageviews, trail
-from audit.settings import Settings
+from audit import pageviews, signing, trail
+from audit.settings import DEVELOPMENT_CHECKPOINT_KEY, Settings
 from hypothesis import given
 from hypothesis import strategies as st
 from spm_common.envelope import CloudEvent
@@ -94,6 +95,30 @@ def test_paths_are_normalised(url: str, path: str | None) -> None:
     assert pageviews.normalise_path(url) == path
 
 
+@pytest.mark.parametrize(
+    ("url", "path"),
+    [
+        ("/u/alice%2540example.com", "/u/[hidden]"),  # "@" percent-encoded twice
+        ("/u/alice%252540example.com/x", "/u/[hidden]/x"),  # and three times
+        ("/u/alice%40example.com", "/u/[hidden]"),
+        ("/pay/4111111111111111", "/pay/************1111"),
+        ("/pay/4111-1111-1111-1111/done", "/pay/****-****-****-1111/done"),
+        ("https://spmgroup.vn/pay/4111%25201111%25201111%25201111", "/pay/**** **** **** 1111"),
+        ("/activate/7KQ2M-XW4PD-9TRHC-B3NVA-L6ZEY", "/activate/[hidden]"),
+        ("/activate/7kq2m-xw4pd-9trhc-b3nva-l6zey", "/activate/[hidden]"),
+        ("/blog/word-list-from-home-page", "/blog/word-list-from-home-page"),  # a slug of words stays
+        ("/ip/2001:db8::7/ok", "/ip/[hidden]/ok"),
+        ("/ip/2001%253Adb8%253A%253A7", "/ip/[hidden]"),
+        ("/ip/203.0.113.9", "/ip/[hidden]"),
+        ("/docs/v2:intro", "/docs/v2:intro"),
+        ("/orders/0f8fad5b-d9cb-469f-a165-70867728950e", "/orders/0f8fad5b-d9cb-469f-a165-70867728950e"),
+    ],
+)
+def test_paths_are_cleaned_of_personal_data_however_encoded(url: str, path: str) -> None:
+    assert pageviews.normalise_path(url) == path
+    assert pageviews.trail_payload({"url": url})["path"] == path
+
+
 @given(st.from_regex(r"(?:/[A-Za-z0-9_~-]{1,12}){0,8}/?", fullmatch=True))
 def test_a_plain_path_is_what_the_full_normalisation_makes_of_it(path: str) -> None:
     assert pageviews.normalise_path("https://spmgroup.vn" + path) == pageviews.normalise_fully(path)
@@ -128,21 +153,24 @@ def test_known_bots(agent: str | None, bot: bool) -> None:
     assert pageviews.is_bot(agent) is bot
 
 
-def test_forwarded_for_is_believed_only_from_trusted_proxies() -> None:
-    trusted = pageviews.parse_networks(["10.0.0.0/8", "127.0.0.1/32"])
-    assert pageviews.client_address("198.51.100.4", "203.0.113.7", trusted) == "198.51.100.4"
-    assert pageviews.client_address("10.1.2.3", "203.0.113.7", trusted) == "203.0.113.7"
-    # The client can put anything on the left; the hop the trusted proxy saw is the rightmost untrusted one.
-    assert pageviews.client_address("127.0.0.1", "1.1.1.1, 203.0.113.7, 10.0.0.9", trusted) == "203.0.113.7"
-    assert pageviews.client_address("10.1.2.3", "garbage", trusted) == "10.1.2.3"
-    assert pageviews.client_address("10.1.2.3", None, trusted) == "10.1.2.3"
-    assert pageviews.client_address("::ffff:198.51.100.4", None, trusted) == "198.51.100.4"
-
-
 async def test_salt_of_a_destroyed_day_is_refused() -> None:
     salts = pageviews.Salts(today=lambda: date(2026, 11, 29))
     assert await salts.for_day(None, date(2026, 11, 27)) is None  # type: ignore[arg-type]
     assert await salts.for_day(None, date(2026, 11, 30)) is None  # type: ignore[arg-type]
+
+
+def test_the_visitor_hash_is_made_of_the_network_not_the_address() -> None:
+    # Trying every IPv4 address against a day's hashes would give back at most a /24, of an IPv6 client a /48.
+    now = datetime.now(UTC)
+    addresses = ("203.0.113.7", "203.0.113.200", "2001:db8:1:2::1", "2001:db8:1:ffff::9", "203.0.114.7")
+    views = [pageviews.raw_view("/", "/", None, ipaddress.ip_address(a), "UA", now) for a in addresses]
+    assert [v.network for v in views if v] == [
+        "203.0.113.0/24",
+        "203.0.113.0/24",
+        "2001:db8:1::/48",
+        "2001:db8:1::/48",
+        "203.0.114.0/24",
+    ]
 
 
 def test_visitor_hash_changes_with_the_salt() -> None:
@@ -159,6 +187,37 @@ def test_the_subject_key_and_trusted_proxies_are_read() -> None:
         ipaddress.ip_network("10.0.0.0/8"),
         ipaddress.ip_network("192.0.2.1/32"),
     ]
+
+
+def test_the_development_checkpoint_key_is_refused_in_production_and_a_bad_key_anywhere() -> None:
+    with pytest.raises(ValueError, match="audit_checkpoint_key"):
+        Settings(environment="production", audit_secret="s" * 40)
+    for bad in ("not base64!", signing.b64(b"k" * 31), "change-me-audit-checkpoint-key"):
+        with pytest.raises(ValueError, match="audit_checkpoint_key"):
+            Settings(audit_checkpoint_key=bad)
+    # In development the derived development key signs, and anyone can check with its public half.
+    assert Settings().checkpoint_signer().public_key == signing.public_key_of(DEVELOPMENT_CHECKPOINT_KEY)
+
+
+def test_a_checkpoint_signature_holds_only_for_what_was_signed_and_a_trusted_key() -> None:
+    signer, stranger = signing.Signer(signing.new_private_key()), signing.Signer(signing.new_private_key())
+    signed = signer.sign(42, "a" * 64, "2026-12-05T21:00:00.000000+00:00")
+    assert signed.signed_by([signer.public_key])
+    assert not signed.signed_by([stranger.public_key])  # a valid signature, by a key not trusted
+    for forged in (
+        replace(signed, seq=43),
+        replace(signed, hash="b" * 64),
+        replace(signed, time="2026-12-06T21:00:00.000000+00:00"),
+        replace(signed, signature=signing.b64(b"\0" * 64)),
+        replace(signed, signature="garbage"),
+    ):
+        assert not forged.signed_by([signer.public_key])
+    # Someone who can write the database can sign with a key of their own, and record that key with it.
+    theirs = stranger.sign(42, "a" * 64, signed.time)
+    assert theirs.signed_by([stranger.public_key]) and not theirs.signed_by([signer.public_key])
+    assert signing.load_file(signing.dump_file([signed], signer.public_key)) == [signed]
+    with pytest.raises(ValueError, match="not a checkpoint file"):
+        signing.load_file(b'{"checkpoints": []}')
 
 
 def test_identifiers_are_not_taken_for_card_numbers() -> None:

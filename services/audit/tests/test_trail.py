@@ -17,11 +17,13 @@ import aio_pika
 import asyncpg
 import httpx
 import pytest
-from audit import trail
+from audit import admin, signing, store, trail
 from audit.app import create
+from click.testing import Result
 from spm_common.settings import with_user
 from spm_common.testing.world import AMQP_URL, World, running
 from spm_common.topology import Topology
+from typer.testing import CliRunner
 
 
 def order(email: str) -> dict[str, Any]:
@@ -285,3 +287,159 @@ async def test_two_replicas_keep_one_unbroken_chain(
     assert full["ok"] is True, full
     assert full["checked"] == await admin.fetchval("SELECT count(*) FROM audit.entries")
     assert full["head"]["seq"] == await admin.fetchval("SELECT max(seq) FROM audit.entries")
+
+
+# Signed checkpoints kept elsewhere --------------------------------------------------------------------------
+
+
+async def _cut_tail(db: asyncpg.Connection, k: int) -> None:
+    """The entries after k deleted and the head moved back to k: a chain that is whole, only shorter."""
+    await db.execute("DELETE FROM entries WHERE seq > $1", k)
+    await db.execute("UPDATE chain_head SET seq = $1, hash = (SELECT hash FROM entries WHERE seq = $1)", k)
+
+
+async def _rewrite_and_rechain(db: asyncpg.Connection, k: int) -> None:
+    """Entry k rewritten, and every entry from it on re-hashed and re-chained, the head moved with them."""
+    rows = [dict(r) for r in await db.fetch("SELECT * FROM entries WHERE seq >= $1 ORDER BY seq", k)]
+    prev_hash = rows[0]["prev_hash"]
+    rows[0]["payload"] = '{"forged":true}'
+    for row in rows:
+        row["prev_hash"] = prev_hash
+        row["hash"] = prev_hash = trail.entry_hash(row)
+        await db.execute(
+            "UPDATE entries SET payload = $2, prev_hash = $3, hash = $4 WHERE seq = $1",
+            row["seq"],
+            row["payload"],
+            row["prev_hash"],
+            row["hash"],
+        )
+    await db.execute("UPDATE chain_head SET hash = $1", prev_hash)
+
+
+@pytest.mark.parametrize(
+    ("tamper", "named"),
+    [(_cut_tail, "missing"), (_rewrite_and_rechain, "altered")],
+    ids=["cut-tail", "rewrite-and-rechain"],
+)
+async def test_a_signed_checkpoint_kept_elsewhere_catches_what_the_chain_alone_cannot(
+    audit: httpx.AsyncClient, admin: asyncpg.Connection, kit: Any, tamper: Tamper, named: str
+) -> None:
+    """The attacker (the superuser, triggers off) also deletes the checkpoints the database holds after the
+    change, so the chain verifies in full; the signed checkpoint exported before does not hold any more."""
+    signer = kit.settings(kit.world).checkpoint_signer()
+    rows = await filler(kit, admin, 6)
+    k = rows[2]["seq"]
+    outcome: trail.Verification | None = None
+    with pytest.raises(Rollback):
+        async with admin.transaction(isolation="repeatable_read"):
+            await admin.execute("SET LOCAL search_path TO audit")
+            await admin.execute("SET LOCAL session_replication_role = replica")
+            assert (await trail.checkpoint(admin, signer)).ok
+            kept = (await store.signed_checkpoints(admin))[-1]
+            assert kept.seq == rows[-1]["seq"] and kept.signed_by([signer.public_key])
+            assert (await trail.verify_checkpoints(admin, [kept], [signer.public_key], full=True)).ok
+
+            await tamper(admin, k)
+            await admin.execute("DELETE FROM checkpoints WHERE seq >= $1", k)
+            assert (await trail.verify(admin, full=True)).ok
+            outcome = await trail.verify_checkpoints(admin, [kept], [signer.public_key], full=True)
+            raise Rollback
+    assert outcome is not None and not outcome.ok
+    # Cut: the first entry missing; rewritten: the checkpoint's entry, whose hash is no longer the signed one.
+    assert outcome.broken_seq == (k + 1 if named == "missing" else kept.seq)
+    assert outcome.problem is not None and outcome.problem.startswith(named)
+    assert f"signed checkpoint at {kept.seq}" in outcome.problem
+
+
+async def in_process(world: World, *args: str) -> Result:
+    """`spm-audit-admin ARGS` run in this process (a thread: the command runs its own event loop), much faster
+    than a new interpreter each time."""
+    return await asyncio.to_thread(CliRunner().invoke, admin.cli, list(args), env=world.env())
+
+
+async def test_checkpoints_exported_to_a_file_are_verified_from_the_command_line(
+    world: World, audit: httpx.AsyncClient, admin: asyncpg.Connection, kit: Any, tmp_path: Path
+) -> None:
+    rows = await filler(kit, admin, 4)
+    assert (await in_process(world, "checkpoint")).exit_code == 0
+    kept = tmp_path / "checkpoints.json"
+    done = await in_process(world, "checkpoints", "export", str(kept))
+    assert done.exit_code == 0, done.output
+    exported = json.loads(kept.read_text())
+    assert exported["public_key"] == kit.settings(world).checkpoint_signer().public_key
+    assert exported["checkpoints"][-1]["seq"] == json.loads(done.stdout)["newest"] >= rows[-1]["seq"]
+    good = await in_process(world, "verify", "--checkpoints", str(kept))
+    assert good.exit_code == 0, good.output
+    assert json.loads(good.stdout)["signed_checkpoints"] == len(exported["checkpoints"])
+
+    # The tail cut off, and the checkpoints of the database that would betray it deleted: committed this time,
+    # so the command sees it; put back afterwards.
+    k = rows[1]["seq"]
+    async with admin.transaction():
+        await admin.execute("SET LOCAL search_path TO audit")
+        await admin.execute("SET LOCAL session_replication_role = replica")
+        head = await admin.fetchrow("SELECT seq, hash FROM chain_head")
+        tail = await admin.fetch("SELECT * FROM entries WHERE seq > $1 ORDER BY seq", k)
+        checkpoints = await admin.fetch("SELECT * FROM checkpoints WHERE seq > $1 ORDER BY id", k)
+        await _cut_tail(admin, k)
+        await admin.execute("DELETE FROM checkpoints WHERE seq > $1", k)
+    try:
+        async with admin.transaction():
+            await admin.execute("SET LOCAL search_path TO audit")
+            assert (await trail.verify(admin, full=True)).ok  # the chain alone cannot tell
+        caught = await in_process(world, "verify", "--checkpoints", str(kept))
+        assert caught.exit_code == 1
+        report = json.loads(caught.stdout)
+        assert report["ok"] is False and report["first_broken"]["seq"] == k + 1
+        assert f"signed checkpoint at {exported['checkpoints'][-1]['seq']}" in report["first_broken"]["problem"]
+        # Exported again now, the file keeps what it held: it only grows.
+        assert (await in_process(world, "checkpoints", "export", str(kept))).exit_code == 0
+        assert json.loads(kept.read_text())["checkpoints"] == exported["checkpoints"]
+    finally:
+        async with admin.transaction():
+            await admin.execute("SET LOCAL search_path TO audit")
+            await admin.execute("SET LOCAL session_replication_role = replica")
+            await admin.copy_records_to_table("entries", records=[tuple(r) for r in tail], columns=list(tail[0].keys()))
+            await admin.copy_records_to_table(
+                "checkpoints", records=[tuple(r) for r in checkpoints], columns=list(checkpoints[0].keys())
+            )
+            await admin.execute("UPDATE chain_head SET seq = $1, hash = $2", head["seq"], head["hash"])
+    assert (await in_process(world, "verify", "--checkpoints", str(kept))).exit_code == 0
+
+    # A checkpoint the key did not sign (here: its hash changed after signing) is refused, named.
+    forged = json.loads(kept.read_text())
+    forged["checkpoints"][0]["hash"] = "f" * 64
+    kept.write_text(json.dumps(forged))
+    refused = await in_process(world, "verify", "--checkpoints", str(kept))
+    assert refused.exit_code == 1
+    assert json.loads(refused.stdout)["first_broken"]["problem"].startswith("forged")
+
+
+async def test_a_checkpoint_made_up_in_the_database_cannot_hide_a_rewrite(
+    audit: httpx.AsyncClient, admin: asyncpg.Connection, kit: Any
+) -> None:
+    """The attacker re-chains a rewrite and records a checkpoint of the new head (unsigned, or signed with a key
+    of their own): the walk from the last checkpoint would start there. It starts from the last one the
+    service's key signed, whose entry no longer has the signed hash."""
+    signer = kit.settings(kit.world).checkpoint_signer()
+    stranger = signing.Signer(signing.new_private_key())
+    rows = await filler(kit, admin, 6)
+    k = rows[2]["seq"]
+    with pytest.raises(Rollback):
+        async with admin.transaction(isolation="repeatable_read"):
+            await admin.execute("SET LOCAL search_path TO audit")
+            await admin.execute("SET LOCAL session_replication_role = replica")
+            assert (await trail.checkpoint(admin, signer)).ok
+            signed_head = rows[-1]["seq"]
+            await _rewrite_and_rechain(admin, k)
+            head_seq, head_hash = await store.head(admin)
+            await store.add_checkpoint(
+                admin, stranger.sign(head_seq, head_hash, trail.timestamp(rows[-1]["recorded_at"]))
+            )
+            await admin.execute("INSERT INTO checkpoints (seq, hash) VALUES ($1, $2)", head_seq, head_hash)
+
+            assert (await trail.verify(admin, full=False)).ok  # any checkpoint believed: fooled
+            outcome = await trail.verify(admin, full=False, trusted=[signer.public_key])
+            raise Rollback
+    assert not outcome.ok and outcome.broken_seq == signed_head
+    assert outcome.problem is not None and outcome.problem.startswith("altered")

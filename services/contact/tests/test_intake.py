@@ -238,3 +238,38 @@ async def test_attempts_arriving_together_are_counted_one_by_one(world: World) -
                 return (await client.post("/v1/messages", json=form())).status_code
 
         assert sorted(await asyncio.gather(*(from_elsewhere() for _ in range(3)))) == [202, 429, 429]
+
+
+async def test_behind_a_trusted_proxy_each_client_has_its_own_limit(world: World) -> None:
+    # Every request comes from the proxy: keyed on the TCP peer, the whole site would share one bucket.
+    proxy, one, two = random_ip(), random_ip(), random_ip()
+    async with started(world, trusted_proxies=f"{proxy}/32") as service, service.client(proxy) as client:
+
+        async def send(forwarded_for: str) -> int:
+            headers = {"X-Forwarded-For": forwarded_for}
+            return (await client.post("/v1/messages", json=form(), headers=headers)).status_code
+
+        assert [await send(one) for _ in range(6)] == [202] * 5 + [429]
+        # The client may write anything left of what the proxy appended; only the proxy's own hop counts.
+        assert await send(f"{two}, {one}") == 429
+        assert await send(f"{one}, {two}") == 202
+
+
+async def test_an_untrusted_peers_forwarded_for_is_ignored(contact: Contact) -> None:
+    async with contact.client(random_ip()) as client:
+        statuses = [
+            (await client.post("/v1/messages", json=form(), headers={"X-Forwarded-For": random_ip()})).status_code
+            for _ in range(6)
+        ]
+    assert statuses == [202] * 5 + [429]
+
+
+async def test_two_ipv6_addresses_of_one_64_share_a_limit(contact: Contact) -> None:
+    prefix = f"2001:db8:{uuid.uuid4().hex[:4]}:{uuid.uuid4().hex[:4]}"
+    statuses = []
+    for host in range(1, 7):
+        async with contact.client(f"{prefix}::{host:x}") as client:
+            statuses.append((await client.post("/v1/messages", json=form())).status_code)
+    assert statuses == [202] * 5 + [429]
+    async with contact.client(f"2001:db8:{uuid.uuid4().hex[:4]}::1") as elsewhere:
+        assert (await elsewhere.post("/v1/messages", json=form())).status_code == 202

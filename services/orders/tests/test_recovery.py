@@ -89,3 +89,25 @@ async def test_a_malformed_address_is_refused(orders: Orders) -> None:
         response = await client.post("/v1/license-recovery", json={"email": "no address here"})
     assert response.status_code == 422
     assert "no address here" not in response.text
+
+
+async def test_behind_a_trusted_proxy_clients_are_limited_apart(world: World) -> None:
+    proxy, one, two = random_ip(), random_ip(), random_ip()
+    async with started(world, orders_recovery_min_seconds=0, trusted_proxies=proxy) as service:
+        limit = service.settings.orders_recovery_per_client
+
+        async def ask_as(forwarded_for: str) -> int:
+            async with service.client(proxy) as client:
+                response = await client.post(
+                    "/v1/license-recovery", json={"email": new_address()}, headers={"X-Forwarded-For": forwarded_for}
+                )
+            return response.status_code
+
+        assert [await ask_as(one) for _ in range(limit + 1)] == [202] * limit + [429]
+        assert await ask_as(two) == 202
+        # From a peer that is not a trusted proxy, the header is the client's own claim and is ignored.
+        async with service.client(one) as direct_client:
+            response = await direct_client.post(
+                "/v1/license-recovery", json={"email": new_address()}, headers={"X-Forwarded-For": two}
+            )
+        assert response.status_code == 429

@@ -9,9 +9,9 @@ from dataclasses import dataclass
 from typing import Annotated, Any, Literal, Self, TypeVar
 from urllib.parse import unquote, urlsplit, urlunsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import Field, IPvAnyNetwork, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 SERVICES = ("contact", "orders", "notifier", "audit")
 # What .env.example puts where a secret goes: a value still holding it was never set, so it is refused.
@@ -170,6 +170,9 @@ class CommonSettings(SpmSettings):
     operator_auth_failures: int = Field(default=10, ge=1, le=10_000)
     operator_auth_window_seconds: float = Field(default=300.0, gt=0, le=86_400)
     http_host: str = "127.0.0.1"
+    # SPM_TRUSTED_PROXIES: comma-separated CIDRs or addresses of the reverse proxies in front of the services,
+    # whose X-Forwarded-For is believed (see spm_common.clientaddr). Empty: none is, the TCP peer is the client.
+    trusted_proxies: Annotated[list[IPvAnyNetwork], NoDecode] = Field(default_factory=list)
     log_format: Literal["json", "console"] = "json"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     # A failing message is retried this many times in all, each after the delay, then dead-lettered.
@@ -190,6 +193,13 @@ class CommonSettings(SpmSettings):
     # Published outbox rows are kept this long for inspection, then deleted within the hour (at 1,000 orders/s a
     # day of the orders' two events an order is ~170 million rows, ~140 GB).
     outbox_retention_hours: float = Field(default=24.0, ge=0, le=24 * 90)
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _split(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
 
     @field_validator("operator_token", "webhook_secret", mode="before")
     @classmethod

@@ -10,15 +10,14 @@ import orjson
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response, status
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field
+from spm_common.clientaddr import Network, of_request
 from spm_common.http import BAD_BODY, OPERATOR_ONLY, Operator, RuntimeDep, direct, json_body, validated_body
 
 from audit import trail, trends
 from audit.pageviews import (
     PAGE_VIEWS,
-    Network,
     PageViewsUnavailable,
     PageViewWriter,
-    client_address,
     normalise_path,
     raw_view,
 )
@@ -27,11 +26,13 @@ from audit.store import find_entries
 
 @dataclass(frozen=True)
 class AuditState:
-    """What the routes need beyond the runtime: the subject key, the trusted proxies, the page-view writer."""
+    """What the routes need beyond the runtime: the subject key, the trusted proxies, the page-view writer, the
+    public keys whose checkpoints are trusted."""
 
     key: bytes
     trusted_proxies: list[Network]
     writer: PageViewWriter
+    checkpoint_keys: frozenset[str] = frozenset()
 
 
 async def state_of(request: Request) -> AuditState:
@@ -87,11 +88,8 @@ async def post_pageview(request: Request) -> Response:
     if path is None:
         raise RequestValidationError([NOT_A_PAGE])
     state: AuditState = request.app.state.audit
-    headers = request.headers
-    address = client_address(
-        request.client.host if request.client else None, headers.get("x-forwarded-for"), state.trusted_proxies
-    )
-    view = raw_view(path, body.url, body.referrer, address, headers.get("user-agent"), datetime.now(UTC))
+    address = of_request(request, state.trusted_proxies)
+    view = raw_view(path, body.url, body.referrer, address, request.headers.get("user-agent"), datetime.now(UTC))
     if view is None:
         PAGE_VIEWS.labels("http", "not_counted").inc()
         return _accepted()
@@ -209,8 +207,9 @@ async def get_events(
 async def get_verify(
     _: Operator,
     runtime: RuntimeDep,
+    state: StateDep,
     full: Annotated[bool, Query(description="walk the whole chain, not only what follows the last checkpoint")] = False,
 ) -> dict[str, Any]:
     async with runtime.pool.acquire() as conn:
-        outcome = await trail.verify(conn, full=full)
+        outcome = await trail.verify(conn, full=full, trusted=state.checkpoint_keys)
     return outcome.report()

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 
 from fastapi import FastAPI
 from spm_common import cards
+from spm_common.clientaddr import parse_networks
 from spm_common.consumer import CATCH_ALL, batched
 from spm_common.db import Connection
 from spm_common.envelope import CloudEvent
@@ -30,6 +32,7 @@ SALT_ROTATION_SECONDS = 600.0
 
 def assemble(settings: Settings) -> tuple[Runtime, AuditState]:
     key = settings.subject_key()
+    signer = settings.checkpoint_signer()
     salts = pageviews.Salts()
     writer = pageviews.PageViewWriter(salts)
     # A page-view event is in the trail like every event, reduced to what the page-view table keeps.
@@ -48,7 +51,7 @@ def assemble(settings: Settings) -> tuple[Runtime, AuditState]:
     async def checkpoints(runtime: Runtime) -> None:
         async def once() -> str | None:
             async with runtime.pool.acquire() as conn:
-                outcome = await trail.checkpoint(conn)
+                outcome = await trail.checkpoint(conn, signer)
             if outcome.ok:
                 log.info("audit checkpoint", seq=outcome.head_seq, hash=outcome.head_hash, count=outcome.checked)
                 return None
@@ -62,8 +65,11 @@ def assemble(settings: Settings) -> tuple[Runtime, AuditState]:
         async def once() -> None:
             async with runtime.pool.acquire() as conn:
                 deleted = await salts.rotate(conn)
+                closed = await pageviews.close_days(conn, datetime.now(UTC).date())
             if deleted:
                 log.info("visitor salts destroyed", count=deleted)
+            if closed:
+                log.info("page-view days closed to their aggregates", count=closed)
 
         await _every(SALT_ROTATION_SECONDS, once, runtime.health.loop("salt-rotation"))
 
@@ -76,7 +82,12 @@ def assemble(settings: Settings) -> tuple[Runtime, AuditState]:
         description="Every event on the exchange, appended to the hash-chained audit trail; page views from "
         "the log shipper (site.page.viewed).",
     )
-    state = AuditState(key=key, trusted_proxies=pageviews.parse_networks(settings.trusted_proxies), writer=writer)
+    state = AuditState(
+        key=key,
+        trusted_proxies=parse_networks(settings.trusted_proxies),
+        writer=writer,
+        checkpoint_keys=frozenset({signer.public_key}),
+    )
     return runtime, state
 
 

@@ -1,8 +1,9 @@
 """Page views that know no one: a normalised path, the referrer's host, the time and a daily visitor hash.
 
-The client's address lives only in memory, until it is hashed with the user agent and the day's salt. The
-salt is random, kept in the audit schema, made for each day and deleted after two, so yesterday's hashes
-cannot be recomputed from an address once it is gone. Known bots are not counted.
+The client's address lives only in memory, until its network (/24, /48) is hashed with the user agent and the
+day's salt. The salt is random, kept in the audit schema, made for each day and deleted after two, so
+yesterday's hashes cannot be recomputed from an address once it is gone; the day's views are then replaced by
+its aggregates, hashes gone. Known bots are not counted.
 """
 
 from __future__ import annotations
@@ -14,17 +15,18 @@ import ipaddress
 import posixpath
 import re
 import secrets
-import socket
 import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import asyncpg
 from prometheus_client import Counter
 from pydantic import ValidationError
+from spm_common import cards
+from spm_common.clientaddr import Address, network_of, parse_ip
 from spm_common.db import Connection
 from spm_common.envelope import CloudEvent
 from spm_common.health import LoopHealth
@@ -33,6 +35,7 @@ from spm_common.redaction import EMAIL_RE, IPV4_RE, describe_error
 
 from audit import store
 from audit.events import PageViewed
+from audit.trail import IPV6_CANDIDATE_RE
 
 log = get_logger(__name__)
 
@@ -76,7 +79,18 @@ BOT_END_RE = re.compile(r"bot\b")  # "Googlebot/2.1", "bingbot)", "a-bot": a nam
 # A path the full normalisation leaves as it is, but for a trailing slash: absolute, ASCII letters, digits, "-",
 # "_" and "~" only (no "%", no dot segment, no "//", nothing an e-mail address or an IP address needs).
 PLAIN_PATH_RE = re.compile(r"(?:/[A-Za-z0-9_~-]+)*/?")
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+# What a plain path may still hide, and so sends it the full way: 13 digits (a card number, with or without
+# dashes) or three groups of 4-8 letters and digits each followed by a dash (a license key's start).
+PLAIN_SUSPECT_RE = re.compile(r"\d(?:-?\d){12}|[A-Za-z0-9]{4,8}-[A-Za-z0-9]{4,8}-[A-Za-z0-9]{4,8}-")
+# A license key as orders makes them (5 groups of 5), or as other shops do (4-8 groups of 4-8): in any case,
+# hidden when it holds a digit or is in capitals, so that a slug of words ("word-list-from-home-page") stays.
+LICENSE_KEY_RE = re.compile(r"(?<![A-Za-z0-9-])[A-Za-z0-9]{4,8}(?:-[A-Za-z0-9]{4,8}){3,7}(?![A-Za-z0-9-])")
+DIGIT_RE = re.compile(r"\d")
+# Rounds of percent-decoding at most: `%2540` is "@" encoded twice; a third round finds what a third hid.
+DECODE_ROUNDS = 3
+# The visitor hash covers the client's network, not its address.
+VISITOR_IPV4_PREFIX = 24
+VISITOR_IPV6_PREFIX = 48
 
 
 def is_bot(user_agent: str | None) -> bool:
@@ -90,28 +104,66 @@ def is_bot(user_agent: str | None) -> bool:
     return "bot" in agent and BOT_END_RE.search(agent) is not None
 
 
+def _hide_license_key(match: re.Match[str]) -> str:
+    key = match.group(0)
+    return HIDDEN if key.isupper() or DIGIT_RE.search(key) else key
+
+
+def _hide_ipv6(match: re.Match[str]) -> str:
+    try:
+        ipaddress.IPv6Address(match.group(0).split("%", 1)[0])
+    except ValueError:
+        return match.group(0)
+    return HIDDEN
+
+
 def _hide_personal(segment: str) -> str:
-    return IPV4_RE.sub(HIDDEN, EMAIL_RE.sub(HIDDEN, segment))
+    """A path segment without e-mail addresses, card numbers (masked as everywhere, `spm_common.cards`), IPv4
+    and IPv6 addresses, or license keys."""
+    if "@" in segment:
+        segment = EMAIL_RE.sub(HIDDEN, segment)
+    if DIGIT_RE.search(segment):
+        segment = cards.mask_text(segment)[0]
+        segment = IPV4_RE.sub(HIDDEN, segment)
+    if "-" in segment:
+        segment = LICENSE_KEY_RE.sub(_hide_license_key, segment)
+    if ":" in segment:
+        segment = IPV6_CANDIDATE_RE.sub(_hide_ipv6, segment)
+    return segment
+
+
+def _decoded(path: str) -> str:
+    """Percent-decoded until nothing changes (or DECODE_ROUNDS): what a link encoded twice hides is found."""
+    for _ in range(DECODE_ROUNDS):
+        if "%" not in path:
+            break
+        decoded = unquote(path, errors="replace")
+        if decoded == path:
+            break
+        path = decoded
+    return path
 
 
 def normalise_path(url: str) -> str | None:
-    """The page's path without query string or fragment, percent-decoded, dot segments resolved, repeated
-    and trailing slashes removed, e-mail and IP shapes hidden, at most MAX_PATH characters. None if `url`
-    is neither an http(s) URL nor a path."""
+    """The page's path without query string or fragment, percent-decoded (a link encoded twice too), dot
+    segments resolved, repeated and trailing slashes removed, e-mail addresses, IPv4 and IPv6 addresses and
+    license keys hidden, card numbers masked, at most MAX_PATH characters. None if `url` is neither an
+    http(s) URL nor a path."""
     try:
         parts = urlsplit(url.strip())
     except ValueError:
         return None
     if parts.scheme not in ("", "http", "https") or (parts.scheme and not parts.netloc):
         return None
-    if PLAIN_PATH_RE.fullmatch(parts.path):  # the usual case: the full work would only drop a last "/"
+    if PLAIN_PATH_RE.fullmatch(parts.path) and not PLAIN_SUSPECT_RE.search(parts.path):
+        # the usual case: the full work would only drop a last "/"
         return (parts.path.rstrip("/") or "/")[:MAX_PATH]
     return normalise_fully(parts.path)
 
 
 def normalise_fully(path: str) -> str:
     """`normalise_path`'s work on a URL's path, whatever it holds."""
-    path = unicodedata.normalize("NFC", unquote(path, errors="replace"))
+    path = unicodedata.normalize("NFC", _decoded(path))
     path = "".join(ch for ch in path if ch.isprintable())
     path = re.sub(r"/{2,}", "/", "/" + path)
     path = posixpath.normpath(path)
@@ -151,54 +203,15 @@ def referrer_host(referrer: str | None, own_host: str | None) -> str | None:
     return None
 
 
-def parse_networks(values: Sequence[Any]) -> list[Network]:
-    return [ipaddress.ip_network(str(v), strict=False) for v in values]
+def visitor_network(address: Address) -> str:
+    """What the visitor hash is made of: the address's /24 (IPv4) or /48 (IPv6), never the address itself.
+    Trying every IPv4 address against a day's hashes takes minutes; what it could then recover is a network
+    of 256 addresses (or of a whole site, for IPv6), not a person's."""
+    return network_of(address, VISITOR_IPV4_PREFIX, VISITOR_IPV6_PREFIX)
 
 
-def client_address(peer: str | None, forwarded_for: str | None, trusted: Sequence[Network]) -> str | None:
-    """The client's address: the connection's peer, unless the peer is a trusted proxy; then the rightmost
-    X-Forwarded-For hop that is not itself a trusted proxy (hops further left are the client's to forge)."""
-    address = _ip(peer)
-    if address is None:
-        return None
-    if not forwarded_for or not _trusted(address, trusted):
-        return str(address)
-    for hop in reversed(forwarded_for.split(",")):
-        candidate = _ip(hop)
-        if candidate is None:
-            break
-        address = candidate
-        if not _trusted(candidate, trusted):
-            break
-    return str(address)
-
-
-def _ip(text: str | None) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    if not text:
-        return None
-    text = text.strip()
-    if text.startswith("[") and "]" in text:  # [v6]:port
-        text = text[1 : text.index("]")]
-    elif text.count(":") == 1:  # v4:port
-        text = text.split(":", 1)[0]
-    try:  # the usual dotted quad, parsed in C (as strictly as ipaddress: no leading zeros, no short forms)
-        return ipaddress.IPv4Address(socket.inet_pton(socket.AF_INET, text))
-    except OSError:
-        pass
-    try:
-        address = ipaddress.ip_address(text)
-    except ValueError:
-        return None
-    mapped = getattr(address, "ipv4_mapped", None)
-    return mapped or address
-
-
-def _trusted(address: ipaddress.IPv4Address | ipaddress.IPv6Address, trusted: Sequence[Network]) -> bool:
-    return any(address.version == net.version and address in net for net in trusted)
-
-
-def visitor_hash(salt: bytes, address: str, user_agent: str) -> bytes:
-    return hmac.new(salt, f"{address}\n{user_agent}".encode(), hashlib.sha256).digest()[:16]
+def visitor_hash(salt: bytes, network: str, user_agent: str) -> bytes:
+    return hmac.new(salt, f"{network}\n{user_agent}".encode(), hashlib.sha256).digest()[:16]
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,19 +221,28 @@ class RawView:
     viewed_at: datetime
     path: str
     referrer_host: str | None
-    address: str
+    network: str  # `visitor_network` of the client's address
     user_agent: str
 
 
 def raw_view(
-    path: str | None, url: str, referrer: str | None, address: str | None, user_agent: str | None, viewed_at: datetime
+    path: str | None,
+    url: str,
+    referrer: str | None,
+    address: Address | None,
+    user_agent: str | None,
+    viewed_at: datetime,
 ) -> RawView | None:
     """None when the view is not counted: not a page of a web site, a bot, or no usable address. `path` is
     `normalise_path(url)`, which the caller has made already (to refuse a bad URL, or to keep it)."""
     if path is None or address is None or is_bot(user_agent):
         return None
     return RawView(
-        viewed_at, path, referrer_host(referrer, page_host(url)) if referrer else None, address, user_agent or ""
+        viewed_at,
+        path,
+        referrer_host(referrer, page_host(url)) if referrer else None,
+        visitor_network(address),
+        user_agent or "",
     )
 
 
@@ -264,8 +286,22 @@ class Salts:
             if salt is None:
                 PAGE_VIEWS.labels("any", "too_old").inc()
                 continue
-            out.append((moment, view.path, view.referrer_host, visitor_hash(salt, view.address, view.user_agent)))
+            out.append((moment, view.path, view.referrer_host, visitor_hash(salt, view.network, view.user_agent)))
         return out
+
+
+async def close_days(conn: Connection, today: date) -> int:
+    """Keep only the aggregates of every day whose salt is destroyed (the days before yesterday): no view can
+    be added to such a day any more, and its visitor hashes, which link a visitor's views to each other, are
+    deleted with its rows. Returns how many views were closed."""
+    oldest_open = datetime.combine(today - timedelta(days=SALT_DAYS_KEPT - 1), time(), UTC)
+    closed = 0
+    # A day at a time: the first round after an upgrade may find months of views, which one statement would
+    # sort all at once in one long transaction.
+    while (oldest := await store.oldest_view(conn)) is not None and oldest < oldest_open:
+        start = datetime.combine(oldest.astimezone(UTC).date(), time(), UTC)
+        closed += await store.close_days(conn, start, min(start + timedelta(days=1), oldest_open))
+    return closed
 
 
 def trail_payload(data: dict[str, Any]) -> dict[str, Any]:
@@ -291,14 +327,8 @@ async def ingest_events(conn: Connection, events: Sequence[CloudEvent], salts: S
             PAGE_VIEWS.labels("event", "invalid").inc()
             continue
         moment = data.viewed_at or event.time or datetime.now(UTC)
-        address = _ip(data.client_address)
         view = raw_view(
-            normalise_path(data.url),
-            data.url,
-            data.referrer,
-            str(address) if address else None,
-            data.user_agent,
-            moment,
+            normalise_path(data.url), data.url, data.referrer, parse_ip(data.client_address), data.user_agent, moment
         )
         PAGE_VIEWS.labels("event", "counted" if view else "not_counted").inc()
         if view is not None:

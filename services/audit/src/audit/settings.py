@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
-from typing import Annotated, Any
 
-from pydantic import Field, IPvAnyNetwork, SecretStr, field_validator
-from pydantic_settings import NoDecode
+from pydantic import Field, SecretStr, field_validator
 from spm_common.settings import Secret, ServiceDatabaseUrl, ServiceSettings
 
+from audit import signing
+
 MIGRATIONS = Path(__file__).parent / "migrations"
+# The development-only checkpoint signing key: derived from a public text, so anyone can sign with it. It is
+# the field's default, which production refuses (spm_common.settings' STRONG_SECRET).
+DEVELOPMENT_CHECKPOINT_KEY = signing.b64(hashlib.sha256(b"development-only-audit-checkpoint-key").digest())
 
 
 class Settings(ServiceSettings):
@@ -18,20 +22,28 @@ class Settings(ServiceSettings):
     audit_database_url: ServiceDatabaseUrl = None
     # SPM_AUDIT_SECRET keys the pseudonymous subject references; only the audit service holds it.
     audit_secret: Secret = SecretStr("development-only-audit-secret")
-    # SPM_TRUSTED_PROXIES: comma-separated CIDRs whose X-Forwarded-For is believed (empty: none is).
-    trusted_proxies: Annotated[list[IPvAnyNetwork], NoDecode] = Field(default_factory=list)
-    # How often the head of the chain is verified, recorded as a checkpoint and logged.
+    # SPM_AUDIT_CHECKPOINT_KEY: base64 of the raw 32-byte Ed25519 private key that signs the checkpoints. It is
+    # not in the database, so someone who can rewrite the database cannot sign a checkpoint of their own.
+    audit_checkpoint_key: Secret = SecretStr(DEVELOPMENT_CHECKPOINT_KEY)
+    # How often the head of the chain is verified, recorded as a signed checkpoint and logged.
     audit_checkpoint_seconds: float = Field(default=300.0, gt=0, le=86_400)
     # The trail appends one batch per transaction: bigger batches, fewer transactions.
     prefetch: int = Field(default=500, ge=1, le=5000)
     consumer_batch: int = Field(default=250, ge=1, le=1000)
 
-    @field_validator("trusted_proxies", mode="before")
+    @field_validator("audit_checkpoint_key")
     @classmethod
-    def _split(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            return [part.strip() for part in value.split(",") if part.strip()]
+    def _a_real_signing_key(cls, value: SecretStr) -> SecretStr:
+        try:
+            signing.unb64(value.get_secret_value(), signing.KEY_BYTES)
+        except ValueError:
+            raise ValueError(
+                "must be base64 of a raw 32-byte Ed25519 private key (spm-audit-admin checkpoints new-key)"
+            ) from None
         return value
+
+    def checkpoint_signer(self) -> signing.Signer:
+        return signing.Signer(self.audit_checkpoint_key.get_secret_value())
 
     def subject_key(self) -> bytes:
         return self.audit_secret.get_secret_value().encode()

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import date, datetime
 from typing import Any
 
 from spm_common.db import Connection
+
+from audit.signing import Checkpoint
 
 # The trail ----------------------------------------------------------------------------------------------
 
@@ -46,13 +48,43 @@ async def last_checkpoint(conn: Connection) -> tuple[int, str] | None:
     return (int(row["seq"]), str(row["hash"])) if row else None
 
 
+async def last_trusted_checkpoint(conn: Connection, trusted: Collection[str]) -> tuple[int, str] | None:
+    """The newest checkpoint whose signature holds under one of the `trusted` public keys; the others (made up
+    by someone who can write the database, or signed by a key no longer trusted) are passed over."""
+    async with conn.transaction():
+        cursor = conn.cursor(
+            "SELECT seq, hash, signed_time, public_key, signature FROM checkpoints"
+            " WHERE signature IS NOT NULL AND public_key = ANY($1::text[]) ORDER BY seq DESC, id DESC",
+            list(trusted),
+        )
+        async for r in cursor:
+            if Checkpoint(r["seq"], r["hash"], r["signed_time"], r["public_key"], r["signature"]).signed_by(trusted):
+                return int(r["seq"]), str(r["hash"])
+    return None
+
+
 async def checkpoints_between(conn: Connection, first: int, last: int) -> dict[int, str]:
     rows = await conn.fetch("SELECT seq, hash FROM checkpoints WHERE seq BETWEEN $1 AND $2", first, last)
     return {int(r["seq"]): str(r["hash"]) for r in rows}
 
 
-async def add_checkpoint(conn: Connection, seq: int, hash_: str) -> None:
-    await conn.execute("INSERT INTO checkpoints (seq, hash) VALUES ($1, $2)", seq, hash_)
+async def add_checkpoint(conn: Connection, checkpoint: Checkpoint) -> None:
+    await conn.execute(
+        "INSERT INTO checkpoints (seq, hash, signed_time, public_key, signature) VALUES ($1, $2, $3, $4, $5)",
+        checkpoint.seq,
+        checkpoint.hash,
+        checkpoint.time,
+        checkpoint.public_key,
+        checkpoint.signature,
+    )
+
+
+async def signed_checkpoints(conn: Connection) -> list[Checkpoint]:
+    rows = await conn.fetch(
+        "SELECT seq, hash, signed_time, public_key, signature FROM checkpoints"
+        " WHERE signature IS NOT NULL ORDER BY seq, id"
+    )
+    return [Checkpoint(r["seq"], r["hash"], r["signed_time"], r["public_key"], r["signature"]) for r in rows]
 
 
 async def find_entries(
@@ -109,100 +141,114 @@ async def insert_pageviews(conn: Connection, rows: Sequence[tuple[Any, ...]]) ->
 
 
 # Trends -------------------------------------------------------------------------------------------------
-# Every trend reads the views of [$1, $2) (UTC days). A visitor is a hash that changes with the daily salt,
-# so "visitors" are distinct (visitor, day) pairs: unique per day, never the same person followed across
-# days. Any group seen by fewer than $3 visitors is folded into one row whose key is NULL ("other").
+# A visitor is a hash that changes with the daily salt, so "visitors" are distinct (visitor, day) pairs:
+# unique per day, never the same person followed across days. That makes every figure a sum over days of
+# per-day figures, which is what lets a closed day be kept as its aggregates alone (`close_days`): a trend
+# adds the aggregates of closed days to the same figures computed from the rows of the open ones. Groups are
+# keyed by a text array: [path], [referrer host], or [path, next path] for a move. Any group seen by fewer
+# than $3 visitors over the days asked is folded into one row whose key is NULL ("other"), whose visitors are
+# those of its groups added up.
 
-_VIEWS = "SELECT * FROM pageviews WHERE viewed_at >= $1 AND viewed_at < $2"
+KINDS = ("page", "referrer", "entry", "exit", "move")
+# The views of the UTC days $1 to $2 (dates, both included), each with its day.
+_OPEN_VIEWS = (
+    "SELECT *, (viewed_at AT TIME ZONE 'UTC')::date AS day FROM pageviews"
+    " WHERE viewed_at >= ($1::date::timestamp AT TIME ZONE 'UTC')"
+    " AND viewed_at < (($2::date + 1)::timestamp AT TIME ZONE 'UTC')"
+)
+# Visits over the CTE `v`: a visitor's views in time order, a new visit after 30 minutes without one; each step
+# knows the page after it and its place from either end of the visit.
+_STEPS = (
+    " marked AS (SELECT day, visitor_hash, path, viewed_at, id,"
+    "  CASE WHEN viewed_at - lag(viewed_at) OVER w <= interval '30 minutes' THEN 0 ELSE 1 END AS starts"
+    "  FROM v WINDOW w AS (PARTITION BY visitor_hash ORDER BY viewed_at, id)),"
+    " numbered AS (SELECT *, sum(starts) OVER (PARTITION BY visitor_hash ORDER BY viewed_at, id) AS visit"
+    "  FROM marked),"
+    " steps AS (SELECT day, visitor_hash, visit, path,"
+    "  lead(path) OVER s AS next_path,"
+    "  row_number() OVER s AS from_start,"
+    "  row_number() OVER (PARTITION BY visitor_hash, visit ORDER BY viewed_at DESC, id DESC) AS from_end"
+    "  FROM numbered WINDOW s AS (PARTITION BY visitor_hash, visit ORDER BY viewed_at, id))"
+)
+# Each kind's groups of each day over the CTE `v` (and `steps`): day, kind, key, count, visitors.
+_GROUP = "SELECT day, '{kind}' AS kind, {key} AS key, count(*) AS count, count(DISTINCT visitor_hash) AS visitors"
+_GROUPS = {
+    "page": _GROUP.format(kind="page", key="ARRAY[path]") + " FROM v GROUP BY day, path",
+    "referrer": _GROUP.format(kind="referrer", key="ARRAY[referrer_host]")
+    + " FROM v WHERE referrer_host IS NOT NULL GROUP BY day, referrer_host",
+    "entry": _GROUP.format(kind="entry", key="ARRAY[path]") + " FROM steps WHERE from_start = 1 GROUP BY day, path",
+    "exit": _GROUP.format(kind="exit", key="ARRAY[path]") + " FROM steps WHERE from_end = 1 GROUP BY day, path",
+    "move": _GROUP.format(kind="move", key="ARRAY[path, next_path]")
+    + " FROM steps WHERE next_path IS NOT NULL AND next_path <> path GROUP BY day, path, next_path",
+}
+_NEEDS_STEPS = frozenset({"entry", "exit", "move"})
 
 
 async def daily(conn: Connection, first: date, last: date) -> list[Any]:
     """Views and distinct visitors of each UTC day from `first` to `last`, days without views included."""
     return await conn.fetch(
-        "SELECT d::date AS day, count(v.visitor_hash) AS views, count(DISTINCT v.visitor_hash) AS visitors"
+        f"WITH v AS ({_OPEN_VIEWS}),"
+        " per_day AS (SELECT day, count(*) AS views, count(DISTINCT visitor_hash) AS visitors FROM v GROUP BY day"
+        "  UNION ALL SELECT day, views, visitors FROM pageview_days WHERE day BETWEEN $1 AND $2)"
+        " SELECT d::date AS day, coalesce(sum(p.views), 0)::bigint AS views,"
+        "  coalesce(sum(p.visitors), 0)::bigint AS visitors"
         " FROM generate_series($1::date::timestamp, $2::date::timestamp, interval '1 day') AS d"
-        " LEFT JOIN pageviews v"
-        "  ON v.viewed_at >= (d AT TIME ZONE 'UTC') AND v.viewed_at < ((d + interval '1 day') AT TIME ZONE 'UTC')"
+        " LEFT JOIN per_day p ON p.day = d::date"
         " GROUP BY d ORDER BY d",
         first,
         last,
     )
 
 
-def _named_then_other(grouped: str, order: str) -> str:
-    """The `limit` biggest named groups of the CTE `grouped`, then its "other" row (key NULL), if any."""
-    return (
-        f" SELECT * FROM (SELECT * FROM {grouped} WHERE key IS NOT NULL ORDER BY {order} LIMIT $4) AS named"
-        f" UNION ALL SELECT * FROM {grouped} WHERE key IS NULL"
-    )
-
-
-async def top(conn: Connection, column: str, since: datetime, until: datetime, k: int, limit: int) -> list[Any]:
-    """Top values of `column` (path or referrer_host) by views, small groups folded into NULL."""
-    if column not in ("path", "referrer_host"):
-        raise ValueError(column)
+async def groups(conn: Connection, kind: str, first: date, last: date, k: int, limit: int) -> list[Any]:
+    """The `limit` biggest groups of `kind` over the days `first` to `last` by count (views, visits or moves),
+    then the "other" row (key NULL) of the groups seen by fewer than `k` visitors, if any."""
+    if kind not in KINDS:
+        raise ValueError(kind)
+    steps = f",{_STEPS}" if kind in _NEEDS_STEPS else ""
     return await conn.fetch(
-        f"WITH v AS ({_VIEWS} AND {column} IS NOT NULL),"
-        f" sized AS (SELECT {column} AS key, count(DISTINCT visitor_hash) AS n FROM v GROUP BY {column}),"
-        " labelled AS (SELECT CASE WHEN s.n >= $3 THEN s.key END AS key, v.visitor_hash"
-        f"  FROM v JOIN sized s ON s.key = v.{column})"
-        " , g AS (SELECT key, count(*) AS views, count(DISTINCT visitor_hash) AS visitors FROM labelled GROUP BY key)"
-        + _named_then_other("g", "views DESC, key"),
-        since,
-        until,
+        f"WITH v AS ({_OPEN_VIEWS}){steps},"
+        f" per_day AS ({_GROUPS[kind]}"
+        "  UNION ALL SELECT day, kind, key, count, visitors FROM pageview_groups"
+        "  WHERE kind = $5 AND day BETWEEN $1 AND $2),"
+        " summed AS (SELECT key, sum(count) AS count, sum(visitors) AS visitors FROM per_day GROUP BY key),"
+        " folded AS (SELECT CASE WHEN visitors >= $3 THEN key END AS key, count, visitors FROM summed),"
+        " g AS (SELECT key, sum(count)::bigint AS count, sum(visitors)::bigint AS visitors FROM folded GROUP BY key)"
+        " SELECT * FROM (SELECT * FROM g WHERE key IS NOT NULL ORDER BY count DESC, key LIMIT $4) AS named"
+        " UNION ALL SELECT * FROM g WHERE key IS NULL",
+        first,
+        last,
         k,
         limit,
+        kind,
     )
 
 
-# Visits: a visitor's views in time order, a new visit after 30 minutes without one; each step knows the
-# page after it and its place from either end of the visit.
-_STEPS = (
-    f"WITH v AS ({_VIEWS}),"
-    " marked AS (SELECT visitor_hash, path, viewed_at, id,"
-    "  CASE WHEN viewed_at - lag(viewed_at) OVER w <= interval '30 minutes' THEN 0 ELSE 1 END AS starts"
-    "  FROM v WINDOW w AS (PARTITION BY visitor_hash ORDER BY viewed_at, id)),"
-    " numbered AS (SELECT *, sum(starts) OVER (PARTITION BY visitor_hash ORDER BY viewed_at, id) AS visit"
-    "  FROM marked),"
-    " steps AS (SELECT visitor_hash, visit, path,"
-    "  lead(path) OVER s AS next_path,"
-    "  row_number() OVER s AS from_start,"
-    "  row_number() OVER (PARTITION BY visitor_hash, visit ORDER BY viewed_at DESC, id DESC) AS from_end"
-    "  FROM numbered WINDOW s AS (PARTITION BY visitor_hash, visit ORDER BY viewed_at, id))"
-)
+async def oldest_view(conn: Connection) -> datetime | None:
+    moment: datetime | None = await conn.fetchval("SELECT min(viewed_at) FROM pageviews")
+    return moment
 
 
-async def ends(conn: Connection, since: datetime, until: datetime, k: int, limit: int, *, entry: bool) -> list[Any]:
-    """Entry pages (first of a visit) or exit pages (last of a visit), by visits."""
-    position = "from_start" if entry else "from_end"
-    return await conn.fetch(
+async def close_days(conn: Connection, since: datetime, until: datetime) -> int:
+    """Replace the page views of [`since`, `until`) (whole UTC days) by their days' aggregates, in one
+    statement: the rows deleted are exactly the rows counted, whatever another replica does at the same time
+    (it finds them gone). A row that arrives late for a day already closed is added to that day's aggregates
+    by a later call (its visitor may then be counted twice that day). Returns how many views were closed."""
+    groups_sql = " UNION ALL ".join(_GROUPS[kind] for kind in KINDS)
+    closed = await conn.fetchval(
+        "WITH gone AS (DELETE FROM pageviews WHERE viewed_at >= $1 AND viewed_at < $2 RETURNING *),"
+        " v AS (SELECT *, (viewed_at AT TIME ZONE 'UTC')::date AS day FROM gone),"
         f"{_STEPS},"
-        f" e AS (SELECT path, visitor_hash FROM steps WHERE {position} = 1),"
-        " sized AS (SELECT path, count(DISTINCT visitor_hash) AS n FROM e GROUP BY path),"
-        " labelled AS (SELECT CASE WHEN s.n >= $3 THEN e.path END AS key, e.visitor_hash"
-        "  FROM e JOIN sized s USING (path))"
-        " , g AS (SELECT key, count(*) AS visits, count(DISTINCT visitor_hash) AS visitors FROM labelled GROUP BY key)"
-        + _named_then_other("g", "visits DESC, key"),
+        " days AS (INSERT INTO pageview_days (day, views, visitors)"
+        "  SELECT day, count(*), count(DISTINCT visitor_hash) FROM v GROUP BY day"
+        "  ON CONFLICT (day) DO UPDATE SET views = pageview_days.views + EXCLUDED.views,"
+        "   visitors = pageview_days.visitors + EXCLUDED.visitors RETURNING 1),"
+        f" grouped AS (INSERT INTO pageview_groups (day, kind, key, count, visitors) {groups_sql}"
+        "  ON CONFLICT (kind, day, key) DO UPDATE SET count = pageview_groups.count + EXCLUDED.count,"
+        "   visitors = pageview_groups.visitors + EXCLUDED.visitors RETURNING 1)"
+        # Every data-modifying CTE runs to completion whether or not the query reads it.
+        " SELECT count(*) FROM gone",
         since,
         until,
-        k,
-        limit,
     )
-
-
-async def transitions(conn: Connection, since: datetime, until: datetime, k: int, limit: int) -> list[Any]:
-    """Page-to-page moves within a visit (a reload of the same page is not a move)."""
-    return await conn.fetch(
-        f"{_STEPS},"
-        " t AS (SELECT path, next_path, visitor_hash FROM steps"
-        "  WHERE next_path IS NOT NULL AND next_path <> path),"
-        " sized AS (SELECT path, next_path, count(DISTINCT visitor_hash) AS n FROM t GROUP BY path, next_path),"
-        " labelled AS (SELECT CASE WHEN s.n >= $3 THEN ARRAY[t.path, t.next_path] END AS key, t.visitor_hash"
-        "  FROM t JOIN sized s USING (path, next_path)),"
-        " g AS (SELECT key, count(*) AS moves, count(DISTINCT visitor_hash) AS visitors FROM labelled GROUP BY key)"
-        + _named_then_other("g", "moves DESC, key"),
-        since,
-        until,
-        k,
-        limit,
-    )
+    return int(closed or 0)

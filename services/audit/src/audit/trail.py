@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import ipaddress
 import re
 import unicodedata
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,9 +22,10 @@ import orjson
 import rfc8785
 from spm_common.db import Connection
 from spm_common.envelope import CloudEvent
-from spm_common.redaction import CARD_RE, EMAIL_RE, IPV4_RE, PERSONAL_KEYS
+from spm_common.redaction import CARD_RE, EMAIL_RE, IPV4_RE, IPV6_CANDIDATE_RE, PERSONAL_KEYS, is_ipv6
 
 from audit import store
+from audit.signing import Checkpoint, Signer
 
 GENESIS = "0" * 64
 REMOVED = "[removed]"
@@ -76,7 +76,6 @@ DIGITS_RE = re.compile(r"\d")
 # Every shape scrub_text looks for holds one of these: "@" (an address), a digit (a card, an IPv4 address),
 # "-" (a license key), ":" (an IPv6 address). Most names and values hold none and are left as they are.
 SCRUB_CANDIDATE_RE = re.compile(r"[@\d:-]")
-IPV6_CANDIDATE_RE = re.compile(r"(?<![\w:])[0-9A-Fa-f]{0,4}(?::[0-9A-Fa-f]{0,4}){2,7}(?:%\w+)?(?![\w:])")
 MAX_DEPTH = 30
 MAX_SAFE_INTEGER = 2**53 - 1  # RFC 8785 numbers are IEEE doubles: larger integers travel as strings
 
@@ -108,11 +107,7 @@ def _mask_card(match: re.Match[str]) -> str:
 
 
 def _ipv6(match: re.Match[str]) -> str:
-    try:
-        ipaddress.IPv6Address(match.group(0).split("%", 1)[0])
-    except ValueError:
-        return match.group(0)
-    return REMOVED
+    return REMOVED if is_ipv6(match.group(0)) else match.group(0)
 
 
 def scrub_text(text: str, key: bytes) -> str:
@@ -263,6 +258,7 @@ class Verification:
     head_hash: str
     broken_seq: int | None = None
     problem: str | None = None
+    signed_checkpoints: int | None = None  # how many signed checkpoints kept elsewhere held, when given any
 
     def report(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -271,6 +267,8 @@ class Verification:
             "full": self.full,
             "head": {"seq": self.head_seq, "hash": self.head_hash},
         }
+        if self.signed_checkpoints is not None:
+            out["signed_checkpoints"] = self.signed_checkpoints
         if not self.ok:
             out["first_broken"] = {"seq": self.broken_seq, "problem": self.problem}
         return out
@@ -287,9 +285,13 @@ def check_entry(row: Mapping[str, Any], prev_seq: int, prev_hash: str) -> str | 
     return None
 
 
-async def verify(conn: Connection, *, full: bool, batch_size: int = 2000) -> Verification:
+async def verify(
+    conn: Connection, *, full: bool, batch_size: int = 2000, trusted: Collection[str] | None = None
+) -> Verification:
     """Walk the chain from the last checkpoint (or from the start when `full`), batch by batch, in one
-    consistent snapshot, and compare its end with the recorded head."""
+    consistent snapshot, and compare its end with the recorded head. With `trusted` public keys, the walk
+    starts from the last checkpoint signed by one of them: a checkpoint someone added to the database after
+    rewriting the chain cannot make the walk skip the rewrite."""
     checked = 0
     # A caller's transaction is used as it is (a nested one cannot change the isolation level).
     snapshot = (
@@ -301,7 +303,12 @@ async def verify(conn: Connection, *, full: bool, batch_size: int = 2000) -> Ver
         def result(broken: int | None = None, problem: str | None = None) -> Verification:
             return Verification(broken is None, checked, full, head_seq, head_hash, broken, problem)
 
-        checkpoint = None if full else await store.last_checkpoint(conn)
+        if full:
+            checkpoint = None
+        elif trusted is not None:
+            checkpoint = await store.last_trusted_checkpoint(conn, trusted)
+        else:
+            checkpoint = await store.last_checkpoint(conn)
         prev_seq, prev_hash = 0, GENESIS
         if checkpoint is not None:
             prev_seq, prev_hash = checkpoint
@@ -335,11 +342,51 @@ async def verify(conn: Connection, *, full: bool, batch_size: int = 2000) -> Ver
         return result()
 
 
-async def checkpoint(conn: Connection) -> Verification:
-    """Verify from the last checkpoint and, if the chain holds, record its head as the new checkpoint."""
-    outcome = await verify(conn, full=False)
+async def verify_checkpoints(
+    conn: Connection, checkpoints: Sequence[Checkpoint], trusted: Iterable[str], *, full: bool
+) -> Verification:
+    """`verify`, then every signed checkpoint kept elsewhere, oldest first, in the same snapshot: its signature
+    holds under one of the `trusted` public keys, the chain reaches its sequence, and the entry there has its
+    hash. So a tail cut off, or entries rewritten and re-chained, before the newest checkpoint are found even
+    when the checkpoints in the database went with them."""
+    trusted = set(trusted)
+    snapshot = (
+        conn.transaction() if conn.is_in_transaction() else conn.transaction(isolation="repeatable_read", readonly=True)
+    )
+    async with snapshot:
+        outcome = await verify(conn, full=full, trusted=trusted)
+        if not outcome.ok:
+            return outcome
+        held = 0
+
+        def broken(seq: int, problem: str) -> Verification:
+            return replace(outcome, ok=False, broken_seq=seq, problem=problem, signed_checkpoints=held)
+
+        for kept in sorted(checkpoints, key=lambda c: c.seq):
+            if not kept.signed_by(trusted):
+                return broken(kept.seq, f"forged: the checkpoint at {kept.seq} is not signed by a trusted key")
+            if kept.seq > outcome.head_seq:
+                return broken(
+                    outcome.head_seq + 1,
+                    f"missing: the trail ends at {outcome.head_seq}, before the signed checkpoint at {kept.seq}",
+                )
+            row = await store.entry_at(conn, kept.seq)
+            if row is None:
+                return broken(kept.seq, f"missing: the entry of the signed checkpoint at {kept.seq}")
+            if row["hash"] != kept.hash or entry_hash(row) != kept.hash:
+                return broken(kept.seq, f"altered: differs from the signed checkpoint at {kept.seq}")
+            held += 1
+    return replace(outcome, signed_checkpoints=held)
+
+
+async def checkpoint(conn: Connection, signer: Signer, trusted: Collection[str] = ()) -> Verification:
+    """Verify from the last checkpoint signed by the signer's key (or one of `trusted`) and, if the chain holds,
+    record its head as a new signed checkpoint."""
+    keys = {signer.public_key, *trusted}
+    outcome = await verify(conn, full=False, trusted=keys)
     if outcome.ok and outcome.head_seq > 0:
-        last = await store.last_checkpoint(conn)
+        last = await store.last_trusted_checkpoint(conn, keys)
         if last is None or last[0] < outcome.head_seq:
-            await store.add_checkpoint(conn, outcome.head_seq, outcome.head_hash)
+            signed = signer.sign(outcome.head_seq, outcome.head_hash, timestamp(datetime.now(UTC)))
+            await store.add_checkpoint(conn, signed)
     return outcome

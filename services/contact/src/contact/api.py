@@ -14,6 +14,7 @@ from email_validator import EmailNotValidError, validate_email
 from fastapi import APIRouter, Header, HTTPException, Query, Request, Response, status
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
+from spm_common.clientaddr import of_request, rate_limit_key
 from spm_common.http import BAD_BODY, OPERATOR_ONLY, Operator, RuntimeDep, direct, json_body, validated_body
 from spm_common.runtime import Runtime
 
@@ -140,7 +141,7 @@ async def post_message(request: Request) -> Response:
         form, preferred_locale(form.locale, request.headers.get("accept-language")), settings.mail_from
     )
     counted = ratelimit.buckets(
-        ratelimit.client_bucket(request.client.host if request.client else "unknown", settings.client_key()),
+        ratelimit.client_bucket(rate_limit_key(of_request(request, settings.trusted_proxies)), settings.client_key()),
         ratelimit.Limit(settings.contact_rate_per_client, settings.contact_rate_client_window_seconds),
         ratelimit.Limit(settings.contact_rate_global, settings.contact_rate_global_window_seconds),
         message.received_at.timestamp(),

@@ -20,6 +20,7 @@ from fastapi import APIRouter, Header, HTTPException, Query, Request, Response, 
 from fastapi.responses import HTMLResponse, JSONResponse
 from prometheus_client import Gauge
 from pydantic import BaseModel
+from spm_common.clientaddr import of_request, rate_limit_key
 from spm_common.http import BAD_BODY, OPERATOR_ONLY, Operator, RuntimeDep, json_body, validated_body
 from spm_common.privacy import ANSWERING_SERVICES, RequestKind
 from spm_common.runtime import Runtime
@@ -124,7 +125,7 @@ async def post_privacy_request(request: Request) -> Response:
     # Counted per client and per address (any case), both known to the counters only as keyed hashes, in
     # buckets of their own (the contact form's are "c:..." and "*").
     counted = ratelimit.buckets(
-        "privacy-" + ratelimit.client_bucket(request.client.host if request.client else "unknown", key),
+        "privacy-" + ratelimit.client_bucket(rate_limit_key(of_request(request, settings.trusted_proxies)), key),
         ratelimit.Limit(settings.privacy_rate_per_client, settings.privacy_rate_client_window_seconds),
         ratelimit.Limit(settings.privacy_rate_per_address, settings.privacy_rate_address_window_seconds),
         now.timestamp(),

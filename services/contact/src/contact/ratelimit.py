@@ -1,8 +1,9 @@
 """Rate limits on the contact form: per client and for everyone, in fixed windows counted in Postgres.
 
 Counting in the database (not in memory) makes a limit hold across restarts and across replicas. A client
-is known by an HMAC of its address under the service's secret: the counters let one tell two clients apart
-within a window, and nothing more. A hit refused for its client does not count against the global limit, so
+is known by an HMAC, under the service's secret, of its address as `spm_common.clientaddr` finds it behind
+the trusted proxies (an IPv6 client by its /64): the counters let one tell two clients apart within a
+window, and nothing more. A hit refused for its client does not count against the global limit, so
 one noisy client cannot close the form for everyone.
 """
 

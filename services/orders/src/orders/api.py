@@ -15,6 +15,7 @@ import orjson
 from fastapi import APIRouter, Header, HTTPException, Query, Request, status
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
+from spm_common.clientaddr import of_request, rate_limit_key
 from spm_common.consumer import PermanentError
 from spm_common.http import BAD_BODY, OPERATOR_ONLY, Operator, RuntimeDep
 
@@ -138,8 +139,9 @@ async def order_webhook(
     responses={**BAD_BODY, 429: {"description": "too many requests from this client; see Retry-After"}},
 )
 async def license_recovery(request: Request, form: RecoveryRequest, runtime: RuntimeDep) -> Any:
-    client = request.client.host if request.client else "unknown"
-    limited = await recovery.recover(runtime.pool, _settings(runtime), form.email, client)
+    settings = _settings(runtime)
+    client = rate_limit_key(of_request(request, settings.trusted_proxies))
+    limited = await recovery.recover(runtime.pool, settings, form.email, client)
     if limited is not None:
         return JSONResponse(
             {"detail": "too many requests; try again later"},

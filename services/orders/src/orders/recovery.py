@@ -2,8 +2,9 @@
 
 The answer never tells whether the address is known: the same code runs either way (rate limits, look-up,
 and the request for the e-mail only where there is something to send), and the answer is held back to a
-fixed floor so its timing says nothing either. Limits count per client and per address, keyed hashes of
-both, in Postgres, so they hold across replicas and restarts. Over the client's limit: 429. Over the
+fixed floor so its timing says nothing either. Limits count per client (`spm_common.clientaddr`: the address
+behind the trusted proxies, an IPv6 client's /64) and per address, keyed hashes of both, in Postgres, so they
+hold across replicas and restarts. Over the client's limit: 429. Over the
 address's limit: the same 202, and no e-mail (so nobody can flood an inbox, and nothing is revealed).
 """
 

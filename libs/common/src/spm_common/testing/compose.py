@@ -8,8 +8,10 @@ image adds: the final stage's ENV, CMD and ENTRYPOINT, with its build arguments.
 
 from __future__ import annotations
 
+import base64
 import json
 import re
+import secrets
 import shlex
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -225,3 +227,17 @@ class Compose:
         if entrypoint is not None:
             return entrypoint + (command or [])
         return image.entrypoint + (command if command is not None else image.cmd)
+
+
+# How a person fills in a placeholder of .env.example, where the comment above it asks for more than a random
+# string: the audit's checkpoint key is an Ed25519 private key (`spm-audit-admin checkpoints new-key`).
+_FILLERS: dict[str, Any] = {"SPM_AUDIT_CHECKPOINT_KEY": lambda: base64.b64encode(secrets.token_bytes(32)).decode()}
+
+
+def filled_in(example: Mapping[str, str], placeholder: str) -> dict[str, str]:
+    """.env.example as an operator fills it in: each value holding `placeholder` replaced by a new random
+    secret of 40 characters (or what its variable needs)."""
+    return {
+        key: _FILLERS.get(key, lambda: secrets.token_urlsafe(30))() if placeholder in value else value
+        for key, value in example.items()
+    }
