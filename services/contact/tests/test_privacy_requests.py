@@ -33,6 +33,8 @@ from spm_common.testing.smtp import Received, SmtpServer
 from spm_common.testing.world import World, running
 
 QUIET_SECONDS = 1.5
+# Generous: the machine running the tests may be busy, and each wait ends as soon as its condition holds.
+WAIT = 30.0
 LINK = re.compile(r"https?://\S+/v1/privacy-requests/confirm\?token=(\S+)")
 HTML = {"Accept": "text/html,application/xhtml+xml"}
 
@@ -53,7 +55,7 @@ async def request_link(system: Contact, smtp: SmtpServer, kind: str = "access", 
     async with system.client() as client:
         response = await client.post("/v1/privacy-requests", json={"email": address, "kind": kind, "locale": locale})
     assert response.status_code == 202
-    [mail] = await smtp.wait_to(address)
+    [mail] = await smtp.wait_to(address, timeout=WAIT)
     match = LINK.search(text_of(mail))
     assert match, "the e-mail holds the confirmation link"
     return address, match.group(1)
@@ -183,7 +185,7 @@ async def test_a_request_is_confirmed_by_e_mail_and_then_goes_to_every_service(
             view = (await operator.get(f"/v1/privacy-requests/{request_id}")).json()
             return view if view["acknowledged_at"] else None
 
-        view = await eventually(acknowledged, what="the confirmation e-mail reported sent")
+        view = await eventually(acknowledged, timeout=WAIT, what="the confirmation e-mail reported sent")
     assert view["status"] == "in-progress" and view["kind"] == "erasure" and view["email"] == address
     received = datetime.fromisoformat(str(view["received_at"]))
     assert datetime.fromisoformat(str(view["due_at"])) == received + timedelta(days=15)
@@ -205,8 +207,8 @@ async def test_the_answer_is_the_same_whether_the_address_is_known_or_not(system
     assert invalid.status_code == 422 and "not an address" not in invalid.text
     assert wrong_kind.status_code == 422
     # Both get the link (nothing is looked up), in English without a locale or Accept-Language.
-    [to_known] = [m for m in await smtp.wait_to(known, count=2) if "confirm" in text_of(m).lower()]
-    [to_unknown] = await smtp.wait_to(unknown)
+    [to_known] = [m for m in await smtp.wait_to(known, count=2, timeout=WAIT) if "confirm" in text_of(m).lower()]
+    [to_unknown] = await smtp.wait_to(unknown, timeout=WAIT)
     assert to_known.message["Subject"] == to_unknown.message["Subject"] == "Confirm your request for your personal data"
 
 
@@ -222,7 +224,7 @@ async def test_requests_are_limited_per_address_and_per_client(system: Contact, 
                 ).status_code == 202
         refused = await client.post("/v1/privacy-requests", json={"email": address.upper(), "kind": "erasure"})
     assert refused.status_code == 429 and int(refused.headers["Retry-After"]) > 0
-    await smtp.wait_to(address, count=per_address)
+    await smtp.wait_to(address, count=per_address, timeout=WAIT)
     await asyncio.sleep(QUIET_SECONDS)
     assert len(smtp.to(address)) == per_address
 
@@ -292,7 +294,7 @@ async def test_when_every_service_has_answered_one_e_mail_brings_the_personal_da
             view = (await operator.get(f"/v1/privacy-requests/{request_id}")).json()
             return view if {"orders", "audit"} <= {a["service"] for a in view["answered"]} else None
 
-        view = await eventually(two_answered, what="two answers recorded")
+        view = await eventually(two_answered, timeout=WAIT, what="two answers recorded")
         assert view["status"] == "in-progress"
         assert set(view["waiting_for"]) == set(ANSWERING_SERVICES) - {a["service"] for a in view["answered"]}
         assert "export" not in json.dumps(view["answered"])
@@ -300,7 +302,7 @@ async def test_when_every_service_has_answered_one_e_mail_brings_the_personal_da
 
     await publish(world, answers["notifier"])  # type: ignore[arg-type]
     await publish(world, answers["contact"])  # type: ignore[arg-type]
-    mails = await smtp.wait_to(address, count=2, timeout=20)
+    mails = await smtp.wait_to(address, count=2, timeout=WAIT)
     await asyncio.sleep(QUIET_SECONDS)
     assert len(smtp.to(address)) == 2
     final = mails[-1].message
@@ -324,7 +326,7 @@ async def test_when_every_service_has_answered_one_e_mail_brings_the_personal_da
             view = (await operator.get(f"/v1/privacy-requests/{request_id}")).json()
             return view if view["final_mail"] == "sent" else None
 
-        view = await eventually(completed, what="the final e-mail reported sent")
+        view = await eventually(completed, timeout=WAIT, what="the final e-mail reported sent")
     assert view["status"] == "completed" and view["email"] is None and view["completed_at"]
     assert view["waiting_for"] == [] and len(view["answered"]) == 4
 
@@ -342,7 +344,7 @@ async def test_when_every_service_has_answered_one_e_mail_brings_the_personal_da
             await conn.close()
         return copies == 0
 
-    await eventually(swept, what="the request's published events deleted")
+    await eventually(swept, timeout=WAIT, what="the request's published events deleted")
     conn = await world.admin()
     try:
         assert await conn.fetchval("SELECT email FROM contact.privacy_requests WHERE id = $1", request_id) is None
@@ -360,7 +362,7 @@ async def test_an_erasure_ends_with_one_e_mail_of_what_was_erased_and_kept(
     for service in ANSWERING_SERVICES:
         summary = kept if service == "orders" else f"{service}: erased."
         await publish(world, answer(request_id, service, kind="erasure", summary=summary))  # type: ignore[arg-type]
-    mails = await smtp.wait_to(address, count=2, timeout=20)
+    mails = await smtp.wait_to(address, count=2, timeout=WAIT)
     await asyncio.sleep(QUIET_SECONDS)
     assert len(smtp.to(address)) == 2
     final = mails[-1].message
@@ -395,7 +397,7 @@ async def test_one_extension_with_a_reason_is_e_mailed_and_moves_the_deadline(
         assert (
             await operator.post(f"/v1/privacy-requests/{request_id}/extension", json={"reason": "  "})
         ).status_code == 422
-    mails = await smtp.wait_to(address, count=2)
+    mails = await smtp.wait_to(address, count=2, timeout=WAIT)
     notice = mails[-1]
     assert notice.message["Subject"] == "Your personal data request will take longer"
     text = text_of(notice)
@@ -426,7 +428,7 @@ async def test_operators_see_every_request_and_which_are_late(system: Contact, s
             view = (await operator.get(f"/v1/privacy-requests/{slow}")).json()
             return view if any(a["service"] == "orders" for a in view["answered"]) else None
 
-        view = await eventually(late_view, what="the orders answer recorded")
+        view = await eventually(late_view, timeout=WAIT, what="the orders answer recorded")
         assert view["late"] is True and view["overdue"] is False
         assert "orders" not in view["waiting_for"] and view["waiting_for"]
         assert (await operator.get(f"/v1/privacy-requests/{fresh}")).json()["late"] is False
@@ -467,7 +469,7 @@ async def test_personal_data_too_large_to_attach_is_offered_another_way(
     big = {"messages": ["x" * 1000] * 5200}  # over the 5 MB an e-mail's attachments may hold, within an event
     for service in ANSWERING_SERVICES:
         await publish(world, answer(request_id, service, export=big if service == "orders" else None))  # type: ignore[arg-type]
-    mails = await smtp.wait_to(address, count=2, timeout=30)
+    mails = await smtp.wait_to(address, count=2, timeout=WAIT)
     final = mails[-1].message
     assert final["Subject"] == "Your personal data at SPM Group"
     assert list(final.iter_attachments()) == []
@@ -493,7 +495,7 @@ async def test_a_request_never_confirmed_is_deleted_once_its_link_expired(
             )
             return copies == 0
 
-        await eventually(gone, what="the expired request and its e-mail's event deleted")
+        await eventually(gone, timeout=WAIT, what="the expired request and its e-mail's event deleted")
         assert await conn.fetchval("SELECT count(*) FROM contact.privacy_requests WHERE id = $1", request_id) == 0
     finally:
         await conn.close()
