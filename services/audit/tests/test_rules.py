@@ -236,3 +236,35 @@ def test_identifiers_are_not_taken_for_card_numbers() -> None:
 )
 def test_the_entry_hash_input_is_rfc_8785(fields: dict[str, object]) -> None:
     assert trail.flat_canonical(fields) == rfc8785.dumps(fields)  # type: ignore[arg-type]
+
+
+def test_a_privacy_answer_and_its_e_mail_leave_no_personal_data_in_the_trail() -> None:
+    personal = '{"orders": [{"name": "Nguyễn Văn Thử", "line1": "12 Tràng Tiền"}]}'
+    events = [
+        CloudEvent(
+            id="e-3",
+            type="notification.requested",
+            source="urn:spm:contact",
+            data={
+                "purpose": "privacy-request",
+                "recipient": {"email": "an@example.vn"},
+                "context": {"answers": []},
+                "attachments": [
+                    {"filename": "personal-data.json", "content_type": "application/json", "content": personal}
+                ],
+            },
+        ),
+        CloudEvent(
+            id="e-4",
+            type="privacy.request.completed",
+            source="urn:spm:orders",
+            data={"request_id": "r", "service": "orders", "summary": "1 order", "export": orjson.loads(personal)},
+        ),
+    ]
+    for event in events:
+        payload = orjson.loads(trail.make_entry(event, 1, trail.GENESIS, KEY, datetime.now(UTC))["payload"])
+        assert "Nguyễn" not in str(payload) and "Tràng" not in str(payload)
+    assert (
+        orjson.loads(trail.make_entry(events[1], 1, trail.GENESIS, KEY, datetime.now(UTC))["payload"])["summary"]
+        == "1 order"
+    )

@@ -99,6 +99,17 @@ SAMPLE_CONTEXTS: dict[str, dict[str, Any]] = {
         "summary": "Một sản phẩm mới.\n\nRa mắt tháng 12.",
         "url": "https://spmgroup.vn/new",
     },
+    "privacy-confirm": {
+        "kind": "access",
+        "confirm_url": "https://contact.example.com/v1/privacy-requests/confirm?token=pr1.abc.def",
+        "expires_at": "2026-12-06 21:00 UTC",
+    },
+    "privacy-extension": {"kind": "erasure", "reason": "Một hệ thống cần thêm thời gian.", "due_date": "2027-01-05"},
+    "privacy-access": {
+        "answers": [{"service": "Đơn hàng", "summary": "2 orders found.", "counts": {"orders": 2}}],
+        "attached": True,
+    },
+    "privacy-erasure": {"answers": [{"service": "Tin nhắn", "summary": "3 messages erased.", "counts": {}}]},
 }
 
 

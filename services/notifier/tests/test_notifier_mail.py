@@ -9,7 +9,15 @@ from email.message import EmailMessage
 from email.utils import parsedate_to_datetime
 
 import pytest
-from notifier.mail import Composer, RenderError, Unsubscribe, encode_words, stable_message_id, usable_message_id
+from notifier.mail import (
+    Composer,
+    FileAttachment,
+    RenderError,
+    Unsubscribe,
+    encode_words,
+    stable_message_id,
+    usable_message_id,
+)
 from notifier.policy import CATEGORY_OF, LOCALES, TEMPLATES, check_request
 from notifier_testkit import SAMPLE_CONTEXTS
 
@@ -162,3 +170,40 @@ def test_message_id_is_stable_per_delivery_key() -> None:
     assert first == stable_message_id("urn:spm:orders|e1|ref", MAIL_FROM)
     assert first != stable_message_id("urn:spm:orders|e2|ref", MAIL_FROM)
     assert first.startswith("<n-") and first.endswith("@spmgroup.vn>")
+
+
+def test_an_attachment_travels_as_a_file_next_to_the_text_and_html() -> None:
+    content = '{\n  "orders": {"name": "Nguyễn Văn An"},\r\n  "x": "' + "é" * 200 + '"\n}'
+    raw = composer.compose(
+        template="privacy-access",
+        locale="vi",
+        email="an.nguyen@example.vn",
+        name=None,
+        context=SAMPLE_CONTEXTS["privacy-access"],
+        message_id="<x@spmgroup.vn>",
+        attachments=[FileAttachment("personal-data.json", "application/json", content)],
+    ).data
+    assert all(len(line) <= 998 for line in raw.split(b"\r\n"))
+    message = parse(raw)
+    assert message.defects == []
+    assert message.get_content_type() == "multipart/mixed"
+    body, attached = message.iter_parts()
+    assert body.get_content_type() == "multipart/alternative"
+    assert message.get_body(("plain",)).get_content().startswith("Xin chào")
+    assert attached.get_content_type() == "application/json"
+    assert attached.get_filename() == "personal-data.json"
+    assert attached.get_content_disposition() == "attachment"
+    assert attached.get_payload(decode=True) == content.encode()  # byte for byte, line ends included
+
+
+def test_an_attachment_with_a_name_unfit_for_a_header_is_refused() -> None:
+    with pytest.raises(RenderError):
+        composer.compose(
+            template="privacy-access",
+            locale="en",
+            email="an.nguyen@example.vn",
+            name=None,
+            context=SAMPLE_CONTEXTS["privacy-access"],
+            message_id="<x@spmgroup.vn>",
+            attachments=[FileAttachment('a"\r\nBcc: x@evil.example', "application/json", "{}")],
+        )

@@ -33,6 +33,7 @@ PUBLISHES: dict[str, tuple[str, ...]] = {
         "contact.message.closed",
         "contact.messages.deleted",
         "privacy-policy.published",
+        "privacy.request.confirmed",
         "notification.requested",
     ),
     "orders": ("order.recorded", "security.card-data-removed", "notification.requested"),
@@ -40,7 +41,7 @@ PUBLISHES: dict[str, tuple[str, ...]] = {
     "audit": (),
 }
 BINDS: dict[str, tuple[str, ...]] = {
-    "contact": ("notification.failed", "notification.sent"),
+    "contact": ("notification.failed", "notification.sent", "privacy.request.completed"),
     "orders": ("notification.unsubscribed", "order.placed", "product.announced", "upgrade.released"),
     "notifier": ("notification.requested",),
     "audit": ("#",),

@@ -3,9 +3,10 @@ meaning; it lives here because every service that sends mail publishes it."""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from spm_common.envelope import Purpose
 
@@ -13,6 +14,12 @@ NOTIFICATION_REQUESTED = "notification.requested"
 NOTIFICATION_SENT = "notification.sent"
 NOTIFICATION_FAILED = "notification.failed"
 Locale = Literal["vi", "en"]
+# Attachments are for the answer to a privacy access request (`personal-data.json`): a few, of a type on this
+# list, and bounded as they travel (their JSON-encoded size), so the event stays under MAX_EVENT_BYTES and the
+# notifier's stored request stays bounded too.
+AttachmentType = Literal["application/json"]
+ATTACHMENTS_MAX = 4
+ATTACHMENTS_MAX_BYTES = 5_000_000
 
 
 class Recipient(BaseModel):
@@ -20,6 +27,17 @@ class Recipient(BaseModel):
 
     email: str = Field(min_length=3, max_length=254)
     name: str | None = Field(default=None, max_length=200)
+
+
+class Attachment(BaseModel):
+    """A file attached to the e-mail, its content as text (UTF-8 on the wire)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    # A plain file name: it goes into a MIME header as is.
+    filename: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    content_type: AttachmentType
+    content: str = Field(max_length=ATTACHMENTS_MAX_BYTES)
 
 
 class NotificationRequested(BaseModel):
@@ -37,6 +55,17 @@ class NotificationRequested(BaseModel):
     in_reply_to: str | None = Field(default=None, max_length=250)
     # The requester's own reference, echoed in notification.sent / notification.failed.
     reference: str | None = Field(default=None, max_length=200)
+    # Left out of the payload when empty, so the requests built by hand on hot paths (the same fields without
+    # it) stay byte for byte what this model makes.
+    attachments: list[Attachment] = Field(default_factory=list, max_length=ATTACHMENTS_MAX, exclude_if=lambda v: not v)
+
+    @model_validator(mode="after")
+    def _attachments_bounded(self) -> Self:
+        if self.attachments:
+            size = sum(len(orjson.dumps(a.content)) for a in self.attachments)
+            if size > ATTACHMENTS_MAX_BYTES:
+                raise ValueError(f"attachments of {size} bytes exceed {ATTACHMENTS_MAX_BYTES}")
+        return self
 
 
 class NotificationOutcome(BaseModel):

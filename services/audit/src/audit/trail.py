@@ -46,9 +46,13 @@ COLUMNS = (*FIELDS, "hash")
 
 EMAIL_FIELDS = frozenset({"email", "e_mail", "email_address"})
 # Removed wherever they appear, whatever their shape: names, addresses, phones, message text, keys, cards,
-# client addresses. `context` is a notification's template context (reply text, license keys).
+# client addresses. `context` is a notification's template context (reply text, license keys); `attachments`
+# its files (a privacy access request's personal-data.json) and `export` a service's answer to one: what a
+# person asked to see must not stay in a trail that can never forget it.
 PERSONAL_FIELDS = (PERSONAL_KEYS - EMAIL_FIELDS) | {
     "context",
+    "attachments",
+    "export",
     "reply_body",
     "client_address",
     "remote_address",

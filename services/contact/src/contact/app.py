@@ -1,17 +1,22 @@
 """Wiring of the contact service: settings, runtime, routes, the events it handles, its periodic job."""
 
+import functools
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from spm_common.db import Connection
+from spm_common.envelope import CloudEvent
 from spm_common.http import create_app
+from spm_common.notifications import NOTIFICATION_FAILED, NOTIFICATION_SENT
+from spm_common.privacy import PRIVACY_REQUEST_COMPLETED
 from spm_common.runtime import Runtime
 from spm_common.serve import serve
 from spm_common.settings import load
 
-from contact import inbox, policy, retention
+from contact import inbox, policy, privacy, privacy_api, retention
 from contact.api import operators, public
-from contact.events import CONSUMES, PUBLISHES
+from contact.events import PUBLISHES
 from contact.settings import MIGRATIONS, Settings
 from contact.writer import MessageWriter
 
@@ -26,15 +31,31 @@ def build(settings: Settings) -> Runtime:
             runtime.health.loop("contact-retention"),
         )
 
+    async def privacy_sweep(runtime: Runtime) -> None:
+        await privacy.sweep_periodically(
+            runtime.pool, settings.contact_retention_interval_seconds, runtime.health.loop("privacy-sweep")
+        )
+
+    async def mail_outcome(conn: Connection, event: CloudEvent) -> None:
+        if event.purpose == privacy.PURPOSE:
+            await privacy.record_outcome(conn, event)
+        else:
+            await inbox.record_outcome(conn, event)
+
     return Runtime(
         settings,
         migrations=MIGRATIONS,
-        handlers=dict.fromkeys(CONSUMES, inbox.record_outcome),
+        handlers={
+            NOTIFICATION_SENT: mail_outcome,
+            NOTIFICATION_FAILED: mail_outcome,
+            PRIVACY_REQUEST_COMPLETED: functools.partial(privacy.record_answer, source=settings.source),
+        },
         # The outcome of every e-mail of the system arrives (the routing key is the event type); only those of
-        # this service's mail, purpose answer-message, are worth a transaction.
-        accepts=inbox.concerns_contact,
+        # this service's mail, purposes answer-message and privacy-request, are worth a transaction.
+        accepts=lambda event: inbox.concerns_contact(event) or privacy.concerns_privacy(event),
         publishes=PUBLISHES,
-        background=[retention_job],
+        background=[retention_job, privacy_sweep],
+        scrape=[privacy_api.refresh_gauges],
         description=__doc__ or "",
         relay=settings.contact_outbox_relay == "in-process",
     )
@@ -47,7 +68,7 @@ def create(settings: Settings | None = None) -> FastAPI:
         runtime,
         title="SPM contact",
         description="The website's contact form and the operators' inbox.",
-        routers=[public, operators],
+        routers=[public, operators, privacy_api.public, privacy_api.operators],
     )
     started = app.router.lifespan_context
 

@@ -16,6 +16,12 @@ from spm_common.notifications import (
     NotificationOutcome,
     NotificationRequested,
 )
+from spm_common.privacy import (
+    PRIVACY_REQUEST_COMPLETED,
+    PRIVACY_REQUEST_CONFIRMED,
+    PrivacyRequestCompleted,
+    PrivacyRequestConfirmed,
+)
 
 MESSAGE_RECEIVED = "contact.message.received"
 MESSAGE_REPLIED = "contact.message.replied"
@@ -75,6 +81,12 @@ PUBLISHES = {
     MESSAGES_DELETED: MessagesDeleted,
     POLICY_PUBLISHED: PrivacyPolicyPublished,
     NOTIFICATION_REQUESTED: NotificationRequested,
+    PRIVACY_REQUEST_CONFIRMED: PrivacyRequestConfirmed,
 }
-# The notifier's reports on the e-mails this service asked for: they become each reply's delivery status.
-CONSUMES = {NOTIFICATION_SENT: NotificationOutcome, NOTIFICATION_FAILED: NotificationOutcome}
+# The notifier's reports on the e-mails this service asked for: they become each reply's delivery status (and
+# a privacy request's acknowledgement); every service's answer to a privacy request.
+CONSUMES = {
+    NOTIFICATION_SENT: NotificationOutcome,
+    NOTIFICATION_FAILED: NotificationOutcome,
+    PRIVACY_REQUEST_COMPLETED: PrivacyRequestCompleted,
+}

@@ -100,6 +100,10 @@ def _email(text: str) -> str:
         raise _refuse("email", "not a valid e-mail address") from None
 
 
+# The form's rule for an address, for the other forms of this service (privacy requests).
+valid_email = _email
+
+
 class ContactForm(BaseModel):
     """What the website's contact form sends."""
 

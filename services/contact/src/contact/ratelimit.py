@@ -57,7 +57,9 @@ class Buckets(NamedTuple):
     overall_limit: int
 
 
-def buckets(client: str, per_client: Limit, overall: Limit, now: float) -> Buckets:
+def buckets(client: str, per_client: Limit, overall: Limit, now: float, overall_bucket: str = GLOBAL_BUCKET) -> Buckets:
+    """`overall_bucket` names the second bucket: everyone's by default; privacy requests count per address
+    there, so that a client refused for its own limit does not use up an address's requests."""
     client_start, client_end = per_client.window(now)
     overall_start, overall_end = overall.window(now)
     return Buckets(
@@ -65,7 +67,7 @@ def buckets(client: str, per_client: Limit, overall: Limit, now: float) -> Bucke
         client_start,
         client_end,
         per_client.requests,
-        f"{GLOBAL_BUCKET}/{overall.window_seconds}",
+        f"{overall_bucket}/{overall.window_seconds}",
         overall_start,
         overall_end,
         overall.requests,

@@ -1,9 +1,11 @@
 """Configuration of the contact service: the shared SPM_* variables and its own."""
 
+from datetime import date
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import NoDecode
 from spm_common.settings import Secret, ServiceAmqpUrl, ServiceDatabaseUrl, ServiceSettings
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -33,6 +35,36 @@ class Settings(ServiceSettings):
     contact_outbox_relay: Literal["in-process", "separate"] = "in-process"
     # The probes and metrics of that relay process.
     contact_relay_port: int = Field(default=8091, ge=1, le=65535)
+
+    # Privacy requests (README "Privacy requests"). The public base URL of this service: the confirmation
+    # link in the e-mail points there.
+    contact_public_url: str = Field(default="http://127.0.0.1:8081", pattern=r"^https?://[^\s<>\"']+$")
+    # How long a confirmation link works.
+    privacy_confirm_hours: float = Field(default=24.0, gt=0, le=24 * 14)
+    # The acknowledgement is due within this many working days (Monday to Friday, not a holiday) of receipt,
+    # the answer within this many calendar days, and the one extension adds this many calendar days.
+    privacy_ack_working_days: int = Field(default=2, ge=1, le=30)
+    privacy_due_days: int = Field(default=15, ge=1, le=366)
+    privacy_extension_days: int = Field(default=15, ge=1, le=366)
+    # Public holidays that are not working days, ISO dates separated by commas: 2027-01-01,2027-02-16,...
+    # (Unset rather than empty by default: compose passes an unset one as "", which means unset.)
+    privacy_holidays: Annotated[tuple[date, ...] | None, NoDecode] = None
+    # Requests per address and per client, each in a fixed window (seconds).
+    privacy_rate_per_address: int = Field(default=3, ge=1)
+    privacy_rate_address_window_seconds: int = Field(default=86400, ge=1, le=7 * 86400)
+    privacy_rate_per_client: int = Field(default=10, ge=1)
+    privacy_rate_client_window_seconds: int = Field(default=3600, ge=1, le=86400)
+
+    @field_validator("privacy_holidays", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @property
+    def holidays(self) -> frozenset[date]:
+        return frozenset(self.privacy_holidays or ())
 
     def client_key(self) -> bytes:
         return self.contact_secret.get_secret_value().encode()

@@ -32,7 +32,7 @@ from spm_common.pgnotify import Listener
 from spm_common.redaction import describe_error
 
 from notifier import store
-from notifier.mail import Composer, RenderError, Unsubscribe, stable_message_id, usable_message_id
+from notifier.mail import Composer, FileAttachment, RenderError, Unsubscribe, stable_message_id, usable_message_id
 from notifier.policy import (
     CATEGORY_OF,
     PURCHASER_ONLY,
@@ -364,6 +364,10 @@ class Sender:
             message_id=job.message_id,
             in_reply_to=job.request.get("in_reply_to"),
             unsubscribe=unsubscribe,
+            attachments=[
+                FileAttachment(a["filename"], a["content_type"], a["content"])
+                for a in job.request.get("attachments") or ()
+            ],
         )
 
     async def _work(self, connection: SmtpConnection) -> None:

@@ -16,6 +16,7 @@ import hashlib
 import os
 import re
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from email.utils import formatdate, parseaddr
 from typing import Any
@@ -35,6 +36,9 @@ CATEGORY_LABELS = {
 # that newline would add a line to the headers.
 MESSAGE_ID_RE = re.compile(r"<[!-;=?-~]{1,200}@[!-;=?-~]{1,200}>")
 _WHITESPACE = re.compile(r"\s+")
+# What may go into an attachment's MIME headers as is (the request's model allows no more).
+_FILENAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+_CONTENT_TYPE = re.compile(r"^[a-z]+/[a-z0-9.+-]+$")
 _ENCODED_WORD_BYTES = 39  # 52 base64 characters: a word of 64, and "Subject: " plus one word within 76
 
 
@@ -47,6 +51,15 @@ class Unsubscribe:
     url: str
     mailto: str
     category: str
+
+
+@dataclass(frozen=True)
+class FileAttachment:
+    """A file to attach (the request's `attachments`, already bounded and typed by the request's model)."""
+
+    filename: str
+    content_type: str
+    content: str
 
 
 @dataclass(frozen=True)
@@ -125,6 +138,7 @@ class Composer:
         message_id: str,
         in_reply_to: str | None = None,
         unsubscribe: Unsubscribe | None = None,
+        attachments: Sequence[FileAttachment] = (),
     ) -> Outgoing:
         skeleton = self._skeletons.get((template, locale))
         if skeleton is None:
@@ -174,9 +188,13 @@ class Composer:
                 b">\r\nList-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n",
             ]
         marker = boundary.encode()
+        headers += [skeleton.language, b"MIME-Version: 1.0\r\n"]
+        if attachments:
+            # multipart/mixed: the text and HTML alternatives first, then each file.
+            mixed = marker + b"m"
+            headers += [b'Content-Type: multipart/mixed; boundary="', mixed, b'"\r\n\r\n--', mixed, b"\r\n"]
         headers += [
-            skeleton.language,
-            b'MIME-Version: 1.0\r\nContent-Type: multipart/alternative; boundary="',
+            b'Content-Type: multipart/alternative; boundary="',
             marker,
             b'"\r\n\r\n--',
             marker,
@@ -190,6 +208,10 @@ class Composer:
             marker,
             b"--\r\n",
         ]
+        if attachments:
+            for attachment in attachments:
+                headers += [b"--", mixed, b"\r\n", _attachment_part(attachment)]
+            headers += [b"--", mixed, b"--\r\n"]
         return Outgoing(self.sender, recipient, b"".join(headers))
 
     def _now(self) -> bytes:
@@ -238,8 +260,27 @@ def _envelope_address(email: str) -> str:
     return f"{local}@{domain}"
 
 
+def _attachment_part(attachment: FileAttachment) -> bytes:
+    if not _FILENAME.match(attachment.filename) or not _CONTENT_TYPE.match(attachment.content_type):
+        raise RenderError("attachment name or type is not usable")
+    name = attachment.filename.encode()
+    return (
+        b"Content-Type: "
+        + attachment.content_type.encode()
+        + b'; charset="utf-8"; name="'
+        + name
+        + b'"\r\nContent-Disposition: attachment; filename="'
+        + name
+        + b'"\r\nContent-Transfer-Encoding: base64\r\n\r\n'
+        + _base64_lines(attachment.content.encode())  # the file's bytes as they are, line ends included
+    )
+
+
 def _base64_body(text: str) -> bytes:
-    data = text.replace("\r\n", "\n").replace("\n", "\r\n").encode()
+    return _base64_lines(text.replace("\r\n", "\n").replace("\n", "\r\n").encode())
+
+
+def _base64_lines(data: bytes) -> bytes:
     encoded = binascii.b2a_base64(data, newline=False)
     # Lines of 76 characters (RFC 2045), cut in one pass rather than base64.encodebytes' and a replace after it.
     return b"\r\n".join([encoded[i : i + 76] for i in range(0, len(encoded), 76)]) + b"\r\n"

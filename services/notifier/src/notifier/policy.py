@@ -81,6 +81,36 @@ class ProductNews(_Context):
     url: str | None = _url()
 
 
+class PrivacyConfirm(_Context):
+    """The link that confirms a privacy request (nothing happens until it is followed)."""
+
+    kind: Literal["access", "erasure"]
+    confirm_url: str = Field(pattern=URL_PATTERN, max_length=2000)
+    expires_at: str = Field(min_length=1, max_length=100)  # as the person reads it, e.g. "2026-12-06 21:00 UTC"
+
+
+class PrivacyExtension(_Context):
+    """The one extension of a privacy request's deadline, with its reason."""
+
+    kind: Literal["access", "erasure"]
+    reason: str = Field(min_length=1, max_length=2000)
+    due_date: str = Field(min_length=1, max_length=100)
+
+
+class ServiceAnswer(_Context):
+    service: str = Field(min_length=1, max_length=50)
+    summary: str = Field(max_length=4000)
+    counts: dict[str, int] = Field(default_factory=dict, max_length=50)
+
+
+class PrivacyAnswers(_Context):
+    """What each service found (access) or erased and kept (erasure)."""
+
+    answers: list[ServiceAnswer] = Field(min_length=1, max_length=20)
+    # Access only: false where the data was too large to attach (the person is told how to get it).
+    attached: bool = True
+
+
 @dataclass(frozen=True)
 class TemplateSpec:
     purpose: Purpose
@@ -94,6 +124,10 @@ TEMPLATES: dict[str, TemplateSpec] = {
     "license-recovery": TemplateSpec("license-recovery", LicenseRecovery),
     "upgrade-notice": TemplateSpec("free-upgrade", UpgradeNotice),
     "product-news": TemplateSpec("product-news", ProductNews),
+    "privacy-confirm": TemplateSpec("privacy-request", PrivacyConfirm),
+    "privacy-extension": TemplateSpec("privacy-request", PrivacyExtension),
+    "privacy-access": TemplateSpec("privacy-request", PrivacyAnswers),
+    "privacy-erasure": TemplateSpec("privacy-request", PrivacyAnswers),
 }
 LOCALES = ("vi", "en")
 
@@ -101,7 +135,7 @@ LOCALES = ("vi", "en")
 # announces upgrades and news. A request from any other source, or for another purpose, is refused (and
 # dead-lettered): whoever can publish to the exchange must not be able to mail anyone about anything.
 REQUESTERS: dict[str, frozenset[str]] = {
-    "urn:spm:contact": frozenset({"answer-message"}),
+    "urn:spm:contact": frozenset({"answer-message", "privacy-request"}),
     "urn:spm:orders": frozenset({"fulfil-order", "license-recovery", "free-upgrade", "product-news"}),
 }
 
