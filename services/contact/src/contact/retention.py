@@ -11,6 +11,7 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
+from spm_common.db import DB_ERRORS
 from spm_common.envelope import new_event
 from spm_common.logging import get_logger
 from spm_common.outbox import enqueue
@@ -61,6 +62,6 @@ async def run_periodically(pool: asyncpg.Pool, retention_days: int, interval_sec
     while True:
         try:
             await delete_expired(pool, retention_days, source)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        except DB_ERRORS as exc:
             log.warning("retention run failed; will try again", error=describe_error(exc))
         await asyncio.sleep(interval_seconds)

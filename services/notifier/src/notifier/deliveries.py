@@ -21,7 +21,7 @@ import orjson
 from email_validator import EmailNotValidError, validate_email
 from prometheus_client import Counter
 from spm_common.addresses import is_plain_address
-from spm_common.db import Connection
+from spm_common.db import DB_ERRORS, Connection
 from spm_common.envelope import CloudEvent, OutboxRow, new_event_body
 from spm_common.logging import bound_contextvars, get_logger
 from spm_common.notifications import NOTIFICATION_FAILED, NOTIFICATION_SENT, NotificationRequested
@@ -44,10 +44,6 @@ GATED = sorted(PURCHASER_ONLY | CATEGORY_OF.keys())
 DELIVERIES = Counter("spm_notifier_deliveries_total", "Delivery attempts by outcome", ["outcome"])
 RELEASE = Result("retry")  # a claimed delivery handed back unsent (shutdown, or its lease ran short)
 MAX_CONNECTION_PAUSE_SECONDS = 2.0
-# InternalClientError: asyncpg's "cannot switch to state ..." on a pooled connection whose server ended it
-# a moment before. Not caught, it ended the marking task silently: outcomes were never recorded, and the
-# e-mails went out again once their leases ran out.
-DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError)
 
 
 # --- recording ------------------------------------------------------------------------------------------
