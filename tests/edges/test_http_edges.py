@@ -45,8 +45,12 @@ AUTH = {"Authorization": f"Bearer {OPERATOR_TOKEN}"}
 
 
 def _httpx_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
-    """schemathesis serializes for requests; httpx names a raw body `content`."""
-    out = {k: v for k, v in kwargs.items() if k in ("method", "url", "headers", "params", "cookies")}
+    """schemathesis serializes for requests; httpx names a raw body `content`, and deprecates cookies set per
+    request (on a shared client), so they go as the Cookie header they would have become."""
+    out = {k: v for k, v in kwargs.items() if k in ("method", "url", "headers", "params")}
+    if kwargs.get("cookies"):
+        cookie = "; ".join(f"{name}={value}" for name, value in kwargs["cookies"].items())
+        out["headers"] = {**(out.get("headers") or {}), "Cookie": cookie}
     if "json" in kwargs:
         out["content"] = json.dumps(kwargs["json"]).encode()
     elif kwargs.get("data") is not None:
