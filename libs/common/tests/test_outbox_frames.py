@@ -11,7 +11,7 @@ from aiormq import spec
 from pamqp.body import ContentBody
 from pamqp.header import ContentHeader
 from spm_common.envelope import CONTENT_TYPE
-from spm_common.outbox import publish_frames
+from spm_common.internals import publish_frames
 
 
 @pytest.mark.parametrize(

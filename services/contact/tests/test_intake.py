@@ -6,7 +6,11 @@ import asyncio
 import unicodedata
 import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 
+import asyncpg
+import pytest
+from contact import store
 from contact_helpers import Contact, form, new_address, outbox_events, random_ip, started
 from spm_common.testing.world import World
 
@@ -171,6 +175,30 @@ async def test_a_database_lost_under_the_write_is_a_503_and_the_next_form_is_sto
     assert await stored(world, address) == []
     async with contact.client() as client:
         assert (await client.post("/v1/messages", json=form(email=after))).status_code == 202
+    assert len(await stored(world, after)) == 1
+
+
+async def test_a_connection_the_server_had_ended_is_a_503_too(
+    contact: Contact, world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """asyncpg's InternalClientError ("cannot switch to state ..."), raised by a pooled connection whose
+    server ended it a moment before, is a database error like any other (it was a 500 here)."""
+    admit, failures = store.admit, []
+
+    async def ended(conn: Any, attempts: Any) -> Any:
+        if not failures:
+            failures.append(attempts)
+            raise asyncpg.InternalClientError("cannot switch to state 11; another operation (2) is in progress")
+        return await admit(conn, attempts)
+
+    monkeypatch.setattr(store, "admit", ended)
+    address, after = new_address(), new_address()
+    async with contact.client() as client:
+        response = await client.post("/v1/messages", json=form(email=address))
+        assert (response.status_code, response.headers.get("Retry-After")) == (503, "5"), response.text
+        assert (await client.post("/v1/messages", json=form(email=after))).status_code == 202
+    assert len(failures) == 1
+    assert await stored(world, address) == []
     assert len(await stored(world, after)) == 1
 
 

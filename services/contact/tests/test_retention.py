@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from contact import retention
+import asyncio
+import contextlib
+from typing import Any
+
+import asyncpg
+import pytest
+from contact import retention, store
 from contact_helpers import Contact, eventually, form, new_address, outbox_events, started
 from spm_common.testing.world import World
 
@@ -77,3 +83,40 @@ async def test_the_periodic_job_runs_in_the_service(world: World) -> None:
             return not await exists(world, message_id)
 
         await eventually(gone, timeout=5, what="periodic deletion")
+
+
+async def test_the_periodic_job_outlives_a_connection_the_server_had_ended(
+    contact: Contact, world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """asyncpg's InternalClientError ("cannot switch to state ..."), raised by a pooled connection whose
+    server ended it a moment before, is a failed run to try again, as any database error: it escaped the job
+    (which the runtime then logged as a failed task, at error level, and restarted)."""
+    async with contact.client() as client:
+        message_id = (await client.post("/v1/messages", json=form(email=new_address()))).json()["id"]
+    await age(world, message_id, 400)
+    delete, failures = store.delete_messages_before, []
+
+    async def ended(conn: Any, cutoff: Any, limit: int) -> Any:
+        if not failures:
+            failures.append(cutoff)
+            raise asyncpg.InternalClientError("cannot switch to state 11; another operation (2) is in progress")
+        return await delete(conn, cutoff, limit)
+
+    monkeypatch.setattr(store, "delete_messages_before", ended)
+    settings = contact.settings
+    runtime = contact.app.state.runtime
+    health = runtime.health.loop("contact-retention-test")
+    job = asyncio.create_task(retention.run_periodically(runtime.pool, 365, 0.05, settings.source, health))
+
+    async def deleted() -> bool:
+        if job.done():
+            raise AssertionError(f"the retention job ended: {job.exception()!r}")
+        return not await exists(world, message_id)
+
+    try:
+        await eventually(deleted, what="the expired message deleted by the next run")
+    finally:
+        job.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await job
+    assert len(failures) == 1

@@ -320,6 +320,30 @@ async def test_a_bug_while_composing_is_retried_and_the_sender_keeps_going(
     assert len(smtp.to(unlucky)) == 1 and len(smtp.to(other)) == 1
 
 
+async def test_a_connection_the_server_had_ended_delays_the_marking_and_sends_nothing_twice(
+    settings, publish, db, smtp: SmtpServer, monkeypatch
+) -> None:
+    """asyncpg's InternalClientError ("cannot switch to state ..."), raised by a pooled connection whose
+    server ended it a moment before, once ended the marking task: the e-mail went out again with its lease."""
+    mark_sent, failures = store.mark_sent, []
+
+    async def ended(conn, claims, outcomes):
+        if not failures:
+            failures.append(claims)
+            raise asyncpg.InternalClientError("cannot switch to state 11; another operation (2) is in progress")
+        return await mark_sent(conn, claims, outcomes)
+
+    monkeypatch.setattr(store, "mark_sent", ended)
+    to = address("buyer")
+    order = request_event("order-confirmation", to, reference="order:FS-2")
+    async with running(create(settings)):
+        await publish(order)
+        await smtp.wait_to(to)
+        row = await settled(db, order, "sent")
+    assert len(failures) == 1
+    assert row["attempts"] == 1 and len(smtp.to(to)) == 1
+
+
 async def test_marking_sent_writes_the_outcome_only_of_deliveries_still_leased(settings, db) -> None:
     async with running(create(settings)):
         pass  # the schema, migrated

@@ -40,6 +40,7 @@ from pydantic import ValidationError
 from spm_common.db import Connection
 from spm_common.envelope import ACCEPTED_CONTENT_TYPES, CONTENT_TYPE, CloudEvent
 from spm_common.health import LoopHealth
+from spm_common.internals import deliver_directly
 from spm_common.logging import bound_contextvars, get_logger
 from spm_common.metrics import EVENTS_CONSUMED
 from spm_common.redaction import describe_error
@@ -139,7 +140,7 @@ class EventConsumer:
         # starts and cancels the consumer and documents it; each delivery, though, goes straight from aio-pika
         # to `on_message`: FastStream's per-message pipeline (context scopes, middlewares, dependency
         # injection, its message object) cost more CPU than all of this consumer's own work per event.
-        subscriber.consume = self.on_message  # type: ignore[method-assign,assignment]
+        deliver_directly(subscriber, self.on_message)
 
     @property
     def routing_keys(self) -> list[str]:

@@ -7,6 +7,17 @@ from asyncpg.pool import PoolConnectionProxy
 
 Connection: TypeAlias = "asyncpg.Connection[Any] | PoolConnectionProxy[Any]"
 
+# What the database raises when it is away or a connection dies under a statement: a loop tries again later,
+# a request answers 503. InternalClientError is asyncpg's "cannot switch to state ..." on a pooled connection
+# whose server ended it a moment before its next use; not caught, it ended the notifier's marking task
+# silently (outcomes never recorded, the e-mails sent again once their leases ran out).
+DB_ERRORS: tuple[type[Exception], ...] = (
+    OSError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+)
+
 # Run first in the transaction of a claim from a queue table (an outbox, the notifier's deliveries) that reads
 # the partial index of its waiting rows in order, up to a batch. When Postgres expects few waiting rows it plans
 # a bitmap scan, which reads every entry of that index on every claim, and the entries of the rows claimed since

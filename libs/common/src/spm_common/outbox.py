@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import struct
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -23,11 +22,11 @@ import aio_pika
 import asyncpg
 from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
 from aiormq import spec
-from aiormq.abc import ChannelFrame
 
 from spm_common.db import INDEX_SCAN_CLAIM, Connection
 from spm_common.envelope import CONTENT_TYPE, CloudEvent, OutboxRow
 from spm_common.health import LoopHealth
+from spm_common.internals import write_publishes
 from spm_common.logging import get_logger
 from spm_common.metrics import EVENTS_PUBLISH_FAILED, EVENTS_PUBLISHED, OUTBOX_BACKLOG
 from spm_common.pgnotify import Listener
@@ -91,52 +90,6 @@ def outbox_arrays(events: Sequence[CloudEvent | OutboxRow]) -> tuple[list[str], 
     return [e.id for e in events], [e.type for e in events], bodies
 
 
-# The AMQP 0-9-1 frames of one publish (a method, a content header, body frames), packed here rather than by
-# pamqp's generic marshalling, which walks every property of the class and its type per message: ~21 -> ~3 µs
-# an event, two events a contact message. A test holds them byte-equal to pamqp's.
-_FRAME = struct.Struct(">BHI")  # type, channel, payload size; the payload; then the frame end octet
-_METHOD, _HEADER, _BODY, _FRAME_END = 1, 2, 3, b"\xce"
-_BASIC_PUBLISH = struct.pack(">HHH", 60, 40, 0)  # class Basic, method Publish, reserved ticket
-_CONTENT = struct.Struct(">HHQH")  # class Basic, weight 0, body size, property flags
-# The properties of CONTRACT section 3 (content-type, delivery-mode, message-id, type), in that order.
-_PROPERTY_FLAGS = 0x8000 | 0x1000 | 0x0080 | 0x0020
-_PERSISTENT = bytes((aio_pika.DeliveryMode.PERSISTENT.value,))
-
-
-def _short_string(text: str) -> bytes:
-    data = text.encode()
-    if len(data) > 255:
-        raise TypeError("string exceeds maximum length of 255 bytes")  # as pamqp refuses it
-    return bytes((len(data),)) + data
-
-
-_CONTENT_TYPE = _short_string(CONTENT_TYPE)
-
-
-def publish_frames(
-    channel: int, exchange: str, event_type: str, event_id: str, body: bytes, max_content_size: int
-) -> bytes:
-    """What `basic_publish` writes for one event: Basic.Publish to `exchange` with the event type as routing
-    key (not mandatory, not immediate), the content header with CONTRACT section 3's properties (persistent),
-    and the body in frames of at most `max_content_size` bytes (none for an empty body)."""
-    routing_key = _short_string(event_type)
-    method = b"".join((_BASIC_PUBLISH, _short_string(exchange), routing_key, b"\x00"))
-    properties = b"".join((_CONTENT_TYPE, _PERSISTENT, _short_string(event_id), routing_key))
-    header = _CONTENT.pack(60, 0, len(body), _PROPERTY_FLAGS) + properties
-    parts = [
-        _FRAME.pack(_METHOD, channel, len(method)),
-        method,
-        _FRAME_END,
-        _FRAME.pack(_HEADER, channel, len(header)),
-        header,
-        _FRAME_END,
-    ]
-    for start in range(0, len(body), max_content_size):
-        chunk = body[start : start + max_content_size]
-        parts += (_FRAME.pack(_BODY, channel, len(chunk)), chunk, _FRAME_END)
-    return b"".join(parts)
-
-
 class AmqpPublisher:
     """The relay's publish: one CloudEvent body onto the exchange with CONTRACT section 3's properties,
     persistent, returning once the broker confirmed it (raising if it did not, or not within `timeout`).
@@ -180,28 +133,12 @@ class AmqpPublisher:
         queued for the socket (what is published after that goes out after it); each message's result is its
         broker confirmation, or the exception that stands for its failure (nack, channel lost, no answer in time).
 
-        The frames of each message are exactly those `basic_publish` writes (`publish_frames`), and its
-        delivery tag and confirmation are registered the same way under the channel's lock; only the write is
-        one instead of one per message (each write is a system call that also runs the broker side of the
-        loopback)."""
+        The write goes past aio-pika's and aiormq's public API: see `spm_common.internals.write_publishes`."""
         channel = self._channel
         if channel is None or channel.is_closed:
             channel = await self._open()
-        underlay: Any = await channel.get_underlay_channel()
-        frames: list[bytes] = []
-        confirmations: list[asyncio.Future[Any]] = []
-        async with underlay.lock:
-            for event_type, event_id, body in messages:
-                underlay.delivery_tag += 1
-                confirmation = underlay.create_future()
-                underlay.confirmations[underlay.delivery_tag] = confirmation
-                confirmations.append(confirmation)
-                frames.append(
-                    publish_frames(
-                        underlay.number, self._exchange, event_type, event_id, body, underlay.max_content_size
-                    )
-                )
-            await underlay.write_queue.put(ChannelFrame(payload=b"".join(frames), should_close=False))
+        underlay = await channel.get_underlay_channel()
+        confirmations = await write_publishes(underlay, self._exchange, messages)
         written()
         await asyncio.wait(confirmations, timeout=self._timeout)
         results: list[object] = []

@@ -9,12 +9,12 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal, cast
 
-import asyncpg
 from email_validator import EmailNotValidError, validate_email
 from fastapi import APIRouter, Header, HTTPException, Query, Request, Response, status
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from spm_common.clientaddr import of_request, rate_limit_key
+from spm_common.db import DB_ERRORS
 from spm_common.http import BAD_BODY, OPERATOR_ONLY, Operator, RuntimeDep, direct, json_body, validated_body
 from spm_common.runtime import Runtime
 
@@ -26,8 +26,6 @@ from contact.writer import MessageWriter
 
 public = APIRouter(prefix="/v1", tags=["website"])
 operators = APIRouter(prefix="/v1", tags=["inbox"], responses=OPERATOR_ONLY)
-# What the database raises when it is away or a connection dies under a statement.
-DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
 RETRY_AFTER_SECONDS = 5
 
 DeliveryStatus = Literal["queued", "sent", "failed"]

@@ -11,6 +11,7 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
+from spm_common.db import DB_ERRORS
 from spm_common.envelope import new_event
 from spm_common.health import LoopHealth
 from spm_common.logging import get_logger
@@ -65,6 +66,6 @@ async def run_periodically(
         try:
             await delete_expired(pool, retention_days, source)
             health.ok()
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        except DB_ERRORS as exc:
             health.failed(describe_error(exc))
         await asyncio.sleep(interval_seconds)

@@ -22,7 +22,7 @@ from email_validator import EmailNotValidError, validate_email
 from prometheus_client import Counter, Gauge
 from spm_common.addresses import is_plain_address
 from spm_common.consumer import PermanentError
-from spm_common.db import Connection
+from spm_common.db import DB_ERRORS, Connection
 from spm_common.envelope import CloudEvent, OutboxRow, new_event_body
 from spm_common.health import Health
 from spm_common.logging import bound_contextvars, get_logger
@@ -63,10 +63,6 @@ MAX_CONNECTION_PAUSE_SECONDS = 2.0
 # While the SMTP server refuses us, it is asked this often (at most) whether it lets us in again, so readiness
 # recovers once it does even when the deliveries' own retries are an hour away.
 SMTP_PROBE_SECONDS = 10.0
-# InternalClientError: asyncpg's "cannot switch to state ..." on a pooled connection whose server ended it
-# a moment before. Not caught, it ended the marking task silently: outcomes were never recorded, and the
-# e-mails went out again once their leases ran out.
-DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError)
 
 
 # --- recording ------------------------------------------------------------------------------------------
