@@ -14,9 +14,13 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 CONTENT_TYPE = "application/cloudevents+json"
 ACCEPTED_CONTENT_TYPES = frozenset({CONTENT_TYPE, "application/json", ""})
-MAX_EVENT_BYTES = 1_000_000
+# Most events are a few hundred bytes; the bound is set by the largest legitimate one, the e-mail that answers
+# a privacy access request with its attachment (up to ATTACHMENTS_MAX_BYTES, spm_common.notifications).
+MAX_EVENT_BYTES = 8_000_000
 
-Purpose = Literal["answer-message", "fulfil-order", "license-recovery", "free-upgrade", "product-news"]
+Purpose = Literal[
+    "answer-message", "fulfil-order", "license-recovery", "free-upgrade", "product-news", "privacy-request"
+]
 
 
 class CloudEvent(BaseModel):

@@ -1,15 +1,17 @@
 """Wiring of the contact service: settings, runtime, routes, the events it handles, its periodic job."""
 
+import functools
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from spm_common.http import create_app
+from spm_common.privacy import PRIVACY_REQUEST_CONFIRMED
 from spm_common.runtime import Runtime
 from spm_common.serve import serve
 from spm_common.settings import load
 
-from contact import inbox, policy, retention
+from contact import inbox, policy, privacy_answer, retention
 from contact.api import operators, public
 from contact.events import CONSUMES, PUBLISHES
 from contact.settings import MIGRATIONS, Settings
@@ -29,10 +31,14 @@ def build(settings: Settings) -> Runtime:
     return Runtime(
         settings,
         migrations=MIGRATIONS,
-        handlers=dict.fromkeys(CONSUMES, inbox.record_outcome),
+        handlers={
+            **dict.fromkeys(CONSUMES, inbox.record_outcome),
+            PRIVACY_REQUEST_CONFIRMED: functools.partial(privacy_answer.on_confirmed, source=settings.source),
+        },
         # The outcome of every e-mail of the system arrives (the routing key is the event type); only those of
-        # this service's mail, purpose answer-message, are worth a transaction.
-        accepts=inbox.concerns_contact,
+        # this service's mail, purpose answer-message, are worth a transaction, and every confirmed privacy
+        # request, which this service answers for its messages.
+        accepts=lambda event: inbox.concerns_contact(event) or event.type == PRIVACY_REQUEST_CONFIRMED,
         publishes=PUBLISHES,
         background=[retention_job],
         description=__doc__ or "",

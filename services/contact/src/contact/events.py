@@ -16,6 +16,7 @@ from spm_common.notifications import (
     NotificationOutcome,
     NotificationRequested,
 )
+from spm_common.privacy import PRIVACY_REQUEST_COMPLETED, PrivacyRequestCompleted
 
 MESSAGE_RECEIVED = "contact.message.received"
 MESSAGE_REPLIED = "contact.message.replied"
@@ -75,6 +76,8 @@ PUBLISHES = {
     MESSAGES_DELETED: MessagesDeleted,
     POLICY_PUBLISHED: PrivacyPolicyPublished,
     NOTIFICATION_REQUESTED: NotificationRequested,
+    # The answer to a confirmed privacy request for this service's messages (contact.privacy_answer).
+    PRIVACY_REQUEST_COMPLETED: PrivacyRequestCompleted,
 }
 # The notifier's reports on the e-mails this service asked for: they become each reply's delivery status.
 CONSUMES = {NOTIFICATION_SENT: NotificationOutcome, NOTIFICATION_FAILED: NotificationOutcome}
