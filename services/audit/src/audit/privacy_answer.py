@@ -23,6 +23,7 @@ from spm_common.logging import bound_contextvars, get_logger
 from spm_common.outbox import enqueue
 from spm_common.privacy import (
     PRIVACY_REQUEST_CONFIRMED,
+    AnsweringService,
     PrivacyRequestConfirmed,
     completed,
     first_answer,
@@ -32,7 +33,7 @@ from spm_common.redaction import describe_error
 from audit import store, trail
 
 log = get_logger(__name__)
-SERVICE = "audit"
+SERVICE: AnsweringService = "audit"
 
 
 def trail_payload(data: dict[str, Any]) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from spm_common.envelope import CloudEvent
 from spm_common.logging import get_logger
 from spm_common.outbox import enqueue
 from spm_common.privacy import (
+    AnsweringService,
     PrivacyRequestConfirmed,
     completed,
     first_answer,
@@ -25,7 +26,7 @@ from spm_common.privacy import (
 )
 
 log = get_logger(__name__)
-SERVICE = "contact"
+SERVICE: AnsweringService = "contact"
 
 # Every message of the address with its replies, oldest first, as one JSON document: one round trip
 # whatever the number of messages (replies grouped by message, not a query per message).

@@ -22,6 +22,7 @@ from spm_common.envelope import CloudEvent
 from spm_common.logging import get_logger
 from spm_common.outbox import enqueue
 from spm_common.privacy import (
+    AnsweringService,
     PrivacyRequestConfirmed,
     completed,
     first_answer,
@@ -34,7 +35,7 @@ from notifier.settings import Settings
 from notifier.tokens import recipient_ref
 
 log = get_logger(__name__)
-SERVICE = "notifier"
+SERVICE: AnsweringService = "notifier"
 # Mail about the privacy request itself: never cancelled by it, forgotten once sent.
 PRIVACY_PURPOSE = store.FORGOTTEN_ONCE_SENT
 

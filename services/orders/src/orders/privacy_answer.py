@@ -22,6 +22,7 @@ from spm_common.envelope import CloudEvent
 from spm_common.logging import get_logger
 from spm_common.outbox import enqueue
 from spm_common.privacy import (
+    AnsweringService,
     PrivacyRequestConfirmed,
     completed,
     first_answer,
@@ -33,7 +34,7 @@ from orders import recovery
 from orders.events import normalise_email
 
 log = get_logger(__name__)
-SERVICE = "orders"
+SERVICE: AnsweringService = "orders"
 
 # Everything about one purchaser as one JSON document, in one statement (items and keys grouped per order).
 _EXPORT = """
