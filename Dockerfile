@@ -1,12 +1,14 @@
 # One image per service, all from this file: `docker build --build-arg SERVICE=contact --build-arg PORT=8081 .`
 # (docker-compose.yml passes both). Built from the repository root so the workspace's one lock file pins every
-# dependency; uv installs spm-<SERVICE> and what it needs, no more, and no other service's code.
+# dependency; uv installs spm-<SERVICE> and what it needs, no more, and no other service's code. SERVICE=all
+# installs every service: compose's db-init, whose `spm-admin bootstrap` applies each service's migrations as
+# the schema's owner (a service's own login may not change its schema).
 ARG SERVICE
 ARG PORT
 
 FROM python:3.11.11-slim-bookworm AS build
 ARG SERVICE
-RUN test -n "$SERVICE" || (echo "build with --build-arg SERVICE=contact|orders|notifier|audit" >&2; exit 1)
+RUN test -n "$SERVICE" || (echo "build with --build-arg SERVICE=contact|orders|notifier|audit|all" >&2; exit 1)
 RUN pip install --no-cache-dir "uv==0.13.9"
 ENV UV_COMPILE_BYTECODE=1 \
     UV_LINK_MODE=copy \
@@ -21,10 +23,11 @@ COPY services/contact/pyproject.toml services/contact/
 COPY services/orders/pyproject.toml services/orders/
 COPY services/notifier/pyproject.toml services/notifier/
 COPY services/audit/pyproject.toml services/audit/
-RUN uv sync --frozen --no-dev --no-install-workspace --package "spm-${SERVICE}"
+RUN uv sync --frozen --no-dev --no-install-workspace $(test "$SERVICE" = all && echo --all-packages || echo --package "spm-${SERVICE}")
 COPY libs/common libs/common
-COPY services/${SERVICE} services/${SERVICE}
-RUN uv sync --frozen --no-dev --no-editable --package "spm-${SERVICE}"
+# Every service's code is in the build stage; only what uv installs (non-editable) reaches the image.
+COPY services services
+RUN uv sync --frozen --no-dev --no-editable $(test "$SERVICE" = all && echo --all-packages || echo --package "spm-${SERVICE}")
 
 FROM python:3.11.11-slim-bookworm
 ARG SERVICE

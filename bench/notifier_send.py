@@ -188,8 +188,15 @@ async def end_to_end(
     world: World, settings: Settings, requests: list[NotificationRequested], run: str
 ) -> tuple[float, float]:
     """Requests published by a child process (its CPU is not the notifier's); (e-mails/s, CPU s per e-mail)."""
+    # Each request from the service the notifier takes it from (contact answers messages, orders the rest).
     events = [
-        new_event(NOTIFICATION_REQUESTED, "urn:spm:bench", r, event_id=f"{run}-{i}", purpose=r.purpose)
+        new_event(
+            NOTIFICATION_REQUESTED,
+            "urn:spm:contact" if r.purpose == "answer-message" else "urn:spm:orders",
+            r,
+            event_id=f"{run}-{i}",
+            purpose=r.purpose,
+        )
         for i, r in enumerate(requests)
     ]
     conn = await world.admin()

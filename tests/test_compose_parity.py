@@ -39,9 +39,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-import aio_pika
 import httpx
-import orjson
 import pytest
 from audit.settings import Settings as AuditSettings
 from contact.settings import Settings as ContactSettings
@@ -49,9 +47,9 @@ from notifier.settings import Settings as NotifierSettings
 from orders.settings import Settings as OrdersSettings
 from pydantic import SecretStr, ValidationError
 from pydantic_settings import BaseSettings
-from spm_common.envelope import CONTENT_TYPE
 from spm_common.settings import PLACEHOLDER, SERVICES, BootstrapSettings
 from spm_common.testing.compose import Compose, filled_in, parse_dotenv
+from spm_common.testing.outside import publish
 from spm_common.testing.smtp import SmtpServer
 from spm_common.testing.world import ADMIN_URL, AMQP_URL, World, new_world
 
@@ -67,7 +65,8 @@ SETTINGS: dict[str, type[BaseSettings]] = {
 }
 # The infrastructure containers and the port each serves the others on.
 INFRASTRUCTURE = {"postgres": 5432, "rabbitmq": 5672, "mailpit": 1025}
-DEFAULT_PORTS = {"postgresql": 5432, "postgres": 5432, "amqp": 5672, "amqps": 5671}
+DEFAULT_PORTS = {"postgresql": 5432, "postgres": 5432, "amqp": 5672, "amqps": 5671, "http": 80}
+RABBITMQ_MANAGEMENT_PORT = 15672
 IMAGE_VENV = "/app/.venv"
 READY_TIMEOUT = 60.0
 MAIL_TIMEOUT = 20.0
@@ -141,10 +140,17 @@ def test_compose_gives_each_container_what_its_code_reads_and_needs(
                 f"instead of its default {default!r} (unset)"
             )
         # Inside a container the code's 127.0.0.1 defaults reach nothing: compose must name every server.
-        database = settings.role_database_url() if hasattr(settings, "role_database_url") else settings.database_url
-        reaches = {"postgres": urlsplit(database).hostname}
-        if name != "db-init":
-            reaches["rabbitmq"] = urlsplit(settings.amqp_url).hostname
+        if isinstance(settings, BootstrapSettings):
+            management = settings.rabbitmq_management_url
+            reaches = {
+                "postgres": urlsplit(settings.database_url).hostname,
+                "rabbitmq": urlsplit(management.get_secret_value() if management else settings.amqp_url).hostname,
+            }
+        else:
+            reaches = {
+                "postgres": urlsplit(settings.role_database_url()).hostname,
+                "rabbitmq": urlsplit(settings.role_amqp_url()).hostname,
+            }
         if name == "notifier":
             reaches["mailpit"] = settings.smtp_host
         assert reaches == {container: container for container in reaches}, f"{name} would reach {reaches}"
@@ -187,6 +193,8 @@ def process_environment(stack: Stack, name: str, smtp: SmtpServer) -> tuple[list
     endpoints = {
         ("postgres", INFRASTRUCTURE["postgres"]): (admin.hostname or "127.0.0.1", admin.port or 5432),
         ("rabbitmq", INFRASTRUCTURE["rabbitmq"]): (amqp.hostname or "127.0.0.1", amqp.port or 5672),
+        # The management HTTP API, through which db-init makes the RabbitMQ users.
+        ("rabbitmq", RABBITMQ_MANAGEMENT_PORT): (amqp.hostname or "127.0.0.1", RABBITMQ_MANAGEMENT_PORT),
         ("mailpit", INFRASTRUCTURE["mailpit"]): ("127.0.0.1", smtp.port),
     }
     image = stack.compose.image(name, base_env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")})
@@ -214,6 +222,8 @@ async def rabbitmq_container_user(stack: Stack) -> AsyncIterator[None]:
     await rabbitmqctl("add_user", user, password)
     try:
         await rabbitmqctl("set_permissions", "-p", vhost, user, ".*", ".*", ".*")
+        # As the image makes it: an administrator, who may make the other users through the management API.
+        await rabbitmqctl("set_user_tags", user, "administrator")
         yield
     finally:
         await rabbitmqctl("delete_user", user)
@@ -287,30 +297,7 @@ async def wait_until_ready(containers: dict[str, Container], ports: dict[str, in
 
 async def publish_order_placed(exchange: str, data: dict[str, Any]) -> None:
     """As the shop does (CONTRACT section 3): a CloudEvent on the exchange, routing key = type."""
-    event_id = str(uuid.uuid4())
-    document = {
-        "specversion": "1.0",
-        "id": event_id,
-        "type": "order.placed",
-        "source": "https://shop.example/orders",
-        "time": "2026-11-29T04:00:00Z",
-        "datacontenttype": "application/json",
-        "data": data,
-    }
-    connection = await aio_pika.connect(AMQP_URL)
-    async with connection:
-        channel = await connection.channel(publisher_confirms=True)
-        target = await channel.get_exchange(exchange, ensure=False)
-        await target.publish(
-            aio_pika.Message(
-                orjson.dumps(document),
-                content_type=CONTENT_TYPE,
-                message_id=event_id,
-                type="order.placed",
-                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-            ),
-            routing_key="order.placed",
-        )
+    await publish(exchange, "order.placed", data)
 
 
 def order(email: str) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from contact.settings import Settings as ContactSettings
 from notifier.settings import Settings as NotifierSettings
 from orders.settings import Settings as OrdersSettings
 from pydantic import SecretStr
+from spm_common.brokerusers import USERS
 from spm_common.settings import PLACEHOLDER, SERVICES, BootstrapSettings, ServiceSettings, SpmSettings, load
 from spm_common.testing.compose import Compose, references
 from spm_common.testing.compose import filled_in as fill_placeholders
@@ -40,7 +41,7 @@ OPTIONAL = ("contact-relay",)
 # Variables of the code that are no setting a person makes.
 INTERNAL_FIELDS = {"service"}
 # Secrets compose must never hand to a service that has no use for them.
-ADMIN_SECRETS = {"SPM_POSTGRES_PASSWORD"}
+ADMIN_SECRETS = {"SPM_POSTGRES_PASSWORD", "SPM_RABBITMQ_PASSWORD"}
 
 
 def load_compose() -> dict[str, Any]:
@@ -118,7 +119,7 @@ def test_the_separate_contact_relay_is_the_contact_image_with_its_own_command(
     relay, contact = containers["contact-relay"], containers["contact"]
     assert relay["build"] == contact["build"] and relay["command"] == ["spm-contact-relay"]
     assert environment(contact)["SPM_CONTACT_OUTBOX_RELAY"] == "${SPM_CONTACT_OUTBOX_RELAY:-in-process}"
-    for variable in ("SPM_CONTACT_DATABASE_URL", "SPM_CONTACT_SECRET", "SPM_AMQP_URL"):
+    for variable in ("SPM_CONTACT_DATABASE_URL", "SPM_CONTACT_SECRET", "SPM_CONTACT_AMQP_URL"):
         assert environment(relay)[variable] == environment(contact)[variable], variable
     assert "http://127.0.0.1:8091/readyz" in relay["healthcheck"]["test"][3]
     assert relay["depends_on"] == contact["depends_on"] and not relay.get("ports")
@@ -218,7 +219,7 @@ def test_start_order(containers: dict[str, dict[str, Any]]) -> None:
             else:
                 assert condition == "service_healthy", f"{name} -> {dependency}"
                 assert containers[dependency].get("healthcheck"), f"{dependency} must have a health check"
-    assert set(containers["db-init"]["depends_on"]) == {"postgres"}
+    assert set(containers["db-init"]["depends_on"]) == {"postgres", "rabbitmq"}
     for service in SERVICES:
         needs = {"db-init", "postgres", "rabbitmq"} | ({"mailpit"} if service == "notifier" else set())
         assert set(containers[service]["depends_on"]) == needs, service
@@ -252,9 +253,9 @@ def test_each_service_is_built_from_the_one_dockerfile_for_itself(containers: di
     for service, port in PORTS.items():
         build = containers[service]["build"]
         assert build == {"context": ".", "args": {"SERVICE": service, "PORT": str(port)}}, service
-    # The one-shot bootstrap reuses a service image: every image has spm-admin (it is in spm-common).
+    # The one-shot bootstrap has every service installed: it applies each one's migrations as its owner role.
     assert containers["db-init"]["build"]["context"] == "."
-    assert containers["db-init"]["build"]["args"]["SERVICE"] in SERVICES
+    assert containers["db-init"]["build"]["args"]["SERVICE"] == "all"
     assert containers["db-init"]["command"] == ["spm-admin", "bootstrap"]
 
 
@@ -266,14 +267,12 @@ def test_the_dockerfile_installs_one_service_from_the_lock_file() -> None:
     assert syncs, "no uv sync"
     for line in syncs:
         assert "--frozen" in line and "--no-dev" in line, line
-        assert '--package "spm-${SERVICE}"' in line, line
+        assert '--package "spm-${SERVICE}"' in line and "--all-packages" in line, line
     # Installed, not linked to the build stage's source tree, so the final image needs only the environment.
     assert "--no-editable" in syncs[-1]
-    # Only the chosen service's code goes in (the other services' pyproject.toml files only describe the workspace).
-    copies = [line.split()[1] for line in text.splitlines() if line.startswith("COPY ") and "--from" not in line]
-    assert {c for c in copies if c.startswith("services/") and not c.endswith("pyproject.toml")} == {
-        "services/${SERVICE}"
-    }
+    # Only the chosen service's code goes in: the image gets the environment uv installed, nothing else.
+    copies = [line for line in text.splitlines() if line.startswith("COPY --from")]
+    assert copies == ["COPY --from=build /app/.venv /app/.venv"]
     user = re.findall(r"^USER (\S+)$", text, re.MULTILINE)
     assert user and user[-1].split(":")[0] not in ("root", "0"), "the service must not run as root"
     assert re.search(r"^EXPOSE \$\{PORT\}$", text, re.MULTILINE)
@@ -304,8 +303,15 @@ def test_services_bind_all_interfaces_and_reach_postgres_as_their_own_role(
         assert not used & ADMIN_SECRETS, service
         assert not {f"SPM_{other.upper()}_DB_PASSWORD" for other in SERVICES if other != service} & used, service
         assert "SPM_DATABASE_URL" not in env, service
-        assert env["SPM_SMTP_HOST"].endswith("mailpit}") and env["SPM_AMQP_URL"].endswith("@rabbitmq:5672/")
+        assert env["SPM_SMTP_HOST"].endswith("mailpit}")
+        # Its own RabbitMQ user, never the administrator's.
+        amqp = env[f"SPM_{service.upper()}_AMQP_URL"]
+        assert amqp.startswith(f"amqp://spm_{service}:${{SPM_{service.upper()}_AMQP_PASSWORD:-"), service
+        assert amqp.endswith("@rabbitmq:5672/") and "SPM_AMQP_URL" not in env, service
+        assert not {f"SPM_{other.upper()}_AMQP_PASSWORD" for other in SERVICES if other != service} & used, service
     init = environment(containers["db-init"])
+    for who in (*SERVICES, "shop", "releases", "logs"):
+        assert f"SPM_{who.upper()}_AMQP_PASSWORD" in init, who
     for service in SERVICES:
         assert f"SPM_{service.upper()}_DB_PASSWORD" in init
 
@@ -326,7 +332,11 @@ def test_compose_defaults_are_the_code_defaults() -> None:
     code = settings_variables()
     # Inside compose, mail goes to the Mailpit container rather than to this machine, and its Postgres asks
     # every role for a password (development-only ones without a .env).
-    own_defaults = {"SPM_SMTP_HOST", *(f"SPM_{s.upper()}_DB_PASSWORD" for s in SERVICES)}
+    own_defaults = {
+        "SPM_SMTP_HOST",
+        *(f"SPM_{s.upper()}_DB_PASSWORD" for s in SERVICES),
+        *(f"SPM_{who.upper()}_AMQP_PASSWORD" for who in USERS),
+    }
     for variable, defaults in compose_variables().items():
         if variable not in code or variable in own_defaults:
             continue

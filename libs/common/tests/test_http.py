@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -16,6 +17,7 @@ from spm_common.envelope import CloudEvent, new_event
 from spm_common.http import Operator, create_app, direct
 from spm_common.outbox import enqueue
 from spm_common.runtime import Runtime
+from spm_common.testing.logs import captured_json_logs
 from spm_common.testing.world import ADMIN_URL, OPERATOR_TOKEN, World, new_world, running
 
 from .conftest import PROBE_MIGRATIONS, ProbeSettings
@@ -48,6 +50,12 @@ async def beacon(request: Request) -> Response:
     return Response(b"%d" % len(body), 202)
 
 
+@router.post("/caused-events", status_code=201)
+async def cause_an_event() -> dict[str, str | None]:
+    """The correlation id an event caused by this request carries."""
+    return {"correlationid": new_event("probe.metric", "urn:spm:probe", {}).correlationid}
+
+
 @router.get("/operator-only")
 async def operator_only(_: Operator) -> dict[str, bool]:
     return {"ok": True}
@@ -77,6 +85,38 @@ async def test_probes(client: Any) -> None:
     assert ready.json() == {"status": "ok", "database": True, "broker": True}
     assert ready.headers["X-Request-ID"]  # one is made up when the caller sent none
     assert (await client.get("/openapi.json")).json()["paths"]["/v1/signups"]
+
+
+@pytest.mark.parametrize(
+    "given",
+    [
+        b"alice@example.com",
+        b"two words",
+        b"x" * 65,
+        b"<script>",
+        b"line\\nbreak",
+        "caf\u00e9".encode("latin-1"),
+        b"",
+    ],
+)
+async def test_an_unusable_request_id_is_replaced_by_a_fresh_one(client: Any, given: bytes) -> None:
+    with captured_json_logs("orders") as logs:
+        response = await client.post("/v1/caused-events", headers={"X-Request-ID": given})
+    assert response.status_code == 201
+    fresh = response.headers["X-Request-ID"]
+    assert uuid.UUID(fresh) and fresh != given.decode("latin-1")
+    assert response.json() == {"correlationid": fresh}
+    [access] = [line for line in logs.lines if line.get("event") == "request"]
+    assert (access["request_id"], access["correlation_id"]) == (fresh, fresh)
+    if given:
+        assert given.decode("latin-1") not in logs.text
+
+
+async def test_a_usable_request_id_is_kept(client: Any) -> None:
+    given = "req-2026.12_05-" + "a" * 49  # letters, digits, ".", "_" and "-", 64 characters
+    response = await client.post("/v1/caused-events", headers={"X-Request-ID": given})
+    assert response.headers["X-Request-ID"] == given
+    assert response.json() == {"correlationid": given}
 
 
 async def test_metrics_cover_http_events_and_outbox(client: Any) -> None:

@@ -48,6 +48,71 @@ def test_card_numbers_are_redacted(card: str) -> None:
     assert not any(ch.isdigit() for ch in redacted)
 
 
+@pytest.mark.parametrize(
+    "address",
+    [
+        "2001:db8:85a3::8a2e:370:7334",
+        "2001:0db8:0000:0000:0000:ff00:0042:8329",
+        "fe80::1ff:fe23:4567:890a%eth0",
+        "2a02:c7f:7e12:3400::1",
+    ],
+)
+@pytest.mark.parametrize("shape", ["client {} refused", "connect to [{}]:8443 failed", "from={}"])
+def test_ipv6_addresses_are_redacted(address: str, shape: str) -> None:
+    redacted = redact_text(shape.format(address))
+    assert redacted == shape.format(REDACTED)
+
+
+def test_ipv4_mapped_ipv6_addresses_are_redacted() -> None:
+    redacted = redact_text("client ::ffff:192.0.2.128 refused")
+    assert "192" not in redacted and "128" not in redacted
+
+
+@pytest.mark.parametrize(
+    ("encoded", "rest"),
+    [
+        ("alice%40example.com", ""),
+        ("alice%2540example.com", ""),  # encoded twice
+        ("Alice.Name%2Btag%40mail.example.com", "&x=1"),
+        ("tr%E1%BA%A7n%40example.vn", ""),
+    ],
+)
+def test_percent_encoded_email_addresses_are_redacted(encoded: str, rest: str) -> None:
+    redacted = redact_text(f"GET /v1/unsubscribe?email={encoded}{rest} answered 404")
+    assert redacted == f"GET /v1/unsubscribe?email={REDACTED}{rest} answered 404"
+
+
+@pytest.mark.parametrize(
+    ("text", "code"),
+    [
+        ("cvv 123", "123"),
+        ("CVV: 1234", "1234"),
+        ("cvc=987", "987"),
+        ("CVV2 321", "321"),
+        ("card_cvv=123", "123"),
+        ("security code 456", "456"),
+        ('cvv": "789', "789"),
+    ],
+)
+def test_card_security_codes_in_text_are_redacted(text: str, code: str) -> None:
+    redacted = redact_text(f"refused ({text}) for order 77")
+    assert redacted == f"refused ({text.replace(code, REDACTED)}) for order 77"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "event 5f0c2a8e-4b1e-4a8e-9d1b-2a7c6f1e9b10 at 2026-11-29T04:00:00Z took 12 ms, attempt 3 of 5",
+        "started 12:30:45.123, ratio 3:2:1, next at 04:00:00",
+        "std::vector<int> of 12 items, port 8443",
+        "retried 123 times; cvv missing; code 404",
+        "50% of 40 requests, 100%40 is not an address",
+    ],
+)
+def test_times_ratios_and_counts_are_kept(text: str) -> None:
+    assert redact_text(text) == text
+
+
 def test_names_and_addresses_are_redacted_by_key_at_any_depth() -> None:
     event = {
         "order_id": "FS-2026-000123",

@@ -21,7 +21,7 @@ from spm_common import outbox
 from spm_common.db import INDEX_SCAN_CLAIM
 from spm_common.envelope import CONTENT_TYPE, CloudEvent, new_event
 from spm_common.http import create_app
-from spm_common.migrations import migrate
+from spm_common.migrations import SchemaRoles, migrate
 from spm_common.outbox import CLAIM, AmqpPublisher, OutboxRelay, enqueue
 from spm_common.runtime import Runtime
 from spm_common.testing.logs import captured_json_logs
@@ -41,12 +41,7 @@ async def clean_outbox(lab: Any) -> AsyncIterator[None]:
     """Every test here starts with an empty outbox in the probe's schema (all tests share the lab world)."""
     conn = await lab.admin()
     try:
-        await conn.execute("CREATE SCHEMA IF NOT EXISTS orders AUTHORIZATION spm_orders")
-        owner = await asyncpg.connect(ProbeSettings(database_url=lab.database_url).role_database_url())
-        try:
-            await migrate(owner, "orders", PROBE_MIGRATIONS)
-        finally:
-            await owner.close()
+        await migrate(conn, "orders", PROBE_MIGRATIONS, SchemaRoles.of("orders"))
         await conn.execute("DELETE FROM orders.outbox")
         yield
     finally:

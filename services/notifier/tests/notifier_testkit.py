@@ -7,9 +7,12 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import aio_pika
 import asyncpg
 from spm_common.envelope import CloudEvent, new_event
 from spm_common.notifications import NOTIFICATION_REQUESTED, NotificationRequested, Recipient
+from spm_common.testing.world import AMQP_URL
+from spm_common.topology import Topology
 
 FAST = {
     "notifier_retry_base_seconds": 0.2,
@@ -34,8 +37,10 @@ def request_event(
     purpose: str | None = None,
     locale: str = "en",
     name: str | None = "Trần Thị Thử",
+    source: str | None = None,
     **extra: Any,
 ) -> CloudEvent:
+    """A request as the service allowed to make it would publish it, unless `source` says otherwise."""
     purposes = {
         "contact-ack": "answer-message",
         "contact-reply": "answer-message",
@@ -52,7 +57,8 @@ def request_event(
         context=context if context is not None else SAMPLE_CONTEXTS[template],
         **extra,
     )
-    return new_event(NOTIFICATION_REQUESTED, "urn:spm:tests", request, purpose=request.purpose)
+    source = source or ("urn:spm:contact" if request.purpose == "answer-message" else "urn:spm:orders")
+    return new_event(NOTIFICATION_REQUESTED, source, request, purpose=request.purpose)
 
 
 SAMPLE_CONTEXTS: dict[str, dict[str, Any]] = {
@@ -118,3 +124,20 @@ async def settled(db: asyncpg.Connection, event: CloudEvent, status: str, timeou
         return row if row is not None and row["status"] == status else None
 
     return await eventually(probe, timeout)
+
+
+async def dead_letters(exchange: str, count: int, timeout: float = 15.0) -> list[aio_pika.abc.AbstractIncomingMessage]:
+    """Take `count` messages from the notifier's dead-letter queue, waiting for them to arrive."""
+    taken: list[aio_pika.abc.AbstractIncomingMessage] = []
+    connection = await aio_pika.connect(AMQP_URL)
+    async with connection:
+        channel = await connection.channel()
+        queue = await channel.get_queue(Topology(exchange, "notifier").dead_letter_queue_name, ensure=True)
+
+        async def probe() -> bool:
+            while len(taken) < count and (message := await queue.get(no_ack=True, fail=False)) is not None:
+                taken.append(message)
+            return len(taken) >= count
+
+        await eventually(probe, timeout)
+    return taken

@@ -3,22 +3,32 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import re
+import secrets
 import urllib.parse
+import uuid
 
+import aio_pika
 import asyncpg
+import httpx
 import orjson
 from notifier import store
 from notifier.app import create
 from notifier.settings import Settings
 from notifier.tokens import make_token, recipient_ref
-from notifier_testkit import FAST, address, delivery_of, eventually, request_event, settled
+from notifier_testkit import FAST, address, dead_letters, delivery_of, eventually, request_event, settled
+from spm_common.brokerusers import broker_users, ensure_users, with_credentials
 from spm_common.db import INDEX_SCAN_CLAIM
-from spm_common.envelope import new_event
+from spm_common.envelope import amqp_message, new_event
 from spm_common.testing.smtp import SmtpServer
-from spm_common.testing.world import OPERATOR_TOKEN, World, running
+from spm_common.testing.world import AMQP_URL, OPERATOR_TOKEN, World, running
 
 OPERATOR = {"Authorization": f"Bearer {OPERATOR_TOKEN}"}
+MANAGEMENT_URL = os.environ.get("SPM_TEST_RABBITMQ_MANAGEMENT_URL", "http://guest:guest@127.0.0.1:15672")
+_management = urllib.parse.urlsplit(MANAGEMENT_URL)
+MANAGEMENT_API = f"{_management.scheme}://{_management.hostname}:{_management.port or 15672}"
+MANAGEMENT_AUTH = (_management.username or "", _management.password or "")
 
 
 async def outbox_events(db: asyncpg.Connection, event_type: str) -> list[dict]:
@@ -247,6 +257,39 @@ async def test_invalid_requests_are_recorded_as_failed_with_a_reason(settings, p
     assert smtp.to(to) == []
 
 
+async def test_a_request_from_a_service_not_allowed_its_purpose_is_dead_lettered_with_the_reason(
+    world: World, settings, publish, db, smtp
+) -> None:
+    to = address("target")
+    # The contact service may ask for answers to messages only; the shop, the releases feed and anyone else
+    # holding a login to the broker may ask for nothing.
+    contact_asks_for_order = request_event("order-confirmation", to, source="urn:spm:contact")
+    contact_asks_for_news = request_event("product-news", to, source="urn:spm:contact")
+    shop_asks = request_event("license-recovery", to, source="urn:spm:shop")
+    stranger_asks = request_event("contact-ack", to, source="https://evil.example/")
+    allowed = request_event("contact-ack", to)
+    async with running(create(settings)):
+        await publish(contact_asks_for_order, contact_asks_for_news, shop_asks, stranger_asks, allowed)
+        await settled(db, allowed, "sent")
+        taken = await dead_letters(world.exchange, 4)
+    reasons = {message.message_id: (message.headers or {}).get("x-spm-error") for message in taken}
+    assert reasons == {
+        contact_asks_for_order.id: "PermanentError: source 'urn:spm:contact' may not request 'fulfil-order' mail",
+        contact_asks_for_news.id: "PermanentError: source 'urn:spm:contact' may not request 'product-news' mail",
+        shop_asks.id: "PermanentError: source 'urn:spm:shop' may not request 'license-recovery' mail",
+        stranger_asks.id: "PermanentError: source 'https://evil.example/' may not request 'answer-message' mail",
+    }
+    refused = [contact_asks_for_order, contact_asks_for_news, shop_asks, stranger_asks]
+    assert [await delivery_of(db, event) for event in refused] == [None] * 4
+    assert (
+        await db.fetchval(
+            "SELECT count(*) FROM notifier.inbox WHERE event_id = ANY($1::text[])", [e.id for e in refused]
+        )
+        == 0
+    )
+    assert len(smtp.to(to)) == 1  # the contact service's own request only
+
+
 async def test_a_bug_while_composing_is_retried_and_the_sender_keeps_going(
     world: World, publish, db, smtp, monkeypatch
 ) -> None:
@@ -325,3 +368,48 @@ async def test_the_senders_claim_reads_due_deliveries_by_index_after_thousands_w
         await db.execute("DELETE FROM deliveries WHERE request_event_id LIKE 'swept-%'")
     assert "Bitmap" not in plan
     assert '"Index Name": "deliveries_due"' in plan
+
+
+async def test_the_notifier_works_as_its_own_rabbitmq_user(world: World, db, smtp) -> None:
+    """Its own user may declare its queues, consume, publish its outcomes and dead-letter; the requests come
+    from the contact service's user, which may publish notification.requested."""
+    prefix = f"{world.name}_{uuid.uuid4().hex[:4]}_"
+    users = broker_users(world.exchange, prefix)
+    passwords = {u.name: secrets.token_urlsafe(16) for u in users}
+    await ensure_users(MANAGEMENT_URL, AMQP_URL, users, passwords)
+    own = with_credentials(AMQP_URL, f"{prefix}notifier", passwords[f"{prefix}notifier"])
+    as_contact = with_credentials(AMQP_URL, f"{prefix}contact", passwords[f"{prefix}contact"])
+    to = address("own-user")
+    allowed = request_event("contact-ack", to)
+    refused = request_event("order-confirmation", to, source="urn:spm:contact")
+    try:
+        settings = world.settings(Settings, **FAST, notifier_amqp_url=own)
+        async with running(create(settings)):
+            connection = await aio_pika.connect(as_contact)
+            async with connection:
+                channel = await connection.channel(publisher_confirms=True)
+                exchange = await channel.get_exchange(world.exchange, ensure=False)
+                for event in (allowed, refused):
+                    await exchange.publish(amqp_message(event), routing_key=event.type)
+            await settled(db, allowed, "sent")
+            # The notifier connected as its own user, not with SPM_AMQP_URL's.
+            async with httpx.AsyncClient() as client:
+
+                async def connected_as_own_user() -> bool:
+                    response = await client.get(f"{MANAGEMENT_API}/api/connections", auth=MANAGEMENT_AUTH)
+                    return any(c.get("user") == f"{prefix}notifier" for c in response.json())
+
+                await eventually(connected_as_own_user, timeout=30)
+            [dead] = await dead_letters(world.exchange, 1)
+            assert dead.message_id == refused.id
+            await eventually(
+                lambda: db.fetchval(
+                    "SELECT count(*) FROM notifier.outbox WHERE event_type = 'notification.sent'"
+                    " AND published_at IS NOT NULL AND position($1::bytea IN body) > 0",
+                    allowed.id.encode(),
+                )
+            )
+    finally:
+        async with httpx.AsyncClient() as client:
+            for name in passwords:
+                await client.delete(f"{MANAGEMENT_API}/api/users/{name}", auth=MANAGEMENT_AUTH)

@@ -9,7 +9,7 @@ from email.message import EmailMessage
 from email.utils import parsedate_to_datetime
 
 import pytest
-from notifier.mail import Composer, RenderError, Unsubscribe, encode_words, stable_message_id
+from notifier.mail import Composer, RenderError, Unsubscribe, encode_words, stable_message_id, usable_message_id
 from notifier.policy import CATEGORY_OF, LOCALES, TEMPLATES, check_request
 from notifier_testkit import SAMPLE_CONTEXTS
 
@@ -134,6 +134,16 @@ def test_user_text_cannot_add_headers_or_markup() -> None:
     html = message.get_body(("html",)).get_content()
     assert "<script>" not in html and "&lt;script&gt;" in html
     assert "<script>alert(1)</script>" in message.get_body(("plain",)).get_content()
+
+
+@pytest.mark.parametrize("tail", ["\n", "\r\n", "\nBcc: victim@example.com"])
+def test_a_message_id_with_a_line_break_is_not_used(tail: str) -> None:
+    # A requester's Message-ID or In-Reply-To ending in a line break would add a line to the headers.
+    assert usable_message_id("<contact-1@spmgroup.vn>" + tail) is None
+    message = render("contact-reply", "en", in_reply_to="<contact-1@spmgroup.vn>" + tail)
+    assert message["In-Reply-To"] is None and message["Bcc"] is None
+    assert message["Auto-Submitted"] == "auto-generated"
+    assert usable_message_id("<contact-1@spmgroup.vn>") == "<contact-1@spmgroup.vn>"
 
 
 def test_unusable_recipient_addresses_are_refused() -> None:

@@ -19,12 +19,11 @@ from fastapi import FastAPI
 from orders import webhooks
 from orders.app import create
 from orders.settings import Settings
-from spm_common.envelope import CONTENT_TYPE
+from spm_common.testing.outside import publish
 from spm_common.testing.world import AMQP_URL, OPERATOR_TOKEN, WEBHOOK_SECRET, World
 from spm_common.topology import Topology
 
 T = TypeVar("T")
-SHOP = "https://shop.example/orders"
 
 
 def random_ip() -> str:
@@ -117,48 +116,6 @@ async def started(world: World, **overrides: Any) -> AsyncIterator[Orders]:
     app = create(settings)
     async with app.router.lifespan_context(app):
         yield Orders(app, settings, world)
-
-
-async def publish(
-    exchange: str,
-    event_type: str,
-    data: Any,
-    *,
-    source: str = SHOP,
-    event_id: str | None = None,
-    envelope: dict[str, Any] | None = None,
-    headers: dict[str, Any] | None = None,
-    body: bytes | None = None,
-    message_id: str | None = None,
-) -> str:
-    """Publish one CloudEvent as an outside system would (aio-pika, CONTRACT section 3's properties)."""
-    event_id = event_id or str(uuid.uuid4())
-    document = {
-        "specversion": "1.0",
-        "id": event_id,
-        "type": event_type,
-        "source": source,
-        "time": "2026-11-29T04:00:00Z",
-        "datacontenttype": "application/json",
-        "data": data,
-        **(envelope or {}),
-    }
-    connection = await aio_pika.connect(AMQP_URL)
-    async with connection:
-        channel = await connection.channel(publisher_confirms=True)
-        target = await channel.get_exchange(exchange, ensure=False)
-        await target.publish(
-            aio_pika.Message(
-                body if body is not None else orjson.dumps(document),
-                content_type=CONTENT_TYPE,
-                message_id=message_id or event_id,
-                type=event_type,
-                headers=headers or {},
-                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-            ),
-            routing_key=event_type,
-        )
-    return event_id
 
 
 async def eventually(check: Callable[[], Awaitable[T | None]], timeout: float = 10, what: str = "") -> T:

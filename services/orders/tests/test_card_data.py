@@ -27,10 +27,11 @@ from hypothesis import strategies as st
 from notifier.app import create as create_notifier
 from notifier.settings import Settings as NotifierSettings
 from orders.orders import Incoming, config_of, place_orders
-from orders_helpers import SHOP, Orders, admin, dead_letters, eventually, fetch, order_data, publish, started
+from orders_helpers import Orders, admin, dead_letters, eventually, fetch, order_data, started
 from spm_common import cards
 from spm_common.consumer import PermanentError
 from spm_common.logging import configure_logging
+from spm_common.testing.outside import SHOP, publish
 from spm_common.testing.smtp import SmtpServer
 from spm_common.testing.world import World, new_world, running
 

@@ -84,6 +84,23 @@ async def test_the_signature_covers_the_raw_body(orders: Orders) -> None:
     assert (await orders.webhook(None, raw=pretty)).status_code == 200
 
 
+@pytest.mark.parametrize("stamp", ["\xb2", "\xb9\xb2", "1\xb3"])
+async def test_a_timestamp_of_other_digits_is_refused_with_the_documented_401(orders: Orders, stamp: str) -> None:
+    # Headers arrive as Latin-1: byte 0xB2 is "²", which str.isdigit() calls a digit but int() refuses.
+    data = order_data()
+    body = orjson.dumps(data)
+    signature = f"t={stamp},v1={webhooks.sign(WEBHOOK_SECRET, int(time.time()), body)}".encode("latin-1")
+    async with orders.client() as client:
+        response = await client.post(
+            "/v1/webhooks/orders",
+            content=body,
+            headers={"X-SPM-Signature": signature, "Content-Type": "application/json"},
+        )
+    assert response.status_code == 401
+    assert response.json() == {"detail": "missing, invalid or expired signature"}
+    assert await by_order_id(orders, data["order_id"]) == []
+
+
 async def test_an_invalid_order_is_refused_without_echoing_it(orders: Orders) -> None:
     data = order_data()
     data["purchaser"]["email"] = "Nobody Special at example dot com"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import importlib.util
 import json
 import os
 import signal
@@ -26,7 +27,9 @@ import yaml
 from aio_pika.abc import AbstractIncomingMessage
 
 from spm_common.bootstrap import ensure_database, ensure_roles, with_database
+from spm_common.brokerusers import USERS, broker_users, ensure_users, user_name
 from spm_common.logging import configure_logging
+from spm_common.migrations import SchemaRoles
 from spm_common.migrations import migrate as apply_migrations
 from spm_common.settings import SERVICES, BootstrapSettings, CommonSettings, ServiceSettings, load
 from spm_common.topology import Topology
@@ -49,32 +52,49 @@ def service_settings(service: str) -> tuple[ServiceSettings, object]:
 
 @cli.command()
 def bootstrap() -> None:
-    """Create the database and the four service roles (needs SPM_DATABASE_URL with admin rights)."""
+    """Create the database, each service's owner and login roles and schema, and apply the migrations of
+    every service installed here (needs SPM_DATABASE_URL with admin rights). Safe to run again."""
     settings = load(BootstrapSettings)
+    installed = [s for s in SERVICES if importlib.util.find_spec(s) is not None]
+    management = settings.rabbitmq_management_url
 
-    async def go() -> None:
+    async def go() -> dict[str, list[str]]:
         await ensure_database(settings.database_url)
         await ensure_roles(settings.database_url, settings.role_passwords())
+        applied = {service: await _migrate_as_owner(settings.database_url, service) for service in installed}
+        if management is not None:
+            passwords = {user_name(who): settings.broker_password(who) for who in USERS}
+            await ensure_users(
+                management.get_secret_value(), settings.amqp_url, broker_users(settings.exchange), passwords
+            )
+        return applied
 
-    asyncio.run(go())
-    typer.echo("database and roles ready")
+    for service, applied in asyncio.run(go()).items():
+        typer.echo(f"{service}: {len(applied)} migration(s) applied")
+    typer.echo("database, roles and schemas ready")
+    if management is not None:
+        typer.echo(f"RabbitMQ users ready: {', '.join(user_name(who) for who in USERS)}")
 
 
 @cli.command()
 def migrate(services: Annotated[list[str] | None, typer.Argument()] = None) -> None:
-    """Apply pending migrations of the given services (all four by default), each as its own role."""
-
-    async def go(service: str) -> list[str]:
-        settings, migrations = service_settings(service)
-        conn = await asyncpg.connect(settings.role_database_url())
-        try:
-            return await apply_migrations(conn, settings.db_schema, migrations)  # type: ignore[arg-type]
-        finally:
-            await conn.close()
-
+    """Apply pending migrations of the given services (all four by default), each as its schema's owner
+    role (needs SPM_DATABASE_URL with admin rights: the services' logins may not change their schemas)."""
+    settings = load(CommonSettings)
     for service in services or list(SERVICES):
-        applied = asyncio.run(go(service))
+        if service not in SERVICES:
+            raise typer.BadParameter(f"unknown service {service!r}; expected one of {', '.join(SERVICES)}")
+        applied = asyncio.run(_migrate_as_owner(settings.database_url, service))
         typer.echo(f"{service}: {len(applied)} migration(s) applied")
+
+
+async def _migrate_as_owner(admin_url: str, service: str) -> list[str]:
+    migrations: Path = importlib.import_module(f"{service}.settings").MIGRATIONS
+    conn = await asyncpg.connect(admin_url)
+    try:
+        return await apply_migrations(conn, service, migrations, SchemaRoles.of(service))
+    finally:
+        await conn.close()
 
 
 @cli.command()
@@ -209,7 +229,7 @@ def dlq_list(service: ServiceArg, limit: int = 20) -> None:
     topology = Topology(settings.exchange, service)
 
     async def go() -> None:
-        connection = await aio_pika.connect(settings.amqp_url)
+        connection = await aio_pika.connect(settings.role_amqp_url())
         async with connection:
             channel = await connection.channel(publisher_confirms=True)
             queue = await channel.get_queue(topology.dead_letter_queue_name, ensure=True)
@@ -247,7 +267,7 @@ def dlq_replay(service: ServiceArg, limit: int = 1000) -> None:
     topology = Topology(settings.exchange, service)
 
     async def go() -> int:
-        connection = await aio_pika.connect(settings.amqp_url)
+        connection = await aio_pika.connect(settings.role_amqp_url())
         moved = 0
         async with connection:
             channel = await connection.channel(publisher_confirms=True)

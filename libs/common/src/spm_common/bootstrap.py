@@ -1,7 +1,11 @@
-"""Creates the database and one login role per service: the only step that needs Postgres admin rights.
+"""Creates the database, and per service an owner role, a login role and the schema: the only step that
+needs Postgres admin rights.
 
-Each role may connect and create its own schema (its migrations do); it owns that schema and is granted
-nothing on any other, so no service can read another's tables (CONTRACT section 2).
+`spm_<service>_owner` cannot log in; it owns the schema `<service>` and everything in it, and migrations run
+as it (`spm_common.migrations`). `spm_<service>` is the service's login: it may use its own schema's tables
+(select, insert, update, delete; the audit service's migrations narrow that to appending to its trail), but
+owns nothing, so it can neither alter, drop, disable a trigger nor grant; it is granted nothing on any other
+schema (CONTRACT section 2), and no login may create a schema, so none can take another service's name first.
 """
 
 from __future__ import annotations
@@ -9,6 +13,7 @@ from __future__ import annotations
 import asyncpg
 
 from spm_common.logging import get_logger
+from spm_common.migrations import SchemaRoles
 from spm_common.settings import database_name, with_user
 
 log = get_logger(__name__)
@@ -30,22 +35,75 @@ async def ensure_database(admin_url: str) -> None:
 
 
 async def ensure_roles(admin_url: str, services: dict[str, str | None]) -> None:
-    """`services` maps each service to its role's password (None where the server trusts local logins)."""
+    """`services` maps each service to its login's password (None where the server trusts local logins).
+
+    Safe to run again, and it brings a database of an earlier version (whose logins owned their schemas) to
+    this arrangement: the schema and its objects pass to the owner role, the login keeps its data rights."""
     name = _plain(database_name(admin_url))
     conn = await asyncpg.connect(admin_url)
     try:
+        superuser = await conn.fetchval("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")
+        # Only the admin creates schemas (Postgres 15 already keeps PUBLIC out of `public`; older ones do not).
+        await conn.execute(f'REVOKE CREATE ON DATABASE "{name}" FROM PUBLIC')
+        await conn.execute("REVOKE CREATE ON SCHEMA public FROM PUBLIC")
         for service, password in services.items():
-            role = _plain(f"spm_{service}")
-            # Roles are cluster-wide and two bootstraps may race: creating one twice is not an error.
-            await conn.execute(
-                f"DO $$ BEGIN CREATE ROLE {role} LOGIN; "
-                "EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$"
-            )
+            roles = SchemaRoles.of(service)
+            owner, login = _plain(roles.owner), _plain(roles.login)
+            await _create_role(conn, owner, "NOLOGIN")
+            await _create_role(conn, login, "LOGIN")
+            # Only when needed: two bootstraps altering the same (cluster-wide) role at once is an error in Postgres.
+            if await conn.fetchval("SELECT rolcanlogin FROM pg_roles WHERE rolname = $1", owner):
+                await conn.execute(f"ALTER ROLE {owner} NOLOGIN")
             if password:
-                await conn.execute(f"ALTER ROLE {role} PASSWORD {_literal(password)}")
-            await conn.execute(f'GRANT CONNECT, CREATE ON DATABASE "{name}" TO {role}')
+                await conn.execute(f"ALTER ROLE {login} PASSWORD {_literal(password)}")
+            if not superuser:
+                # An admin that is not a superuser may become the owner (to migrate) only as its member.
+                await conn.execute(f"GRANT {owner} TO CURRENT_USER")
+            await conn.execute(f'GRANT CONNECT ON DATABASE "{name}" TO {login}')
+            # An earlier bootstrap let each login create its own schema.
+            await conn.execute(f'REVOKE CREATE ON DATABASE "{name}" FROM {login}')
+            await conn.execute(f"REVOKE CREATE ON SCHEMA public FROM {login}")
+            await _own_schema(conn, service, owner, login)
     finally:
         await conn.close()
+
+
+async def _create_role(conn: asyncpg.Connection, role: str, login: str) -> None:
+    # Roles are cluster-wide and two bootstraps may race: creating one twice is not an error.
+    await conn.execute(
+        f"DO $$ BEGIN CREATE ROLE {role} {login}; EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$"
+    )
+
+
+async def _own_schema(conn: asyncpg.Connection, schema: str, owner: str, login: str) -> None:
+    schema = _plain(schema)
+    current = await conn.fetchval("SELECT nspowner::regrole::text FROM pg_namespace WHERE nspname = $1", schema)
+    if current is None:
+        await conn.execute(
+            f"DO $$ BEGIN CREATE SCHEMA {schema} AUTHORIZATION {owner}; "
+            "EXCEPTION WHEN duplicate_schema OR unique_violation THEN NULL; END $$"
+        )
+    elif current != owner:
+        # Made by an earlier version, as the login. Its objects pass to the owner with the login's own rights
+        # on them, so the login is then given its data rights back; the service's migrations narrow them.
+        async with conn.transaction():
+            await conn.execute(f"ALTER SCHEMA {schema} OWNER TO {owner}")
+            if current == login:
+                await conn.execute(f"REASSIGN OWNED BY {login} TO {owner}")
+            await conn.execute(f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {schema} TO {login}")
+            await conn.execute(f"GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA {schema} TO {login}")
+            if await conn.fetchval("SELECT to_regclass($1)", f"{schema}.schema_migrations") is not None:
+                await conn.execute(f"REVOKE INSERT, UPDATE, DELETE ON {schema}.schema_migrations FROM {login}")
+        log.info("schema passed to its owner role", schema=schema, owner=owner)
+    await conn.execute(f"GRANT USAGE ON SCHEMA {schema} TO {login}")
+    # What the owner creates from now on (every migration), the login may use as data, nothing more.
+    await conn.execute(
+        f"ALTER DEFAULT PRIVILEGES FOR ROLE {owner} IN SCHEMA {schema}"
+        f" GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO {login}"
+    )
+    await conn.execute(
+        f"ALTER DEFAULT PRIVILEGES FOR ROLE {owner} IN SCHEMA {schema} GRANT USAGE, SELECT ON SEQUENCES TO {login}"
+    )
 
 
 def with_database(url: str, database: str) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hmac
 import inspect
 import math
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -28,6 +29,9 @@ from spm_common.runtime import Runtime
 log = get_logger(__name__)
 REQUEST_ID_HEADER = "X-Request-ID"
 _REQUEST_ID_KEY = REQUEST_ID_HEADER.lower().encode()
+# A client's request id is logged and becomes the correlation id of every event the request causes: only a
+# plain token is taken (no address, markup or line breaks in logs and events); anything else gets a fresh id.
+REQUEST_ID_RE = re.compile(rb"[A-Za-z0-9._-]{1,64}")
 DEFAULT_MAX_BODY_BYTES = 64 * 1024
 # The services' metrics are Prometheus (GET /metrics); FastAPI's own OpenTelemetry hooks would only cost a
 # look-up of the global providers on every request.
@@ -323,8 +327,8 @@ class _Observability:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        given = next((v for k, v in scope.get("headers") or () if k == _REQUEST_ID_KEY), b"").decode("latin-1")
-        request_id = given if 0 < len(given) <= 100 and given.isprintable() else str(uuid.uuid4())
+        given = next((v for k, v in scope.get("headers") or () if k == _REQUEST_ID_KEY), b"")
+        request_id = given.decode("ascii") if REQUEST_ID_RE.fullmatch(given) else str(uuid.uuid4())
         clear_contextvars()
         bind_contextvars(service=self.service, request_id=request_id, correlation_id=request_id)
         started = time.perf_counter()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -60,25 +61,62 @@ PERSONAL_KEYS = frozenset(
 )
 
 EMAIL_RE = re.compile(r"[\w.!#$%&'*+/=?^`{|}~-]+@[\w-]+(?:\.[\w-]+)+", re.UNICODE)
+# An address percent-encoded once or more, as it appears in URLs and query strings: "%40" or "%2540" for
+# the "@", other characters possibly encoded too (alice%2Btag%40example.com). Its local part stops at what
+# delimits a URL's parts ("/", "?", "=", "&"), which an encoded address holds only encoded.
+ENCODED_EMAIL_RE = re.compile(r"[\w.!#$'*+^`{|}~%-]+%(?:25)*40[\w-]+(?:\.[\w-]+)+")
 # 13-19 digits, optionally separated by single spaces or dashes: card-number shaped.
 CARD_RE = re.compile(r"(?<![\d])(?:\d[ -]?){12,18}\d(?![\d])")
+# A card's security code named as such ("cvv 123", "CVC: 1234", "card_cvv=123"): the digits go, the word stays.
+CVV_RE = re.compile(
+    r"(?<![a-z])((?:cvv2?|cvc2?|csc|security[ _-]?code)(?![a-z])[\s\"':=#]{0,4})\d{3,4}(?!\d)", re.IGNORECASE
+)
 # International or local phone shapes: 8+ digits with common separators.
 PHONE_RE = re.compile(r"(?<![\w])\+?\(?\d[\d ().-]{6,}\d(?![\w])")
 IPV4_RE = re.compile(r"(?<![\d.])(?:\d{1,3}\.){3}\d{1,3}(?![\d.])")
+# What may be an IPv6 address (with a zone: fe80::1%eth0); `is_ipv6` decides, so that times (04:00:00),
+# ratios and C++ names stay as they are.
+IPV6_CANDIDATE_RE = re.compile(r"(?<![\w:])[0-9A-Fa-f]{0,4}(?::[0-9A-Fa-f]{0,4}){2,7}(?:%\w+)?(?![\w:])")
 
 
 # Every shape above needs an "@" or at least two digits: text without (most log messages, route templates
-# such as /v1/messages) is returned as it is, after one scan instead of four substitutions.
+# such as /v1/messages) is returned as it is, after one scan instead of several substitutions.
 _MAYBE_PERSONAL = re.compile(r"@|\d\D*\d")
+# Cheap first looks (patterns that start with a character class, which the regex engine skips to) before
+# the costlier ones above: the word of a security code; two colons or a colon between hex digits.
+_MAYBE_CVV = re.compile(r"[cCsS](?:[vV][vVcC]|[sS][cC]|[eE][cC][uU][rR])")
+_MAYBE_IPV6 = re.compile(r"[0-9A-Fa-f:]:[0-9A-Fa-f:]")
+
+
+def is_ipv6(candidate: str) -> bool:
+    try:
+        ipaddress.IPv6Address(candidate.split("%", 1)[0])
+    except ValueError:
+        return False
+    return True
+
+
+def _redact_ipv6(match: re.Match[str]) -> str:
+    return REDACTED if is_ipv6(match.group(0)) else match.group(0)
 
 
 def redact_text(text: str) -> str:
     if not _MAYBE_PERSONAL.search(text):
         return text
-    text = EMAIL_RE.sub(REDACTED, text)
+    if "%" in text:
+        text = ENCODED_EMAIL_RE.sub(REDACTED, text)
+    if "@" in text:
+        text = EMAIL_RE.sub(REDACTED, text)
     text = CARD_RE.sub(REDACTED, text)
+    if _MAYBE_CVV.search(text):
+        text = CVV_RE.sub(rf"\1{REDACTED}", text)
     text = IPV4_RE.sub(REDACTED, text)
-    return PHONE_RE.sub(REDACTED, text)
+    text = PHONE_RE.sub(REDACTED, text)
+    # Last: no shape above can take part of an IPv6 address (none spans a ":"), and an IPv4-mapped one
+    # (::ffff:192.0.2.1) has lost its IPv4 part by now.
+    if ":" in text and _MAYBE_IPV6.search(text):
+        text = IPV6_CANDIDATE_RE.sub(_redact_ipv6, text)
+    return text
 
 
 def redact(value: Any, depth: int = 0) -> Any:

@@ -29,7 +29,7 @@ from spm_common.consumer import EventConsumer, Handler, Scrub
 from spm_common.envelope import CloudEvent
 from spm_common.health import Health
 from spm_common.logging import get_logger
-from spm_common.migrations import migrate
+from spm_common.migrations import bring_up_to_date
 from spm_common.outbox import AmqpPublisher, OutboxRelay
 from spm_common.redaction import describe_error
 from spm_common.settings import ServiceSettings
@@ -73,7 +73,7 @@ class Runtime:
         self.health = Health(settings.service)
         self.topology = Topology(settings.exchange, settings.service)
         self.broker = RabbitBroker(
-            connection_named(settings.amqp_url, f"spm-{settings.service} {settings.exchange}"),
+            connection_named(settings.role_amqp_url(), f"spm-{settings.service} {settings.exchange}"),
             default_channel=Channel(prefetch_count=settings.prefetch),
             logger=None,
             apply_types=False,
@@ -145,14 +145,7 @@ class Runtime:
             ),
         )
         # A migration may take longer than any statement of the running service: a connection of its own.
-        conn = await asyncpg.connect(dsn)
-        try:
-            await migrate(conn, self.settings.db_schema, self.migrations)
-        finally:
-            try:
-                await conn.close(timeout=STOP_TIMEOUT_SECONDS)
-            except Exception:
-                conn.terminate()
+        await bring_up_to_date(self.settings, self.migrations)
         await _retry_until_up("rabbitmq", self.broker.connect)
         await self.topology.declare(self.broker, self.consumer.routing_keys if self.consumer else [])
         if self.consumer:

@@ -77,6 +77,27 @@ def strong_url_credentials(settings: Any, name: str) -> str | None:
     return _url_credentials(_text(getattr(settings, name)), _text(type(settings).model_fields[name].default))
 
 
+def strong_shared_amqp_url(settings: Any, name: str) -> str | None:
+    """SPM_AMQP_URL, where it is used: a service given a user of its own (SPM_<SERVICE>_AMQP_URL) never logs in
+    with it, so compose gives the services none."""
+    if getattr(settings, f"{getattr(settings, 'service', '')}_amqp_url", None):
+        return None
+    return strong_url_credentials(settings, name)
+
+
+def strong_own_url(settings: Any, name: str) -> str | None:
+    """A service's own login URL (SPM_<SERVICE>_AMQP_URL), where it is set: a strong password, not guest."""
+    url = _text(getattr(settings, name))
+    return _url_credentials(url, "") if url else None
+
+
+def strong_broker_password(settings: Any, name: str) -> str | None:
+    """A RabbitMQ user's password, where bootstrap makes the users (SPM_RABBITMQ_MANAGEMENT_URL)."""
+    if getattr(settings, "rabbitmq_management_url", None) is None:
+        return None
+    return strong_secret(settings, name)
+
+
 def strong_role_database_url(settings: Any, _: str) -> str | None:
     """The URL a service reaches Postgres with: unset, it is SPM_DATABASE_URL's without a password."""
     return _url_credentials(settings.role_database_url(), "")
@@ -111,11 +132,16 @@ def tls_unless_local_smtp(settings: Any, name: str) -> str | None:
 STRONG_SECRET = InProduction(strong_secret)
 STRONG_URL_CREDENTIALS = InProduction(strong_url_credentials)
 STRONG_ROLE_DATABASE_URL = InProduction(strong_role_database_url)
+STRONG_SHARED_AMQP_URL = InProduction(strong_shared_amqp_url)
+STRONG_OWN_URL = InProduction(strong_own_url)
+STRONG_BROKER_PASSWORD = InProduction(strong_broker_password)
 HTTPS_URL = InProduction(https_url)
 TLS_UNLESS_LOCAL_SMTP = InProduction(tls_unless_local_smtp)
 # A service's secret key with a development-only default, and its own database URL.
 Secret = Annotated[SecretStr, STRONG_SECRET]
 ServiceDatabaseUrl = Annotated[str | None, STRONG_ROLE_DATABASE_URL]
+# A service's own RabbitMQ user (see README, "Users, roles and permissions"); unset: SPM_AMQP_URL's.
+ServiceAmqpUrl = Annotated[str | None, STRONG_OWN_URL]
 
 
 class SpmSettings(BaseSettings):
@@ -156,7 +182,7 @@ class CommonSettings(SpmSettings):
     """Variables that mean the same thing in every service."""
 
     database_url: str = DEFAULT_DATABASE_URL
-    amqp_url: Annotated[str, STRONG_URL_CREDENTIALS] = "amqp://guest:guest@127.0.0.1:5672/"
+    amqp_url: Annotated[str, STRONG_SHARED_AMQP_URL] = "amqp://guest:guest@127.0.0.1:5672/"
     exchange: str = Field(default="spm.events", min_length=1, max_length=200)
     smtp_host: str = "127.0.0.1"
     smtp_port: int = Field(default=1025, ge=1, le=65535)
@@ -249,6 +275,17 @@ class ServiceSettings(CommonSettings):
         """The CloudEvents `source` of every event this service publishes."""
         return f"urn:spm:{self.service}"
 
+    def role_amqp_url(self) -> str:
+        """SPM_<SERVICE>_AMQP_URL where set (the service's own RabbitMQ user, limited to its own queues and
+        routing keys), else SPM_AMQP_URL."""
+        own = getattr(self, f"{self.service}_amqp_url", None)
+        return own if isinstance(own, str) and own else self.amqp_url
+
+    def has_own_database_url(self) -> bool:
+        """Whether SPM_<SERVICE>_DATABASE_URL is set: the service then holds its login's credentials only."""
+        own = getattr(self, f"{self.service}_database_url", None)
+        return isinstance(own, str) and bool(own)
+
     def role_database_url(self) -> str:
         """SPM_<SERVICE>_DATABASE_URL where a service declares and sets it, else SPM_DATABASE_URL's
         database reached as the service's own role (spm_<service>), which can use its schema only."""
@@ -269,12 +306,47 @@ class BootstrapSettings(SpmSettings):
     notifier_db_password: Annotated[SecretStr | None, STRONG_SECRET] = None
     audit_db_password: Annotated[SecretStr | None, STRONG_SECRET] = None
 
+    # The broker's vhost (the path of this URL) and exchange the RabbitMQ users are made for.
+    amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/"
+    exchange: str = Field(default="spm.events", min_length=1, max_length=200)
+    # Set, bootstrap makes the RabbitMQ users through the management HTTP API with this URL's administrator
+    # login, each with SPM_<WHO>_AMQP_PASSWORD (every one required then). Unset: no user is made.
+    rabbitmq_management_url: Annotated[SecretStr | None, STRONG_OWN_URL] = None
+    contact_amqp_password: Annotated[SecretStr | None, STRONG_BROKER_PASSWORD] = None
+    orders_amqp_password: Annotated[SecretStr | None, STRONG_BROKER_PASSWORD] = None
+    notifier_amqp_password: Annotated[SecretStr | None, STRONG_BROKER_PASSWORD] = None
+    audit_amqp_password: Annotated[SecretStr | None, STRONG_BROKER_PASSWORD] = None
+    shop_amqp_password: Annotated[SecretStr | None, STRONG_BROKER_PASSWORD] = None
+    releases_amqp_password: Annotated[SecretStr | None, STRONG_BROKER_PASSWORD] = None
+    logs_amqp_password: Annotated[SecretStr | None, STRONG_BROKER_PASSWORD] = None
+
+    @model_validator(mode="after")
+    def _every_broker_password_when_managed(self) -> Self:
+        if self.rabbitmq_management_url is None:
+            return self
+        missing = [
+            InitErrorDetails(
+                type=PydanticCustomError("missing", "required where SPM_RABBITMQ_MANAGEMENT_URL asks for the users"),
+                loc=(name,),
+                input=name,
+            )
+            for name in type(self).model_fields
+            if name.endswith("_amqp_password") and getattr(self, name) is None
+        ]
+        if missing:
+            raise ValidationError.from_exception_data(type(self).__name__, missing)
+        return self
+
     def role_passwords(self) -> dict[str, str | None]:
         passwords: dict[str, str | None] = {}
         for service in SERVICES:
             password = getattr(self, f"{service}_db_password")
             passwords[service] = password.get_secret_value() if password is not None else None
         return passwords
+
+    def broker_password(self, who: str) -> str:
+        password: SecretStr | None = getattr(self, f"{who}_amqp_password")
+        return password.get_secret_value() if password is not None else ""
 
 
 def with_user(url: str, user: str, password: str | None = None) -> str:

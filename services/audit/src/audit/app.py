@@ -16,7 +16,7 @@ from spm_common.envelope import CloudEvent
 from spm_common.health import LoopHealth
 from spm_common.http import create_app
 from spm_common.logging import get_logger
-from spm_common.privacy import PRIVACY_REQUEST_COMPLETED, PRIVACY_REQUEST_CONFIRMED, PrivacyRequestCompleted
+from spm_common.privacy import PRIVACY_REQUEST_COMPLETED, PRIVACY_REQUEST_CONFIRMED
 from spm_common.redaction import describe_error
 from spm_common.runtime import Runtime
 from spm_common.serve import serve
@@ -24,7 +24,7 @@ from spm_common.settings import load
 
 from audit import pageviews, privacy_answer, trail
 from audit.api import AuditState, operator_router, pageviews_router
-from audit.events import PAGE_VIEWED
+from audit.events import PAGE_VIEWED, PUBLISHES
 from audit.settings import MIGRATIONS, Settings
 
 log = get_logger(__name__)
@@ -82,7 +82,7 @@ def assemble(settings: Settings) -> tuple[Runtime, AuditState]:
         settings,
         migrations=MIGRATIONS,
         handlers={CATCH_ALL: on_events},
-        publishes={PRIVACY_REQUEST_COMPLETED: PrivacyRequestCompleted},
+        publishes=PUBLISHES,
         background=[write_page_views, checkpoints, rotate_salts],
         scrub=cards.scrub_body,
         description="Every event on the exchange, appended to the hash-chained audit trail; page views from "

@@ -6,7 +6,7 @@ import hashlib
 from pathlib import Path
 
 from pydantic import Field, SecretStr, field_validator
-from spm_common.settings import Secret, ServiceDatabaseUrl, ServiceSettings
+from spm_common.settings import Secret, ServiceAmqpUrl, ServiceDatabaseUrl, ServiceSettings
 
 from audit import signing
 
@@ -20,6 +20,8 @@ class Settings(ServiceSettings):
     service: str = "audit"
     audit_port: int = Field(default=8084, ge=1, le=65535)
     audit_database_url: ServiceDatabaseUrl = None
+    # This service's own RabbitMQ user (see README, "Users, roles and permissions"); unset: SPM_AMQP_URL.
+    audit_amqp_url: ServiceAmqpUrl = None
     # SPM_AUDIT_SECRET finds each person's own key (which makes their pseudonymous subject references, and
     # which erasure destroys), and made the references of entries older than those keys. Only audit holds it.
     audit_secret: Secret = SecretStr("development-only-audit-secret")

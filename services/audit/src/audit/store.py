@@ -16,7 +16,7 @@ from audit.signing import Checkpoint
 async def lock_head(conn: Connection) -> tuple[int, str, datetime]:
     """The head of the chain, locked until the transaction ends, and the database's time once it is ours
     (so `recorded_at` follows the order of the chain even across replicas)."""
-    row = await conn.fetchrow("SELECT seq, hash, clock_timestamp() AS now FROM chain_head FOR UPDATE")
+    row = await conn.fetchrow("SELECT seq, hash, now FROM lock_head()")
     assert row is not None
     return int(row["seq"]), str(row["hash"]), row["now"]
 
@@ -24,9 +24,8 @@ async def lock_head(conn: Connection) -> tuple[int, str, datetime]:
 async def append(conn: Connection, records: Sequence[tuple[Any, ...]], columns: Sequence[str]) -> None:
     await conn.copy_records_to_table("entries", records=records, columns=list(columns))
     last = records[-1]
-    await conn.execute(
-        "UPDATE chain_head SET seq = $1, hash = $2", last[columns.index("seq")], last[columns.index("hash")]
-    )
+    # The service's login may not update the head: the function moves it, forward only, onto an entry.
+    await conn.execute("SELECT advance_head($1, $2)", last[columns.index("seq")], last[columns.index("hash")])
 
 
 async def head(conn: Connection) -> tuple[int, str]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import ipaddress
 import os
 import re
 import unicodedata
@@ -24,7 +23,7 @@ import orjson
 import rfc8785
 from spm_common.db import Connection
 from spm_common.envelope import CloudEvent
-from spm_common.redaction import CARD_RE, EMAIL_RE, IPV4_RE, PERSONAL_KEYS
+from spm_common.redaction import CARD_RE, EMAIL_RE, IPV4_RE, IPV6_CANDIDATE_RE, PERSONAL_KEYS, is_ipv6
 
 from audit import store
 from audit.signing import Checkpoint, Signer
@@ -74,7 +73,6 @@ DIGITS_RE = re.compile(r"\d")
 # Every shape scrub_text looks for holds one of these: "@" (an address), a digit (a card, an IPv4 address),
 # "-" (a license key), ":" (an IPv6 address). Most names and values hold none and are left as they are.
 SCRUB_CANDIDATE_RE = re.compile(r"[@\d:-]")
-IPV6_CANDIDATE_RE = re.compile(r"(?<![\w:])[0-9A-Fa-f]{0,4}(?::[0-9A-Fa-f]{0,4}){2,7}(?:%\w+)?(?![\w:])")
 MAX_DEPTH = 30
 MAX_SAFE_INTEGER = 2**53 - 1  # RFC 8785 numbers are IEEE doubles: larger integers travel as strings
 
@@ -167,11 +165,7 @@ def _mask_card(match: re.Match[str]) -> str:
 
 
 def _ipv6(match: re.Match[str]) -> str:
-    try:
-        ipaddress.IPv6Address(match.group(0).split("%", 1)[0])
-    except ValueError:
-        return match.group(0)
-    return REMOVED
+    return REMOVED if is_ipv6(match.group(0)) else match.group(0)
 
 
 def scrub_text(text: str, key: KeyOrRefs) -> str:

@@ -11,7 +11,7 @@ from typing import Annotated
 import asyncpg
 import typer
 from spm_common.logging import configure_logging
-from spm_common.migrations import migrate
+from spm_common.migrations import bring_up_to_date
 from spm_common.settings import load
 
 from contact import policy, retention
@@ -21,9 +21,8 @@ cli = typer.Typer(help="Operate the contact service.", no_args_is_help=True)
 
 
 async def _connect(settings: Settings) -> asyncpg.Connection:
-    conn = await asyncpg.connect(settings.role_database_url(), server_settings={"search_path": settings.db_schema})
-    await migrate(conn, settings.db_schema, MIGRATIONS)
-    return conn
+    await bring_up_to_date(settings, MIGRATIONS)
+    return await asyncpg.connect(settings.role_database_url(), server_settings={"search_path": settings.db_schema})
 
 
 async def publish_policy(

@@ -4,7 +4,7 @@ from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, SecretStr
-from spm_common.settings import Secret, ServiceDatabaseUrl, ServiceSettings
+from spm_common.settings import Secret, ServiceAmqpUrl, ServiceDatabaseUrl, ServiceSettings
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 POLICIES = Path(__file__).parent / "policy"
@@ -14,6 +14,8 @@ class Settings(ServiceSettings):
     service: str = "contact"
     contact_port: int = Field(default=8081, ge=1, le=65535)
     contact_database_url: ServiceDatabaseUrl = None
+    # This service's own RabbitMQ user (see README, "Users, roles and permissions"); unset: SPM_AMQP_URL.
+    contact_amqp_url: ServiceAmqpUrl = None
     # Keys the hash of client addresses in the rate counters, so no address is ever stored. Set it in production.
     contact_secret: Secret = SecretStr("development-only-contact-secret")
     # Messages (and their replies) older than this are deleted by a periodic job.

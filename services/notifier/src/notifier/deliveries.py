@@ -21,6 +21,7 @@ import orjson
 from email_validator import EmailNotValidError, validate_email
 from prometheus_client import Counter, Gauge
 from spm_common.addresses import is_plain_address
+from spm_common.consumer import PermanentError
 from spm_common.db import Connection
 from spm_common.envelope import CloudEvent, OutboxRow, new_event_body
 from spm_common.health import Health
@@ -32,7 +33,14 @@ from spm_common.redaction import describe_error
 
 from notifier import store
 from notifier.mail import Composer, RenderError, Unsubscribe, stable_message_id, usable_message_id
-from notifier.policy import CATEGORY_OF, PURCHASER_ONLY, RecipientFacts, check_request, refusal
+from notifier.policy import (
+    CATEGORY_OF,
+    PURCHASER_ONLY,
+    RecipientFacts,
+    check_request,
+    refusal,
+    requester_refusal,
+)
 from notifier.settings import Settings
 from notifier.smtp import Connection as SmtpConnection
 from notifier.smtp import RateLimiter, Result
@@ -67,14 +75,17 @@ DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.Int
 async def record(conn: Connection, events: list[CloudEvent], settings: Settings) -> None:
     """Handler of notification.requested, batched: one delivery per (event, recipient), pending or refused at
     once, for every event of the consumer's batch in one statement (one more for the outcomes of refused
-    requests). An invalid request raises, and the consumer then takes the batch one event at a time, so only
-    that one is dead-lettered."""
+    requests). An invalid request, or one from a service that may not ask for its purpose, raises, and the
+    consumer then takes the batch one event at a time, so only that one is dead-lettered (with the reason)."""
     key = settings.recipient_key()
     new: list[store.NewDelivery] = []
     purchasers: list[str] = []
     by_key: dict[tuple[str, str], tuple[CloudEvent, NotificationRequested, str | None]] = {}
     for event in events:
         request = NotificationRequested.model_validate(event.data)
+        not_allowed = requester_refusal(event.source, request.purpose)
+        if not_allowed is not None:
+            raise PermanentError(not_allowed)
         ref = recipient_ref(request.recipient.email, key)
         message_id = usable_message_id(request.message_id) or stable_message_id(
             f"{event.source}|{event.id}|{ref}", settings.mail_from

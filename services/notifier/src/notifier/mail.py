@@ -31,7 +31,9 @@ CATEGORY_LABELS = {
     ("news", "en"): "product news",
     ("news", "vi"): "tin sản phẩm",
 }
-MESSAGE_ID_RE = re.compile(r"^<[!-;=?-~]{1,200}@[!-;=?-~]{1,200}>$")  # printable ASCII without < > and spaces
+# Printable ASCII without < > and spaces; used with fullmatch, since "$" would let a final "\n" through and
+# that newline would add a line to the headers.
+MESSAGE_ID_RE = re.compile(r"<[!-;=?-~]{1,200}@[!-;=?-~]{1,200}>")
 _WHITESPACE = re.compile(r"\s+")
 _ENCODED_WORD_BYTES = 39  # 52 base64 characters: a word of 64, and "Subject: " plus one word within 76
 
@@ -158,7 +160,7 @@ class Composer:
             message_id.encode(),
             b"\r\n",
         ]
-        if in_reply_to and MESSAGE_ID_RE.match(in_reply_to):
+        if in_reply_to and MESSAGE_ID_RE.fullmatch(in_reply_to):
             reply = in_reply_to.encode()
             headers += [b"In-Reply-To: ", reply, b"\r\nReferences: ", reply, b"\r\n"]
         else:
@@ -213,7 +215,7 @@ def _message_id_domain(mail_from: str) -> str:
 
 
 def usable_message_id(value: str | None) -> str | None:
-    return value if value and MESSAGE_ID_RE.match(value) else None
+    return value if value and MESSAGE_ID_RE.fullmatch(value) else None
 
 
 def _one_line(text: str) -> str:

@@ -97,6 +97,21 @@ TEMPLATES: dict[str, TemplateSpec] = {
 }
 LOCALES = ("vi", "en")
 
+# Who may ask for which mail: the contact service answers messages, the orders service fulfils, recovers,
+# announces upgrades and news. A request from any other source, or for another purpose, is refused (and
+# dead-lettered): whoever can publish to the exchange must not be able to mail anyone about anything.
+REQUESTERS: dict[str, frozenset[str]] = {
+    "urn:spm:contact": frozenset({"answer-message"}),
+    "urn:spm:orders": frozenset({"fulfil-order", "license-recovery", "free-upgrade", "product-news"}),
+}
+
+
+def requester_refusal(source: str, purpose: str) -> str | None:
+    """Why `source` may not request `purpose` mail, or None when it may."""
+    if purpose in REQUESTERS.get(source, frozenset()):
+        return None
+    return f"source {source[:100]!r} may not request {purpose[:50]!r} mail"
+
 
 def check_request(template: str, purpose: str, context: dict[str, Any]) -> str | None:
     """Why a request can never be sent as asked (a reason fit for the delivery log), or None."""

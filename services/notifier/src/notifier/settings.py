@@ -9,6 +9,7 @@ from spm_common.settings import (
     HTTPS_URL,
     TLS_UNLESS_LOCAL_SMTP,
     Secret,
+    ServiceAmqpUrl,
     ServiceDatabaseUrl,
     ServiceSettings,
 )
@@ -20,6 +21,8 @@ class Settings(ServiceSettings):
     service: str = "notifier"
     notifier_port: int = Field(default=8083, ge=1, le=65535)
     notifier_database_url: ServiceDatabaseUrl = None
+    # This service's own RabbitMQ user (see README, "Users, roles and permissions"); unset: SPM_AMQP_URL.
+    notifier_amqp_url: ServiceAmqpUrl = None
     # Keys the pseudonymous recipient references and the unsubscribe tokens. Set it in production.
     notifier_secret: Secret = SecretStr("development-only-notifier-secret")
     # Where recipients reach this service from the outside: the base of the unsubscribe links (https in production).

@@ -4,7 +4,7 @@ from pathlib import Path
 from typing import Annotated
 
 from pydantic import Field, SecretStr
-from spm_common.settings import STRONG_SECRET, Secret, ServiceDatabaseUrl, ServiceSettings
+from spm_common.settings import STRONG_SECRET, Secret, ServiceAmqpUrl, ServiceDatabaseUrl, ServiceSettings
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -13,6 +13,8 @@ class Settings(ServiceSettings):
     service: str = "orders"
     orders_port: int = Field(default=8082, ge=1, le=65535)
     orders_database_url: ServiceDatabaseUrl = None
+    # This service's own RabbitMQ user (see README, "Users, roles and permissions"); unset: SPM_AMQP_URL.
+    orders_amqp_url: ServiceAmqpUrl = None
     # Keys the hashes that rate limits are stored under (never an address). Set it in production.
     orders_secret: Secret = SecretStr("development-only-orders-secret")
     # The order webhook's HMAC key (shared by every service's settings, but only this one uses it, so only

@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 
 MAX_SIGNATURES = 8
+# ASCII digits only: str.isdigit() also accepts "²", which int() then refuses (a 500 instead of the 401).
+TIMESTAMP_RE = re.compile(r"[0-9]{1,12}")
 
 
 def sign(secret: str, timestamp: int, body: bytes) -> str:
@@ -28,7 +31,7 @@ def verify(secret: str | None, signature: str | None, body: bytes, now: float, t
     candidates: list[str] = []
     for part in signature.split(","):
         name, _, value = part.strip().partition("=")
-        if name == "t" and value.isdigit() and len(value) <= 12:
+        if name == "t" and TIMESTAMP_RE.fullmatch(value):
             timestamp = int(value)
         elif name == "v1" and len(candidates) < MAX_SIGNATURES:
             candidates.append(value.strip().lower())

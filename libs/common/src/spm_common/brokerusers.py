@@ -1,0 +1,169 @@
+"""RabbitMQ users: one per service and one per outside publisher, each limited to what it does.
+
+A service's user may declare, bind, read and write its own queues (`X.S`, `X.S.retry`, `X.S.dlq`) and the
+exchanges it needs (`X`, `X.dlx`); on the topic exchange `X` its topic permissions let it publish only the
+routing keys it publishes and bind only the keys it consumes (the audit service consumes everything). An
+outside publisher may only publish its own routing keys to `X`. So whoever holds one login can neither
+read another service's queue nor bind a queue to `#`, nor publish an event someone else owns: the broker
+refuses with 403 ACCESS_REFUSED (for a publish, by closing the channel).
+
+The services' consumers send their retry and dead-letter copies through the default exchange
+(`amq.default`): that exchange routes by queue name and has no topic permissions, so a service user may put
+a message into any queue whose name it knows. Routing those copies through `X.dlx` instead would close that.
+
+`spm-admin bootstrap` creates the users through the management HTTP API (SPM_RABBITMQ_MANAGEMENT_URL).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
+
+import httpx
+
+from spm_common.settings import SERVICES
+
+# The routing keys each service publishes and binds, as its code does (a test compares them with each
+# service's PUBLISHES and its consumer's bindings).
+PUBLISHES: dict[str, tuple[str, ...]] = {
+    "contact": (
+        "contact.message.received",
+        "contact.message.replied",
+        "contact.message.closed",
+        "contact.messages.deleted",
+        "privacy-policy.published",
+        "notification.requested",
+        "privacy.request.completed",
+    ),
+    "orders": ("order.recorded", "security.card-data-removed", "notification.requested", "privacy.request.completed"),
+    "notifier": ("notification.sent", "notification.failed", "notification.unsubscribed", "privacy.request.completed"),
+    # Every service answers each confirmed privacy request for its own data (spm_common.privacy).
+    "audit": ("privacy.request.completed",),
+}
+BINDS: dict[str, tuple[str, ...]] = {
+    "contact": ("notification.failed", "notification.sent", "privacy.request.confirmed"),
+    "orders": (
+        "notification.unsubscribed",
+        "order.placed",
+        "product.announced",
+        "upgrade.released",
+        "privacy.request.confirmed",
+    ),
+    "notifier": ("notification.requested", "privacy.request.confirmed"),
+    "audit": ("#",),
+}
+# Systems outside this project that publish to the exchange (CONTRACT section 3).
+OUTSIDE_PUBLISHERS: dict[str, tuple[str, ...]] = {
+    "shop": ("order.placed",),
+    "releases": ("upgrade.released", "product.announced"),
+    "logs": ("site.page.viewed",),
+}
+USERS = (*SERVICES, *OUTSIDE_PUBLISHERS)
+NOTHING = "^$"
+DEFAULT_EXCHANGE = "amq.default"
+
+
+@dataclass(frozen=True)
+class BrokerUser:
+    """One user's permissions on the vhost (configure, write, read) and its topic permissions on `exchange`."""
+
+    name: str
+    configure: str
+    write: str
+    read: str
+    exchange: str
+    topic_write: str
+    topic_read: str
+
+
+def user_name(who: str, prefix: str = "spm_") -> str:
+    return f"{prefix}{who}"
+
+
+def broker_users(exchange: str, prefix: str = "spm_") -> list[BrokerUser]:
+    """Every user of the system on `exchange`; `prefix` keeps test users apart (users are broker-wide)."""
+    users = []
+    for service in SERVICES:
+        own = [f"{exchange}.{service}", f"{exchange}.{service}.retry", f"{exchange}.{service}.dlq"]
+        exchanges = [exchange, f"{exchange}.dlx"]
+        binds = BINDS[service]
+        users.append(
+            BrokerUser(
+                name=user_name(service, prefix),
+                configure=_any_of(*exchanges, *own),
+                # Its retry and dead-letter copies go through the default exchange (see the module's docstring).
+                write=_any_of(*exchanges, *own, DEFAULT_EXCHANGE),
+                read=_any_of(*exchanges, *own),
+                exchange=exchange,
+                topic_write=_any_of(*PUBLISHES[service]),
+                topic_read=".*" if "#" in binds else _any_of(*binds),
+            )
+        )
+    for publisher, keys in OUTSIDE_PUBLISHERS.items():
+        users.append(
+            BrokerUser(
+                name=user_name(publisher, prefix),
+                configure=NOTHING,
+                write=_any_of(exchange),
+                read=NOTHING,
+                exchange=exchange,
+                topic_write=_any_of(*keys),
+                topic_read=NOTHING,
+            )
+        )
+    return users
+
+
+async def ensure_users(management_url: str, amqp_url: str, users: list[BrokerUser], passwords: dict[str, str]) -> None:
+    """Create or update each user with its password and permissions on the vhost of `amqp_url`.
+
+    `management_url` is the management HTTP API with an administrator's credentials in it
+    (`http://admin:password@rabbitmq:15672`). Idempotent: every call sets the same state again."""
+    parts = urlsplit(management_url)
+    auth = (unquote(parts.username or ""), unquote(parts.password or ""))
+    base = urlunsplit((parts.scheme, _host_port(parts), parts.path.rstrip("/"), "", ""))
+    vhost = quote(unquote(urlsplit(amqp_url).path[1:]) or "/", safe="")
+    async with httpx.AsyncClient(base_url=base, auth=auth, timeout=30) as client:
+        for user in users:
+            await _put(
+                client, f"/api/users/{quote(user.name, safe='')}", {"password": passwords[user.name], "tags": ""}
+            )
+            await _put(
+                client,
+                f"/api/permissions/{vhost}/{quote(user.name, safe='')}",
+                {"configure": user.configure, "write": user.write, "read": user.read},
+            )
+            await _put(
+                client,
+                f"/api/topic-permissions/{vhost}/{quote(user.name, safe='')}",
+                {"exchange": user.exchange, "write": user.topic_write, "read": user.topic_read},
+            )
+
+
+def with_credentials(amqp_url: str, user: str, password: str) -> str:
+    parts = urlsplit(amqp_url)
+    netloc = f"{quote(user, safe='')}:{quote(password, safe='')}@{_host_port(parts)}"
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+async def _put(client: httpx.AsyncClient, path: str, body: dict[str, str]) -> None:
+    response = await client.put(path, json=body)
+    if response.status_code not in (200, 201, 204):
+        # The path names the user; the body (a password) is never shown.
+        raise RuntimeError(f"RabbitMQ management API refused PUT {path}: {response.status_code}")
+
+
+def _host_port(parts: object) -> str:
+    host = getattr(parts, "hostname", None) or ""
+    if ":" in host:
+        host = f"[{host}]"
+    port = getattr(parts, "port", None)
+    return f"{host}:{port}" if port else host
+
+
+def _any_of(*names: str) -> str:
+    """A regular expression matching exactly these names (nothing when there are none)."""
+    if not names:
+        return NOTHING
+    return "^(" + "|".join(re.escape(n) for n in names) + ")$"

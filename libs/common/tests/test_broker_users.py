@@ -1,0 +1,243 @@
+"""One RabbitMQ user per service and per outside publisher, against the real broker (its management API
+creates them): each may do its own work and is refused the rest with 403 ACCESS_REFUSED."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import os
+import secrets
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import aio_pika
+import httpx
+import pytest
+from aio_pika.exceptions import ChannelClosed
+from aiormq.exceptions import ChannelAccessRefused
+from spm_common.brokerusers import BINDS, PUBLISHES, USERS, broker_users, ensure_users, user_name, with_credentials
+from spm_common.settings import SERVICES
+from spm_common.testing.world import AMQP_URL, World, new_world
+from spm_common.topology import Topology
+
+pytestmark = pytest.mark.asyncio
+MANAGEMENT_URL = os.environ.get("SPM_TEST_RABBITMQ_MANAGEMENT_URL", "http://guest:guest@127.0.0.1:15672")
+_management = urlsplit(MANAGEMENT_URL)
+MANAGEMENT_API = f"{_management.scheme}://{_management.hostname}:{_management.port or 15672}"
+MANAGEMENT_AUTH = (_management.username or "", _management.password or "")
+REFUSED = (ChannelAccessRefused, ChannelClosed)
+
+
+class Users:
+    def __init__(self, exchange: str, prefix: str) -> None:
+        self.exchange = exchange
+        self.prefix = prefix
+        self.passwords = {u.name: secrets.token_urlsafe(16) for u in broker_users(exchange, prefix)}
+
+    def url(self, who: str) -> str:
+        name = user_name(who, self.prefix)
+        return with_credentials(AMQP_URL, name, self.passwords[name])
+
+
+@pytest.fixture(scope="module")
+async def users(lab: World) -> AsyncIterator[Users]:
+    exchange = f"{lab.name}.{uuid.uuid4().hex[:6]}"
+    made = Users(exchange, f"{lab.name}_{uuid.uuid4().hex[:4]}_")
+    await ensure_users(MANAGEMENT_URL, AMQP_URL, broker_users(exchange, made.prefix), made.passwords)
+    # The exchange exists before anyone publishes, as the services' start makes it.
+    connection = await aio_pika.connect(AMQP_URL)
+    async with connection:
+        channel = await connection.channel()
+        await channel.declare_exchange(exchange, aio_pika.ExchangeType.TOPIC, durable=True)
+    yield made
+    async with httpx.AsyncClient(base_url=MANAGEMENT_API, auth=MANAGEMENT_AUTH) as client:
+        for name in made.passwords:
+            await client.delete(f"/api/users/{name}")
+    connection = await aio_pika.connect(AMQP_URL)
+    async with connection:
+        for service in SERVICES:
+            topology = Topology(exchange, service)
+            for queue in (topology.queue_name, topology.retry_queue_name, topology.dead_letter_queue_name):
+                channel = await connection.channel()
+                with contextlib.suppress(Exception):
+                    await channel.queue_delete(queue)
+        for name in (exchange, f"{exchange}.dlx"):
+            channel = await connection.channel()
+            with contextlib.suppress(Exception):
+                await channel.exchange_delete(name)
+
+
+async def publish(url: str, exchange: str, routing_key: str) -> None:
+    """Publish one message with confirms: a refused routing key closes the channel, which raises here."""
+    connection = await aio_pika.connect(url)
+    async with connection:
+        channel = await connection.channel(publisher_confirms=True)
+        target = await channel.get_exchange(exchange, ensure=False)
+        await target.publish(aio_pika.Message(b"{}"), routing_key=routing_key, timeout=10)
+
+
+async def declare_own_queues(users: Users, service: str) -> None:
+    """What the service does at start, as its own user."""
+    connection = await aio_pika.connect(users.url(service))
+    async with connection:
+        channel = await connection.channel()
+        topology = Topology(users.exchange, service)
+        exchange = await channel.declare_exchange(users.exchange, aio_pika.ExchangeType.TOPIC, durable=True)
+        dlx = await channel.declare_exchange(
+            topology.dead_letter_exchange_name, aio_pika.ExchangeType.DIRECT, durable=True
+        )
+        queue = await channel.declare_queue(topology.queue_name, durable=True, arguments=_arguments(topology, "main"))
+        await channel.declare_queue(topology.retry_queue_name, durable=True, arguments=_arguments(topology, "retry"))
+        dlq = await channel.declare_queue(
+            topology.dead_letter_queue_name, durable=True, arguments={"x-queue-type": "quorum"}
+        )
+        await dlq.bind(dlx, routing_key=topology.dead_letter_queue_name)
+        for key in BINDS[service]:
+            await queue.bind(exchange, routing_key=key)
+
+
+def _arguments(topology: Topology, which: str) -> dict:
+    arguments = topology._main_arguments() if which == "main" else topology._retry_arguments()
+    return {"x-queue-type": "quorum", **arguments}
+
+
+async def test_the_users_match_what_each_service_publishes_and_binds() -> None:
+    for service in SERVICES:
+        app = importlib.import_module(f"{service}.app")
+        settings = importlib.import_module(f"{service}.settings").Settings(amqp_url="amqp://rabbitmq:5672/")
+        runtime = app.build(settings)
+        bound = runtime.consumer.routing_keys if runtime.consumer else []
+        assert sorted(BINDS[service]) == sorted(bound), service
+        published = sorted(importlib.import_module(f"{service}.events").__dict__.get("PUBLISHES", {}))
+        assert sorted(PUBLISHES[service]) == published, service
+
+
+async def test_each_service_declares_binds_and_publishes_what_it_owns(users: Users) -> None:
+    for service in SERVICES:
+        await declare_own_queues(users, service)
+    for service, keys in PUBLISHES.items():
+        for key in keys:
+            await publish(users.url(service), users.exchange, key)
+    await publish(users.url("shop"), users.exchange, "order.placed")
+    await publish(users.url("releases"), users.exchange, "upgrade.released")
+    await publish(users.url("releases"), users.exchange, "product.announced")
+    await publish(users.url("logs"), users.exchange, "site.page.viewed")
+    # What the shop published reached the orders service's queue.
+    connection = await aio_pika.connect(users.url("orders"))
+    async with connection:
+        channel = await connection.channel()
+        queue = await channel.get_queue(f"{users.exchange}.orders", ensure=False)
+        keys = []
+        while (message := await queue.get(no_ack=True, fail=False, timeout=10)) is not None:
+            keys.append(message.routing_key)
+    assert sorted(keys) == ["notification.unsubscribed", "order.placed", "product.announced", "upgrade.released"]
+
+
+@pytest.mark.parametrize(
+    ("who", "routing_key"),
+    [
+        ("shop", "upgrade.released"),
+        ("shop", "notification.requested"),
+        ("releases", "order.placed"),
+        ("logs", "order.placed"),
+        ("contact", "order.placed"),
+        ("orders", "notification.sent"),
+        ("notifier", "notification.requested"),
+        ("audit", "order.recorded"),
+    ],
+)
+async def test_publishing_a_routing_key_one_does_not_own_is_refused(users: Users, who: str, routing_key: str) -> None:
+    with pytest.raises(REFUSED, match="ACCESS_REFUSED"):
+        await publish(users.url(who), users.exchange, routing_key)
+
+
+@pytest.mark.parametrize("who", [s for s in SERVICES if s != "audit"])
+async def test_no_service_but_the_audit_may_bind_its_queue_to_everything(users: Users, who: str) -> None:
+    await declare_own_queues(users, who)  # its own bindings: allowed
+    connection = await aio_pika.connect(users.url(who))
+    async with connection:
+        channel = await connection.channel()
+        queue = await channel.get_queue(f"{users.exchange}.{who}", ensure=False)
+        exchange = await channel.get_exchange(users.exchange, ensure=False)
+        with pytest.raises(REFUSED, match="ACCESS_REFUSED"):
+            await queue.bind(exchange, routing_key="#")
+
+
+@pytest.mark.parametrize("who", ["shop", "releases", "logs"])
+async def test_an_outside_publisher_may_not_even_make_a_queue(users: Users, who: str) -> None:
+    connection = await aio_pika.connect(users.url(who))
+    async with connection:
+        channel = await connection.channel()
+        with pytest.raises(REFUSED, match="ACCESS_REFUSED"):
+            await channel.declare_queue(exclusive=True)
+
+
+@pytest.mark.parametrize(("who", "other"), [("contact", "notifier"), ("orders", "audit"), ("shop", "orders")])
+async def test_no_user_may_consume_another_services_queue(users: Users, who: str, other: str) -> None:
+    await declare_own_queues(users, other)
+    connection = await aio_pika.connect(users.url(who))
+    async with connection:
+        channel = await connection.channel()
+        queue = await channel.get_queue(f"{users.exchange}.{other}", ensure=False)
+        with pytest.raises(REFUSED, match="ACCESS_REFUSED"):
+            await queue.get(no_ack=True, fail=False, timeout=10)
+
+
+def dev_passwords() -> dict[str, str]:
+    """The development-only passwords compose gives the users (the same here, so a compose-like stack using
+    this broker at the same time keeps working)."""
+    return {f"SPM_{who.upper()}_AMQP_PASSWORD": f"dev-only-{who}-rabbitmq-password" for who in USERS}
+
+
+def bootstrap(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    command = Path(sys.executable).parent / "spm-admin"
+    return subprocess.run(
+        [str(command), "bootstrap"], env={**os.environ, **env}, capture_output=True, text=True, timeout=300, check=False
+    )
+
+
+@pytest.fixture
+async def vhost() -> AsyncIterator[str]:
+    """A vhost of its own: a user's permissions are per vhost, so these never touch the default vhost's."""
+    name = f"spm_test_{uuid.uuid4().hex[:8]}"
+    async with httpx.AsyncClient(base_url=MANAGEMENT_API, auth=MANAGEMENT_AUTH) as client:
+        assert (await client.put(f"/api/vhosts/{name}")).status_code in (201, 204)
+        yield name
+        await client.delete(f"/api/vhosts/{name}")
+
+
+async def test_spm_admin_bootstrap_makes_the_users_with_only_an_admin_login(vhost: str) -> None:
+    world = new_world()
+    amqp_url = f"amqp://127.0.0.1:5672/{vhost}"
+    env = {
+        "SPM_DATABASE_URL": world.database_url,
+        "SPM_RABBITMQ_MANAGEMENT_URL": MANAGEMENT_URL,
+        "SPM_AMQP_URL": amqp_url,
+        "SPM_EXCHANGE": "spm.events",
+        "SPM_LOG_FORMAT": "console",
+        **dev_passwords(),
+    }
+    try:
+        missing = bootstrap({**env, "SPM_SHOP_AMQP_PASSWORD": ""})
+        assert missing.returncode == 2 and "SPM_SHOP_AMQP_PASSWORD: required" in missing.stderr
+        for _ in range(2):  # and again: the same state
+            done = await asyncio.to_thread(bootstrap, env)
+            assert done.returncode == 0, done.stderr[-2000:]
+            assert "RabbitMQ users ready: spm_contact, spm_orders, spm_notifier, spm_audit, spm_shop" in done.stdout
+        url = {who: f"amqp://spm_{who}:dev-only-{who}-rabbitmq-password@127.0.0.1:5672/{vhost}" for who in USERS}
+        connection = await aio_pika.connect(url["orders"])
+        async with connection:
+            channel = await connection.channel()
+            await channel.declare_exchange("spm.events", aio_pika.ExchangeType.TOPIC, durable=True)
+        await publish(url["shop"], "spm.events", "order.placed")
+        with pytest.raises(REFUSED, match="ACCESS_REFUSED"):
+            await publish(url["shop"], "spm.events", "upgrade.released")
+        with pytest.raises(REFUSED, match="ACCESS_REFUSED"):
+            await publish(url["contact"], "spm.events", "order.placed")
+    finally:
+        await world.destroy()
