@@ -135,7 +135,13 @@ async def test_each_service_declares_binds_and_publishes_what_it_owns(users: Use
         keys = []
         while (message := await queue.get(no_ack=True, fail=False, timeout=10)) is not None:
             keys.append(message.routing_key)
-    assert sorted(keys) == ["notification.unsubscribed", "order.placed", "product.announced", "upgrade.released"]
+    assert sorted(keys) == [
+        "notification.unsubscribed",
+        "order.placed",
+        "privacy.request.confirmed",
+        "product.announced",
+        "upgrade.released",
+    ]
 
 
 @pytest.mark.parametrize(

@@ -35,15 +35,28 @@ PUBLISHES: dict[str, tuple[str, ...]] = {
         "privacy-policy.published",
         "privacy.request.confirmed",
         "notification.requested",
+        "privacy.request.completed",
     ),
-    "orders": ("order.recorded", "security.card-data-removed", "notification.requested"),
-    "notifier": ("notification.sent", "notification.failed", "notification.unsubscribed"),
-    "audit": (),
+    "orders": ("order.recorded", "security.card-data-removed", "notification.requested", "privacy.request.completed"),
+    "notifier": ("notification.sent", "notification.failed", "notification.unsubscribed", "privacy.request.completed"),
+    # Every service answers each confirmed privacy request for its own data (spm_common.privacy).
+    "audit": ("privacy.request.completed",),
 }
 BINDS: dict[str, tuple[str, ...]] = {
-    "contact": ("notification.failed", "notification.sent", "privacy.request.completed"),
-    "orders": ("notification.unsubscribed", "order.placed", "product.announced", "upgrade.released"),
-    "notifier": ("notification.requested",),
+    "contact": (
+        "notification.failed",
+        "notification.sent",
+        "privacy.request.completed",
+        "privacy.request.confirmed",
+    ),
+    "orders": (
+        "notification.unsubscribed",
+        "order.placed",
+        "product.announced",
+        "upgrade.released",
+        "privacy.request.confirmed",
+    ),
+    "notifier": ("notification.requested", "privacy.request.confirmed"),
     "audit": ("#",),
 }
 # Systems outside this project that publish to the exchange (CONTRACT section 3).

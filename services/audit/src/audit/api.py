@@ -15,7 +15,7 @@ from spm_common.http import BAD_BODY, OPERATOR_ONLY, Operator, RuntimeDep, direc
 from spm_common.inputs import EARLIEST_DAY, LATEST_DAY, DayOrTime, DbBigInt
 from spm_common.inputs import BoundedDate as Day
 
-from audit import trail, trends
+from audit import privacy_answer, trail, trends
 from audit.pageviews import (
     PAGE_VIEWS,
     PageViewsUnavailable,
@@ -28,8 +28,8 @@ from audit.store import find_entries
 
 @dataclass(frozen=True)
 class AuditState:
-    """What the routes need beyond the runtime: the subject key, the trusted proxies, the page-view writer, the
-    public keys whose checkpoints are trusted."""
+    """What the routes need beyond the runtime: the audit secret (finds subject keys), the trusted proxies, the
+    page-view writer, the public keys whose checkpoints are trusted."""
 
     key: bytes
     trusted_proxies: list[Network]
@@ -160,12 +160,13 @@ async def get_events(
     after: Annotated[DbBigInt, Query(ge=0, description="the `next` of the previous page")] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> dict[str, Any]:
-    reference = trail.subject_ref(email, state.key) if email else None
     async with runtime.pool.acquire() as conn:
+        # The person's references: under their own key, and the legacy one for entries older than the keys.
+        references = await privacy_answer.references(conn, email, state.key) if email else None
         rows = await find_entries(
             conn,
             event_type=event_type,
-            subject_ref=reference,
+            subject_refs=references,
             since=_moment(since, end=False),
             until=_moment(until, end=True),
             after=after,

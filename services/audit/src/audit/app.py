@@ -16,14 +16,15 @@ from spm_common.envelope import CloudEvent
 from spm_common.health import LoopHealth
 from spm_common.http import create_app
 from spm_common.logging import get_logger
+from spm_common.privacy import PRIVACY_REQUEST_COMPLETED, PRIVACY_REQUEST_CONFIRMED
 from spm_common.redaction import describe_error
 from spm_common.runtime import Runtime
 from spm_common.serve import serve
 from spm_common.settings import load
 
-from audit import pageviews, trail
+from audit import pageviews, privacy_answer, trail
 from audit.api import AuditState, operator_router, pageviews_router
-from audit.events import PAGE_VIEWED
+from audit.events import PAGE_VIEWED, PUBLISHES
 from audit.settings import MIGRATIONS, Settings
 
 log = get_logger(__name__)
@@ -35,8 +36,9 @@ def assemble(settings: Settings) -> tuple[Runtime, AuditState]:
     signer = settings.checkpoint_signer()
     salts = pageviews.Salts()
     writer = pageviews.PageViewWriter(salts)
-    # A page-view event is in the trail like every event, reduced to what the page-view table keeps.
-    reducers = {PAGE_VIEWED: pageviews.trail_payload}
+    # A page-view event is in the trail like every event, reduced to what the page-view table keeps; a privacy
+    # request's answer without the person's data it exports.
+    reducers = {PAGE_VIEWED: pageviews.trail_payload, PRIVACY_REQUEST_COMPLETED: privacy_answer.trail_payload}
 
     @batched
     async def on_events(conn: Connection, events: list[CloudEvent]) -> None:
@@ -44,6 +46,9 @@ def assemble(settings: Settings) -> tuple[Runtime, AuditState]:
         views = [e for e in events if e.type == PAGE_VIEWED]
         if views:
             await pageviews.ingest_events(conn, views, salts)
+        # After the append: the request's own entry is made with the person's key before erasure destroys it.
+        if any(e.type == PRIVACY_REQUEST_CONFIRMED for e in events):
+            await privacy_answer.answer(conn, events, key, settings.source)
 
     async def write_page_views(runtime: Runtime) -> None:
         await writer.run(lambda: runtime.pool, runtime.health.loop("page-view-writer"))
@@ -77,10 +82,12 @@ def assemble(settings: Settings) -> tuple[Runtime, AuditState]:
         settings,
         migrations=MIGRATIONS,
         handlers={CATCH_ALL: on_events},
+        publishes=PUBLISHES,
         background=[write_page_views, checkpoints, rotate_salts],
         scrub=cards.scrub_body,
         description="Every event on the exchange, appended to the hash-chained audit trail; page views from "
-        "the log shipper (site.page.viewed).",
+        "the log shipper (site.page.viewed); the answer to each confirmed privacy request "
+        "(privacy.request.confirmed, answered with privacy.request.completed).",
     )
     state = AuditState(
         key=key,

@@ -1,8 +1,10 @@
-"""Events the audit service consumes: every event on the exchange, and page views from the log shipper."""
+"""Events the audit service consumes (every event on the exchange, and page views from the log shipper) and
+the one it publishes."""
 
 from __future__ import annotations
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from spm_common.privacy import PRIVACY_REQUEST_COMPLETED, PrivacyRequestCompleted
 
 PAGE_VIEWED = "site.page.viewed"
 
@@ -25,3 +27,5 @@ class PageViewed(BaseModel):
 
 
 CONSUMES = {PAGE_VIEWED: PageViewed}
+# Its answer to each confirmed privacy request (audit.privacy_answer); everything else it only records.
+PUBLISHES: dict[str, type[BaseModel]] = {PRIVACY_REQUEST_COMPLETED: PrivacyRequestCompleted}

@@ -22,7 +22,8 @@ class Settings(ServiceSettings):
     audit_database_url: ServiceDatabaseUrl = None
     # This service's own RabbitMQ user (see README, "Users, roles and permissions"); unset: SPM_AMQP_URL.
     audit_amqp_url: ServiceAmqpUrl = None
-    # SPM_AUDIT_SECRET keys the pseudonymous subject references; only the audit service holds it.
+    # SPM_AUDIT_SECRET finds each person's own key (which makes their pseudonymous subject references, and
+    # which erasure destroys), and made the references of entries older than those keys. Only audit holds it.
     audit_secret: Secret = SecretStr("development-only-audit-secret")
     # SPM_AUDIT_CHECKPOINT_KEY: base64 of the raw 32-byte Ed25519 private key that signs the checkpoints. It is
     # not in the database, so someone who can rewrite the database cannot sign a checkpoint of their own.

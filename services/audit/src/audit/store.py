@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from datetime import date, datetime
 from typing import Any
 
@@ -90,7 +90,7 @@ async def find_entries(
     conn: Connection,
     *,
     event_type: str | None,
-    subject_ref: str | None,
+    subject_refs: Sequence[str] | None,
     since: datetime | None,
     until: datetime | None,
     after: int,
@@ -99,17 +99,69 @@ async def find_entries(
     return await conn.fetch(
         "SELECT * FROM entries WHERE seq > $1"
         " AND ($2::text IS NULL OR event_type = $2)"
-        " AND ($3::text IS NULL OR subject_ref = $3)"
+        " AND ($3::text[] IS NULL OR subject_ref = ANY($3::text[]))"
         " AND ($4::timestamptz IS NULL OR recorded_at >= $4)"
         " AND ($5::timestamptz IS NULL OR recorded_at < $5)"
         " ORDER BY seq LIMIT $6",
         after,
         event_type,
-        subject_ref,
+        None if subject_refs is None else list(subject_refs),
         since,
         until,
         limit,
     )
+
+
+# Subject keys (crypto-shredding) --------------------------------------------------------------------------
+
+
+async def subject_keys(conn: Connection, lookups: Sequence[bytes]) -> dict[bytes, bytes]:
+    if not lookups:
+        return {}
+    rows = await conn.fetch("SELECT lookup, key FROM subject_keys WHERE lookup = ANY($1::bytea[])", list(lookups))
+    return {bytes(r["lookup"]): bytes(r["key"]) for r in rows}
+
+
+async def add_subject_keys(conn: Connection, keys: Mapping[bytes, bytes]) -> dict[bytes, bytes]:
+    """Store new keys; returns, for any lookup that had a key already, the stored key (none was replaced). The
+    statement's snapshot predates its own inserts, so the SELECT sees exactly the keys that were there."""
+    if not keys:
+        return {}
+    rows = await conn.fetch(
+        "WITH added AS (INSERT INTO subject_keys (lookup, key) SELECT * FROM unnest($1::bytea[], $2::bytea[])"
+        "  ON CONFLICT (lookup) DO NOTHING RETURNING 1)"
+        " SELECT lookup, key FROM subject_keys WHERE lookup = ANY($1::bytea[])",
+        list(keys),
+        list(keys.values()),
+    )
+    return {bytes(r["lookup"]): bytes(r["key"]) for r in rows}
+
+
+async def delete_subject_key(conn: Connection, lookup: bytes) -> bytes | None:
+    key = await conn.fetchval("DELETE FROM subject_keys WHERE lookup = $1 RETURNING key", lookup)
+    return bytes(key) if key is not None else None
+
+
+async def legacy_ref_erased(conn: Connection, ref: str) -> bool:
+    return bool(await conn.fetchval("SELECT true FROM erased_legacy_refs WHERE subject_ref = $1", ref))
+
+
+async def erase_legacy_ref(conn: Connection, ref: str) -> None:
+    await conn.execute("INSERT INTO erased_legacy_refs (subject_ref) VALUES ($1) ON CONFLICT DO NOTHING", ref)
+
+
+async def entries_about(conn: Connection, refs: Sequence[str]) -> list[Any]:
+    """What a person may know of the entries that concern them: type, time and purpose (over the index on
+    (subject_ref, seq))."""
+    return await conn.fetch(
+        "SELECT subject_ref, event_type, recorded_at, purpose FROM entries WHERE subject_ref = ANY($1::text[])"
+        " ORDER BY seq",
+        list(refs),
+    )
+
+
+async def count_entries_about(conn: Connection, ref: str) -> int:
+    return int(await conn.fetchval("SELECT count(*) FROM entries WHERE subject_ref = $1", ref))
 
 
 # Page views ---------------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import os
 import re
 import unicodedata
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
@@ -80,6 +81,10 @@ MAX_DEPTH = 30
 MAX_SAFE_INTEGER = 2**53 - 1  # RFC 8785 numbers are IEEE doubles: larger integers travel as strings
 
 PayloadReducer = Callable[[dict[str, Any]], dict[str, Any]]
+# How an address becomes its reference: a person's own key (`SubjectKeys.ref`), or, given as bytes, the one
+# key of the legacy scheme (`subject_ref`).
+Refs = Callable[[str], str]
+KeyOrRefs = bytes | Refs
 
 
 def normalise_email(email: str) -> str:
@@ -87,8 +92,65 @@ def normalise_email(email: str) -> str:
 
 
 def subject_ref(email: str, key: bytes) -> str:
-    """The pseudonymous reference of a person: HMAC-SHA256 of the normalised address under the audit key."""
+    """The pseudonymous reference of a person: HMAC-SHA256 of the normalised address under `key` (the person's
+    own key; for entries recorded before migration 0006, the one audit secret: their "legacy" reference)."""
     return hmac.new(key, normalise_email(email).encode(), hashlib.sha256).hexdigest()
+
+
+def _ref(email: str, key: KeyOrRefs) -> str:
+    return subject_ref(email, key) if isinstance(key, bytes) else key(email)
+
+
+def key_lookup(email: str, secret: bytes) -> bytes:
+    """Where a person's key is found: a keyed hash of the normalised address under the audit secret, in a
+    domain of its own (never equal to the legacy reference, so the key table does not point at old entries)."""
+    return hmac.digest(secret, b"spm-audit-subject-key\x00" + normalise_email(email).encode(), "sha256")
+
+
+class SubjectKeys:
+    """The keys of the people one batch of events concerns, loaded in one query; `ref` makes a reference with
+    the person's own key, and creates that key (random, 32 bytes) for a person seen for the first time. Erasure
+    deletes a person's key row (crypto-shredding): their entries stay, unchanged, but nothing links their
+    references to an address any more."""
+
+    def __init__(self, secret: bytes, known: dict[bytes, bytes]) -> None:
+        self._secret = secret
+        self.known = known
+        self.new: dict[bytes, bytes] = {}
+        self._refs: dict[str, str] = {}
+
+    def ref(self, email: str) -> str:
+        normalised = normalise_email(email)
+        made = self._refs.get(normalised)
+        if made is None:
+            lookup = key_lookup(normalised, self._secret)
+            key = self.known.get(lookup) or self.new.get(lookup)
+            if key is None:
+                key = self.new[lookup] = os.urandom(32)
+            made = self._refs[normalised] = hmac.digest(key, normalised.encode(), "sha256").hex()
+        return made
+
+
+# An address around an "@": up to 64 characters of local part before it, a domain after it (EMAIL_RE's parts).
+_LOCAL_BEFORE = re.compile(r"[\w.!#$%&'*+/=?^`{|}~-]{1,64}\Z")
+_DOMAIN_AFTER = re.compile(r"[\w-]+(?:\.[\w-]+)+")
+
+
+def addresses_in(events: Iterable[CloudEvent]) -> set[str]:
+    """The addresses a batch of events likely names (in e-mail fields and in text: both are in the JSON text),
+    so their keys are loaded at once. Found from each "@" outwards: EMAIL_RE over the whole text cost more than
+    the rest of making the entry. One it misses is found while the entries are made (see `append`)."""
+    found: set[str] = set()
+    for event in events:
+        text = orjson.dumps(event.data).decode()
+        at = text.find("@")
+        while at != -1:
+            local = _LOCAL_BEFORE.search(text, max(0, at - 64), at)
+            domain = _DOMAIN_AFTER.match(text, at + 1)
+            if local and domain:
+                found.add(normalise_email(f"{local.group(0)}@{domain.group(0)}"))
+            at = text.find("@", at + 1)
+    return found
 
 
 def _luhn(digits: str) -> bool:
@@ -110,7 +172,7 @@ def _ipv6(match: re.Match[str]) -> str:
     return REMOVED if is_ipv6(match.group(0)) else match.group(0)
 
 
-def scrub_text(text: str, key: bytes) -> str:
+def scrub_text(text: str, key: KeyOrRefs) -> str:
     """Free text that may hide personal data: addresses become references, cards are masked to their
     last four digits, license keys and IP addresses are removed. A UUID or a hex digest is left as it is."""
     if len(text) < 6 or not SCRUB_CANDIDATE_RE.search(text) or IDENTIFIER_RE.fullmatch(text):
@@ -118,10 +180,10 @@ def scrub_text(text: str, key: bytes) -> str:
     return scrub_patterns(text, key)
 
 
-def scrub_patterns(text: str, key: bytes) -> str:
+def scrub_patterns(text: str, key: KeyOrRefs) -> str:
     """`scrub_text`'s work, on any text."""
     if "@" in text:
-        text = EMAIL_RE.sub(lambda m: "ref:" + subject_ref(m.group(0), key), text)
+        text = EMAIL_RE.sub(lambda m: "ref:" + _ref(m.group(0), key), text)
     if DIGITS_RE.search(text):
         text = CARD_RE.sub(_mask_card, text)
         text = IPV4_RE.sub(REMOVED, text)
@@ -132,7 +194,7 @@ def scrub_patterns(text: str, key: bytes) -> str:
     return text
 
 
-def pseudonymise(value: Any, key: bytes, depth: int = 0) -> Any:
+def pseudonymise(value: Any, key: KeyOrRefs, depth: int = 0) -> Any:
     """A copy of an event's data fit for the trail: e-mail fields become `<field>_ref` references, personal
     fields are removed, and every string is scrubbed."""
     if depth > MAX_DEPTH:
@@ -143,7 +205,7 @@ def pseudonymise(value: Any, key: bytes, depth: int = 0) -> Any:
             name = str(k)
             lowered = name.lower()
             if lowered in EMAIL_FIELDS:
-                out[f"{name}_ref"] = subject_ref(v, key) if isinstance(v, str) and v else None
+                out[f"{name}_ref"] = _ref(v, key) if isinstance(v, str) and v else None
             elif lowered in CONTAINER_FIELDS and isinstance(v, dict | list):
                 out[name] = pseudonymise(v, key, depth + 1)
             elif lowered in PERSONAL_FIELDS:
@@ -206,7 +268,7 @@ def make_entry(
     event: CloudEvent,
     seq: int,
     prev_hash: str,
-    key: bytes,
+    key: KeyOrRefs,
     recorded_at: datetime,
     reducer: PayloadReducer | None = None,
 ) -> dict[str, Any]:
@@ -219,7 +281,7 @@ def make_entry(
         "source": scrub_text(event.source, key),
         "event_time": timestamp(event.time) if event.time else None,
         "purpose": event.purpose,
-        "subject_ref": subject_ref(email, key) if email else None,
+        "subject_ref": _ref(email, key) if email else None,
         "payload": orjson.dumps(pseudonymise(data, key), option=orjson.OPT_SORT_KEYS).decode(),
         "prev_hash": prev_hash,
         "recorded_at": recorded_at,
@@ -231,20 +293,30 @@ def make_entry(
 async def append(
     conn: Connection,
     events: Sequence[CloudEvent],
-    key: bytes,
+    secret: bytes,
     reducers: Mapping[str, PayloadReducer] | None = None,
 ) -> list[dict[str, Any]]:
-    """Append a batch of events, in order, after the head of the chain. The head's row lock serialises
-    appenders (two replicas included), so the chain can neither fork nor skip a number."""
+    """Append a batch of events, in order, after the head of the chain, each person named in it referred to
+    with their own key (`SubjectKeys`; `secret` finds the keys). The head's row lock serialises appenders (two
+    replicas included), so the chain can neither fork nor skip a number, and two appenders never create a key
+    for the same person at once."""
     if not events:
         return []
-    seq, head, now = await store.lock_head(conn)
-    entries = []
-    for event in events:
-        seq += 1
-        entry = make_entry(event, seq, head, key, now, (reducers or {}).get(event.type))
-        head = entry["hash"]
-        entries.append(entry)
+    first, head, now = await store.lock_head(conn)
+    keys = SubjectKeys(secret, await store.subject_keys(conn, [key_lookup(a, secret) for a in addresses_in(events)]))
+    while True:
+        seq, prev, entries = first, head, []
+        for event in events:
+            seq += 1
+            entry = make_entry(event, seq, prev, keys.ref, now, (reducers or {}).get(event.type))
+            prev = entry["hash"]
+            entries.append(entry)
+        existing = await store.add_subject_keys(conn, keys.new)
+        if not existing:
+            break
+        # A person `addresses_in` missed (an address spelt oddly in the JSON) whose key exists already: their
+        # references were made with a new key, which must not be. Made again with the stored one.
+        keys = SubjectKeys(secret, {**keys.known, **keys.new, **existing})
     await store.append(conn, [tuple(e[c] for c in COLUMNS) for e in entries], COLUMNS)
     return entries
 

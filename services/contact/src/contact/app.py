@@ -9,12 +9,12 @@ from spm_common.db import Connection
 from spm_common.envelope import CloudEvent
 from spm_common.http import create_app
 from spm_common.notifications import NOTIFICATION_FAILED, NOTIFICATION_SENT
-from spm_common.privacy import PRIVACY_REQUEST_COMPLETED
+from spm_common.privacy import PRIVACY_REQUEST_COMPLETED, PRIVACY_REQUEST_CONFIRMED
 from spm_common.runtime import Runtime
 from spm_common.serve import serve
 from spm_common.settings import load
 
-from contact import inbox, policy, privacy, privacy_api, retention
+from contact import inbox, policy, privacy, privacy_answer, privacy_api, retention
 from contact.api import operators, public
 from contact.events import PUBLISHES
 from contact.settings import MIGRATIONS, Settings
@@ -49,9 +49,11 @@ def build(settings: Settings) -> Runtime:
             NOTIFICATION_SENT: mail_outcome,
             NOTIFICATION_FAILED: mail_outcome,
             PRIVACY_REQUEST_COMPLETED: functools.partial(privacy.record_answer, source=settings.source),
+            PRIVACY_REQUEST_CONFIRMED: functools.partial(privacy_answer.on_confirmed, source=settings.source),
         },
         # The outcome of every e-mail of the system arrives (the routing key is the event type); only those of
-        # this service's mail, purposes answer-message and privacy-request, are worth a transaction.
+        # this service's mail, purposes answer-message and privacy-request, are worth a transaction, with the
+        # privacy requests' events (purpose privacy-request: the confirmed ones this service also answers).
         accepts=lambda event: inbox.concerns_contact(event) or privacy.concerns_privacy(event),
         publishes=PUBLISHES,
         background=[retention_job, privacy_sweep],

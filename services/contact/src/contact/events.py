@@ -82,11 +82,15 @@ PUBLISHES = {
     POLICY_PUBLISHED: PrivacyPolicyPublished,
     NOTIFICATION_REQUESTED: NotificationRequested,
     PRIVACY_REQUEST_CONFIRMED: PrivacyRequestConfirmed,
+    # The answer to a confirmed privacy request for this service's messages (contact.privacy_answer).
+    PRIVACY_REQUEST_COMPLETED: PrivacyRequestCompleted,
 }
 # The notifier's reports on the e-mails this service asked for: they become each reply's delivery status (and
-# a privacy request's acknowledgement); every service's answer to a privacy request.
+# a privacy request's acknowledgement); every service's answer to a privacy request; and the confirmed
+# requests themselves, which this service answers for its own messages like every other service.
 CONSUMES = {
     NOTIFICATION_SENT: NotificationOutcome,
     NOTIFICATION_FAILED: NotificationOutcome,
     PRIVACY_REQUEST_COMPLETED: PrivacyRequestCompleted,
+    PRIVACY_REQUEST_CONFIRMED: PrivacyRequestConfirmed,
 }

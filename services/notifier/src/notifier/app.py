@@ -1,16 +1,19 @@
 """Wiring of the notifier: it consumes notification.requested, sends due deliveries, reports outcomes."""
 
+import functools
+
 from fastapi import FastAPI
 from spm_common.consumer import batched
 from spm_common.db import Connection
 from spm_common.envelope import CloudEvent
 from spm_common.http import create_app
 from spm_common.notifications import NOTIFICATION_REQUESTED
+from spm_common.privacy import PRIVACY_REQUEST_CONFIRMED
 from spm_common.runtime import Runtime
 from spm_common.serve import serve
 from spm_common.settings import load
 
-from notifier import deliveries
+from notifier import deliveries, privacy_answer
 from notifier.api import router
 from notifier.events import PUBLISHES
 from notifier.mail import Composer
@@ -33,7 +36,10 @@ def build(settings: Settings) -> Runtime:
     return Runtime(
         settings,
         migrations=MIGRATIONS,
-        handlers={NOTIFICATION_REQUESTED: on_requests},
+        handlers={
+            NOTIFICATION_REQUESTED: on_requests,
+            PRIVACY_REQUEST_CONFIRMED: functools.partial(privacy_answer.on_confirmed, settings=settings),
+        },
         publishes=PUBLISHES,
         background=[sender],
         scrape=[delivery_gauges],

@@ -4,8 +4,10 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 from spm_common.notifications import NOTIFICATION_FAILED, NOTIFICATION_SENT, NotificationOutcome
+from spm_common.privacy import PRIVACY_REQUEST_COMPLETED, PrivacyRequestCompleted
 
-# Consumed: notification.requested (spm_common.notifications.NotificationRequested), handled in deliveries.py.
+# Consumed: notification.requested (spm_common.notifications.NotificationRequested), handled in deliveries.py,
+# and privacy.request.confirmed (spm_common.privacy), answered in privacy_answer.py.
 NOTIFICATION_UNSUBSCRIBED = "notification.unsubscribed"
 
 
@@ -20,4 +22,5 @@ PUBLISHES = {
     NOTIFICATION_SENT: NotificationOutcome,
     NOTIFICATION_FAILED: NotificationOutcome,
     NOTIFICATION_UNSUBSCRIBED: Unsubscribed,
+    PRIVACY_REQUEST_COMPLETED: PrivacyRequestCompleted,
 }

@@ -12,6 +12,8 @@ from spm_common.envelope import OutboxRow
 from spm_common.outbox import NOTIFY, outbox_arrays
 
 DUE_CHANNEL = "spm_notifier_due"
+# The purpose whose deliveries are deleted once sent, not kept in the log (`mark_sent`).
+FORGOTTEN_ONCE_SENT = "privacy-request"
 
 DELIVERY_COLUMNS = (
     "id, request_event_id, recipient_ref, purpose, template, locale, reference, status, attempts, last_error,"
@@ -118,13 +120,18 @@ async def claim_due(conn: Connection, limit: int, lease_seconds: float, gated: S
 async def mark_sent(conn: Connection, claims: Sequence[tuple[int, int]], outcomes: Sequence[OutboxRow]) -> list[int]:
     """Sent, and the request (address, content) erased, for rows still leased under that attempt count; the
     outcome event (one per claim, same order) of each row marked goes into the outbox in the same statement
-    (one round trip, atomic on its own). Returns the ids marked."""
+    (one round trip, atomic on its own). Returns the ids marked. A delivery of a privacy request (its
+    confirmation link, its final answer) is deleted rather than kept as sent: after an erasure, that mail is the
+    last thing the system sends the person, and nothing of it stays (see privacy_answer)."""
     rows = await conn.fetchval(
         "WITH x AS (SELECT * FROM unnest($1::bigint[], $2::int[], $3::text[], $4::text[], $5::bytea[])"
         "  AS x(id, attempts, event_id, event_type, body)),"
-        " done AS (UPDATE deliveries d SET status = 'sent', sent_at = now(), lease_until = NULL, request = NULL,"
+        " sent AS (UPDATE deliveries d SET status = 'sent', sent_at = now(), lease_until = NULL, request = NULL,"
         "  last_error = NULL FROM x WHERE d.id = x.id AND d.attempts = x.attempts AND d.status = 'sending'"
-        "  RETURNING d.id),"
+        f"  AND d.purpose <> '{FORGOTTEN_ONCE_SENT}' RETURNING d.id),"
+        " forgotten AS (DELETE FROM deliveries d USING x WHERE d.id = x.id AND d.attempts = x.attempts"
+        f"  AND d.status = 'sending' AND d.purpose = '{FORGOTTEN_ONCE_SENT}' RETURNING d.id),"
+        " done AS (SELECT id FROM sent UNION ALL SELECT id FROM forgotten),"
         " event AS (INSERT INTO outbox (event_id, event_type, body)"
         "  SELECT x.event_id, x.event_type, x.body FROM x JOIN done ON done.id = x.id)"
         f" SELECT array(SELECT id FROM done), {NOTIFY}",

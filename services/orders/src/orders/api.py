@@ -61,8 +61,9 @@ class KeyView(BaseModel):
 
 
 class PurchaserView(BaseModel):
-    email: str
-    name: str
+    # Empty once the purchaser's data was erased at their request (the order itself is kept by law).
+    email: str | None
+    name: str | None
     phone: str | None
     address: dict[str, Any] | None
 

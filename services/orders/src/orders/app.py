@@ -1,6 +1,8 @@
 """Wiring of the orders service: orders in (event and webhook), license keys out, purchaser requests,
 upgrade and news fan-out. Every delivery is scrubbed of card data before anything else sees it."""
 
+import functools
+
 from fastapi import FastAPI
 from spm_common import cards
 from spm_common.consumer import Handler, batched
@@ -8,11 +10,12 @@ from spm_common.db import Connection
 from spm_common.envelope import CloudEvent
 from spm_common.http import create_app
 from spm_common.logging import get_logger
+from spm_common.privacy import PRIVACY_REQUEST_CONFIRMED
 from spm_common.runtime import Runtime
 from spm_common.serve import serve
 from spm_common.settings import load
 
-from orders import fanout, orders, store
+from orders import fanout, orders, privacy_answer, store
 from orders.api import router
 from orders.events import (
     NOTIFICATION_UNSUBSCRIBED,
@@ -56,6 +59,9 @@ def handlers(settings: Settings) -> dict[str, Handler]:
         UPGRADE_RELEASED: on_release,
         PRODUCT_ANNOUNCED: on_announcement,
         NOTIFICATION_UNSUBSCRIBED: on_unsubscribed,
+        PRIVACY_REQUEST_CONFIRMED: functools.partial(
+            privacy_answer.on_confirmed, source=settings.source, hash_key=settings.hash_key()
+        ),
     }
 
 

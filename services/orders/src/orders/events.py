@@ -28,6 +28,7 @@ from spm_common.addresses import is_plain_address
 from spm_common.consumer import PermanentError
 from spm_common.inputs import BoundedAwareDateTime, DbInt
 from spm_common.notifications import NOTIFICATION_REQUESTED, NotificationRequested
+from spm_common.privacy import PRIVACY_REQUEST_COMPLETED, PrivacyRequestCompleted
 
 ORDER_PLACED = "order.placed"
 UPGRADE_RELEASED = "upgrade.released"
@@ -229,4 +230,6 @@ PUBLISHES: dict[str, type[BaseModel]] = {
     ORDER_RECORDED: OrderRecorded,
     CARD_DATA_REMOVED: CardDataRemoved,
     NOTIFICATION_REQUESTED: NotificationRequested,
+    # The answer to a confirmed privacy request (orders.privacy_answer).
+    PRIVACY_REQUEST_COMPLETED: PrivacyRequestCompleted,
 }
