@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from spm_common.allowlist import FieldTree
 
 PAGE_VIEWED = "site.page.viewed"
 
@@ -25,3 +29,7 @@ class PageViewed(BaseModel):
 
 
 CONSUMES = {PAGE_VIEWED: PageViewed}
+
+# The payload fields the trail keeps of each event type (and nothing of a type not listed), generated from
+# the payload models of every service by `spm-admin docs` (`make docs`), which a test holds current.
+TRAIL_FIELDS: dict[str, FieldTree] = json.loads((Path(__file__).parent / "trail_fields.json").read_text("utf-8"))

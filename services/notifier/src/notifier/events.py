@@ -3,9 +3,14 @@
 from typing import Literal
 
 from pydantic import BaseModel, Field
-from spm_common.notifications import NOTIFICATION_FAILED, NOTIFICATION_SENT, NotificationOutcome
+from spm_common.notifications import (
+    NOTIFICATION_FAILED,
+    NOTIFICATION_REQUESTED,
+    NOTIFICATION_SENT,
+    NotificationOutcome,
+    NotificationRequested,
+)
 
-# Consumed: notification.requested (spm_common.notifications.NotificationRequested), handled in deliveries.py.
 NOTIFICATION_UNSUBSCRIBED = "notification.unsubscribed"
 
 
@@ -16,6 +21,8 @@ class Unsubscribed(BaseModel):
     category: Literal["upgrades", "news"]
 
 
+# Handled in deliveries.py.
+CONSUMES = {NOTIFICATION_REQUESTED: NotificationRequested}
 PUBLISHES = {
     NOTIFICATION_SENT: NotificationOutcome,
     NOTIFICATION_FAILED: NotificationOutcome,
