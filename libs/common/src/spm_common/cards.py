@@ -14,7 +14,8 @@ import re
 import unicodedata
 from dataclasses import dataclass, field
 from functools import lru_cache
-from itertools import pairwise
+from itertools import pairwise, repeat
+from operator import itemgetter
 from typing import Any
 
 import orjson
@@ -132,20 +133,18 @@ _CARD_PHRASES = frozenset(
 )
 _WORD = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|[0-9]+")
 
-# ---- The fast path's test, on raw UTF-8 bytes (`might_hold_card_data`): no regular expression, this runs on
-# every message. Digits: 13 in a row once every byte a separator may be made of is deleted (any ASCII
-# punctuation or space, any UTF-8 continuation byte), with every other non-ASCII character counted as a digit
-# (it may be one: "４"); so any number that `mask_text` would look at goes the slow way, and more besides.
+# ---- The fast path's test, on raw UTF-8 bytes (`might_hold_card_data`): this runs on every message, so no
+# regular expression and no decoding of ASCII. Digits: 13 in a row once every byte a separator may be made of
+# is deleted (any ASCII punctuation or space, any UTF-8 continuation byte), with every other non-ASCII
+# character counted as a digit (it may be one: "４"); so any number that `mask_text` would look at goes the
+# slow way, and more besides.
 _DIGIT_OR_OTHER = bytes(48 if 48 <= b <= 57 or b >= 0xC0 else 120 for b in range(256))
 _SEPARATOR_BYTES = bytes(
     b for b in range(256) if (b < 128 and not (48 <= b <= 57 or 65 <= b <= 90 or 97 <= b <= 122)) or 0x80 <= b < 0xC0
 )
 _SHORTEST_DIGITS = b"0" * _SHORTEST
-# Names: every word of `is_card_field` holds one of these, and names are compared by their ASCII letters and
-# digits only, so the words are looked for in the body squeezed the same way: "C_V_V" cannot slip through.
-_NOT_ALNUM = bytes(b for b in range(256) if not (48 <= b <= 57 or 97 <= b <= 122))
-_NAME_HINTS = (b"card", b"cvv", b"cvc", b"cvn", b"csc", b"cid", b"cvd", b"ccv", b"cav", b"pan", b"exp", b"security")
-_NAME_HINTS_TOO = (b"verification", b"valid", b"goodthru", b"track", b"ccnum", b"ccno")
+_JSON_WHITESPACE = b" \t\n\r"
+_AFTER = itemgetter(2)
 
 
 @dataclass
@@ -245,7 +244,7 @@ def _card_digits(run: str, positions: list[int]) -> set[int]:
 
 def might_hold_card_data(raw: bytes) -> bool:
     """False only when `raw` (JSON text) certainly holds no card number and no card field: the fast path."""
-    if b"\\" in raw:  # an escape could hide a digit, a separator or a letter of a name
+    if b"\\" in raw:  # an escape could hide a digit, a separator, a quote or a letter of a name
         return True
     if not raw.isascii():
         try:
@@ -258,15 +257,22 @@ def might_hold_card_data(raw: bytes) -> bool:
             return True
     if b'"card_data_removed":' in raw:  # order.recorded's own flag, in every order's event: no card data
         raw = raw.replace(b'"card_data_removed":false', b"").replace(b'"card_data_removed":true', b"")
-    s = raw.lower().translate(None, _NOT_ALNUM)
-    # The words spelled out: a generator over the tuples costs more than the searches.
-    for hint in _NAME_HINTS:
-        if hint in s:
-            return True
-    for hint in _NAME_HINTS_TOO:
-        if hint in s:
-            return True
-    return _SHORTEST_DIGITS in raw.translate(_DIGIT_OR_OTHER, _SEPARATOR_BYTES)
+    if _SHORTEST_DIGITS in raw.translate(_DIGIT_OR_OTHER, _SEPARATOR_BYTES):
+        return True
+    # Every key, without parsing: in JSON without escapes a quote cannot occur inside a string, so `":` ends
+    # a key and nothing else, and the key is what follows the quote before it. Whitespace between a key and
+    # its colon (legal, but no serialiser writes it) would hide one: such a body goes the slow way.
+    pieces = raw.split(b'":')
+    if len(pieces) - 1 != raw.translate(None, _JSON_WHITESPACE).count(b'":'):
+        return True
+    pieces.pop()
+    # The part of each piece after its last quote, in C (map, no Python loop): a tenth of the message's cost.
+    return _names_hold_a_card_field(frozenset(map(_AFTER, map(bytes.rpartition, pieces, repeat(b'"')))))
+
+
+@lru_cache(maxsize=1024)  # events of one type have the same keys: one look-up per message
+def _names_hold_a_card_field(names: frozenset[bytes]) -> bool:
+    return any(is_card_field(name.decode()) for name in names)
 
 
 def scrub(value: Any, path: str = "", findings: Findings | None = None) -> tuple[Any, Findings]:
