@@ -73,6 +73,7 @@ _DIGIT_RUN = re.compile(rf"[0-9](?:{_SEPARATOR}{{0,3}}[0-9])*")
 _LONG_DIGIT_RUN = re.compile(rf"[0-9](?:{_SEPARATOR}{{0,3}}[0-9]){{12}}")
 _SHORTEST, _LONGEST = 13, 19
 _DIGIT = re.compile(r"[0-9]")
+_ASCII_DIGITS = b"0123456789"
 # A run this long is no identifier anyone needs; masking it whole bounds the work on hostile input.
 _MASK_WHOLE_RUN_OVER = 64
 # Identifiers and times, whose digit groups can line up like a card number's once any punctuation separates
@@ -196,7 +197,15 @@ def mask_text(text: str) -> tuple[str, int]:
     digits (separators kept); and how many runs were masked."""
     if len(text) < _SHORTEST:
         return text, 0
-    reading = read_digits(text)
+    if text.isascii():
+        reading = text
+    else:
+        # Fewer than 13 characters that may read as a digit (ASCII digits and any non-ASCII character): no
+        # card number, and no reading to make (Vietnamese names and addresses, mostly).
+        ascii_part = text.encode("ascii", "ignore")
+        if len(text) - len(ascii_part.translate(None, _ASCII_DIGITS)) < _SHORTEST:
+            return text, 0
+        reading = text.translate(_READING)
     if not _LONG_DIGIT_RUN.search(reading):
         return text, 0
     masked_runs = 0
