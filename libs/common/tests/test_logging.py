@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import unicodedata
 from collections.abc import Iterator
 
 import pytest
@@ -111,6 +112,23 @@ def test_card_security_codes_in_text_are_redacted(text: str, code: str) -> None:
 )
 def test_times_ratios_and_counts_are_kept(text: str) -> None:
     assert redact_text(text) == text
+
+
+@pytest.mark.parametrize(
+    "card",
+    [
+        "4111 - 1111 - 1111 - 1111",
+        "4111\n1111\n1111\n1111",
+        "4111\u20091111\u20091111\u20091111",
+        "4111\u202f1111\u202f1111\u202f1111",
+        "４１１１ １１１１ １１１１ １１１１",
+        "\u2074\u00b9\u00b9\u00b9\u00b9\u00b9\u00b9\u00b9\u00b9\u00b9\u00b9\u00b9\u00b9\u00b9\u00b9\u00b9",
+    ],
+)
+def test_card_numbers_in_any_shape_are_masked(card: str) -> None:
+    redacted = redact_text(f"paid with {card}.")
+    digits = "".join(str(unicodedata.digit(ch)) for ch in redacted if unicodedata.digit(ch, None) is not None)
+    assert "411111111111" not in digits, redacted
 
 
 def test_names_and_addresses_are_redacted_by_key_at_any_depth() -> None:

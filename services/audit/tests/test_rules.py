@@ -52,11 +52,38 @@ def test_pseudonymised_payload_keeps_no_personal_data() -> None:
     payload = orjson.loads(text)
     assert payload["purchaser"]["email_ref"] == trail.subject_ref("an.thu@example.vn ", KEY)
     assert payload["purchaser"]["name"] == trail.REMOVED
-    assert payload["card_number"] == trail.REMOVED
-    assert "************4242" in payload["note"]
+    # Neither field is in order.placed's model: the trail keeps neither (the scrubber would have dropped one
+    # and masked the other before; the allow-list holds whatever it misses).
+    assert "card_number" not in payload and "note" not in payload
+    assert "****-****-****-4242" in trail.scrub_text(ORDER["note"], KEY)
     assert payload["items"][0]["product_name"] == "SPM Dictionary Pro"
     assert payload["order_id"] == "FS-2026-000123"
     assert entry["subject_ref"] == trail.subject_ref("AN.THU@example.vn", KEY)
+
+
+def test_only_the_fields_the_payload_models_declare_are_kept() -> None:
+    data = {
+        "order_id": "FS-2026-000124",
+        "note": "secret stuff",
+        "purchaser": {"email": "a@example.vn", "locale": "vi", "loyalty": {"tier": "gold"}, "address": {"x": 1}},
+        "items": [{"sku": "SPM-DICT-PRO", "quantity": 1, "memo": "secret stuff"}, "not an item"],
+    }
+    kept = trail.declared_fields("order.placed", data)
+    assert kept == {
+        "order_id": "FS-2026-000124",
+        "purchaser": {"email": "a@example.vn", "locale": "vi", "address": {}},
+        "items": [{"sku": "SPM-DICT-PRO", "quantity": 1}, "not an item"],
+    }
+    assert trail.declared_fields("contact.message.received", {"message_id": "m", "body": "secret stuff"}) == {
+        "message_id": "m"
+    }
+    assert trail.declared_fields("no.such.event", {"note": "secret stuff"}) == {}
+    assert trail.declared_fields("order.placed", ["secret stuff"]) == {}
+    # Each event type any service publishes or consumes has its list, nested models included.
+    assert {"order.placed", "order.recorded", "notification.requested", "contact.message.received"} <= set(
+        trail.TRAIL_FIELDS
+    )
+    assert trail.TRAIL_FIELDS["order.placed"]["purchaser"]["address"]["city"] is None
 
 
 def test_subject_reference_depends_on_the_key() -> None:

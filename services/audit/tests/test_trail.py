@@ -106,6 +106,33 @@ async def test_events_become_pseudonymised_entries_findable_by_person(
     assert verified.json()["ok"] is True and verified.json()["checked"] >= 3
 
 
+async def test_fields_no_payload_model_declares_never_enter_the_trail(
+    audit: httpx.AsyncClient, admin: asyncpg.Connection, kit: Any
+) -> None:
+    email = f"buyer-{uuid.uuid4().hex[:8]}@example.vn"
+    placed = order(email)
+    placed["note"] = "secret stuff"
+    placed["purchaser"]["note"] = "secret stuff"
+    placed["items"][0]["note"] = "secret stuff"
+    events = [
+        kit.event("order.placed", placed),
+        kit.event(
+            "contact.message.received", {"message_id": "m-2", "email": email, "locale": "vi", "note": "secret stuff"}
+        ),
+        kit.event("shop.something.new", {"note": "secret stuff"}),
+    ]
+    await kit.publish(events)
+    rows = await kit.wait_for_entries(admin, [e["id"] for e in events])
+
+    assert all("secret stuff" not in row["payload"] and "note" not in row["payload"] for row in rows)
+    order_entry, message_entry, unknown = (json.loads(row["payload"]) for row in rows)
+    assert order_entry["order_id"] == placed["order_id"] and order_entry["items"][0]["sku"] == "SPM-DICT-PRO"
+    assert message_entry == {"message_id": "m-2", "email_ref": rows[1]["subject_ref"], "locale": "vi"}
+    assert unknown == {}  # an event type no service declares: recorded, without its data
+    response = await audit.get("/v1/audit/events", params={"email": email}, headers=kit.operator)
+    assert "secret stuff" not in response.text and len(response.json()["items"]) == 2
+
+
 class Rollback(Exception):
     pass
 

@@ -301,3 +301,36 @@ async def test_two_ipv6_addresses_of_one_64_share_a_limit(contact: Contact) -> N
     assert statuses == [202] * 5 + [429]
     async with contact.client(f"2001:db8:{uuid.uuid4().hex[:4]}::1") as elsewhere:
         assert (await elsewhere.post("/v1/messages", json=form())).status_code == 202
+
+
+async def test_card_numbers_in_a_message_are_masked_before_it_is_stored(contact: Contact, world: World) -> None:
+    """A visitor who writes a card number into the form: stored, shown to operators and acknowledged with
+    only its last four digits, whatever separators or digits it was written with."""
+    address = new_address()
+    body = (
+        "Please charge 4111 1111 1111 1111 for the licence.\n"
+        "Or this one:\n4242\n4242\n4242\n4242\n"
+        "or 5555 - 5555 - 5555 - 4444, or ３７８２ ８２２４６３ １０００５, or 4012\u2009 8888\u202f8888\u20091881.\n"
+        "My phone is +84 912 345 678, order FS-2026-000123."
+    )
+    async with contact.client() as client:
+        response = await client.post(
+            "/v1/messages", json=form(email=address, subject="charge 4111-1111-1111-1111 please", message=body)
+        )
+    assert response.status_code == 202, response.text
+    message_id = response.json()["id"]
+
+    async with contact.operator as operator:
+        shown = (await operator.get(f"/v1/messages/{message_id}")).json()
+    [row] = await stored(world, address)
+    acks = [e.data for e in await outbox_events(world, "notification.requested") if str(message_id) in str(e.data)]
+    for text in (shown["subject"], shown["body"], row["subject"], row["body"], str(acks)):
+        digits = "".join(str(unicodedata.decimal(ch)) for ch in text if unicodedata.decimal(ch, None) is not None)
+        for pan in ("4111111111111111", "4242424242424242", "5555555555554444", "378282246310005", "4012888888881881"):
+            assert pan not in digits and pan[:-4] not in digits, text
+    assert shown["subject"] == row["subject"] == "charge ****-****-****-1111 please"
+    assert "Please charge **** **** **** 1111 for" in row["body"]
+    assert "****\n****\n****\n4242" in row["body"]
+    assert "**** - **** - **** - 4444" in row["body"]
+    assert "**** ****** *０００５" in row["body"]
+    assert "+84 912 345 678, order FS-2026-000123." in row["body"]  # not card numbers: kept

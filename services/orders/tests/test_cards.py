@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import json
 import re
+import unicodedata
 
+import card_shapes
 import orjson
+from audit.events import TRAIL_FIELDS
+from contact import intake
 from email_validator import EmailNotValidError, validate_email
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from orders import licenses, webhooks
 from orders.events import normalise_email
-from spm_common import cards
+from pydantic import BaseModel
+from spm_common import allowlist, cards, envelope, notifications
 
 PANS = ["4111111111111111", "4242424242424242", "5555555555554444", "378282246310005", "4222222222222"]
 
@@ -207,3 +212,166 @@ def test_card_field_names_are_recognised_however_often_asked() -> None:
     for _ in range(3):  # the answer is cached: the same for every call
         assert cards.is_card_field("Card_Number") and cards.is_card_field("c_v_v")
         assert not cards.is_card_field("order_id")
+
+
+# ---- Issue 16: the shapes that had slipped through, and names found by pattern.
+
+
+def test_the_shapes_that_slipped_through_are_masked() -> None:
+    for name, (grouping, separator, form) in card_shapes.NAMED_SHAPES.items():
+        for pan in PANS:
+            written = card_shapes.write(pan, grouping, separator, form)
+            masked, count = cards.mask_text(f"charge {written} please")
+            assert count == 1 and not card_shapes.survives(pan, masked), (name, masked)
+            assert masked.startswith("charge ") and masked.endswith(" please")
+    assert cards.mask_text("4111 - 1111 - 1111 - 1111") == ("**** - **** - **** - 1111", 1)
+    assert cards.mask_text("4111\n1111\n1111\n1111") == ("****\n****\n****\n1111", 1)
+    assert cards.mask_text("4111\u20091111\u202f1111\u20091111") == ("****\u2009****\u202f****\u20091111", 1)
+    assert cards.mask_text("４１１１ １１１１ １１１１ １１１１") == ("**** **** **** １１１１", 1)
+    assert cards.mask_text("4111:1111:1111:1111")[1] == 1
+    assert cards.mask_text("4111,1111,1111,1111")[1] == 1
+    # A comma or semicolon and a space end a number: a list of phone numbers is not one long number.
+    for text in ("0912 345 678, 0987 654 321, 0903 123 456", "+84 912 345 678; +84 987 654 321"):
+        assert cards.mask_text(text) == (text, 0)
+    # Four separators in a row end a number: these are two numbers of eight digits, neither a card.
+    assert cards.mask_text("4111 1111 -  1111 1111")[1] == 0
+
+
+def test_times_and_identifiers_stay_though_punctuation_now_separates_digits() -> None:
+    for text in (
+        "2026-12-05 21:40:07.830137+00:00",
+        "placed 2026-11-29T03:59:12Z, 2026-11-29 03:59:12",
+        "0000-00-00 00:00:00",
+        "4f744313-3954-4702-99db-90ec0659de20",
+        "+84 912 345 678",
+        "FS-2026-000123",
+        "0000000000000000",  # Luhn-valid, but no card number starts with 0
+    ):
+        assert cards.mask_text(text) == (text, 0), text
+
+
+# What else is in the dicts and lists around a card (drawn cheaply: the depth matters, not the variety).
+FILLERS = [None, 7, "x", "2026-12-05 21:40:07.830137+00:00", "+84 912 345 678", {"a": [1, 2]}, ["FS-2026-000123"]]
+KEYS = ["data", "payment", "notes", "ghi chú", "ｄａｔａ", "x1", "", "items"]
+
+
+@st.composite
+def nested_cards(draw: st.DrawFn) -> tuple[str, object]:
+    """A test card number, written in any shape, inside any string, at any depth of dicts and lists (or
+    as a key, or as a plain integer)."""
+    pan, written = draw(card_shapes.written_cards())
+    where = draw(st.sampled_from(["value", "key", "integer"]))
+    text = draw(card_shapes.surrounding_text) + written + draw(card_shapes.surrounding_text)
+    value: object = {text: draw(json_values)} if where == "key" else text
+    if where == "integer" and written.isascii() and written.isdigit():
+        value = int(written)
+    for wrap, filler, key in draw(
+        st.lists(st.tuples(st.booleans(), st.sampled_from(FILLERS), st.sampled_from(KEYS)), max_size=12)
+    ):
+        value = [filler, value] if wrap else {"filler": filler, key: value}
+    return pan, value
+
+
+@settings(max_examples=300, deadline=None)
+@given(nested_cards())
+def test_no_digit_run_of_a_card_survives_anywhere(case: tuple[str, object]) -> None:
+    pan, document = case
+    cleaned, found = cards.scrub(document)
+    assert found.masked >= 1
+    leaks = [text for text in card_shapes.strings_in(cleaned) if card_shapes.survives(pan, text)]
+    assert leaks == []
+    # The consumer's hook on the raw bytes of the same document inside an event.
+    body = json.dumps({"specversion": "1.0", "id": "e", "data": document}, ensure_ascii=False).encode()
+    scrubbed = json.loads(cards.scrub_body(body))
+    assert [text for text in card_shapes.strings_in(scrubbed) if card_shapes.survives(pan, text)] == []
+
+
+# Card fields as shops and payment forms name them, in every spelling a JSON key gets.
+CARD_NAMES = [
+    "cvv", "cvv2", "cvv_code", "cvc", "cvc2", "cvn", "csc", "cid", "card_cid", "security_code", "securityCode",
+    "verification_value", "card_verification_value", "exp", "exp_month", "exp_year", "expiry", "expiry_date",
+    "expiration", "expiration_date", "expirationDate", "card_expiry", "cc_exp", "valid_thru", "validThrough",
+    "good_thru", "track1", "track2", "track_data", "pan", "PAN", "pan_number", "card_number", "cardNumber",
+    "creditCard", "cc_number", "ccnum",
+]  # fmt: skip
+# Names that merely look alike, and must keep their values.
+LOOKALIKES = [
+    "expected", "expected_total", "pancake", "company", "company_name", "span", "japan", "cidr", "decided",
+    "expires_at", "expired", "export", "expand", "tracking_number", "cc", "bcc", "verification_code", "valid",
+    "validated_at", "security_level", "discarded", "panel", "expense", "incident_id", "acid",
+]  # fmt: skip
+
+
+def spellings(name: str) -> list[str]:
+    words = [w.lower() for w in re.findall(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|[0-9]+", name)]
+    camel = words[0] + "".join(w.title() for w in words[1:])
+    return [name, "_".join(words), "-".join(words), " ".join(words), camel, "_".join(words).upper(), camel.title()]
+
+
+def test_card_fields_are_found_by_pattern_in_every_spelling() -> None:
+    for name in CARD_NAMES:
+        for spelling in [*spellings(name), unicodedata.normalize("NFKC", name).translate(FULL_WIDTH)]:
+            assert cards.is_card_field(spelling), spelling
+            cleaned, found = cards.scrub({spelling: "123", "order_id": "A-1"})
+            assert cleaned == {"order_id": "A-1"} and len(found.fields) == 1
+    for name in LOOKALIKES:
+        for spelling in spellings(name):
+            assert not cards.is_card_field(spelling), spelling
+            assert cards.scrub({spelling: "12/27"}) == ({spelling: "12/27"}, cards.Findings())
+
+
+FULL_WIDTH = {code: code - 0x21 + 0xFF01 for code in range(0x21, 0x7F)}
+
+
+def project_field_names() -> set[str]:
+    """Every field of every payload model this project declares: events (published and consumed), the
+    contact form, the shared notification request, the page view."""
+    names: set[str] = set()
+
+    def walk(tree: dict[str, object]) -> None:
+        for name, subtree in tree.items():
+            names.add(name)
+            if isinstance(subtree, dict):
+                walk(subtree)
+
+    for tree in TRAIL_FIELDS.values():
+        walk(tree)
+    for module in (intake, envelope, notifications):
+        for model in vars(module).values():
+            if isinstance(model, type) and issubclass(model, BaseModel) and model is not BaseModel:
+                walk(allowlist.fields_of(model))
+    return names
+
+
+def test_none_of_the_projects_own_field_names_is_taken_for_card_data() -> None:
+    names = project_field_names()
+    assert {"order_id", "placed_at", "purchaser", "line1", "request_event_id", "marketing_consent"} <= names
+    # `card_data_removed` names card data but holds a flag: the scrubber keeps it (see the test above).
+    assert sorted(n for n in names if cards.is_card_field(n)) == ["card_data_removed"]
+
+
+card_named_documents = st.dictionaries(
+    st.sampled_from(CARD_NAMES + LOOKALIKES).flatmap(lambda n: st.sampled_from(spellings(n))),
+    st.none() | st.booleans() | st.text(max_size=6),
+    max_size=3,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(nested_cards().map(lambda case: case[1]) | card_named_documents)
+def test_the_fast_path_skips_no_card_in_the_new_shapes(document: object) -> None:
+    walked, found = cards.Findings(), cards.Findings()
+    assert cards.scrub(document, findings=found)[0] == cards._scrub(document, "", walked, 0)
+    assert (found.fields, found.masked) == (walked.fields, walked.masked)
+
+
+unicode_digit_text = st.text(
+    alphabet=st.sampled_from([*"0123456789", *"０１２３４５６７８９٤٥", *card_shapes.SEPARATORS, ":", "a", "é"]),
+    max_size=60,
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(unicode_digit_text)
+def test_the_precheck_of_mask_text_holds_for_unicode_digits_and_separators(text: str) -> None:
+    assert cards.mask_text(text) == _mask_text_without_the_precheck(text)

@@ -26,6 +26,7 @@ import typer
 import yaml
 from aio_pika.abc import AbstractIncomingMessage
 
+from spm_common import allowlist
 from spm_common.bootstrap import ensure_database, ensure_roles, with_database
 from spm_common.brokerusers import USERS, broker_users, ensure_users, user_name
 from spm_common.logging import configure_logging
@@ -200,6 +201,28 @@ def docs(out: Path = Path("docs")) -> None:
         (out / "asyncapi" / f"{service}.yaml").write_text(asyncapi, encoding="utf-8")
         (out / "openapi" / f"{service}.json").write_text(openapi, encoding="utf-8")
         typer.echo(f"{service}: docs/asyncapi/{service}.yaml, docs/openapi/{service}.json")
+    path, document = trail_fields_document()
+    path.write_text(document, encoding="utf-8")
+    typer.echo(f"audit: {path.name}, the payload fields the trail keeps of each event type")
+
+
+def trail_fields_document() -> tuple[Path, str]:
+    """Where the audit package keeps its allow-list, and what it must hold: every event type any service
+    publishes or consumes, with the fields of its payload models (`spm_common.allowlist`)."""
+    trees: dict[str, allowlist.FieldTree] = {}
+    for service in SERVICES:
+        try:
+            events = importlib.import_module(f"{service}.events")
+        except ModuleNotFoundError as exc:  # a service that publishes and consumes no event of its own
+            if exc.name != f"{service}.events":
+                raise
+            continue
+        for registry in ("PUBLISHES", "CONSUMES"):
+            for event_type, model in getattr(events, registry, {}).items():
+                trees[event_type] = allowlist.merge(trees.get(event_type, {}), allowlist.fields_of(model))
+    package = importlib.import_module("audit")
+    path = Path(str(package.__file__)).parent / "trail_fields.json"
+    return path, json.dumps(trees, indent=2, sort_keys=True) + "\n"
 
 
 def generated_documents() -> list[tuple[str, str, str]]:

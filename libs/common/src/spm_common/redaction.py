@@ -9,6 +9,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from spm_common import cards
+
 REDACTED = "[redacted]"
 
 # Keys whose values are personal data whatever they look like (CONTRACT 5.7).
@@ -102,12 +104,16 @@ def _redact_ipv6(match: re.Match[str]) -> str:
 
 def redact_text(text: str) -> str:
     if not _MAYBE_PERSONAL.search(text):
-        return text
+        # Digits the pattern does not know (superscripts) can still spell a card number.
+        return text if text.isascii() else cards.mask_text(text)[0]
     if "%" in text:
         text = ENCODED_EMAIL_RE.sub(REDACTED, text)
     if "@" in text:
         text = EMAIL_RE.sub(REDACTED, text)
     text = CARD_RE.sub(REDACTED, text)
+    # The shapes CARD_RE does not cover (runs of separators, line breaks, thin spaces, full-width digits),
+    # masked as the scrubber masks them everywhere else.
+    text = cards.mask_text(text)[0]
     if _MAYBE_CVV.search(text):
         text = CVV_RE.sub(rf"\1{REDACTED}", text)
     text = IPV4_RE.sub(REDACTED, text)

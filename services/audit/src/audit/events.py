@@ -3,7 +3,11 @@ the one it publishes."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from spm_common.allowlist import FieldTree
 from spm_common.privacy import PRIVACY_REQUEST_COMPLETED, PrivacyRequestCompleted
 
 PAGE_VIEWED = "site.page.viewed"
@@ -29,3 +33,7 @@ class PageViewed(BaseModel):
 CONSUMES = {PAGE_VIEWED: PageViewed}
 # Its answer to each confirmed privacy request (audit.privacy_answer); everything else it only records.
 PUBLISHES: dict[str, type[BaseModel]] = {PRIVACY_REQUEST_COMPLETED: PrivacyRequestCompleted}
+
+# The payload fields the trail keeps of each event type (and nothing of a type not listed), generated from
+# the payload models of every service by `spm-admin docs` (`make docs`), which a test holds current.
+TRAIL_FIELDS: dict[str, FieldTree] = json.loads((Path(__file__).parent / "trail_fields.json").read_text("utf-8"))

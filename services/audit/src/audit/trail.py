@@ -21,11 +21,13 @@ from typing import Any
 
 import orjson
 import rfc8785
+from spm_common import allowlist, cards
 from spm_common.db import Connection
 from spm_common.envelope import CloudEvent
-from spm_common.redaction import CARD_RE, EMAIL_RE, IPV4_RE, IPV6_CANDIDATE_RE, PERSONAL_KEYS, is_ipv6
+from spm_common.redaction import EMAIL_RE, IPV4_RE, IPV6_CANDIDATE_RE, PERSONAL_KEYS, is_ipv6
 
 from audit import store
+from audit.events import TRAIL_FIELDS
 from audit.signing import Checkpoint, Signer
 
 GENESIS = "0" * 64
@@ -153,21 +155,6 @@ def addresses_in(events: Iterable[CloudEvent]) -> set[str]:
     return found
 
 
-def _luhn(digits: str) -> bool:
-    total = 0
-    for i, ch in enumerate(reversed(digits)):
-        d = ord(ch) - 48
-        if i % 2:
-            d = d * 2 - 9 if d > 4 else d * 2
-        total += d
-    return total % 10 == 0
-
-
-def _mask_card(match: re.Match[str]) -> str:
-    digits = re.sub(r"\D", "", match.group(0))
-    return "*" * (len(digits) - 4) + digits[-4:] if _luhn(digits) else match.group(0)
-
-
 def _ipv6(match: re.Match[str]) -> str:
     return REMOVED if is_ipv6(match.group(0)) else match.group(0)
 
@@ -185,7 +172,7 @@ def scrub_patterns(text: str, key: KeyOrRefs) -> str:
     if "@" in text:
         text = EMAIL_RE.sub(lambda m: "ref:" + _ref(m.group(0), key), text)
     if DIGITS_RE.search(text):
-        text = CARD_RE.sub(_mask_card, text)
+        text = cards.mask_text(text)[0]  # the consumer's scrubber has masked them already; kept as a backstop
         text = IPV4_RE.sub(REMOVED, text)
     if "-" in text:
         text = LICENSE_KEY_RE.sub(REMOVED, text)
@@ -224,6 +211,17 @@ def pseudonymise(value: Any, key: KeyOrRefs, depth: int = 0) -> Any:
     if isinstance(value, int):
         return value if abs(value) <= MAX_SAFE_INTEGER else scrub_text(str(value), key)
     return scrub_text(str(value), key)
+
+
+def declared_fields(event_type: str, data: Any) -> dict[str, Any]:
+    """What the trail may keep of an event's data: the fields its payload models declare (`TRAIL_FIELDS`),
+    at every level; nothing of an event type no service declares. Whatever else came along (a shop's note, a
+    card number under a name the scrubber does not know) never enters the append-only table."""
+    tree = TRAIL_FIELDS.get(event_type)
+    if tree is None or not isinstance(data, dict):
+        return {}
+    kept: dict[str, Any] = allowlist.keep(data, tree)
+    return kept
 
 
 def find_email(value: Any, depth: int = 0) -> str | None:
@@ -273,7 +271,7 @@ def make_entry(
     reducer: PayloadReducer | None = None,
 ) -> dict[str, Any]:
     email = find_email(event.data)
-    data = reducer(event.data) if reducer else event.data
+    data = reducer(event.data) if reducer else declared_fields(event.type, event.data)
     entry: dict[str, Any] = {
         "seq": seq,
         "event_id": scrub_text(event.id, key),

@@ -3,11 +3,20 @@
 from typing import Literal
 
 from pydantic import BaseModel, Field
-from spm_common.notifications import NOTIFICATION_FAILED, NOTIFICATION_SENT, NotificationOutcome
-from spm_common.privacy import PRIVACY_REQUEST_COMPLETED, PrivacyRequestCompleted
+from spm_common.notifications import (
+    NOTIFICATION_FAILED,
+    NOTIFICATION_REQUESTED,
+    NOTIFICATION_SENT,
+    NotificationOutcome,
+    NotificationRequested,
+)
+from spm_common.privacy import (
+    PRIVACY_REQUEST_COMPLETED,
+    PRIVACY_REQUEST_CONFIRMED,
+    PrivacyRequestCompleted,
+    PrivacyRequestConfirmed,
+)
 
-# Consumed: notification.requested (spm_common.notifications.NotificationRequested), handled in deliveries.py,
-# and privacy.request.confirmed (spm_common.privacy), answered in privacy_answer.py.
 NOTIFICATION_UNSUBSCRIBED = "notification.unsubscribed"
 
 
@@ -18,6 +27,8 @@ class Unsubscribed(BaseModel):
     category: Literal["upgrades", "news"]
 
 
+# notification.requested is handled in deliveries.py; privacy.request.confirmed answered in privacy_answer.py.
+CONSUMES = {NOTIFICATION_REQUESTED: NotificationRequested, PRIVACY_REQUEST_CONFIRMED: PrivacyRequestConfirmed}
 PUBLISHES = {
     NOTIFICATION_SENT: NotificationOutcome,
     NOTIFICATION_FAILED: NotificationOutcome,

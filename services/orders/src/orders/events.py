@@ -226,6 +226,12 @@ class CardDataRemoved(BaseModel):
     masked_numbers: int
 
 
+CONSUMES: dict[str, type[BaseModel]] = {
+    ORDER_PLACED: OrderPlaced,
+    UPGRADE_RELEASED: UpgradeReleased,
+    PRODUCT_ANNOUNCED: ProductAnnounced,
+    NOTIFICATION_UNSUBSCRIBED: NotificationUnsubscribed,
+}
 PUBLISHES: dict[str, type[BaseModel]] = {
     ORDER_RECORDED: OrderRecorded,
     CARD_DATA_REMOVED: CardDataRemoved,
