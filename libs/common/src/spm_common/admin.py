@@ -28,7 +28,7 @@ from aio_pika.abc import AbstractIncomingMessage
 from spm_common.bootstrap import ensure_database, ensure_roles, with_database
 from spm_common.logging import configure_logging
 from spm_common.migrations import migrate as apply_migrations
-from spm_common.settings import SERVICES, BootstrapSettings, CommonSettings, ServiceSettings, load
+from spm_common.settings import SERVICES, WITH_SCHEMA, BootstrapSettings, CommonSettings, ServiceSettings, load
 from spm_common.topology import Topology
 
 cli = typer.Typer(help="Operate the SPM services.", no_args_is_help=True)
@@ -41,15 +41,15 @@ ServiceArg = Annotated[str, typer.Argument(help=f"one of {', '.join(SERVICES)}")
 
 
 def service_settings(service: str) -> tuple[ServiceSettings, object]:
-    if service not in SERVICES:
-        raise typer.BadParameter(f"unknown service {service!r}; expected one of {', '.join(SERVICES)}")
+    if service not in WITH_SCHEMA:
+        raise typer.BadParameter(f"unknown service {service!r}; expected one of {', '.join(WITH_SCHEMA)}")
     module = importlib.import_module(f"{service}.settings")
     return load(module.Settings), module.MIGRATIONS
 
 
 @cli.command()
 def bootstrap() -> None:
-    """Create the database and the four service roles (needs SPM_DATABASE_URL with admin rights)."""
+    """Create the database, its extensions and the services' roles (needs SPM_DATABASE_URL with admin rights)."""
     settings = load(BootstrapSettings)
 
     async def go() -> None:
@@ -62,7 +62,7 @@ def bootstrap() -> None:
 
 @cli.command()
 def migrate(services: Annotated[list[str] | None, typer.Argument()] = None) -> None:
-    """Apply pending migrations of the given services (all four by default), each as its own role."""
+    """Apply pending migrations of the given services (all five by default), each as its own role."""
 
     async def go(service: str) -> list[str]:
         settings, migrations = service_settings(service)
@@ -72,7 +72,7 @@ def migrate(services: Annotated[list[str] | None, typer.Argument()] = None) -> N
         finally:
             await conn.close()
 
-    for service in services or list(SERVICES):
+    for service in services or list(WITH_SCHEMA):
         applied = asyncio.run(go(service))
         typer.echo(f"{service}: {len(applied)} migration(s) applied")
 
@@ -80,7 +80,7 @@ def migrate(services: Annotated[list[str] | None, typer.Argument()] = None) -> N
 @cli.command()
 def run(services: Annotated[list[str] | None, typer.Argument()] = None) -> None:
     """Bootstrap, migrate, then run the services as local processes until Ctrl-C or SIGTERM."""
-    chosen = services or list(SERVICES)
+    chosen = services or list(WITH_SCHEMA)
     bootstrap()
     migrate(chosen)
     stopping = False
@@ -184,7 +184,7 @@ def docs(out: Path = Path("docs")) -> None:
 
 def generated_documents() -> list[tuple[str, str, str]]:
     documents = []
-    for service in SERVICES:
+    for service in WITH_SCHEMA:
         app_module = importlib.import_module(f"{service}.app")
         settings_module = importlib.import_module(f"{service}.settings")
         settings = settings_module.Settings(amqp_url="amqp://rabbitmq:5672/")

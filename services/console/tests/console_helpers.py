@@ -1,0 +1,149 @@
+"""Helpers of the console's tests (conftest.py puts this folder on sys.path)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import asyncpg
+import httpx
+import orjson
+import uvicorn
+from console import accounts, store
+from console.app import create as create_console
+from console.settings import Settings as ConsoleSettings
+from contact.app import create as create_contact
+from contact.settings import Settings as ContactSettings
+from fastapi import FastAPI
+from notifier.app import create as create_notifier
+from notifier.settings import Settings as NotifierSettings
+from spm_common.testing.smtp import free_port
+from spm_common.testing.world import World
+
+T = TypeVar("T")
+PASSWORD = "correct horse battery staple"
+CSRF_RE = re.compile(r'name="csrf_token" value="([^"]+)"')
+
+
+class _Server(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        # The test process keeps its own signal handlers (pytest's Ctrl-C).
+        yield
+
+
+@asynccontextmanager
+async def served(app: FastAPI, port: int) -> AsyncIterator[str]:
+    server = _Server(uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="on", log_config=None, access_log=False))
+    task = asyncio.create_task(server.serve())
+    deadline = asyncio.get_running_loop().time() + 60
+    while not server.started:
+        if task.done():
+            task.result()
+        if asyncio.get_running_loop().time() > deadline:
+            raise TimeoutError("server did not start")
+        await asyncio.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await task
+
+
+@dataclass
+class System:
+    world: World
+    console_url: str
+    contact_url: str
+    console: ConsoleSettings
+
+    async def db(self) -> asyncpg.Connection:
+        conn = await self.world.admin()
+        await conn.execute("SET search_path TO console")
+        return conn
+
+    async def operator(self, role: str = "support", *, must_change: bool = False, password: str = PASSWORD) -> str:
+        """A new account with a known password; returns its address."""
+        email = f"op-{uuid.uuid4().hex[:8]}@spmgroup.vn"
+        conn = await self.db()
+        try:
+            row = await store.insert_operator(conn, email, role, accounts.hash_password(password))
+            assert row is not None
+            await store.set_password(conn, row.id, row.password_hash, must_change)
+        finally:
+            await conn.close()
+        return email
+
+    async def post_message(self, **fields: Any) -> str:
+        body = {
+            "name": "Trần Văn Khách",
+            "email": f"visitor-{uuid.uuid4().hex[:8]}@example.com",
+            "subject": "Hỏi về bản quyền",
+            "message": "Xin chào",
+        }
+        body.update(fields)
+        async with httpx.AsyncClient(base_url=self.contact_url) as client:
+            response = await client.post("/v1/messages", json=body)
+        assert response.status_code == 202, response.text
+        return str(response.json()["id"])
+
+    async def actions(self, operator: str) -> list[dict[str, Any]]:
+        """The operator.action events the console has put in its outbox for this operator, oldest first."""
+        conn = await self.db()
+        try:
+            rows = await conn.fetch("SELECT body FROM outbox WHERE event_type = 'operator.action' ORDER BY id")
+        finally:
+            await conn.close()
+        events = [orjson.loads(row["body"])["data"] for row in rows]
+        return [e for e in events if e["operator"] == operator]
+
+
+@asynccontextmanager
+async def system_running(world: World, **console_overrides: Any) -> AsyncIterator[System]:
+    contact_port, notifier_port, console_port = free_port(), free_port(), free_port()
+    contact = world.settings(ContactSettings, contact_port=contact_port)
+    notifier = world.settings(NotifierSettings, notifier_port=notifier_port)
+    async with (
+        served(create_contact(contact), contact_port) as contact_url,
+        served(create_notifier(notifier), notifier_port),
+    ):
+        console = world.settings(
+            ConsoleSettings, console_port=console_port, console_contact_url=contact_url, **console_overrides
+        )
+        async with served(create_console(console), console_port) as console_url:
+            yield System(world, console_url, contact_url, console)
+
+
+def csrf_of(html: str) -> str:
+    match = CSRF_RE.search(html)
+    assert match, "no CSRF token in the page"
+    return match.group(1)
+
+
+@asynccontextmanager
+async def logged_in(system: System, email: str, password: str = PASSWORD) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client holding a session of that operator."""
+    async with httpx.AsyncClient(base_url=system.console_url) as client:
+        page = await client.get("/login")
+        response = await client.post(
+            "/login", data={"email": email, "password": password, "csrf_token": csrf_of(page.text)}
+        )
+        assert response.status_code == 303, response.text
+        yield client
+
+
+async def eventually(probe: Callable[[], Awaitable[T | None]], timeout: float = 20, what: str = "condition") -> T:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        result = await probe()
+        if result:
+            return result
+        if asyncio.get_running_loop().time() > deadline:
+            raise TimeoutError(f"{what} not met within {timeout}s")
+        await asyncio.sleep(0.1)
