@@ -49,7 +49,8 @@ PRODUCTION = {
     **{f"SPM_{s.upper()}_SECRET": strong(s) for s in WITH_SCHEMA},
     **{f"SPM_{s.upper()}_DB_PASSWORD": strong(f"{s}-db") for s in WITH_SCHEMA},
     **{
-        f"SPM_{s.upper()}_DATABASE_URL": f"postgresql://spm_{s}:{strong(f'{s}-db')}@postgres:5432/spm" for s in WITH_SCHEMA
+        f"SPM_{s.upper()}_DATABASE_URL": f"postgresql://spm_{s}:{strong(f'{s}-db')}@postgres:5432/spm"
+        for s in WITH_SCHEMA
     },
 }
 
