@@ -128,13 +128,16 @@ async def test_an_operator_finds_a_message_without_diacritics_and_answers_it_by_
     reply = mails[-1].message
     text = reply.get_body(preferencelist=("plain",))
     assert text is not None and "khoá bản quyền mới đã được gửi lại" in text.get_content()
-    # Its delivery shows in the thread once the notifier has reported it.
+    # Its delivery shows in the thread once the notifier's report has reached the contact service.
+    delivery = page.locator(".reply .delivery")
     for _ in range(100):
         await page.reload()
-        if await page.get_by_text("Đã gửi", exact=True).count() >= 1:
+        if await delivery.inner_text() == "Đã gửi":
             break
         await page.wait_for_timeout(200)
+    assert await delivery.inner_text() == "Đã gửi"
     assert await page.locator(".reply").get_by_text(f"Trả lời bởi {email}").count() == 1
+    await shot(page, "07-delivered")
 
 
 async def test_a_visitors_html_is_shown_as_text(system: System, page: Page) -> None:
@@ -145,7 +148,7 @@ async def test_a_visitors_html_is_shown_as_text(system: System, page: Page) -> N
     await page.goto(f"{system.console_url}/inbox?q={tag}")
     await page.goto(f"{system.console_url}/inbox/{message_id}")
     await page.get_by_text('<script>alert("x")</script>').first.wait_for()
-    await shot(page, "07-html-as-text")
+    await shot(page, "08-html-as-text")
     assert page.dialogs == []  # type: ignore[attr-defined]
     assert await page.locator("main img").count() == 0 and await page.locator("main b").count() == 0
 
@@ -155,7 +158,7 @@ async def test_a_support_account_is_refused_the_admin_page(system: System, page:
     response = await page.goto(f"{system.console_url}/operators")
     assert response is not None and response.status == 403
     await page.get_by_text("Trang này chỉ dành cho quản trị viên.").wait_for()
-    await shot(page, "08-forbidden")
+    await shot(page, "09-forbidden")
 
 
 async def test_an_admin_sees_the_operators_in_english(system: System, page: Page) -> None:
@@ -167,7 +170,7 @@ async def test_an_admin_sees_the_operators_in_english(system: System, page: Page
     await page.get_by_role("link", name="Operator accounts").click()
     await page.get_by_role("cell", name=admin).wait_for()
     await labelled(page)
-    await shot(page, "09-operators-en")
+    await shot(page, "10-operators-en")
 
 
 async def test_after_logout_back_shows_nothing(system: System, page: Page) -> None:
@@ -178,9 +181,9 @@ async def test_after_logout_back_shows_nothing(system: System, page: Page) -> No
     await page.get_by_text(f"Nội dung riêng tư {tag}").wait_for()
     await page.get_by_role("button", name="Đăng xuất").click()
     await page.wait_for_url("**/login?notice=logged_out")
-    await shot(page, "10-logged-out")
+    await shot(page, "11-logged-out")
     await page.go_back()
     await page.wait_for_load_state()
     assert "/login" in page.url
     assert await page.get_by_text(f"Nội dung riêng tư {tag}").count() == 0
-    await shot(page, "11-back-after-logout")
+    await shot(page, "12-back-after-logout")
