@@ -20,7 +20,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from console_helpers import System, system_running
 
 
-@pytest.fixture(scope="module")
+# One system for the session: starting the three apps costs seconds, and every test makes its own data.
+@pytest.fixture(scope="session")
 async def system(world: World) -> AsyncIterator[System]:
     async with system_running(world) as running:
         yield running
