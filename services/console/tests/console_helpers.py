@@ -15,6 +15,8 @@ import asyncpg
 import httpx
 import orjson
 import uvicorn
+from audit.app import create as create_audit
+from audit.settings import Settings as AuditSettings
 from console import accounts, store
 from console.app import create as create_console
 from console.settings import Settings as ConsoleSettings
@@ -24,7 +26,7 @@ from fastapi import FastAPI
 from notifier.app import create as create_notifier
 from notifier.settings import Settings as NotifierSettings
 from spm_common.testing.smtp import free_port
-from spm_common.testing.world import World
+from spm_common.testing.world import World, running
 
 T = TypeVar("T")
 PASSWORD = "correct horse battery staple"
@@ -93,6 +95,14 @@ class System:
         assert response.status_code == 202, response.text
         return str(response.json()["id"])
 
+    async def trail(self, event_type: str) -> list[asyncpg.Record]:
+        """The audit trail's entries of that type, oldest first."""
+        conn = await self.world.admin()
+        try:
+            return await conn.fetch("SELECT * FROM audit.entries WHERE event_type = $1 ORDER BY seq", event_type)
+        finally:
+            await conn.close()
+
     async def actions(self, operator: str) -> list[dict[str, Any]]:
         """The operator.action events the console has put in its outbox for this operator, oldest first."""
         conn = await self.db()
@@ -109,9 +119,12 @@ async def system_running(world: World, **console_overrides: Any) -> AsyncIterato
     contact_port, notifier_port, console_port = free_port(), free_port(), free_port()
     contact = world.settings(ContactSettings, contact_port=contact_port)
     notifier = world.settings(NotifierSettings, notifier_port=notifier_port)
+    # The audit service only consumes here: the console's operator.action events end in its trail.
+    audit = world.settings(AuditSettings, audit_checkpoint_seconds=3600)
     async with (
         served(create_contact(contact), contact_port) as contact_url,
         served(create_notifier(notifier), notifier_port),
+        running(create_audit(audit)),
     ):
         console = world.settings(
             ConsoleSettings, console_port=console_port, console_contact_url=contact_url, **console_overrides

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 
 import httpx
-from console_helpers import PASSWORD, System, csrf_of, logged_in
+from console_helpers import PASSWORD, System, csrf_of, eventually, logged_in
 
 
 async def test_pages_carry_the_security_headers_and_are_not_stored(system: System) -> None:
@@ -169,9 +169,22 @@ async def test_every_view_and_action_is_an_operator_action_event(system: System)
     async with logged_in(system, email) as client:
         page = await client.get(f"/inbox/{message_id}")
         await client.post(f"/inbox/{message_id}/close", data={"csrf_token": csrf_of(page.text)})
+        await client.get("/inbox", params={"q": "someone@example.com", "state": "closed"})
     actions = [(a["action"], a["target"]) for a in await system.actions(email)]
     assert actions == [
         ("operator.logged_in", "console"),
         ("message.viewed", f"contact.message:{message_id}"),
         ("message.closed", f"contact.message:{message_id}"),
+        ("messages.listed", "contact.messages:closed search:someone@example.com"),
     ]
+
+    # Through the console's outbox and the exchange into the audit trail, with every address pseudonymised.
+    async def recorded() -> list[str] | None:
+        rows = await system.trail("operator.action")
+        mine = [row["payload"] for row in rows if f"contact.message:{message_id}" in row["payload"]]
+        return mine if len(mine) == 2 else None
+
+    for payload in await eventually(recorded, what="the operator's actions in the audit trail"):
+        assert email not in payload and email.split("@")[0] not in payload
+    searched = [row for row in await system.trail("operator.action") if "closed search:" in row["payload"]]
+    assert any(row["subject_ref"] for row in searched) and all("someone@" not in r["payload"] for r in searched)

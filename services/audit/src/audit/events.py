@@ -1,10 +1,12 @@
-"""Events the audit service consumes: every event on the exchange, and page views from the log shipper."""
+"""Events the audit service consumes: every event on the exchange, page views from the log shipper, and
+what operators see and do in the console."""
 
 from __future__ import annotations
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 PAGE_VIEWED = "site.page.viewed"
+OPERATOR_ACTION = "operator.action"
 
 
 class PageViewed(BaseModel):
@@ -24,4 +26,17 @@ class PageViewed(BaseModel):
     viewed_at: AwareDatetime | None = None
 
 
-CONSUMES = {PAGE_VIEWED: PageViewed}
+class OperatorAction(BaseModel):
+    """An operator of the console viewed a person's data or acted on it (CONTRACT section 7). Like every event
+    it is pseudonymised in the trail: an address in `operator` or `target` becomes a reference, and the
+    person an address in `target` names is the entry's subject, so the trail finds it by that address."""
+
+    model_config = ConfigDict(extra="ignore", str_max_length=4096)
+
+    operator: str
+    action: str
+    target: str
+    at: AwareDatetime
+
+
+CONSUMES = {PAGE_VIEWED: PageViewed, OPERATOR_ACTION: OperatorAction}

@@ -286,9 +286,9 @@ async def inbox(
     console = state_of(request)
     state = "closed" if state == "closed" else "open"
     text = q.strip() or None
-    await record(
-        request, session, "messages.listed", f"contact.messages?state={state}" + (f"&q={text}" if text else "")
-    )
+    # Targets separate their parts with ":" and " ", which no address contains, so the audit service finds
+    # an address searched for as the person the view concerns.
+    await record(request, session, "messages.listed", f"contact.messages:{state}" + (f" search:{text}" if text else ""))
     page = await console.contact.messages(
         session.operator.email, state=state, text=text, cursor=cursor, limit=console.settings.console_page_size
     )
