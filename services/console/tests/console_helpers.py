@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
@@ -25,8 +26,11 @@ from contact.settings import Settings as ContactSettings
 from fastapi import FastAPI
 from notifier.app import create as create_notifier
 from notifier.settings import Settings as NotifierSettings
+from orders import webhooks
+from orders.app import create as create_orders
+from orders.settings import Settings as OrdersSettings
 from spm_common.testing.smtp import free_port
-from spm_common.testing.world import World, running
+from spm_common.testing.world import WEBHOOK_SECRET, World, running
 
 T = TypeVar("T")
 PASSWORD = "correct horse battery staple"
@@ -63,6 +67,7 @@ class System:
     world: World
     console_url: str
     contact_url: str
+    orders_url: str
     console: ConsoleSettings
 
     async def db(self) -> asyncpg.Connection:
@@ -95,6 +100,43 @@ class System:
         assert response.status_code == 202, response.text
         return str(response.json()["id"])
 
+    async def place_order(self, email: str) -> str:
+        """An order through the shop's signed webhook; returns its id at the shop."""
+        order_id = f"FS-2026-{uuid.uuid4().hex[:10].upper()}"
+        body = orjson.dumps(
+            {
+                "order_id": order_id,
+                "placed_at": "2026-11-29T03:59:12Z",
+                "currency": "USD",
+                "total": "49.00",
+                "purchaser": {"name": "Lê Thị Mua", "email": email, "phone": "+84 912 000 222", "locale": "vi"},
+                "items": [
+                    {"sku": "SPM-DICT-PRO", "product_name": "SPM Dictionary Pro", "quantity": 1, "unit_price": "49.00"}
+                ],
+            }
+        )
+        signature = webhooks.header(WEBHOOK_SECRET, int(time.time()), body)
+        async with httpx.AsyncClient(base_url=self.orders_url) as client:
+            response = await client.post(
+                "/v1/webhooks/orders",
+                content=body,
+                headers={"X-SPM-Signature": signature, "Content-Type": "application/json"},
+            )
+        assert response.status_code < 300, response.text
+        return order_id
+
+    async def license_keys(self, shop_order_id: str) -> list[str]:
+        conn = await self.world.admin()
+        try:
+            rows = await conn.fetch(
+                "SELECT k.license_key FROM orders.license_keys k JOIN orders.orders o ON o.id = k.order_id"
+                " WHERE o.order_id = $1",
+                shop_order_id,
+            )
+        finally:
+            await conn.close()
+        return [row["license_key"] for row in rows]
+
     async def trail(self, event_type: str) -> list[asyncpg.Record]:
         """The audit trail's entries of that type, oldest first."""
         conn = await self.world.admin()
@@ -116,21 +158,27 @@ class System:
 
 @asynccontextmanager
 async def system_running(world: World, **console_overrides: Any) -> AsyncIterator[System]:
-    contact_port, notifier_port, console_port = free_port(), free_port(), free_port()
+    contact_port, notifier_port, orders_port, console_port = free_port(), free_port(), free_port(), free_port()
     contact = world.settings(ContactSettings, contact_port=contact_port)
+    orders = world.settings(OrdersSettings, orders_port=orders_port)
     notifier = world.settings(NotifierSettings, notifier_port=notifier_port)
     # The audit service only consumes here: the console's operator.action events end in its trail.
     audit = world.settings(AuditSettings, audit_checkpoint_seconds=3600)
     async with (
         served(create_contact(contact), contact_port) as contact_url,
         served(create_notifier(notifier), notifier_port),
+        served(create_orders(orders), orders_port) as orders_url,
         running(create_audit(audit)),
     ):
         console = world.settings(
-            ConsoleSettings, console_port=console_port, console_contact_url=contact_url, **console_overrides
+            ConsoleSettings,
+            console_port=console_port,
+            console_contact_url=contact_url,
+            console_orders_url=orders_url,
+            **console_overrides,
         )
         async with served(create_console(console), console_port) as console_url:
-            yield System(world, console_url, contact_url, console)
+            yield System(world, console_url, contact_url, orders_url, console)
 
 
 def csrf_of(html: str) -> str:

@@ -187,3 +187,21 @@ async def test_after_logout_back_shows_nothing(system: System, page: Page) -> No
     assert "/login" in page.url
     assert await page.get_by_text(f"Nội dung riêng tư {tag}").count() == 0
     await shot(page, "12-back-after-logout")
+
+
+async def test_an_order_is_found_and_its_keys_revealed_on_request(system: System, page: Page) -> None:
+    buyer = f"mua-{uuid.uuid4().hex[:8]}@example.vn"
+    shop_id = await system.place_order(buyer)
+    [key] = await system.license_keys(shop_id)
+    await log_in_by_keyboard(page, system, await system.operator())
+    await page.get_by_role("link", name="Đơn hàng").click()
+    await page.get_by_label("Địa chỉ e-mail của người mua hoặc mã đơn hàng").fill(buyer)
+    await page.keyboard.press("Enter")
+    await page.get_by_role("link", name=shop_id).click()
+    await page.get_by_role("heading", name=f"Đơn hàng {shop_id}").wait_for()
+    await labelled(page)
+    assert await page.get_by_text(key).count() == 0
+    await shot(page, "13-order-masked")
+    await page.get_by_role("button", name="Hiện đầy đủ khoá bản quyền").click()
+    await page.get_by_text(key).wait_for()
+    await shot(page, "14-order-revealed")

@@ -66,7 +66,9 @@ def create(settings: Settings | None = None) -> FastAPI:
         max_body_bytes=MAX_BODY_BYTES,
     )
     token = settings.operator_token.get_secret_value() if settings.operator_token else None
-    http = upstream.client(settings.console_contact_url, token, settings.console_upstream_timeout_seconds)
+    timeout = settings.console_upstream_timeout_seconds
+    contact = upstream.client(settings.console_contact_url, token, timeout)
+    orders = upstream.client(settings.console_orders_url, token, timeout)
     app.state.console = ConsoleState(
         settings=settings,
         runtime=runtime,
@@ -78,8 +80,9 @@ def create(settings: Settings | None = None) -> FastAPI:
             settings.signing_key(),
         ),
         templates=templates(),
-        contact=upstream.Contact(http),
-        http=http,
+        contact=upstream.Contact(contact),
+        orders=upstream.Orders(orders),
+        clients=(contact, orders),
     )
     started = app.router.lifespan_context
 
@@ -89,7 +92,8 @@ def create(settings: Settings | None = None) -> FastAPI:
             try:
                 yield
             finally:
-                await http.aclose()
+                for client in (contact, orders):
+                    await client.aclose()
 
     app.router.lifespan_context = lifespan
 

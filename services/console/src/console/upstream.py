@@ -3,9 +3,11 @@ the operator who acts. Typed answers, so pages never handle raw JSON."""
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from datetime import datetime
-from typing import Literal
+from decimal import Decimal
+from typing import Any, Literal
 
 import httpx
 from pydantic import BaseModel
@@ -60,11 +62,28 @@ class MessagePage(BaseModel):
     next_cursor: str | None = None
 
 
-class Contact:
-    """The contact service's inbox API."""
+class Api:
+    """One service's operator API: its client, and the call every method makes."""
 
     def __init__(self, client: httpx.AsyncClient) -> None:
         self.client = client
+
+    async def _call(self, method: str, path: str, operator: str, **kwargs: Any) -> Any:
+        try:
+            response = await self.client.request(method, path, headers={OPERATOR_HEADER: operator}, **kwargs)
+        except httpx.HTTPError:
+            raise UpstreamError(0) from None
+        if response.status_code >= 400:
+            detail = ""
+            with contextlib.suppress(ValueError):
+                body = response.json()
+                detail = body.get("detail") if isinstance(body.get("detail"), str) else ""
+            raise UpstreamError(response.status_code, detail)
+        return response.json()
+
+
+class Contact(Api):
+    """The contact service's inbox API."""
 
     async def messages(
         self, operator: str, *, state: str, text: str | None, cursor: str | None, limit: int
@@ -88,20 +107,61 @@ class Contact:
     async def reopen(self, operator: str, message_id: uuid.UUID) -> None:
         await self._call("POST", f"/v1/messages/{message_id}/reopen", operator)
 
-    async def _call(self, method: str, path: str, operator: str, **kwargs: object) -> object:
-        try:
-            response = await self.client.request(method, path, headers={OPERATOR_HEADER: operator}, **kwargs)  # type: ignore[arg-type]
-        except httpx.HTTPError:
-            raise UpstreamError(0) from None
-        if response.status_code >= 400:
-            detail = ""
-            try:
-                body = response.json()
-                detail = body.get("detail") if isinstance(body.get("detail"), str) else ""
-            except ValueError:
-                pass
-            raise UpstreamError(response.status_code, detail)
-        return response.json()
+
+class Item(BaseModel):
+    line: int
+    sku: str
+    product_name: str
+    quantity: int
+    unit_price: Decimal
+
+
+class KeyHint(BaseModel):
+    sku: str
+    major_version: int
+    hint: str
+
+
+class RevealedKey(BaseModel):
+    sku: str
+    major_version: int
+    license_key: str
+
+
+class Purchaser(BaseModel):
+    email: str
+    name: str
+    phone: str | None = None
+    address: dict[str, Any] | None = None
+
+
+class Order(BaseModel):
+    id: uuid.UUID
+    order_id: str
+    placed_at: datetime
+    currency: str
+    total: Decimal
+    locale: str
+    marketing_consent: bool
+    card_data_removed: bool
+    purchaser: Purchaser
+    items: list[Item]
+    license_keys: list[KeyHint]
+
+
+class Orders(Api):
+    """The orders service's look-up API."""
+
+    async def search(self, operator: str, *, email: str | None = None, order_id: str | None = None) -> list[Order]:
+        params = {"email": email} if email else {"order_id": order_id or ""}
+        return [Order.model_validate(o) for o in await self._call("GET", "/v1/orders", operator, params=params)]
+
+    async def order(self, operator: str, order_id: uuid.UUID) -> Order:
+        return Order.model_validate(await self._call("GET", f"/v1/orders/{order_id}", operator))
+
+    async def license_keys(self, operator: str, order_id: uuid.UUID) -> list[RevealedKey]:
+        keys = await self._call("GET", f"/v1/orders/{order_id}/license-keys", operator)
+        return [RevealedKey.model_validate(k) for k in keys]
 
 
 def client(base_url: str, token: str | None, timeout: float) -> httpx.AsyncClient:

@@ -25,7 +25,7 @@ from console import accounts, actions, i18n, sessions, store
 from console.accounts import LoginLimits
 from console.settings import Settings
 from console.store import SessionRow
-from console.upstream import Contact, UpstreamError
+from console.upstream import Contact, Orders, UpstreamError
 
 TEMPLATES = Path(__file__).parent / "templates"
 STATIC = Path(__file__).parent / "static"
@@ -43,7 +43,8 @@ class ConsoleState:
     limits: LoginLimits
     templates: Environment
     contact: Contact
-    http: httpx.AsyncClient
+    orders: Orders
+    clients: tuple[httpx.AsyncClient, ...]
 
     @property
     def idle(self) -> timedelta:
@@ -361,6 +362,53 @@ async def reopen(request: Request, session: OperatorDep, message_id: uuid.UUID) 
     await record(request, session, "message.reopened", f"contact.message:{message_id}")
     await console.contact.reopen(session.operator.email, message_id)
     return see_other(f"/inbox/{message_id}?notice=message_reopened")
+
+
+# Orders
+
+
+@pages.get("/orders")
+async def orders_search(
+    request: Request,
+    session: OperatorDep,
+    q: Annotated[str, Query(max_length=254)] = "",
+) -> Response:
+    console = state_of(request)
+    text = q.strip()
+    if not text:
+        return render(request, "orders.html", q="", orders=None)
+    # An address, or else the order's id at the shop.
+    await record(request, session, "orders.searched", f"orders.search:{text}")
+    by_email = "@" in text
+    try:
+        found = await console.orders.search(
+            session.operator.email, email=text if by_email else None, order_id=None if by_email else text
+        )
+    except UpstreamError as exc:
+        if exc.status != status.HTTP_422_UNPROCESSABLE_CONTENT:
+            raise
+        return render(request, "orders.html", 422, q=text, orders=None, error="orders_bad_query")
+    return render(request, "orders.html", q=text, orders=found)
+
+
+@pages.get("/orders/{order_id}")
+async def order_page(request: Request, session: OperatorDep, order_id: uuid.UUID) -> Response:
+    console = state_of(request)
+    await record(request, session, "order.viewed", f"orders.order:{order_id}")
+    order = await console.orders.order(session.operator.email, order_id)
+    return render(request, "order.html", order=order, revealed=None)
+
+
+@pages.post("/orders/{order_id}/reveal")
+async def reveal_keys(request: Request, session: OperatorDep, order_id: uuid.UUID) -> Response:
+    """The keys in full, on this answer only (nothing keeps them: the page is no-store, and a reload asks
+    again). Each reveal is an audited action of its own."""
+    console = state_of(request)
+    await checked_form(request, session)
+    await record(request, session, "license_keys.revealed", f"orders.order:{order_id}")
+    order = await console.orders.order(session.operator.email, order_id)
+    revealed = await console.orders.license_keys(session.operator.email, order_id)
+    return render(request, "order.html", order=order, revealed=revealed)
 
 
 # Administration
