@@ -171,7 +171,10 @@ async def orders_by_email(
     ] = None,
 ) -> list[OrderView]:
     if (email is None) == (order_id is None):
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "give either email or order_id")
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            [{"loc": ["query", "email"], "msg": "give either email or order_id", "type": "value_error"}],
+        )
     async with runtime.pool.acquire() as conn:
         if order_id is not None:
             rows = await store.orders_by_shop_id(conn, order_id.strip(), MAX_ORDERS_LISTED)
