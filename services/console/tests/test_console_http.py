@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 
 import httpx
+from console import store
 from console_helpers import PASSWORD, System, csrf_of, eventually, logged_in
 
 
@@ -188,3 +189,23 @@ async def test_every_view_and_action_is_an_operator_action_event(system: System)
         assert email not in payload and email.split("@")[0] not in payload
     searched = [row for row in await system.trail("operator.action") if "closed search:" in row["payload"]]
     assert any(row["subject_ref"] for row in searched) and all("someone@" not in r["payload"] for r in searched)
+
+
+async def test_ended_sessions_are_swept(system: System) -> None:
+    email = await system.operator()
+    async with logged_in(system, email):
+        pass
+    conn = await system.db()
+    try:
+        await conn.execute(
+            "UPDATE sessions SET last_seen_at = now() - interval '2 hours'"
+            " WHERE operator_id = (SELECT id FROM operators WHERE email = $1)",
+            email,
+        )
+        assert await store.sweep_sessions(conn, system.console.console_idle_minutes * 60) >= 1
+        left = await conn.fetchval(
+            "SELECT count(*) FROM sessions WHERE operator_id = (SELECT id FROM operators WHERE email = $1)", email
+        )
+    finally:
+        await conn.close()
+    assert left == 0

@@ -3,16 +3,19 @@ services' operator APIs, and the headers every answer carries."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
 
 from fastapi import FastAPI, Request, Response
 from spm_common.http import create_app
+from spm_common.redaction import describe_error
 from spm_common.runtime import Runtime
 from spm_common.serve import serve
 from spm_common.settings import load
 
-from console import sessions, upstream
+from console import sessions, store, upstream
 from console.accounts import LoginLimits
 from console.events import PUBLISHES
 from console.settings import MIGRATIONS, Settings
@@ -46,11 +49,31 @@ MAX_BODY_BYTES = 256 * 1024
 HSTS = "max-age=31536000"
 
 
+# Ended sessions and past login-failure windows are deleted this often (a live session never is).
+SWEEP_SECONDS = 600.0
+
+
 def build(settings: Settings) -> Runtime:
+    async def sweep(runtime: Runtime) -> None:
+        health = runtime.health.loop("console-sweep")
+        idle = settings.console_idle_minutes * 60
+        while True:
+            try:
+                async with runtime.pool.acquire() as conn:
+                    await store.sweep_sessions(conn, idle)
+                    await store.sweep_failures(
+                        conn, datetime.now(UTC) - timedelta(seconds=settings.console_login_window_seconds)
+                    )
+                health.ok()
+            except Exception as exc:
+                health.failed(describe_error(exc))
+            await asyncio.sleep(SWEEP_SECONDS)
+
     return Runtime(
         settings,
         migrations=MIGRATIONS,
         publishes=PUBLISHES,
+        background=[sweep],
         description="The operators' web console; publishes operator.action for the audit trail.",
     )
 
