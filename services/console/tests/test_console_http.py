@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import html
+import re
 import uuid
 
 import httpx
@@ -209,3 +211,29 @@ async def test_ended_sessions_are_swept(system: System) -> None:
     finally:
         await conn.close()
     assert left == 0
+
+
+async def test_the_inbox_pages_newest_first_and_a_closed_message_can_be_reopened(system: System) -> None:
+    tag = uuid.uuid4().hex[:8]
+    size = system.console.console_page_size
+    ids = [await system.post_message(subject=f"Trang {tag} số {i}") for i in range(size + 2)]
+    email = await system.operator()
+    async with logged_in(system, email) as client:
+        first = await client.get("/inbox", params={"q": tag})
+        shown = re.findall(r'href="/inbox/([0-9a-f-]{36})"', first.text)
+        assert shown == list(reversed(ids))[:size]
+        [next_url] = re.findall(r'href="([^"]+)" rel="next"', first.text)
+        second = await client.get(html.unescape(next_url))
+        assert re.findall(r'href="/inbox/([0-9a-f-]{36})"', second.text) == list(reversed(ids))[size:]
+        assert 'rel="next"' not in second.text
+
+        page = await client.get(f"/inbox/{ids[0]}")
+        await client.post(f"/inbox/{ids[0]}/close", data={"csrf_token": csrf_of(page.text)})
+        closed = await client.get("/inbox", params={"q": tag, "state": "closed"})
+        assert re.findall(r'href="/inbox/([0-9a-f-]{36})"', closed.text) == [ids[0]]
+        thread = await client.get(f"/inbox/{ids[0]}")
+        assert "Mở lại thư" in thread.text and 'name="body"' not in thread.text  # no reply to a closed one
+        reopened = await client.post(f"/inbox/{ids[0]}/reopen", data={"csrf_token": csrf_of(thread.text)})
+        assert reopened.status_code == 303
+        assert 'name="body"' in (await client.get(f"/inbox/{ids[0]}")).text
+        assert "Không có thư nào." in (await client.get("/inbox", params={"q": tag, "state": "closed"})).text
