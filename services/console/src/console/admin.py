@@ -54,7 +54,7 @@ def add(
     if role not in accounts.ROLES:
         raise typer.BadParameter("role must be support or admin")
     address = _address(email)
-    created = _run(lambda conn: accounts.add_operator(conn, address, role))  # type: ignore[arg-type]
+    created = _run(lambda conn: accounts.add_operator(conn, address, role))
     if created is None:
         typer.echo(f"an account for {address} exists already; use `operator reset`", err=True)
         raise typer.Exit(1)

@@ -134,12 +134,9 @@ def render(request: Request, template: str, status_code: int = 200, **context: A
     language = language_of(request)
     session: SessionRow | None = getattr(request.state, "session", None)
     new_login_token = None
-    if session is not None:
-        csrf = session.csrf_token
-    else:
-        csrf = _login_token(request)
-        if csrf is None:
-            csrf = new_login_token = sessions.new_token()
+    csrf = session.csrf_token if session is not None else _login_token(request)
+    if csrf is None:
+        csrf = new_login_token = sessions.new_token()
 
     def t(key: str, **values: object) -> str:
         return i18n.translate(language, key, **values)
@@ -197,11 +194,11 @@ async def login(request: Request) -> Response:
         token = await sessions.open_session(conn, outcome.operator, console.lifetime) if outcome.operator else None
     if outcome.operator is None or token is None:
         if outcome.refused == "rate_limited":
-            response = render(
+            limited = render(
                 request, "login.html", 429, error="login_rate_limited", seconds=outcome.retry_after, email=email
             )
-            response.headers["Retry-After"] = str(outcome.retry_after)
-            return response
+            limited.headers["Retry-After"] = str(outcome.retry_after)
+            return limited
         return render(request, "login.html", 401, error="login_failed", email=email)
     await actions.record(
         console.runtime.pool, console.settings.source, outcome.operator.email, "operator.logged_in", "console"
