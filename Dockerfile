@@ -8,7 +8,7 @@ ARG PORT
 
 FROM python:3.11.11-slim-bookworm AS build
 ARG SERVICE
-RUN test -n "$SERVICE" || (echo "build with --build-arg SERVICE=contact|orders|notifier|audit|all" >&2; exit 1)
+RUN test -n "$SERVICE" || (echo "build with --build-arg SERVICE=contact|orders|notifier|audit|console|all" >&2; exit 1)
 RUN pip install --no-cache-dir "uv==0.13.9"
 ENV UV_COMPILE_BYTECODE=1 \
     UV_LINK_MODE=copy \
@@ -23,6 +23,7 @@ COPY services/contact/pyproject.toml services/contact/
 COPY services/orders/pyproject.toml services/orders/
 COPY services/notifier/pyproject.toml services/notifier/
 COPY services/audit/pyproject.toml services/audit/
+COPY services/console/pyproject.toml services/console/
 RUN uv sync --frozen --no-dev --no-install-workspace $(test "$SERVICE" = all && echo --all-packages || echo --package "spm-${SERVICE}")
 COPY libs/common libs/common
 # Every service's code is in the build stage; only what uv installs (non-editable) reaches the image.

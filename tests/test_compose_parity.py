@@ -6,7 +6,7 @@ merge keys, `${VAR:-default}` and the rest), once with no `.env` and once with `
 
 - every variable compose gives a container must be one its code reads, and everything the code needs inside
   a container (the hosts of Postgres, RabbitMQ and the SMTP server) must come from compose;
-- db-init's command and the four services' (the Dockerfile's CMD) run as processes with exactly that
+- db-init's command and the five services' (the Dockerfile's CMD) run as processes with exactly that
   environment, on the container ports. The only changes are where the containers are: `postgres`,
   `rabbitmq` and `mailpit` in a URL or an `*_HOST`/`*_PORT` pair become this machine's test servers, the
   database `spm` this test's own, and PATH's `/app/.venv` this checkout's environment. The RabbitMQ user the
@@ -15,7 +15,7 @@ merge keys, `${VAR:-default}` and the rest), once with no `.env` and once with `
   must then reach the SMTP server.
 
 Compose reads SPM_EXCHANGE and SPM_RABBITMQ_USER from the shell: the test passes its own, so runs on one
-machine stay apart. The services listen on 8081-8084 as in their containers, so a lock file makes two runs
+machine stay apart. The services listen on 8080-8084 as in their containers, so a lock file makes two runs
 of this test on one machine take turns.
 """
 
@@ -42,12 +42,13 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 import pytest
 from audit.settings import Settings as AuditSettings
+from console.settings import Settings as ConsoleSettings
 from contact.settings import Settings as ContactSettings
 from notifier.settings import Settings as NotifierSettings
 from orders.settings import Settings as OrdersSettings
 from pydantic import SecretStr, ValidationError
 from pydantic_settings import BaseSettings
-from spm_common.settings import PLACEHOLDER, SERVICES, BootstrapSettings
+from spm_common.settings import PLACEHOLDER, WITH_SCHEMA, BootstrapSettings
 from spm_common.testing.compose import Compose, filled_in, parse_dotenv
 from spm_common.testing.outside import publish
 from spm_common.testing.smtp import SmtpServer
@@ -61,10 +62,12 @@ SETTINGS: dict[str, type[BaseSettings]] = {
     "orders": OrdersSettings,
     "notifier": NotifierSettings,
     "audit": AuditSettings,
+    "console": ConsoleSettings,
     "db-init": BootstrapSettings,
 }
 # The infrastructure containers and the port each serves the others on.
 INFRASTRUCTURE = {"postgres": 5432, "rabbitmq": 5672, "mailpit": 1025}
+SERVICE_PORTS = {"contact": 8081, "orders": 8082, "notifier": 8083, "audit": 8084}
 DEFAULT_PORTS = {"postgresql": 5432, "postgres": 5432, "amqp": 5672, "amqps": 5671, "http": 80}
 RABBITMQ_MANAGEMENT_PORT = 15672
 IMAGE_VENV = "/app/.venv"
@@ -153,6 +156,10 @@ def test_compose_gives_each_container_what_its_code_reads_and_needs(
             }
         if name == "notifier":
             reaches["mailpit"] = settings.smtp_host
+        if name == "console":
+            # The console reaches the services' operator APIs by their container names.
+            for service in ("contact", "orders", "audit"):
+                reaches[service] = urlsplit(getattr(settings, f"console_{service}_url")).hostname
         assert reaches == {container: container for container in reaches}, f"{name} would reach {reaches}"
 
 
@@ -196,6 +203,8 @@ def process_environment(stack: Stack, name: str, smtp: SmtpServer) -> tuple[list
         # The management HTTP API, through which db-init makes the RabbitMQ users.
         ("rabbitmq", RABBITMQ_MANAGEMENT_PORT): (amqp.hostname or "127.0.0.1", RABBITMQ_MANAGEMENT_PORT),
         ("mailpit", INFRASTRUCTURE["mailpit"]): ("127.0.0.1", smtp.port),
+        # The services' own containers (the console calls their APIs) listen on their container ports here.
+        **{(name, port): ("127.0.0.1", port) for name, port in SERVICE_PORTS.items()},
     }
     image = stack.compose.image(name, base_env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")})
     env = {**image.env, **relocate(stack.compose.environment(name), endpoints, {"spm": stack.world.name})}
@@ -316,7 +325,7 @@ async def test_the_stack_as_compose_configures_it_delivers_every_mail(
     stack: Stack, smtp: SmtpServer, tmp_path: Path
 ) -> None:
     compose = stack.compose
-    ports = {service: health_port(compose.containers[service]) for service in SERVICES}
+    ports = {service: health_port(compose.containers[service]) for service in WITH_SCHEMA}
     mail_from = compose.environment("notifier")["SPM_MAIL_FROM"]
     stack.world.exchanges.add(stack.world.exchange)
     containers: dict[str, Container] = {}
@@ -350,7 +359,7 @@ async def run_the_stack(
     code = await asyncio.to_thread(init.process.wait, READY_TIMEOUT)
     assert code == 0, f"db-init exited with {code}:\n{init.output()}"
 
-    for service in SERVICES:
+    for service in WITH_SCHEMA:
         command, env = process_environment(stack, service, smtp)
         containers[service] = start(service, command, env, tmp_path)
     await wait_until_ready(containers, ports)
@@ -379,3 +388,10 @@ async def run_the_stack(
     recovery = (await smtp.wait_to(buyer, count=2, timeout=MAIL_TIMEOUT))[-1]
     assert recovery.rcpt_tos == [buyer]
     assert recovery.message["Subject"] == "Your license keys and downloads"
+
+    # The console answers, and reaches the inbox it shows through the contact service's URL compose gives it.
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{ports['console']}", timeout=10) as client:
+        login = await client.get("/login")
+    assert login.status_code == 200 and 'lang="vi"' in login.text
+    console_env = process_environment(stack, "console", smtp)[1]
+    assert console_env["SPM_CONSOLE_CONTACT_URL"] == f"http://127.0.0.1:{ports['contact']}"

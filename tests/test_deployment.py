@@ -15,22 +15,31 @@ from typing import Any
 import pytest
 import yaml
 from audit.settings import Settings as AuditSettings
+from console.settings import Settings as ConsoleSettings
 from contact.settings import Settings as ContactSettings
 from notifier.settings import Settings as NotifierSettings
 from orders.settings import Settings as OrdersSettings
 from pydantic import SecretStr
 from spm_common.brokerusers import USERS
-from spm_common.settings import PLACEHOLDER, SERVICES, BootstrapSettings, ServiceSettings, SpmSettings, load
+from spm_common.settings import (
+    PLACEHOLDER,
+    WITH_SCHEMA,
+    BootstrapSettings,
+    ServiceSettings,
+    SpmSettings,
+    load,
+)
 from spm_common.testing.compose import Compose, references
 from spm_common.testing.compose import filled_in as fill_placeholders
 
 ROOT = Path(__file__).resolve().parents[1]
-PORTS = {"contact": 8081, "orders": 8082, "notifier": 8083, "audit": 8084}
+PORTS = {"contact": 8081, "orders": 8082, "notifier": 8083, "audit": 8084, "console": 8080}
 SETTINGS: dict[str, type[ServiceSettings]] = {
     "contact": ContactSettings,
     "orders": OrdersSettings,
     "notifier": NotifierSettings,
     "audit": AuditSettings,
+    "console": ConsoleSettings,
 }
 INFRASTRUCTURE = ("postgres", "rabbitmq", "mailpit")
 ONE_SHOT = ("db-init",)
@@ -108,7 +117,7 @@ def environment(container: dict[str, Any]) -> dict[str, str]:
 
 
 def test_every_container_is_there(containers: dict[str, dict[str, Any]]) -> None:
-    assert set(containers) == {*INFRASTRUCTURE, *ONE_SHOT, *SERVICES, *OPTIONAL}
+    assert set(containers) == {*INFRASTRUCTURE, *ONE_SHOT, *WITH_SCHEMA, *OPTIONAL}
     for name in OPTIONAL:
         assert containers[name].get("profiles"), f"{name} starts only when asked for"
 
@@ -220,7 +229,7 @@ def test_start_order(containers: dict[str, dict[str, Any]]) -> None:
                 assert condition == "service_healthy", f"{name} -> {dependency}"
                 assert containers[dependency].get("healthcheck"), f"{dependency} must have a health check"
     assert set(containers["db-init"]["depends_on"]) == {"postgres", "rabbitmq"}
-    for service in SERVICES:
+    for service in WITH_SCHEMA:
         needs = {"db-init", "postgres", "rabbitmq"} | ({"mailpit"} if service == "notifier" else set())
         assert set(containers[service]["depends_on"]) == needs, service
 
@@ -277,7 +286,7 @@ def test_the_dockerfile_installs_one_service_from_the_lock_file() -> None:
     assert user and user[-1].split(":")[0] not in ("root", "0"), "the service must not run as root"
     assert re.search(r"^EXPOSE \$\{PORT\}$", text, re.MULTILINE)
     assert 'exec \\"spm-${SPM_SERVICE}\\"' in text, "PID 1 is the service's console script"
-    for service in SERVICES:
+    for service in WITH_SCHEMA:
         pyproject = (ROOT / "services" / service / "pyproject.toml").read_text(encoding="utf-8")
         assert f"spm-{service} = " in pyproject, "the CMD runs the service's console script"
 
@@ -292,7 +301,7 @@ def test_the_docker_build_context_leaves_out_local_state() -> None:
 def test_services_bind_all_interfaces_and_reach_postgres_as_their_own_role(
     containers: dict[str, dict[str, Any]],
 ) -> None:
-    for service in SERVICES:
+    for service in WITH_SCHEMA:
         env = environment(containers[service])
         assert env["SPM_HTTP_HOST"] == "0.0.0.0", service  # noqa: S104 (inside a container, on purpose)
         url = env[f"SPM_{service.upper()}_DATABASE_URL"]
@@ -301,18 +310,18 @@ def test_services_bind_all_interfaces_and_reach_postgres_as_their_own_role(
         # Least privilege: no admin password, no other service's password, no admin database URL.
         used = {reference.name for value in env.values() for reference in references(value)}
         assert not used & ADMIN_SECRETS, service
-        assert not {f"SPM_{other.upper()}_DB_PASSWORD" for other in SERVICES if other != service} & used, service
+        assert not {f"SPM_{other.upper()}_DB_PASSWORD" for other in WITH_SCHEMA if other != service} & used, service
         assert "SPM_DATABASE_URL" not in env, service
         assert env["SPM_SMTP_HOST"].endswith("mailpit}")
         # Its own RabbitMQ user, never the administrator's.
         amqp = env[f"SPM_{service.upper()}_AMQP_URL"]
         assert amqp.startswith(f"amqp://spm_{service}:${{SPM_{service.upper()}_AMQP_PASSWORD:-"), service
         assert amqp.endswith("@rabbitmq:5672/") and "SPM_AMQP_URL" not in env, service
-        assert not {f"SPM_{other.upper()}_AMQP_PASSWORD" for other in SERVICES if other != service} & used, service
+        assert not {f"SPM_{other.upper()}_AMQP_PASSWORD" for other in WITH_SCHEMA if other != service} & used, service
     init = environment(containers["db-init"])
-    for who in (*SERVICES, "shop", "releases", "logs"):
+    for who in USERS:
         assert f"SPM_{who.upper()}_AMQP_PASSWORD" in init, who
-    for service in SERVICES:
+    for service in WITH_SCHEMA:
         assert f"SPM_{service.upper()}_DB_PASSWORD" in init
 
 
@@ -334,7 +343,7 @@ def test_compose_defaults_are_the_code_defaults() -> None:
     # every role for a password (development-only ones without a .env).
     own_defaults = {
         "SPM_SMTP_HOST",
-        *(f"SPM_{s.upper()}_DB_PASSWORD" for s in SERVICES),
+        *(f"SPM_{s.upper()}_DB_PASSWORD" for s in WITH_SCHEMA),
         *(f"SPM_{who.upper()}_AMQP_PASSWORD" for who in USERS),
     }
     for variable, defaults in compose_variables().items():

@@ -1,4 +1,4 @@
-"""`make run`'s path as real processes: `spm-admin run` starts all four, one message goes through, SIGTERM stops them.
+"""`make run`'s path as real processes: `spm-admin run` starts all five, one message goes through, SIGTERM stops them.
 
 Unlike the walking skeleton (apps in the test process), this runs the console script a user runs, with its
 own processes, ports, signal handling and log output, so it proves what `make run` promises (CONTRACT 1).
@@ -21,7 +21,7 @@ from pathlib import Path
 import httpx
 import orjson
 import pytest
-from spm_common.settings import SERVICES
+from spm_common.settings import WITH_SCHEMA
 from spm_common.testing.smtp import SmtpServer, free_port
 from spm_common.testing.world import World
 
@@ -73,7 +73,7 @@ async def wait_for_row(world: World, query: str, *args: object, timeout: float =
 async def test_spm_admin_run_serves_a_contact_message_and_stops_cleanly(
     world: World, smtp: SmtpServer, tmp_path: Path
 ) -> None:
-    ports = {service: free_port() for service in SERVICES}
+    ports = {service: free_port() for service in WITH_SCHEMA}
     address = f"process-{uuid.uuid4().hex[:8]}@example.com"
     name = f"Thử Nghiệm {uuid.uuid4().hex[:6]}"
     env = {
@@ -88,7 +88,7 @@ async def test_spm_admin_run_serves_a_contact_message_and_stops_cleanly(
     output = tmp_path / "spm-admin-run.log"
     with output.open("wb") as sink:
         # Its own session, like a terminal's foreground job: the SIGTERM below goes to spm-admin alone,
-        # which must pass it on to its four children itself.
+        # which must pass it on to its five children itself.
         process = subprocess.Popen(
             [spm_admin(), "run"], env=env, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True
         )
@@ -134,13 +134,13 @@ async def test_spm_admin_run_serves_a_contact_message_and_stops_cleanly(
     assert stopped_in < STOP_TIMEOUT, f"stopping took {stopped_in:.1f}s"
     assert "all services stopped" in log
     children = [int(pid) for pid in re.findall(r"started \(pid (\d+)\)", log)]
-    assert len(children) == len(SERVICES), log[-4000:]
+    assert len(children) == len(WITH_SCHEMA), log[-4000:]
     for pid in children:
         # Each child was waited for, so its pid is gone rather than a zombie or still running.
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
     stopped = [orjson.loads(line) for line in log.splitlines() if '"service stopped"' in line]
-    assert sorted(entry["service"] for entry in stopped) == sorted(SERVICES), log[-4000:]
+    assert sorted(entry["service"] for entry in stopped) == sorted(WITH_SCHEMA), log[-4000:]
 
     # CONTRACT 5.7: not one line of the whole run names the person.
     for line in log.splitlines():
@@ -151,7 +151,7 @@ async def test_spm_admin_run_serves_a_contact_message_and_stops_cleanly(
 
 
 async def test_when_one_service_dies_spm_admin_run_stops_the_others_and_fails(world: World, tmp_path: Path) -> None:
-    ports = {service: free_port() for service in SERVICES}
+    ports = {service: free_port() for service in WITH_SCHEMA}
     env = {
         **os.environ,
         **world.env(SPM_LOG_FORMAT="json", **{f"SPM_{s.upper()}_PORT": str(p) for s, p in ports.items()}),

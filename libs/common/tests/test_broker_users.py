@@ -21,7 +21,7 @@ import pytest
 from aio_pika.exceptions import ChannelClosed
 from aiormq.exceptions import ChannelAccessRefused
 from spm_common.brokerusers import BINDS, PUBLISHES, USERS, broker_users, ensure_users, user_name, with_credentials
-from spm_common.settings import SERVICES
+from spm_common.settings import SERVICES, WITH_SCHEMA
 from spm_common.testing.world import AMQP_URL, World, new_world
 from spm_common.topology import Topology
 
@@ -107,7 +107,7 @@ def _arguments(topology: Topology, which: str) -> dict:
 
 
 async def test_the_users_match_what_each_service_publishes_and_binds() -> None:
-    for service in SERVICES:
+    for service in WITH_SCHEMA:
         app = importlib.import_module(f"{service}.app")
         settings = importlib.import_module(f"{service}.settings").Settings(amqp_url="amqp://rabbitmq:5672/")
         runtime = app.build(settings)
@@ -118,7 +118,7 @@ async def test_the_users_match_what_each_service_publishes_and_binds() -> None:
 
 
 async def test_each_service_declares_binds_and_publishes_what_it_owns(users: Users) -> None:
-    for service in SERVICES:
+    for service in WITH_SCHEMA:
         await declare_own_queues(users, service)
     for service, keys in PUBLISHES.items():
         for key in keys:
@@ -234,7 +234,10 @@ async def test_spm_admin_bootstrap_makes_the_users_with_only_an_admin_login(vhos
         for _ in range(2):  # and again: the same state
             done = await asyncio.to_thread(bootstrap, env)
             assert done.returncode == 0, done.stderr[-2000:]
-            assert "RabbitMQ users ready: spm_contact, spm_orders, spm_notifier, spm_audit, spm_shop" in done.stdout
+            assert (
+                "RabbitMQ users ready: spm_contact, spm_orders, spm_notifier, spm_audit, spm_console, spm_shop"
+                in done.stdout
+            )
         url = {who: f"amqp://spm_{who}:dev-only-{who}-rabbitmq-password@127.0.0.1:5672/{vhost}" for who in USERS}
         connection = await aio_pika.connect(url["orders"])
         async with connection:

@@ -13,10 +13,12 @@ import asyncpg
 import pytest
 from spm_common.bootstrap import role_url
 from spm_common.migrations import SchemaRoles, migrate
-from spm_common.settings import SERVICES
+from spm_common.settings import WITH_SCHEMA
 from spm_common.testing.world import World
 
 pytestmark = pytest.mark.asyncio
+# Every role with a schema, the console's included: it reads the others only through their APIs.
+SERVICES = WITH_SCHEMA
 
 
 @pytest.fixture(scope="module")

@@ -13,10 +13,11 @@ from pathlib import Path
 
 import pytest
 from audit.settings import Settings as AuditSettings
+from console.settings import Settings as ConsoleSettings
 from contact.settings import Settings as ContactSettings
 from notifier.settings import Settings as NotifierSettings
 from orders.settings import Settings as OrdersSettings
-from spm_common.settings import SERVICES, BootstrapSettings, SpmSettings, load
+from spm_common.settings import WITH_SCHEMA, BootstrapSettings, SpmSettings, load
 
 ROOT = Path(__file__).resolve().parents[3]
 SERVICE_CLASSES: dict[str, type[SpmSettings]] = {
@@ -24,6 +25,7 @@ SERVICE_CLASSES: dict[str, type[SpmSettings]] = {
     "orders": OrdersSettings,
     "notifier": NotifierSettings,
     "audit": AuditSettings,
+    "console": ConsoleSettings,
 }
 EVERY_CLASS = [*SERVICE_CLASSES.values(), BootstrapSettings]
 # Made up for these tests, 40 characters each, as `secrets.token_urlsafe(32)` would give (43).
@@ -47,10 +49,11 @@ PRODUCTION = {
     "SPM_SMTP_SECURITY": "starttls",
     # An Ed25519 private key, base64 of its 32 raw bytes (a fixed, obviously fake one).
     "SPM_AUDIT_CHECKPOINT_KEY": base64.b64encode(bytes(range(32))).decode(),
-    **{f"SPM_{s.upper()}_SECRET": strong(s) for s in SERVICES},
-    **{f"SPM_{s.upper()}_DB_PASSWORD": strong(f"{s}-db") for s in SERVICES},
+    **{f"SPM_{s.upper()}_SECRET": strong(s) for s in WITH_SCHEMA},
+    **{f"SPM_{s.upper()}_DB_PASSWORD": strong(f"{s}-db") for s in WITH_SCHEMA},
     **{
-        f"SPM_{s.upper()}_DATABASE_URL": f"postgresql://spm_{s}:{strong(f'{s}-db')}@postgres:5432/spm" for s in SERVICES
+        f"SPM_{s.upper()}_DATABASE_URL": f"postgresql://spm_{s}:{strong(f'{s}-db')}@postgres:5432/spm"
+        for s in WITH_SCHEMA
     },
 }
 
@@ -94,7 +97,7 @@ SECRETS = [
     *[("SPM_OPERATOR_TOKEN", cls) for cls in SERVICE_CLASSES.values()],
     ("SPM_WEBHOOK_SECRET", OrdersSettings),
     *[(f"SPM_{s.upper()}_SECRET", cls) for s, cls in SERVICE_CLASSES.items()],
-    *[(f"SPM_{s.upper()}_DB_PASSWORD", BootstrapSettings) for s in SERVICES],
+    *[(f"SPM_{s.upper()}_DB_PASSWORD", BootstrapSettings) for s in WITH_SCHEMA],
 ]
 
 
@@ -149,7 +152,7 @@ def test_a_weak_rabbitmq_login_is_refused(
         assert not password or password not in err
 
 
-@pytest.mark.parametrize("service", SERVICES)
+@pytest.mark.parametrize("service", WITH_SCHEMA)
 @pytest.mark.parametrize(
     "password", [None, "", "dev-only-{service}-password", SHORT], ids=["unset", "empty", "compose", "short"]
 )
@@ -268,10 +271,10 @@ def test_the_bootstrap_with_compose_development_passwords_exits_in_production() 
     env = {
         "SPM_ENVIRONMENT": "production",
         "SPM_DATABASE_URL": "postgresql://postgres:dev-only-postgres-password@127.0.0.1:1/spm",
-        **{f"SPM_{s.upper()}_DB_PASSWORD": f"dev-only-{s}-password" for s in SERVICES},
+        **{f"SPM_{s.upper()}_DB_PASSWORD": f"dev-only-{s}-password" for s in WITH_SCHEMA},
     }
     done = run([str(Path(sys.executable).parent / "spm-admin"), "bootstrap"], **env)
     assert done.returncode != 0
-    for variable in ("SPM_DATABASE_URL", *(f"SPM_{s.upper()}_DB_PASSWORD" for s in SERVICES)):
+    for variable in ("SPM_DATABASE_URL", *(f"SPM_{s.upper()}_DB_PASSWORD" for s in WITH_SCHEMA)):
         assert f"  {variable}: production refuses a development-only default" in done.stderr
     assert "dev-only" not in done.stderr + done.stdout

@@ -30,13 +30,26 @@ from spm_common.privacy import (
     PrivacyRequestCompleted,
 )
 from spm_common.testing.smtp import Received, SmtpServer
-from spm_common.testing.world import World, running
+from spm_common.testing.world import World, new_world, running
 
 QUIET_SECONDS = 1.5
 # Generous: the machine running the tests may be busy, and each wait ends as soon as its condition holds.
 WAIT = 30.0
 LINK = re.compile(r"https?://\S+/v1/privacy-requests/confirm\?token=(\S+)")
 HTML = {"Accept": "text/html,application/xhtml+xml"}
+
+
+@pytest.fixture(scope="module")
+async def world(smtp: SmtpServer) -> AsyncIterator[World]:
+    """A world of this module's own, where only contact and the notifier answer requests for real: the tests
+    play the other services, and know which answers are still awaited whatever else the session runs."""
+    instance = new_world()
+    instance.smtp_port = smtp.port
+    await instance.create()
+    try:
+        yield instance
+    finally:
+        await instance.destroy()
 
 
 @pytest.fixture(scope="module")

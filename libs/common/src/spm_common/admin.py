@@ -32,7 +32,7 @@ from spm_common.brokerusers import USERS, broker_users, ensure_users, user_name
 from spm_common.logging import configure_logging
 from spm_common.migrations import SchemaRoles
 from spm_common.migrations import migrate as apply_migrations
-from spm_common.settings import SERVICES, BootstrapSettings, CommonSettings, ServiceSettings, load
+from spm_common.settings import SERVICES, WITH_SCHEMA, BootstrapSettings, CommonSettings, ServiceSettings, load
 from spm_common.topology import Topology
 
 cli = typer.Typer(help="Operate the SPM services.", no_args_is_help=True)
@@ -45,18 +45,18 @@ ServiceArg = Annotated[str, typer.Argument(help=f"one of {', '.join(SERVICES)}")
 
 
 def service_settings(service: str) -> tuple[ServiceSettings, object]:
-    if service not in SERVICES:
-        raise typer.BadParameter(f"unknown service {service!r}; expected one of {', '.join(SERVICES)}")
+    if service not in WITH_SCHEMA:
+        raise typer.BadParameter(f"unknown service {service!r}; expected one of {', '.join(WITH_SCHEMA)}")
     module = importlib.import_module(f"{service}.settings")
     return load(module.Settings), module.MIGRATIONS
 
 
 @cli.command()
 def bootstrap() -> None:
-    """Create the database, each service's owner and login roles and schema, and apply the migrations of
-    every service installed here (needs SPM_DATABASE_URL with admin rights). Safe to run again."""
+    """Create the database, its extensions, each service's owner and login roles and schema, and apply the
+    migrations of every service installed here (needs SPM_DATABASE_URL with admin rights). Safe to run again."""
     settings = load(BootstrapSettings)
-    installed = [s for s in SERVICES if importlib.util.find_spec(s) is not None]
+    installed = [s for s in WITH_SCHEMA if importlib.util.find_spec(s) is not None]
     management = settings.rabbitmq_management_url
 
     async def go() -> dict[str, list[str]]:
@@ -79,12 +79,12 @@ def bootstrap() -> None:
 
 @cli.command()
 def migrate(services: Annotated[list[str] | None, typer.Argument()] = None) -> None:
-    """Apply pending migrations of the given services (all four by default), each as its schema's owner
+    """Apply pending migrations of the given services (all five by default), each as its schema's owner
     role (needs SPM_DATABASE_URL with admin rights: the services' logins may not change their schemas)."""
     settings = load(CommonSettings)
-    for service in services or list(SERVICES):
-        if service not in SERVICES:
-            raise typer.BadParameter(f"unknown service {service!r}; expected one of {', '.join(SERVICES)}")
+    for service in services or list(WITH_SCHEMA):
+        if service not in WITH_SCHEMA:
+            raise typer.BadParameter(f"unknown service {service!r}; expected one of {', '.join(WITH_SCHEMA)}")
         applied = asyncio.run(_migrate_as_owner(settings.database_url, service))
         typer.echo(f"{service}: {len(applied)} migration(s) applied")
 
@@ -101,7 +101,7 @@ async def _migrate_as_owner(admin_url: str, service: str) -> list[str]:
 @cli.command()
 def run(services: Annotated[list[str] | None, typer.Argument()] = None) -> None:
     """Bootstrap, migrate, then run the services as local processes until Ctrl-C or SIGTERM."""
-    chosen = services or list(SERVICES)
+    chosen = services or list(WITH_SCHEMA)
     bootstrap()
     migrate(chosen)
     stopping = False
@@ -227,7 +227,7 @@ def trail_fields_document() -> tuple[Path, str]:
 
 def generated_documents() -> list[tuple[str, str, str]]:
     documents = []
-    for service in SERVICES:
+    for service in WITH_SCHEMA:
         app_module = importlib.import_module(f"{service}.app")
         settings_module = importlib.import_module(f"{service}.settings")
         settings = settings_module.Settings(amqp_url="amqp://rabbitmq:5672/")

@@ -10,6 +10,8 @@ schema (CONTRACT section 2), and no login may create a schema, so none can take 
 
 from __future__ import annotations
 
+import contextlib
+
 import asyncpg
 
 from spm_common.logging import get_logger
@@ -19,7 +21,13 @@ from spm_common.settings import database_name, with_user
 log = get_logger(__name__)
 
 
+# Extensions the services' migrations use; creating one needs rights a service's role does not have.
+# unaccent and pg_trgm: the contact inbox's search, insensitive to Vietnamese diacritics, and its index.
+EXTENSIONS = ("unaccent", "pg_trgm")
+
+
 async def ensure_database(admin_url: str) -> None:
+    """Create the database (if missing) and, in it, the extensions in EXTENSIONS (in schema public)."""
     name = database_name(admin_url)
     conn = await asyncpg.connect(with_database(admin_url, "postgres"))
     try:
@@ -30,6 +38,14 @@ async def ensure_database(admin_url: str) -> None:
                 log.info("database created", database=name)
             except asyncpg.DuplicateDatabaseError:
                 pass
+    finally:
+        await conn.close()
+    conn = await asyncpg.connect(admin_url)
+    try:
+        for extension in EXTENSIONS:
+            # Two bootstraps at once: the other one may create it between the check and the creation.
+            with contextlib.suppress(asyncpg.UniqueViolationError):
+                await conn.execute(f"CREATE EXTENSION IF NOT EXISTS {_plain(extension)} SCHEMA public")
     finally:
         await conn.close()
 

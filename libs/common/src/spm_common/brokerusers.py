@@ -22,7 +22,7 @@ from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 import httpx
 
-from spm_common.settings import SERVICES
+from spm_common.settings import WITH_SCHEMA
 
 # The routing keys each service publishes and binds, as its code does (a test compares them with each
 # service's PUBLISHES and its consumer's bindings).
@@ -31,6 +31,7 @@ PUBLISHES: dict[str, tuple[str, ...]] = {
         "contact.message.received",
         "contact.message.replied",
         "contact.message.closed",
+        "contact.message.reopened",
         "contact.messages.deleted",
         "privacy-policy.published",
         "privacy.request.confirmed",
@@ -41,6 +42,8 @@ PUBLISHES: dict[str, tuple[str, ...]] = {
     "notifier": ("notification.sent", "notification.failed", "notification.unsubscribed", "privacy.request.completed"),
     # Every service answers each confirmed privacy request for its own data (spm_common.privacy).
     "audit": ("privacy.request.completed",),
+    # What operators see and do, for the audit trail.
+    "console": ("operator.action",),
 }
 BINDS: dict[str, tuple[str, ...]] = {
     "contact": (
@@ -58,6 +61,7 @@ BINDS: dict[str, tuple[str, ...]] = {
     ),
     "notifier": ("notification.requested", "privacy.request.confirmed"),
     "audit": ("#",),
+    "console": (),
 }
 # Systems outside this project that publish to the exchange (CONTRACT section 3).
 OUTSIDE_PUBLISHERS: dict[str, tuple[str, ...]] = {
@@ -65,7 +69,7 @@ OUTSIDE_PUBLISHERS: dict[str, tuple[str, ...]] = {
     "releases": ("upgrade.released", "product.announced"),
     "logs": ("site.page.viewed",),
 }
-USERS = (*SERVICES, *OUTSIDE_PUBLISHERS)
+USERS = (*WITH_SCHEMA, *OUTSIDE_PUBLISHERS)
 NOTHING = "^$"
 DEFAULT_EXCHANGE = "amq.default"
 
@@ -90,7 +94,7 @@ def user_name(who: str, prefix: str = "spm_") -> str:
 def broker_users(exchange: str, prefix: str = "spm_") -> list[BrokerUser]:
     """Every user of the system on `exchange`; `prefix` keeps test users apart (users are broker-wide)."""
     users = []
-    for service in SERVICES:
+    for service in WITH_SCHEMA:
         own = [f"{exchange}.{service}", f"{exchange}.{service}.retry", f"{exchange}.{service}.dlq"]
         exchanges = [exchange, f"{exchange}.dlx"]
         binds = BINDS[service]

@@ -13,7 +13,13 @@ from pydantic import Field, IPvAnyNetwork, SecretStr, ValidationError, field_val
 from pydantic_core import InitErrorDetails, PydanticCustomError
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+# The services behind the events: each consumes from its own queue and answers privacy requests.
 SERVICES = ("contact", "orders", "notifier", "audit")
+# The operators' console is a service too (its own schema, role, outbox and process), but it consumes no event
+# and holds no one's data: it joins the four wherever a schema, a role or a process is concerned (bootstrap,
+# migrate, run, docs), and nowhere that is about queues or personal data.
+CONSOLE = "console"
+WITH_SCHEMA = (*SERVICES, CONSOLE)
 # What .env.example puts where a secret goes: a value still holding it was never set, so it is refused.
 PLACEHOLDER = "change-me"
 DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/spm"
@@ -305,6 +311,7 @@ class BootstrapSettings(SpmSettings):
     orders_db_password: Annotated[SecretStr | None, STRONG_SECRET] = None
     notifier_db_password: Annotated[SecretStr | None, STRONG_SECRET] = None
     audit_db_password: Annotated[SecretStr | None, STRONG_SECRET] = None
+    console_db_password: Annotated[SecretStr | None, STRONG_SECRET] = None
 
     # The broker's vhost (the path of this URL) and exchange the RabbitMQ users are made for.
     amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/"
@@ -316,6 +323,7 @@ class BootstrapSettings(SpmSettings):
     orders_amqp_password: Annotated[SecretStr | None, STRONG_BROKER_PASSWORD] = None
     notifier_amqp_password: Annotated[SecretStr | None, STRONG_BROKER_PASSWORD] = None
     audit_amqp_password: Annotated[SecretStr | None, STRONG_BROKER_PASSWORD] = None
+    console_amqp_password: Annotated[SecretStr | None, STRONG_BROKER_PASSWORD] = None
     shop_amqp_password: Annotated[SecretStr | None, STRONG_BROKER_PASSWORD] = None
     releases_amqp_password: Annotated[SecretStr | None, STRONG_BROKER_PASSWORD] = None
     logs_amqp_password: Annotated[SecretStr | None, STRONG_BROKER_PASSWORD] = None
@@ -339,7 +347,7 @@ class BootstrapSettings(SpmSettings):
 
     def role_passwords(self) -> dict[str, str | None]:
         passwords: dict[str, str | None] = {}
-        for service in SERVICES:
+        for service in WITH_SCHEMA:
             password = getattr(self, f"{service}_db_password")
             passwords[service] = password.get_secret_value() if password is not None else None
         return passwords

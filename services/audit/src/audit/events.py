@@ -1,5 +1,5 @@
-"""Events the audit service consumes (every event on the exchange, and page views from the log shipper) and
-the one it publishes."""
+"""Events the audit service consumes (every event on the exchange, page views from the log shipper, and what
+operators see and do in the console) and the one it publishes."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from spm_common.allowlist import FieldTree
 from spm_common.privacy import PRIVACY_REQUEST_COMPLETED, PrivacyRequestCompleted
 
 PAGE_VIEWED = "site.page.viewed"
+OPERATOR_ACTION = "operator.action"
 
 
 class PageViewed(BaseModel):
@@ -30,7 +31,20 @@ class PageViewed(BaseModel):
     viewed_at: AwareDatetime | None = None
 
 
-CONSUMES = {PAGE_VIEWED: PageViewed}
+class OperatorAction(BaseModel):
+    """An operator of the console viewed a person's data or acted on it (CONTRACT section 7). Like every event
+    it is pseudonymised in the trail: an address in `operator` or `target` becomes a reference, and the
+    person an address in `target` names is the entry's subject, so the trail finds it by that address."""
+
+    model_config = ConfigDict(extra="ignore", str_max_length=4096)
+
+    operator: str
+    action: str
+    target: str
+    at: AwareDatetime
+
+
+CONSUMES = {PAGE_VIEWED: PageViewed, OPERATOR_ACTION: OperatorAction}
 # Its answer to each confirmed privacy request (audit.privacy_answer); everything else it only records.
 PUBLISHES: dict[str, type[BaseModel]] = {PRIVACY_REQUEST_COMPLETED: PrivacyRequestCompleted}
 

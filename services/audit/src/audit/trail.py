@@ -27,7 +27,7 @@ from spm_common.envelope import CloudEvent
 from spm_common.redaction import EMAIL_RE, IPV4_RE, IPV6_CANDIDATE_RE, PERSONAL_KEYS, is_ipv6
 
 from audit import store
-from audit.events import TRAIL_FIELDS
+from audit.events import OPERATOR_ACTION, TRAIL_FIELDS
 from audit.signing import Checkpoint, Signer
 
 GENESIS = "0" * 64
@@ -238,6 +238,15 @@ def find_email(value: Any, depth: int = 0) -> str | None:
     return None
 
 
+def subject_email(event: CloudEvent) -> str | None:
+    """The address of the person an event concerns. An operator's action concerns the person its target
+    names (`orders.search:<address>`: an address follows a colon or a space there), not the operator."""
+    if event.type == OPERATOR_ACTION and isinstance(event.data, dict):
+        match = EMAIL_RE.search(str(event.data.get("target", "")))
+        return match.group(0) if match else None
+    return find_email(event.data)
+
+
 def canonical(document: Any) -> bytes:
     """RFC 8785 canonical JSON of any document."""
     return rfc8785.dumps(document)
@@ -270,7 +279,7 @@ def make_entry(
     recorded_at: datetime,
     reducer: PayloadReducer | None = None,
 ) -> dict[str, Any]:
-    email = find_email(event.data)
+    email = subject_email(event)
     data = reducer(event.data) if reducer else declared_fields(event.type, event.data)
     entry: dict[str, Any] = {
         "seq": seq,

@@ -31,6 +31,15 @@ RETRY_AFTER_SECONDS = 5
 DeliveryStatus = Literal["queued", "sent", "failed"]
 MessageStatus = Literal["new", "answered", "closed"]
 NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "No such message"}}
+# The console names the operator who acts; the inbox records who replied and who closed.
+ActingOperator = Annotated[
+    str | None,
+    Header(
+        alias="X-SPM-Operator",
+        max_length=320,
+        description="the operator acting (the console sends the operator's account); recorded with the change",
+    ),
+]
 
 
 class Accepted(BaseModel):
@@ -52,6 +61,7 @@ class MessageSummary(BaseModel):
     status: MessageStatus
     received_at: datetime
     closed_at: datetime | None
+    closed_by: str | None = None
     privacy_policy_version: int | None
     acknowledgement: Delivery
     reply_count: int
@@ -62,6 +72,7 @@ class Reply(BaseModel):
     body: str
     created_at: datetime
     delivery: Delivery
+    replied_by: str | None = None
 
 
 class MessageDetail(MessageSummary):
@@ -220,15 +231,23 @@ async def list_messages(
     _: Operator,
     runtime: RuntimeDep,
     status_: Annotated[MessageStatus | None, Query(alias="status")] = None,
+    state: Annotated[
+        Literal["open", "closed"] | None, Query(description="open: new or answered; closed: closed")
+    ] = None,
     q: Annotated[
-        str | None, Query(min_length=1, max_length=200, description="text in name, address, subject or body")
+        str | None,
+        Query(
+            min_length=1,
+            max_length=200,
+            description="text in name, address, subject or body, insensitive to case and diacritics",
+        ),
     ] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: Annotated[str | None, Query(max_length=200, description="next_cursor of the previous page")] = None,
 ) -> MessagePage:
     before = _decode_cursor(cursor) if cursor else None
     async with runtime.pool.acquire() as conn:
-        rows = await store.list_messages(conn, status=status_, text=q, before=before, limit=limit + 1)
+        rows = await store.list_messages(conn, status=status_, state=state, text=q, before=before, limit=limit + 1)
     items = [_summary(row) for row in rows[:limit]]
     next_cursor = _encode_cursor(items[-1].received_at, items[-1].id) if len(rows) > limit else None
     return MessagePage(items=items, next_cursor=next_cursor)
@@ -244,10 +263,27 @@ async def get_message(_: Operator, runtime: RuntimeDep, message_id: uuid.UUID) -
 @operators.post(
     "/messages/{message_id}/close", response_model=MessageDetail, summary="Close a message", responses=NOT_FOUND
 )
-async def close_message(_: Operator, runtime: RuntimeDep, message_id: uuid.UUID) -> MessageDetail:
+async def close_message(
+    _: Operator, runtime: RuntimeDep, message_id: uuid.UUID, operator: ActingOperator = None
+) -> MessageDetail:
     async with runtime.pool.acquire() as conn, conn.transaction():
         try:
-            await inbox.close(conn, message_id, runtime.settings.source)
+            await inbox.close(conn, message_id, runtime.settings.source, operator)
+        except MessageNotFound:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, "message not found") from None
+    return await _detail(runtime.pool, message_id)
+
+
+@operators.post(
+    "/messages/{message_id}/reopen",
+    response_model=MessageDetail,
+    summary="Open a closed message again, so it can be answered",
+    responses=NOT_FOUND,
+)
+async def reopen_message(_: Operator, runtime: RuntimeDep, message_id: uuid.UUID) -> MessageDetail:
+    async with runtime.pool.acquire() as conn, conn.transaction():
+        try:
+            await inbox.reopen(conn, message_id, runtime.settings.source)
         except MessageNotFound:
             raise HTTPException(status.HTTP_404_NOT_FOUND, "message not found") from None
     return await _detail(runtime.pool, message_id)
@@ -260,11 +296,13 @@ async def close_message(_: Operator, runtime: RuntimeDep, message_id: uuid.UUID)
     summary="Reply to a message; the notifier e-mails it to the sender, threaded under the acknowledgement",
     responses={**NOT_FOUND, **BAD_BODY, 409: {"description": "The message is closed"}},
 )
-async def post_reply(_: Operator, runtime: RuntimeDep, message_id: uuid.UUID, form: ReplyForm) -> ReplyAccepted:
+async def post_reply(
+    _: Operator, runtime: RuntimeDep, message_id: uuid.UUID, form: ReplyForm, operator: ActingOperator = None
+) -> ReplyAccepted:
     settings = runtime.settings
     async with runtime.pool.acquire() as conn, conn.transaction():
         try:
-            reply = await inbox.reply(conn, message_id, form.body, settings.mail_from, settings.source)
+            reply = await inbox.reply(conn, message_id, form.body, settings.mail_from, settings.source, operator)
         except MessageNotFound:
             raise HTTPException(status.HTTP_404_NOT_FOUND, "message not found") from None
         except MessageIsClosed:
@@ -291,6 +329,7 @@ async def _detail(pool: Any, message_id: uuid.UUID) -> MessageDetail:
                 delivery=Delivery(
                     status=r["delivery_status"], error=r["delivery_error"], updated_at=r["delivery_updated_at"]
                 ),
+                replied_by=r["replied_by"],
             )
             for r in replies
         ],
@@ -307,6 +346,7 @@ def _summary(row: Any) -> MessageSummary:
         status=row["status"],
         received_at=row["received_at"],
         closed_at=row["closed_at"],
+        closed_by=row["closed_by"],
         privacy_policy_version=row["policy_version"],
         acknowledgement=Delivery(status=row["ack_status"], error=row["ack_error"]),
         reply_count=row["reply_count"],

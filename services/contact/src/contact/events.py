@@ -26,6 +26,7 @@ from spm_common.privacy import (
 MESSAGE_RECEIVED = "contact.message.received"
 MESSAGE_REPLIED = "contact.message.replied"
 MESSAGE_CLOSED = "contact.message.closed"
+MESSAGE_REOPENED = "contact.message.reopened"
 MESSAGES_DELETED = "contact.messages.deleted"
 POLICY_PUBLISHED = "privacy-policy.published"
 
@@ -54,6 +55,13 @@ class MessageClosed(BaseModel):
     closed_at: datetime
 
 
+class MessageReopened(BaseModel):
+    """A closed message was opened again by an operator, so it can be answered."""
+
+    message_id: str
+    reopened_at: datetime
+
+
 class MessagesDeleted(BaseModel):
     """Messages (with their replies) reached the end of their retention period and were deleted."""
 
@@ -78,6 +86,7 @@ PUBLISHES = {
     MESSAGE_RECEIVED: MessageReceived,
     MESSAGE_REPLIED: MessageReplied,
     MESSAGE_CLOSED: MessageClosed,
+    MESSAGE_REOPENED: MessageReopened,
     MESSAGES_DELETED: MessagesDeleted,
     POLICY_PUBLISHED: PrivacyPolicyPublished,
     NOTIFICATION_REQUESTED: NotificationRequested,

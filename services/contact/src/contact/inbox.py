@@ -21,7 +21,14 @@ from spm_common.notifications import message_id_for as mail_id_for
 from spm_common.outbox import enqueue
 
 from contact import store
-from contact.events import MESSAGE_CLOSED, MESSAGE_REPLIED, MessageClosed, MessageReplied
+from contact.events import (
+    MESSAGE_CLOSED,
+    MESSAGE_REOPENED,
+    MESSAGE_REPLIED,
+    MessageClosed,
+    MessageReopened,
+    MessageReplied,
+)
 from contact.intake import PURPOSE, clean_text
 
 REPLY_MAX = 20_000
@@ -57,7 +64,9 @@ class NewReply:
     created_at: datetime
 
 
-async def reply(conn: Connection, message_id: uuid.UUID, body: str, mail_from: str, source: str) -> NewReply:
+async def reply(
+    conn: Connection, message_id: uuid.UUID, body: str, mail_from: str, source: str, operator: str | None = None
+) -> NewReply:
     """Store a reply and ask the notifier to e-mail it to the message's sender; call inside a transaction."""
     message = await store.lock_message(conn, message_id)
     if message is None:
@@ -67,7 +76,7 @@ async def reply(conn: Connection, message_id: uuid.UUID, body: str, mail_from: s
     reply_id = uuid.uuid4()
     created_at = datetime.now(UTC)
     mail_id = mail_id_for(f"contact-reply-{reply_id}", mail_from)
-    await store.insert_reply(conn, reply_id, message_id, body, mail_id, created_at)
+    await store.insert_reply(conn, reply_id, message_id, body, mail_id, created_at, operator)
     await store.mark_answered(conn, message_id)
     request = NotificationRequested(
         purpose=PURPOSE,
@@ -92,9 +101,9 @@ async def reply(conn: Connection, message_id: uuid.UUID, body: str, mail_from: s
     return NewReply(reply_id, message_id, created_at)
 
 
-async def close(conn: Connection, message_id: uuid.UUID, source: str) -> None:
+async def close(conn: Connection, message_id: uuid.UUID, source: str, operator: str | None = None) -> None:
     """Close a message (once; closing it again changes nothing); call inside a transaction."""
-    closed_at = await store.close_message(conn, message_id, datetime.now(UTC))
+    closed_at = await store.close_message(conn, message_id, datetime.now(UTC), operator)
     if closed_at is None:
         if not await store.message_exists(conn, message_id):
             raise MessageNotFound
@@ -105,6 +114,23 @@ async def close(conn: Connection, message_id: uuid.UUID, source: str) -> None:
             MESSAGE_CLOSED,
             source,
             MessageClosed(message_id=str(message_id), closed_at=closed_at),
+            purpose=PURPOSE,
+        ),
+    )
+
+
+async def reopen(conn: Connection, message_id: uuid.UUID, source: str) -> None:
+    """Open a closed message again, so it can be answered (an open one stays as it is); inside a transaction."""
+    if not await store.reopen_message(conn, message_id):
+        if not await store.message_exists(conn, message_id):
+            raise MessageNotFound
+        return
+    await enqueue(
+        conn,
+        new_event(
+            MESSAGE_REOPENED,
+            source,
+            MessageReopened(message_id=str(message_id), reopened_at=datetime.now(UTC)),
             purpose=PURPOSE,
         ),
     )

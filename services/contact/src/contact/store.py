@@ -51,11 +51,13 @@ async def insert_messages(conn: Connection, messages: list[tuple[Received, int |
 
 
 _SUMMARY = (
-    "SELECT m.id, m.name, m.email, m.subject, m.locale, m.status, m.received_at, m.closed_at,"
+    "SELECT m.id, m.name, m.email, m.subject, m.locale, m.status, m.received_at, m.closed_at, m.closed_by,"
     " m.policy_version, m.ack_status, m.ack_error,"
     " (SELECT count(*) FROM replies r WHERE r.message_id = m.id) AS reply_count"
     " FROM messages m"
 )
+# What the state filter means: open is every message not closed.
+STATES = {"open": ["new", "answered"], "closed": ["closed"]}
 
 
 async def list_messages(
@@ -65,15 +67,18 @@ async def list_messages(
     text: str | None,
     before: tuple[datetime, uuid.UUID] | None,
     limit: int,
+    state: str | None = None,
 ) -> list[asyncpg.Record]:
     """Newest first, after the (received_at, id) cursor where given; `text` matches name, address, subject
-    or body, case-insensitively, as a plain substring."""
+    or body as a plain substring, insensitive to case and diacritics (the migration's `search_document`, which
+    its trigram index serves)."""
     pattern = None
     if text:
         pattern = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
     return await conn.fetch(
         _SUMMARY + " WHERE ($1::text IS NULL OR m.status = $1)"
-        " AND ($2::text IS NULL OR m.subject ILIKE $2 OR m.body ILIKE $2 OR m.name ILIKE $2 OR m.email ILIKE $2)"
+        " AND ($6::text[] IS NULL OR m.status = ANY($6))"
+        " AND ($2::text IS NULL OR search_document(m.name, m.email, m.subject, m.body) LIKE fold($2))"
         " AND ($3::timestamptz IS NULL OR (m.received_at, m.id) < ($3, $4::uuid))"
         " ORDER BY m.received_at DESC, m.id DESC LIMIT $5",
         status,
@@ -81,6 +86,7 @@ async def list_messages(
         before[0] if before else None,
         before[1] if before else None,
         limit,
+        STATES[state] if state else None,
     )
 
 
@@ -107,15 +113,29 @@ async def mark_answered(conn: Connection, message_id: uuid.UUID) -> None:
     await conn.execute("UPDATE messages SET status = 'answered' WHERE id = $1 AND status = 'new'", message_id)
 
 
-async def close_message(conn: Connection, message_id: uuid.UUID, closed_at: datetime) -> datetime | None:
+async def close_message(
+    conn: Connection, message_id: uuid.UUID, closed_at: datetime, operator: str | None = None
+) -> datetime | None:
     """Returns the closing time, or None where the message does not exist or was closed already."""
     result: datetime | None = await conn.fetchval(
-        "UPDATE messages SET status = 'closed', closed_at = $2 WHERE id = $1 AND status <> 'closed'"
+        "UPDATE messages SET status = 'closed', closed_at = $2, closed_by = $3 WHERE id = $1 AND status <> 'closed'"
         " RETURNING closed_at",
         message_id,
         closed_at,
+        operator,
     )
     return result
+
+
+async def reopen_message(conn: Connection, message_id: uuid.UUID) -> bool:
+    """Open a closed message again (answered if it has replies, else new); False where it was not closed."""
+    result = await conn.execute(
+        "UPDATE messages m SET closed_at = NULL, closed_by = NULL,"
+        " status = CASE WHEN EXISTS (SELECT 1 FROM replies r WHERE r.message_id = m.id) THEN 'answered' ELSE 'new' END"
+        " WHERE id = $1 AND status = 'closed'",
+        message_id,
+    )
+    return result != "UPDATE 0"
 
 
 async def set_ack_delivery(conn: Connection, message_id: uuid.UUID, status: str, error: str | None) -> bool:
@@ -156,20 +176,23 @@ async def insert_reply(
     body: str,
     mail_message_id: str,
     created_at: datetime,
+    operator: str | None = None,
 ) -> None:
     await conn.execute(
-        "INSERT INTO replies (id, message_id, body, mail_message_id, created_at) VALUES ($1, $2, $3, $4, $5)",
+        "INSERT INTO replies (id, message_id, body, mail_message_id, created_at, replied_by)"
+        " VALUES ($1, $2, $3, $4, $5, $6)",
         reply_id,
         message_id,
         body,
         mail_message_id,
         created_at,
+        operator,
     )
 
 
 async def replies_of(conn: Connection, message_id: uuid.UUID) -> list[asyncpg.Record]:
     return await conn.fetch(
-        "SELECT id, body, created_at, delivery_status, delivery_error, delivery_updated_at"
+        "SELECT id, body, created_at, delivery_status, delivery_error, delivery_updated_at, replied_by"
         " FROM replies WHERE message_id = $1 ORDER BY created_at, id",
         message_id,
     )

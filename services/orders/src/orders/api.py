@@ -60,6 +60,12 @@ class KeyView(BaseModel):
     hint: str
 
 
+class RevealedKey(BaseModel):
+    sku: str
+    major_version: int
+    license_key: str
+
+
 class PurchaserView(BaseModel):
     # Empty once the purchaser's data was erased at their request (the order itself is kept by law).
     email: str | None
@@ -159,21 +165,34 @@ async def license_recovery(request: Request, form: RecoveryRequest, runtime: Run
     "/orders",
     tags=["operators"],
     response_model=list[OrderView],
-    summary="One purchaser's orders, newest first (operator)",
+    summary="One purchaser's orders, or the orders with one id at the shop, newest first (operator)",
     responses=OPERATOR_ONLY,
 )
 async def orders_by_email(
-    _: Operator, runtime: RuntimeDep, email: Annotated[str, Query(min_length=3, max_length=254)]
+    _: Operator,
+    runtime: RuntimeDep,
+    email: Annotated[str | None, Query(min_length=3, max_length=254)] = None,
+    order_id: Annotated[
+        str | None, Query(min_length=1, max_length=200, description="the order's id at the shop (instead of email)")
+    ] = None,
 ) -> list[OrderView]:
-    try:
-        address = normalise_email(email)
-    except ValueError:
-        # Shaped as the documented 422 (each bad parameter named), never echoing the address.
+    if (email is None) == (order_id is None):
+        # Shaped as the documented 422 (each bad parameter named).
         raise RequestValidationError(
-            [{"loc": ("query", "email"), "msg": "not a valid e-mail address", "type": "value_error"}]
-        ) from None
+            [{"loc": ("query", "email"), "msg": "give either email or order_id", "type": "value_error"}]
+        )
     async with runtime.pool.acquire() as conn:
-        rows = await store.orders_of(conn, address, MAX_ORDERS_LISTED)
+        if order_id is not None:
+            rows = await store.orders_by_shop_id(conn, order_id.strip(), MAX_ORDERS_LISTED)
+        else:
+            try:
+                address = normalise_email(email or "")
+            except ValueError:
+                # Shaped as the documented 422 (each bad parameter named), never echoing the address.
+                raise RequestValidationError(
+                    [{"loc": ("query", "email"), "msg": "not a valid e-mail address", "type": "value_error"}]
+                ) from None
+            rows = await store.orders_of(conn, address, MAX_ORDERS_LISTED)
         details = [await store.order_detail(conn, row["id"]) for row in rows]
     return [_view(detail) for detail in details if detail is not None]
 
@@ -191,6 +210,22 @@ async def order_by_id(_: Operator, runtime: RuntimeDep, order_id: uuid.UUID) -> 
     if detail is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "no such order")
     return _view(detail)
+
+
+@router.get(
+    "/orders/{order_id}/license-keys",
+    tags=["operators"],
+    response_model=list[RevealedKey],
+    summary="An order's license keys in full, for an operator who must read one out (operator)",
+    description="The console records each such reveal in the audit trail (operator.action) before asking.",
+    responses={**OPERATOR_ONLY, 404: {"description": "no such order"}},
+)
+async def license_keys(_: Operator, runtime: RuntimeDep, order_id: uuid.UUID) -> list[RevealedKey]:
+    async with runtime.pool.acquire() as conn:
+        keys = await store.license_keys_of(conn, order_id)
+    if keys is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "no such order")
+    return [RevealedKey(**dict(key)) for key in keys]
 
 
 def _view(detail: dict[str, Any]) -> OrderView:

@@ -154,6 +154,22 @@ async def orders_of(conn: Connection, email: str, limit: int) -> list[asyncpg.Re
     )
 
 
+async def orders_by_shop_id(conn: Connection, shop_order_id: str, limit: int) -> list[asyncpg.Record]:
+    """The orders with that id at the shop (one per source)."""
+    return await conn.fetch(
+        "SELECT id FROM orders WHERE order_id = $1 ORDER BY placed_at DESC LIMIT $2", shop_order_id, limit
+    )
+
+
+async def license_keys_of(conn: Connection, order_id: uuid.UUID) -> list[asyncpg.Record] | None:
+    """The order's keys in full, or None where there is no such order."""
+    if not await conn.fetchval("SELECT true FROM orders WHERE id = $1", order_id):
+        return None
+    return await conn.fetch(
+        "SELECT sku, major_version, license_key FROM license_keys WHERE order_id = $1 ORDER BY id", order_id
+    )
+
+
 async def order_detail(conn: Connection, order_id: uuid.UUID) -> dict[str, Any] | None:
     order = await conn.fetchrow(
         "SELECT o.id, o.source, o.order_id, o.placed_at, o.currency, o.total, o.locale, o.marketing_consent,"

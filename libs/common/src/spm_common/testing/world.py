@@ -18,7 +18,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from spm_common.bootstrap import ensure_database, ensure_roles, with_database
-from spm_common.settings import SERVICES, ServiceSettings
+from spm_common.settings import SERVICES, WITH_SCHEMA, ServiceSettings
 from spm_common.topology import Topology
 
 S = TypeVar("S", bound=ServiceSettings)
@@ -80,7 +80,7 @@ class World:
 
     async def create(self) -> None:
         await ensure_database(self.database_url)
-        await ensure_roles(self.database_url, dict.fromkeys(SERVICES))
+        await ensure_roles(self.database_url, dict.fromkeys(WITH_SCHEMA))
         self.exchanges.add(self.exchange)
 
     async def destroy(self) -> None:
