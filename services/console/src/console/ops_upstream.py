@@ -140,16 +140,22 @@ class Probes:
             return ServiceState(name, False, ["did not answer"], None, None)
         problems = [f"{k}: {v}" for k, v in body.items() if k not in ("status", "problems") and v is not True]
         problems += [str(p) for p in body.get("problems", [])] if isinstance(body.get("problems"), list) else []
-        samples = _samples(metrics.text) if metrics.status_code == 200 else []
+        samples = _samples(metrics.text) if metrics.status_code == 200 else None
+        if samples is None:
+            return ServiceState(name, ready.status_code == 200, problems, None, None)
         mine = [s for s in samples if s.labels.get("service", name) == name]
-        by_status = {s.labels["status"]: s.value for s in mine if s.name == "spm_notifier_deliveries_by_status"}
+        # The notifier's own gauges carry no service label: read them from the notifier only (in one test
+        # process, every service's /metrics holds them).
+        notifier = mine if name == "notifier" else []
+        by_status = {s.labels["status"]: s.value for s in notifier if s.name == "spm_notifier_deliveries_by_status"}
         return ServiceState(
             name=name,
             ready=ready.status_code == 200,
             problems=problems,
-            outbox_backlog=_sum(mine, "spm_outbox_backlog"),
-            dead_lettered=_sum(mine, "spm_events_consumed_total", outcome="dead_lettered"),
-            oldest_pending_seconds=_sum(mine, "spm_notifier_oldest_pending_seconds"),
+            # A labelled counter has no sample until it counts: none yet is 0.
+            outbox_backlog=_sum(mine, "spm_outbox_backlog") or 0.0,
+            dead_lettered=_sum(mine, "spm_events_consumed_total", outcome="dead_lettered") or 0.0,
+            oldest_pending_seconds=_sum(notifier, "spm_notifier_oldest_pending_seconds"),
             deliveries=by_status or None,
         )
 
@@ -161,7 +167,7 @@ class _Sample:
     value: float
 
 
-def _samples(text: str) -> list[_Sample]:
+def _samples(text: str) -> list[_Sample] | None:
     try:
         return [
             _Sample(s.name, dict(s.labels), float(s.value))
@@ -169,7 +175,7 @@ def _samples(text: str) -> list[_Sample]:
             for s in family.samples
         ]
     except ValueError:
-        return []
+        return None
 
 
 def _sum(samples: list[_Sample], name: str, **labels: str) -> float | None:
