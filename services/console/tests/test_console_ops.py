@@ -7,9 +7,12 @@ from __future__ import annotations
 import hashlib
 import uuid
 
+import aio_pika
 import httpx
 from console_helpers import System, csrf_of, eventually, logged_in
+from spm_common.envelope import CONTENT_TYPE
 from spm_common.testing.smtp import SmtpServer
+from spm_common.testing.world import AMQP_URL
 
 
 async def _suppressed(system: System) -> str:
@@ -134,3 +137,60 @@ async def _extended(system: System, request_id: uuid.UUID) -> bool:
         )
     finally:
         await conn.close()
+
+
+async def _dead_letter_in_the_notifier(system: System) -> str:
+    """A message the notifier cannot read (not JSON): dead-lettered at once. Returns its message id."""
+    message_id = f"garbage-{uuid.uuid4().hex[:8]}"
+    connection = await aio_pika.connect(AMQP_URL)
+    async with connection:
+        channel = await connection.channel()
+        exchange = await channel.get_exchange(system.world.exchange)
+        await exchange.publish(
+            aio_pika.Message(b"not json", content_type=CONTENT_TYPE, message_id=message_id),
+            routing_key="notification.requested",
+        )
+    return message_id
+
+
+def _failed_at(page: str, message_id: str) -> str | None:
+    """The time shown on the row of that dead letter, if listed."""
+    for row in page.split("<tr>"):
+        if f"<code>{message_id}</code>" in row:
+            return row.split("<td>")[2].split("</td>")[0]
+    return None
+
+
+async def test_an_admin_sees_a_dead_letter_and_replays_it(system: System) -> None:
+    message_id = await _dead_letter_in_the_notifier(system)
+    support = await system.operator("support")
+    async with logged_in(system, support) as client:
+        assert (await client.get("/dead-letters")).status_code == 403
+    admin = await system.operator("admin")
+    async with logged_in(system, admin) as client:
+
+        async def listed() -> str | None:
+            page = await client.get("/dead-letters")
+            return page.text if _failed_at(page.text, message_id) else None
+
+        page = await eventually(listed, timeout=30, what="the dead letter listed")
+        first = _failed_at(page, message_id)
+        row = next(r for r in page.split("<tr>") if message_id in r)
+        assert "JSONDecodeError" in row
+        replayed = await client.post(f"/dead-letters/notifier/{message_id}/replay", data={"csrf_token": csrf_of(page)})
+        assert (
+            replayed.status_code == 303 and replayed.headers["location"] == "/dead-letters?notice=dead_letter_replayed"
+        )
+        missing = await client.post(
+            f"/dead-letters/notifier/no-such-{message_id}/replay", data={"csrf_token": csrf_of(page)}
+        )
+        assert missing.status_code == 404
+
+        async def failed_again() -> bool:
+            again = _failed_at((await client.get("/dead-letters")).text, message_id)
+            return again is not None and again != first
+
+        # Replayed to the notifier's queue, it fails again (it is still not JSON) and is back, failed later.
+        await eventually(failed_again, timeout=30, what="the replayed message failed again")
+    actions = [(a["action"], a["target"]) for a in await system.actions(admin)]
+    assert ("dead_letter.replayed", f"notifier.dead_letter:{message_id}") in actions

@@ -19,7 +19,7 @@ from console import sessions, store, upstream
 from console.accounts import LoginLimits
 from console.events import PUBLISHES
 from console.ops import ops_pages
-from console.ops_upstream import Notifier, Privacy, Probes, Trail
+from console.ops_upstream import DeadLetters, Notifier, Privacy, Probes, Trail
 from console.settings import MIGRATIONS, Settings
 from console.web import (
     ConsoleState,
@@ -96,6 +96,7 @@ def create(settings: Settings | None = None) -> FastAPI:
     orders = upstream.client(settings.console_orders_url, token, timeout)
     notifier = upstream.client(settings.console_notifier_url, token, timeout)
     audit = upstream.client(settings.console_audit_url, token, timeout)
+    services = {"contact": contact, "orders": orders, "notifier": notifier, "audit": audit}
     app.state.console = ConsoleState(
         settings=settings,
         runtime=runtime,
@@ -113,7 +114,8 @@ def create(settings: Settings | None = None) -> FastAPI:
         notifier=Notifier(notifier),
         privacy=Privacy(contact),
         trail=Trail(audit),
-        probes=Probes({"contact": contact, "orders": orders, "notifier": notifier, "audit": audit}),
+        probes=Probes(services),
+        dead_letters={name: DeadLetters(c) for name, c in services.items()},
     )
     started = app.router.lifespan_context
 

@@ -227,6 +227,20 @@ TEXTS: dict[str, tuple[str, str]] = {
     ),
     "audit_broken": ("Chuỗi bị hỏng tại mục số {seq}.", "The chain is broken at entry {seq}."),
     "audit_unknown": ("Dịch vụ kiểm toán không trả lời.", "The audit service did not answer."),
+    "dead_letters": ("Thư chết", "Dead letters"),
+    "dead_letters_note": (
+        "Sự kiện một dịch vụ không xử lý được. Phát lại đưa chúng về hàng đợi của dịch vụ để thử lại.",
+        "Events a service could not process. Replaying puts them back on the service's queue to try again.",
+    ),
+    "message_type": ("Loại sự kiện", "Type"),
+    "message_id": ("Mã sự kiện", "Event id"),
+    "replay": ("Phát lại", "Replay"),
+    "replay_one": ("Phát lại sự kiện {id}", "Replay event {id}"),
+    "replay_all": ("Phát lại tất cả của {service} ({count})", "Replay all of {service} ({count})"),
+    "no_dead_letters": ("Không có thư chết.", "No dead letters."),
+    "service_silent": ("Dịch vụ không trả lời.", "The service did not answer."),
+    "dead_letter_replayed": ("Đã phát lại sự kiện.", "The event was replayed."),
+    "dead_letters_replayed": ("Đã phát lại các sự kiện.", "The events were replayed."),
 }
 
 

@@ -16,7 +16,7 @@ from fastapi import APIRouter, Path, Query, Request, status
 from fastapi.responses import Response
 
 from console import i18n
-from console.ops_upstream import AuditCheck, PrivacyRequest
+from console.ops_upstream import AuditCheck, DeadLetter, PrivacyRequest
 from console.upstream import UpstreamError
 from console.web import AdminDep, OperatorDep, checked_form, field, record, render, see_other, state_of
 
@@ -141,6 +141,49 @@ async def extend(request: Request, session: OperatorDep, request_id: uuid.UUID) 
             raise
         return await _privacy_page(request, session, 409, error="extension_refused", failed_id=request_id)
     return see_other("/privacy?notice=extension_recorded")
+
+
+# Dead letters
+
+
+ServiceName = Annotated[str, Path(pattern=r"^(contact|orders|notifier|audit)$")]
+MessageId = Annotated[str, Path(min_length=1, max_length=200)]
+
+
+@ops_pages.get("/dead-letters")
+async def dead_letters(request: Request, session: AdminDep, notice: Notice = None) -> Response:
+    console = state_of(request)
+    await record(request, session, "dead_letters.listed", "console.dead_letters")
+    operator = session.operator.email
+
+    async def of(name: str) -> tuple[str, list[DeadLetter] | None]:
+        try:
+            return name, await console.dead_letters[name].list(operator)
+        except UpstreamError:
+            return name, None  # shown as "did not answer"; the other services' lists still show
+
+    found = await asyncio.gather(*(of(name) for name in SERVICES))
+    return render(request, "dead_letters.html", services=found, notice=_notice(notice))
+
+
+@ops_pages.post("/dead-letters/{service}/replay")
+async def replay_dead_letters(request: Request, session: AdminDep, service: ServiceName) -> Response:
+    console = state_of(request)
+    await checked_form(request, session)
+    await record(request, session, "dead_letters.replayed", f"{service}.dead_letters")
+    await console.dead_letters[service].replay(session.operator.email, None)
+    return see_other("/dead-letters?notice=dead_letters_replayed")
+
+
+@ops_pages.post("/dead-letters/{service}/{message_id}/replay")
+async def replay_dead_letter(
+    request: Request, session: AdminDep, service: ServiceName, message_id: MessageId
+) -> Response:
+    console = state_of(request)
+    await checked_form(request, session)
+    await record(request, session, "dead_letter.replayed", f"{service}.dead_letter:{message_id}")
+    await console.dead_letters[service].replay(session.operator.email, message_id)
+    return see_other("/dead-letters?notice=dead_letter_replayed")
 
 
 # The system

@@ -8,6 +8,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
+from urllib.parse import quote
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
@@ -115,6 +116,28 @@ class AuditCheck(BaseModel):
     checked: int
     head: dict[str, Any]
     first_broken: dict[str, Any] | None = None
+
+
+class DeadLetter(BaseModel):
+    message_id: str | None
+    type: str | None
+    attempts: int | None
+    reason: str | None
+    failed_at: str | None
+
+
+class DeadLetters(Api):
+    """One service's dead letters (`/v1/dead-letters`, on every service that consumes)."""
+
+    async def list(self, operator: str) -> list[DeadLetter]:
+        rows = await self._call("GET", "/v1/dead-letters", operator, params={"limit": LIST_LIMIT})
+        return [DeadLetter.model_validate(r) for r in rows]
+
+    async def replay(self, operator: str, message_id: str | None) -> int:
+        path = (
+            "/v1/dead-letters/replay" if message_id is None else f"/v1/dead-letters/{quote(message_id, safe='')}/replay"
+        )
+        return int((await self._call("POST", path, operator))["replayed"])
 
 
 class Trail(Api):

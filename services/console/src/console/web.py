@@ -23,7 +23,7 @@ from starlette.datastructures import FormData
 
 from console import accounts, actions, i18n, sessions, store
 from console.accounts import LoginLimits
-from console.ops_upstream import Notifier, Privacy, Probes, Trail
+from console.ops_upstream import DeadLetters, Notifier, Privacy, Probes, Trail
 from console.settings import Settings
 from console.store import SessionRow
 from console.upstream import Contact, Orders, UpstreamError
@@ -51,6 +51,7 @@ class ConsoleState:
     privacy: Privacy
     trail: Trail
     probes: Probes
+    dead_letters: dict[str, DeadLetters]
 
     @property
     def idle(self) -> timedelta:
