@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any, TypeVar
 from urllib.parse import unquote_plus
 
+import aio_pika
 from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Path, Query, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import validation_error_definition, validation_error_response_definition
@@ -617,20 +618,33 @@ ActingOperator = Annotated[
 def _dead_letters(runtime: Runtime) -> APIRouter:
     """The service's own dead letters for operators (the console's dead-letter page): listed without being
     removed, and replayed to its queue, with its own broker user (see spm_common.deadletters)."""
-    router = APIRouter(prefix="/v1/dead-letters", tags=["dead letters"], responses=OPERATOR_ONLY)
+    router = APIRouter(
+        prefix="/v1/dead-letters",
+        tags=["dead letters"],
+        responses={**OPERATOR_ONLY, 503: {"description": "the broker did not answer"}},
+    )
 
     def amqp_url() -> str:
         return runtime.settings.role_amqp_url()
 
+    @asynccontextmanager
+    async def broker_answers() -> AsyncIterator[None]:
+        try:
+            yield
+        except (aio_pika.exceptions.AMQPError, OSError, TimeoutError):
+            raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "the broker did not answer") from None
+
     @router.get("", summary="Dead-lettered messages, oldest first (type, time, attempts, reason; never the body)")
     async def list_letters(_: Operator, limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[DeadLetter]:
-        return await list_dead_letters(amqp_url(), runtime.topology, limit)
+        async with broker_answers():
+            return await list_dead_letters(amqp_url(), runtime.topology, limit)
 
     @router.post("/replay", summary="Replay every dead letter waiting now to the service's queue")
     async def replay_all(
         _: Operator, operator: ActingOperator = None, limit: Annotated[int, Query(ge=1, le=100_000)] = 10_000
     ) -> Replayed:
-        moved = await replay_dead_letters(amqp_url(), runtime.topology, limit)
+        async with broker_answers():
+            moved = await replay_dead_letters(amqp_url(), runtime.topology, limit)
         log.info("dead letters replayed", operator=operator, replayed=moved)
         return Replayed(replayed=moved)
 
@@ -642,7 +656,8 @@ def _dead_letters(runtime: Runtime) -> APIRouter:
     async def replay_one(
         _: Operator, message_id: Annotated[str, Path(min_length=1, max_length=200)], operator: ActingOperator = None
     ) -> Replayed:
-        moved = await replay_dead_letters(amqp_url(), runtime.topology, 100_000, message_id)
+        async with broker_answers():
+            moved = await replay_dead_letters(amqp_url(), runtime.topology, 100_000, message_id)
         if not moved:
             raise HTTPException(status.HTTP_404_NOT_FOUND, "no dead letter with that message id")
         log.info("dead letter replayed", operator=operator, message_id=message_id)

@@ -8,7 +8,7 @@ from typing import Annotated, Literal, cast
 
 from fastapi import APIRouter, Header, HTTPException, Path, Query, Request, status
 from fastapi.responses import HTMLResponse, JSONResponse, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StringConstraints
 from spm_common.http import BAD_BODY, OPERATOR_ONLY, Operator, RuntimeDep
 from spm_common.inputs import DbBigInt
 
@@ -73,7 +73,9 @@ class Suppression(BaseModel):
 
 
 class RemovalForm(BaseModel):
-    reason: str = Field(min_length=1, max_length=1000, description="why mail to this recipient may go again")
+    reason: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=1000)] = Field(
+        description="why mail to this recipient may go again"
+    )
 
 
 class Removed(BaseModel):
@@ -215,7 +217,7 @@ async def remove_suppression(
     operator: ActingOperator = None,
 ) -> Removed:
     async with runtime.pool.acquire() as conn:
-        lifted = await store.remove_suppression(conn, recipient_ref, operator, form.reason.strip())
+        lifted = await store.remove_suppression(conn, recipient_ref, operator, form.reason)
     if not lifted:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "that recipient is not suppressed")
     return Removed(recipient_ref=recipient_ref)
