@@ -17,6 +17,7 @@ from fastapi.responses import Response
 
 from console import i18n
 from console.ops_upstream import AuditCheck, DeadLetter, PrivacyRequest
+from console.store import SessionRow
 from console.upstream import UpstreamError
 from console.web import AdminDep, OperatorDep, checked_form, field, record, render, see_other, state_of
 
@@ -41,7 +42,7 @@ async def deliveries(request: Request, session: OperatorDep, notice: Notice = No
     return await _deliveries_page(request, session, notice=_notice(notice))
 
 
-async def _deliveries_page(request: Request, session: Any, status_code: int = 200, **context: Any) -> Response:
+async def _deliveries_page(request: Request, session: SessionRow, status_code: int = 200, **context: Any) -> Response:
     console = state_of(request)
     operator = session.operator.email
     await record(request, session, "deliveries.listed", "notifier.deliveries")
@@ -92,7 +93,7 @@ async def remove_suppression(request: Request, session: AdminDep, recipient_ref:
     form = await checked_form(request, session)
     reason = field(form, "reason").strip()
     if not reason or len(reason) > REASON_MAX:
-        return await _deliveries_page(request, session, 422, error="reason_required", failed_ref=recipient_ref)
+        return await _deliveries_page(request, session, 422, error="reason_required")
     await record(request, session, "suppression.removed", f"notifier.recipient:{recipient_ref}")
     await console.notifier.remove_suppression(session.operator.email, recipient_ref, reason)
     return see_other("/deliveries?notice=suppression_removed")
@@ -119,7 +120,7 @@ async def privacy(request: Request, session: OperatorDep, notice: Notice = None)
     return await _privacy_page(request, session, notice=_notice(notice))
 
 
-async def _privacy_page(request: Request, session: Any, status_code: int = 200, **context: Any) -> Response:
+async def _privacy_page(request: Request, session: SessionRow, status_code: int = 200, **context: Any) -> Response:
     console = state_of(request)
     await record(request, session, "privacy_requests.listed", "contact.privacy_requests")
     found = sorted(await console.privacy.requests(session.operator.email), key=_urgency)
@@ -132,14 +133,14 @@ async def extend(request: Request, session: OperatorDep, request_id: uuid.UUID) 
     form = await checked_form(request, session)
     reason = field(form, "reason").strip()
     if not reason or len(reason) > REASON_MAX:
-        return await _privacy_page(request, session, 422, error="reason_required", failed_id=request_id)
+        return await _privacy_page(request, session, 422, error="reason_required")
     await record(request, session, "privacy_request.extended", f"contact.privacy_request:{request_id}")
     try:
         await console.privacy.extend(session.operator.email, request_id, reason)
     except UpstreamError as exc:
         if exc.status != status.HTTP_409_CONFLICT:
             raise
-        return await _privacy_page(request, session, 409, error="extension_refused", failed_id=request_id)
+        return await _privacy_page(request, session, 409, error="extension_refused")
     return see_other("/privacy?notice=extension_recorded")
 
 

@@ -91,8 +91,11 @@ class Privacy(Api):
     """The contact service's privacy requests (the address is not read: the queue does not need it)."""
 
     async def requests(self, operator: str) -> list[PrivacyRequest]:
-        page = await self._call("GET", "/v1/privacy-requests", operator, params={"limit": LIST_LIMIT})
-        return [PrivacyRequest.model_validate(r) for r in page["items"]]
+        """The late ones (however old), and the newest; each once."""
+        late = await self._call("GET", "/v1/privacy-requests", operator, params={"late": "true", "limit": LIST_LIMIT})
+        newest = await self._call("GET", "/v1/privacy-requests", operator, params={"limit": LIST_LIMIT})
+        found = {r["id"]: r for r in [*late["items"], *newest["items"]]}
+        return [PrivacyRequest.model_validate(r) for r in found.values()]
 
     async def extend(self, operator: str, request_id: uuid.UUID, reason: str) -> None:
         await self._call("POST", f"/v1/privacy-requests/{request_id}/extension", operator, json={"reason": reason})
