@@ -192,5 +192,10 @@ async def test_an_admin_sees_a_dead_letter_and_replays_it(system: System) -> Non
 
         # Replayed to the notifier's queue, it fails again (it is still not JSON) and is back, failed later.
         await eventually(failed_again, timeout=30, what="the replayed message failed again")
+        page = (await client.get("/dead-letters")).text
+        everything = await client.post("/dead-letters/notifier/replay", data={"csrf_token": csrf_of(page)})
+        assert everything.headers["location"] == "/dead-letters?notice=dead_letters_replayed"
+        assert "Đã phát lại các sự kiện." in (await client.get(everything.headers["location"])).text
     actions = [(a["action"], a["target"]) for a in await system.actions(admin)]
     assert ("dead_letter.replayed", f"notifier.dead_letter:{message_id}") in actions
+    assert ("dead_letters.replayed", "notifier.dead_letters") in actions
