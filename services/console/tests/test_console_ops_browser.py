@@ -10,6 +10,7 @@ from console_helpers import System, eventually
 from playwright.async_api import Page
 from spm_common.testing.smtp import SmtpServer
 from test_console_browser import browser, labelled, log_in_by_keyboard, page, shot
+from test_console_ops import _privacy_request, _suppressed
 
 __all__ = ["browser", "page"]  # fixtures, shared with the other browser tests
 
@@ -71,3 +72,21 @@ async def test_the_system_page_shows_each_service_ready(system: System, page: Pa
     await page.locator("#audit-ok").wait_for()
     await labelled(page)
     await shot(page, "22-system")
+
+
+async def test_every_control_of_the_operations_pages_has_a_label(system: System, page: Page) -> None:
+    ref = await _suppressed(system)
+    request_id, _ = await _privacy_request(system, overdue=True)
+    await log_in_by_keyboard(page, system, await system.operator("admin"))
+    await page.goto(f"{system.console_url}/deliveries")
+    await page.get_by_role("row").filter(has_text=ref[:12]).get_by_label("Lý do bỏ chặn").wait_for()
+    await labelled(page)
+    await shot(page, "23-deliveries-admin")
+    await page.get_by_role("link", name="Yêu cầu về dữ liệu cá nhân").click()
+    await page.locator(f"#request-{request_id}").get_by_label("Lý do gia hạn").wait_for()
+    await labelled(page)
+    await shot(page, "24-privacy")
+    await page.get_by_role("link", name="Thư chết").click()
+    await page.get_by_role("heading", name="Thư chết").wait_for()
+    await labelled(page)
+    await shot(page, "25-dead-letters")

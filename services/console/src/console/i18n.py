@@ -193,6 +193,7 @@ TEXTS: dict[str, tuple[str, str]] = {
     "privacy_status_completed": ("Đã hoàn tất", "Completed"),
     "due_at": ("Hạn chót", "Due"),
     "days_left": ("còn {days} ngày", "{days} days left"),
+    "days_over": ("quá hạn {days} ngày", "{days} days past the deadline"),
     "waiting_for": ("Đang chờ dịch vụ", "Waiting for"),
     "extension": ("Gia hạn", "Extension"),
     "extended_on": ("Đã gia hạn ngày {date}", "Extended on {date}"),
