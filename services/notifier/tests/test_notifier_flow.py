@@ -232,16 +232,55 @@ async def test_gives_up_after_max_attempts_and_an_operator_retries(world: World,
         assert entry["retryable"] is True and entry["template"] == "order-confirmation"
         assert to not in listed.text
 
-        retried = await client.post(f"/v1/deliveries/{entry['id']}/retry", headers=OPERATOR)
+        retried = await client.post(
+            f"/v1/deliveries/{entry['id']}/retry", headers={**OPERATOR, "X-SPM-Operator": "ops@spm.test"}
+        )
         assert retried.status_code == 200, retried.text
         await smtp.wait_to(to)
         row = await settled(db, order, "sent")
-        assert row["operator_retries"] == 1 and row["request"] is None
+        assert row["operator_retries"] == 1 and row["request"] is None and row["retried_by"] == "ops@spm.test"
         again = await client.post(f"/v1/deliveries/{entry['id']}/retry", headers=OPERATOR)
         assert again.status_code == 409
         assert (await client.post("/v1/deliveries/999999999/retry", headers=OPERATOR)).status_code == 404
         assert (await client.post("/v1/deliveries/retry", headers=OPERATOR)).status_code == 200
     assert len(smtp.to(to)) == 1
+
+
+async def test_an_operator_lists_suppressions_and_lifts_one_with_a_reason(settings, db) -> None:
+    bounced, other = address("bounced"), address("other")
+    ref = recipient_ref(bounced, settings.recipient_key())
+    other_ref = recipient_ref(other, settings.recipient_key())
+    async with running(create(settings)) as client:
+        # As a hard bounce leaves them (see the bounce test above).
+        await db.executemany(
+            "INSERT INTO notifier.recipients (recipient_ref, suppressed_at, suppressed_reason) VALUES ($1, now(), $2)",
+            [(ref, "550 5.1.1 no such user"), (other_ref, "550 5.1.1 gone")],
+        )
+        assert (await client.get("/v1/suppressions")).status_code == 401
+        listed = await client.get("/v1/suppressions", params={"limit": 500}, headers=OPERATOR)
+        assert listed.status_code == 200
+        assert {"recipient_ref": ref, "suppressed_reason": "550 5.1.1 no such user"}.items() <= next(
+            s for s in listed.json() if s["recipient_ref"] == ref
+        ).items()
+        assert bounced not in listed.text
+
+        acting = {**OPERATOR, "X-SPM-Operator": "admin@spm.test"}
+        empty = await client.post(f"/v1/suppressions/{ref}/remove", json={"reason": "   "}, headers=acting)
+        assert empty.status_code == 422
+        assert (
+            await client.post("/v1/suppressions/not-hex/remove", json={"reason": "x"}, headers=acting)
+        ).status_code == 422
+        removed = await client.post(
+            f"/v1/suppressions/{ref}/remove", json={"reason": "the buyer fixed the mailbox"}, headers=acting
+        )
+        assert removed.status_code == 200, removed.text
+        again = await client.post(f"/v1/suppressions/{ref}/remove", json={"reason": "twice"}, headers=acting)
+        assert again.status_code == 404
+        refs = {s["recipient_ref"] for s in (await client.get("/v1/suppressions", headers=OPERATOR)).json()}
+        assert ref not in refs and other_ref in refs
+    row = await db.fetchrow("SELECT * FROM notifier.recipients WHERE recipient_ref = $1", ref)
+    assert row["suppressed_at"] is None and row["unsuppressed_by"] == "admin@spm.test"
+    assert row["unsuppressed_reason"] == "the buyer fixed the mailbox"
 
 
 async def test_invalid_requests_are_recorded_as_failed_with_a_reason(settings, publish, db, smtp) -> None:

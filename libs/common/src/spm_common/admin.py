@@ -15,20 +15,18 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import aio_pika
 import asyncpg
-import orjson
 import typer
 import yaml
-from aio_pika.abc import AbstractIncomingMessage
 
 from spm_common import allowlist
 from spm_common.bootstrap import ensure_database, ensure_roles, with_database
 from spm_common.brokerusers import USERS, broker_users, ensure_users, user_name
+from spm_common.deadletters import list_dead_letters, replay_dead_letters
 from spm_common.logging import configure_logging
 from spm_common.migrations import SchemaRoles
 from spm_common.migrations import migrate as apply_migrations
@@ -242,45 +240,13 @@ def generated_documents() -> list[tuple[str, str, str]]:
 
 @dlq.command("list")
 def dlq_list(service: ServiceArg, limit: int = 20) -> None:
-    """Show dead-lettered messages (id, type, attempts, reason) without removing them.
-
-    Each message shown goes back to the end of the queue as a copy, and the original is acknowledged.
-    Returning it with a nack would count as a delivery: RabbitMQ 4 gives every quorum queue a delivery
-    limit, and this queue has nowhere to dead-letter to, so listing it often enough would drop the
-    messages. Listing --limit at least the queue's length leaves the order as it was."""
+    """Show dead-lettered messages (id, type, attempts, reason) without removing them (see
+    spm_common.deadletters: each goes back to the end of the queue; --limit at least the queue's length
+    leaves the order as it was)."""
     settings, _ = service_settings(service)
-    topology = Topology(settings.exchange, service)
-
-    async def go() -> None:
-        connection = await aio_pika.connect(settings.role_amqp_url())
-        async with connection:
-            channel = await connection.channel(publisher_confirms=True)
-            queue = await channel.get_queue(topology.dead_letter_queue_name, ensure=True)
-            # Only what is waiting now, so no message is shown twice after going round.
-            waiting = queue.declaration_result.message_count or 0
-            for _ in range(min(limit, waiting)):
-                message = await queue.get(no_ack=False, fail=False)
-                if message is None:
-                    break
-                headers = message.headers or {}
-                typer.echo(
-                    orjson.dumps(
-                        {
-                            "message_id": message.message_id,
-                            "type": message.type,
-                            "attempts": headers.get("x-spm-attempt"),
-                            "reason": headers.get("x-spm-error") or _death_reason(headers),
-                            "failed_at": headers.get("x-spm-failed-at"),
-                        }
-                    ).decode()
-                )
-                await channel.default_exchange.publish(
-                    _copy(message, headers={k: v for k, v in headers.items() if k != "x-delivery-count"}),
-                    routing_key=topology.dead_letter_queue_name,
-                )
-                await message.ack()
-
-    asyncio.run(go())
+    found = asyncio.run(list_dead_letters(settings.role_amqp_url(), Topology(settings.exchange, service), limit))
+    for letter in found:
+        typer.echo(letter.model_dump_json())
 
 
 @dlq.command("replay")
@@ -288,49 +254,8 @@ def dlq_replay(service: ServiceArg, limit: int = 1000) -> None:
     """Move dead-lettered messages back to the service's queue for another round of attempts."""
     settings, _ = service_settings(service)
     topology = Topology(settings.exchange, service)
-
-    async def go() -> int:
-        connection = await aio_pika.connect(settings.role_amqp_url())
-        moved = 0
-        async with connection:
-            channel = await connection.channel(publisher_confirms=True)
-            queue = await channel.get_queue(topology.dead_letter_queue_name, ensure=True)
-            # Only what is waiting now: a message that fails again at once comes back to this queue, and
-            # must not be replayed over and over within one command.
-            waiting = queue.declaration_result.message_count or 0
-            for _ in range(min(limit, waiting)):
-                message = await queue.get(no_ack=False, fail=False)
-                if message is None:
-                    break
-                headers = {k: v for k, v in (message.headers or {}).items() if not k.startswith("x-")}
-                await channel.default_exchange.publish(_copy(message, headers), routing_key=topology.queue_name)
-                await message.ack()
-                moved += 1
-        return moved
-
-    typer.echo(f"{asyncio.run(go())} message(s) replayed to {topology.queue_name}")
-
-
-def _copy(message: AbstractIncomingMessage, headers: dict[str, Any]) -> aio_pika.Message:
-    return aio_pika.Message(
-        message.body,
-        headers=headers,
-        content_type=message.content_type,
-        content_encoding=message.content_encoding,
-        message_id=message.message_id,
-        correlation_id=message.correlation_id,
-        timestamp=message.timestamp,
-        type=message.type,
-        app_id=message.app_id,
-        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-    )
-
-
-def _death_reason(headers: Mapping[str, object]) -> str | None:
-    deaths = headers.get("x-death")
-    if isinstance(deaths, list) and deaths and isinstance(deaths[0], dict):
-        return f"broker: {deaths[0].get('reason')}"
-    return None
+    moved = asyncio.run(replay_dead_letters(settings.role_amqp_url(), topology, limit))
+    typer.echo(f"{moved} message(s) replayed to {topology.queue_name}")
 
 
 def main() -> None:

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from typing import Annotated, Any, TypeVar
 from urllib.parse import unquote_plus
 
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, status
+import aio_pika
+from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Path, Query, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import validation_error_definition, validation_error_response_definition
 from fastapi.responses import JSONResponse, Response
@@ -25,6 +26,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ValidationError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from spm_common.deadletters import DeadLetter, list_dead_letters, replay_dead_letters
 from spm_common.logging import bind_contextvars, clear_contextvars, get_logger
 from spm_common.metrics import HTTP_LATENCY
 from spm_common.runtime import Runtime
@@ -85,6 +87,8 @@ def create_app(
     )
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.include_router(_probes(runtime))
+    if runtime.consumer is not None:  # only a service that consumes has dead letters
+        app.include_router(_dead_letters(runtime))
     for router in routers:
         app.include_router(router)
     _document_refusals(app)
@@ -598,3 +602,65 @@ async def _too_large(send: Send) -> None:
 
 async def _no_receive() -> Any:
     return {"type": "http.disconnect"}
+
+
+class Replayed(BaseModel):
+    replayed: int
+
+
+# The console names the operator who acts; the service logs it with what was done.
+ActingOperator = Annotated[
+    str | None,
+    Header(alias="X-SPM-Operator", max_length=320, description="the operator acting; logged with the replay"),
+]
+
+
+def _dead_letters(runtime: Runtime) -> APIRouter:
+    """The service's own dead letters for operators (the console's dead-letter page): listed without being
+    removed, and replayed to its queue, with its own broker user (see spm_common.deadletters)."""
+    router = APIRouter(
+        prefix="/v1/dead-letters",
+        tags=["dead letters"],
+        responses={**OPERATOR_ONLY, 503: {"description": "the broker did not answer"}},
+    )
+
+    def amqp_url() -> str:
+        return runtime.settings.role_amqp_url()
+
+    @asynccontextmanager
+    async def broker_answers() -> AsyncIterator[None]:
+        try:
+            yield
+        except (aio_pika.exceptions.AMQPError, OSError, TimeoutError):
+            raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "the broker did not answer") from None
+
+    @router.get("", summary="Dead-lettered messages, oldest first (type, time, attempts, reason; never the body)")
+    async def list_letters(_: Operator, limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[DeadLetter]:
+        async with broker_answers():
+            return await list_dead_letters(amqp_url(), runtime.topology, limit)
+
+    @router.post("/replay", summary="Replay every dead letter waiting now to the service's queue")
+    async def replay_all(
+        _: Operator, operator: ActingOperator = None, limit: Annotated[int, Query(ge=1, le=100_000)] = 10_000
+    ) -> Replayed:
+        async with broker_answers():
+            moved = await replay_dead_letters(amqp_url(), runtime.topology, limit)
+        log.info("dead letters replayed", operator=operator, replayed=moved)
+        return Replayed(replayed=moved)
+
+    @router.post(
+        "/{message_id}/replay",
+        summary="Replay one dead letter to the service's queue",
+        responses={404: {"description": "no dead letter with that message id"}},
+    )
+    async def replay_one(
+        _: Operator, message_id: Annotated[str, Path(min_length=1, max_length=200)], operator: ActingOperator = None
+    ) -> Replayed:
+        async with broker_answers():
+            moved = await replay_dead_letters(amqp_url(), runtime.topology, 100_000, message_id)
+        if not moved:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, "no dead letter with that message id")
+        log.info("dead letter replayed", operator=operator, message_id=message_id)
+        return Replayed(replayed=moved)
+
+    return router

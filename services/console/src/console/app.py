@@ -18,6 +18,8 @@ from spm_common.settings import load
 from console import sessions, store, upstream
 from console.accounts import LoginLimits
 from console.events import PUBLISHES
+from console.ops import ops_pages
+from console.ops_upstream import DeadLetters, Notifier, Privacy, Probes, Trail
 from console.settings import MIGRATIONS, Settings
 from console.web import (
     ConsoleState,
@@ -85,13 +87,16 @@ def create(settings: Settings | None = None) -> FastAPI:
         runtime,
         title="SPM console",
         description="The operators' web console (HTML pages; no JSON API of its own).",
-        routers=[pages],
+        routers=[pages, ops_pages],
         max_body_bytes=MAX_BODY_BYTES,
     )
     token = settings.operator_token.get_secret_value() if settings.operator_token else None
     timeout = settings.console_upstream_timeout_seconds
     contact = upstream.client(settings.console_contact_url, token, timeout)
     orders = upstream.client(settings.console_orders_url, token, timeout)
+    notifier = upstream.client(settings.console_notifier_url, token, timeout)
+    audit = upstream.client(settings.console_audit_url, token, timeout)
+    services = {"contact": contact, "orders": orders, "notifier": notifier, "audit": audit}
     app.state.console = ConsoleState(
         settings=settings,
         runtime=runtime,
@@ -105,7 +110,12 @@ def create(settings: Settings | None = None) -> FastAPI:
         templates=templates(),
         contact=upstream.Contact(contact),
         orders=upstream.Orders(orders),
-        clients=(contact, orders),
+        clients=(contact, orders, notifier, audit),
+        notifier=Notifier(notifier),
+        privacy=Privacy(contact),
+        trail=Trail(audit),
+        probes=Probes(services),
+        dead_letters={name: DeadLetters(c) for name, c in services.items()},
     )
     started = app.router.lifespan_context
 
@@ -115,7 +125,7 @@ def create(settings: Settings | None = None) -> FastAPI:
             try:
                 yield
             finally:
-                for client in (contact, orders):
+                for client in (contact, orders, notifier, audit):
                     await client.aclose()
 
     app.router.lifespan_context = lifespan

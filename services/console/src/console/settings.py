@@ -20,6 +20,7 @@ class Settings(ServiceSettings):
     console_contact_url: str = "http://127.0.0.1:8081"
     console_orders_url: str = "http://127.0.0.1:8082"
     console_audit_url: str = "http://127.0.0.1:8084"
+    console_notifier_url: str = "http://127.0.0.1:8083"
     console_upstream_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
     # A session ends after this long without a request, and this long after the login whatever happens.
     console_idle_minutes: float = Field(default=30.0, gt=0, le=24 * 60)

@@ -23,6 +23,7 @@ from starlette.datastructures import FormData
 
 from console import accounts, actions, i18n, sessions, store
 from console.accounts import LoginLimits
+from console.ops_upstream import DeadLetters, Notifier, Privacy, Probes, Trail
 from console.settings import Settings
 from console.store import SessionRow
 from console.upstream import Contact, Orders, UpstreamError
@@ -45,6 +46,12 @@ class ConsoleState:
     contact: Contact
     orders: Orders
     clients: tuple[httpx.AsyncClient, ...]
+    # The operations pages (ops.py).
+    notifier: Notifier
+    privacy: Privacy
+    trail: Trail
+    probes: Probes
+    dead_letters: dict[str, DeadLetters]
 
     @property
     def idle(self) -> timedelta:

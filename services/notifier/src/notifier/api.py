@@ -1,13 +1,14 @@
-"""HTTP routes of the notifier: one-click unsubscribe for recipients, the delivery log for operators."""
+"""HTTP routes of the notifier: one-click unsubscribe for recipients; the delivery log and the suppression list
+for operators."""
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Annotated, Literal, cast
 
-from fastapi import APIRouter, HTTPException, Query, Request, status
+from fastapi import APIRouter, Header, HTTPException, Path, Query, Request, status
 from fastapi.responses import HTMLResponse, JSONResponse, Response
-from pydantic import BaseModel
+from pydantic import BaseModel, Field, StringConstraints
 from spm_common.http import BAD_BODY, OPERATOR_ONLY, Operator, RuntimeDep
 from spm_common.inputs import DbBigInt
 
@@ -20,6 +21,19 @@ router = APIRouter(prefix="/v1")
 Token = Annotated[str, Query(min_length=10, max_length=2000, description="the token from the e-mail's link")]
 # The pages must not leak the token (it names the address) to anything they might load or link to.
 PAGE_HEADERS = {"Referrer-Policy": "no-referrer", "Cache-Control": "no-store", "X-Robots-Tag": "noindex"}
+
+
+# The console names the operator who acts; the notifier keeps it with the change.
+ActingOperator = Annotated[
+    str | None,
+    Header(
+        alias="X-SPM-Operator",
+        max_length=320,
+        description="the operator acting (the console sends the operator's account); recorded with the change",
+    ),
+]
+# A recipient reference is the hex keyed hash of an address (see tokens.recipient_ref).
+RecipientRef = Annotated[str, Path(min_length=1, max_length=128, pattern=r"^[0-9a-f]+$")]
 
 
 class Unsubscribed(BaseModel):
@@ -39,6 +53,7 @@ class Delivery(BaseModel):
     attempts: int
     last_error: str | None
     operator_retries: int
+    retried_by: str | None
     retryable: bool
     created_at: datetime
     last_attempt_at: datetime | None
@@ -49,6 +64,23 @@ class Delivery(BaseModel):
 
 class Retried(BaseModel):
     retried: list[int]
+
+
+class Suppression(BaseModel):
+    recipient_ref: str
+    suppressed_at: datetime
+    suppressed_reason: str | None
+
+
+class RemovalForm(BaseModel):
+    reason: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=1000)] = Field(
+        description="why mail to this recipient may go again"
+    )
+
+
+class Removed(BaseModel):
+    recipient_ref: str
+    removed: Literal[True] = True
 
 
 def _settings(runtime: RuntimeDep) -> Settings:
@@ -120,9 +152,9 @@ async def list_deliveries(
     summary="Retry every failed delivery that still holds its request",
     responses=OPERATOR_ONLY,
 )
-async def retry_all(_: Operator, runtime: RuntimeDep) -> Retried:
+async def retry_all(_: Operator, runtime: RuntimeDep, operator: ActingOperator = None) -> Retried:
     async with runtime.pool.acquire() as conn, conn.transaction():
-        retried = await store.retry_failed(conn, None)
+        retried = await store.retry_failed(conn, None, operator)
         await store.notify_due(conn)
     return Retried(retried=retried)
 
@@ -137,9 +169,11 @@ async def retry_all(_: Operator, runtime: RuntimeDep) -> Retried:
         409: {"description": "not failed, or not retryable"},
     },
 )
-async def retry_one(delivery_id: DbBigInt, _: Operator, runtime: RuntimeDep) -> Delivery:
+async def retry_one(
+    delivery_id: DbBigInt, _: Operator, runtime: RuntimeDep, operator: ActingOperator = None
+) -> Delivery:
     async with runtime.pool.acquire() as conn, conn.transaction():
-        retried = await store.retry_failed(conn, delivery_id)
+        retried = await store.retry_failed(conn, delivery_id, operator)
         row = await store.delivery_status(conn, delivery_id)
         if row is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, "no such delivery")
@@ -150,3 +184,40 @@ async def retry_one(delivery_id: DbBigInt, _: Operator, runtime: RuntimeDep) -> 
             )
         await store.notify_due(conn)
     return Delivery.model_validate(dict(row))
+
+
+@router.get(
+    "/suppressions",
+    tags=["suppressions"],
+    summary="Recipients suppressed after a hard bounce, by reference (no address is kept)",
+    responses=OPERATOR_ONLY,
+)
+async def list_suppressions(
+    _: Operator,
+    runtime: RuntimeDep,
+    after: Annotated[str, Query(max_length=128, description="page on: the last reference of the previous page")] = "",
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> list[Suppression]:
+    async with runtime.pool.acquire() as conn:
+        rows = await store.list_suppressions(conn, after, limit)
+    return [Suppression.model_validate(dict(row)) for row in rows]
+
+
+@router.post(
+    "/suppressions/{recipient_ref}/remove",
+    tags=["suppressions"],
+    summary="Lift a suppression, with a reason; the operator, time and reason are kept",
+    responses={**OPERATOR_ONLY, **BAD_BODY, 404: {"description": "that recipient is not suppressed"}},
+)
+async def remove_suppression(
+    recipient_ref: RecipientRef,
+    form: RemovalForm,
+    _: Operator,
+    runtime: RuntimeDep,
+    operator: ActingOperator = None,
+) -> Removed:
+    async with runtime.pool.acquire() as conn:
+        lifted = await store.remove_suppression(conn, recipient_ref, operator, form.reason)
+    if not lifted:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "that recipient is not suppressed")
+    return Removed(recipient_ref=recipient_ref)

@@ -46,7 +46,8 @@ SELECT jsonb_build_object(
     'requested_at', created_at, 'sent_at', sent_at, 'failed_at', failed_at, 'request', request) ORDER BY id)
     FROM deliveries WHERE recipient_ref = $1), '[]'::jsonb),
   'recipient', (SELECT jsonb_build_object('purchaser_since', purchaser_since, 'suppressed_at', suppressed_at,
-    'suppressed_reason', suppressed_reason) FROM recipients WHERE recipient_ref = $1),
+    'suppressed_reason', suppressed_reason, 'unsuppressed_at', unsuppressed_at,
+    'unsuppressed_reason', unsuppressed_reason) FROM recipients WHERE recipient_ref = $1),
   'unsubscribes', coalesce((SELECT jsonb_agg(jsonb_build_object('category', category,
     'unsubscribed_at', unsubscribed_at) ORDER BY category) FROM unsubscribes WHERE recipient_ref = $1), '[]'::jsonb)
 )::text

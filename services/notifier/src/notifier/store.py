@@ -17,7 +17,7 @@ FORGOTTEN_ONCE_SENT = "privacy-request"
 
 DELIVERY_COLUMNS = (
     "id, request_event_id, recipient_ref, purpose, template, locale, reference, status, attempts, last_error,"
-    " operator_retries, created_at, last_attempt_at, next_attempt_at, sent_at, failed_at,"
+    " operator_retries, retried_by, created_at, last_attempt_at, next_attempt_at, sent_at, failed_at,"
     " (status = 'failed' AND request IS NOT NULL) AS retryable"
 )
 
@@ -181,6 +181,30 @@ async def suppress(conn: Connection, refs_and_reasons: Sequence[tuple[str, str]]
     )
 
 
+async def list_suppressions(conn: Connection, after_ref: str, limit: int) -> list[asyncpg.Record]:
+    """The suppressed recipients, by reference (the keyed hash of the address: the notifier keeps no address)."""
+    return await conn.fetch(
+        "SELECT recipient_ref, suppressed_at, suppressed_reason FROM recipients"
+        " WHERE suppressed_at IS NOT NULL AND recipient_ref > $1 ORDER BY recipient_ref LIMIT $2",
+        after_ref,
+        limit,
+    )
+
+
+async def remove_suppression(conn: Connection, ref: str, operator: str | None, reason: str) -> bool:
+    """Mail to the recipient may go again; who lifted it, when and why stay on the recipient. False when the
+    recipient was not suppressed."""
+    lifted = await conn.fetchval(
+        "UPDATE recipients SET suppressed_at = NULL, suppressed_reason = NULL, unsuppressed_at = now(),"
+        " unsuppressed_by = $2, unsuppressed_reason = $3"
+        " WHERE recipient_ref = $1 AND suppressed_at IS NOT NULL RETURNING true",
+        ref,
+        operator,
+        reason,
+    )
+    return bool(lifted)
+
+
 async def add_unsubscribe(conn: Connection, ref: str, category: str) -> bool:
     """True when this is news (the first unsubscribe of that address from that category)."""
     inserted = await conn.fetchval(
@@ -208,13 +232,15 @@ async def list_deliveries(conn: Connection, status: str | None, after_id: int, l
     return [dict(row) for row in rows]
 
 
-async def retry_failed(conn: Connection, delivery_id: int | None) -> list[int]:
-    """Failed deliveries that still hold their request become due now (one, or all when id is None)."""
+async def retry_failed(conn: Connection, delivery_id: int | None, operator: str | None = None) -> list[int]:
+    """Failed deliveries that still hold their request become due now (one, or all when id is None); the
+    operator who asked is kept on each."""
     rows = await conn.fetch(
         "UPDATE deliveries SET status = 'pending', next_attempt_at = now(), attempts = 0, failed_at = NULL,"
-        " operator_retries = operator_retries + 1"
+        " operator_retries = operator_retries + 1, retried_by = $2"
         " WHERE status = 'failed' AND request IS NOT NULL AND ($1::bigint IS NULL OR id = $1) RETURNING id",
         delivery_id,
+        operator,
     )
     return [row["id"] for row in rows]
 
