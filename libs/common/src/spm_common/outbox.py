@@ -198,8 +198,12 @@ class OutboxRelay:
         retention_hours: float = 24.0,
         publish_many: PublishMany | None = None,
         health: LoopHealth | None = None,
+        purges: Sequence[Callable[[], Awaitable[int]]] = (),
     ) -> None:
         self._pool = pool
+        # More deletions on the published rows' schedule (the inbox's, spm_common.retention): each deletes a
+        # batch at most and returns how many; PURGE_BATCH means more wait.
+        self._purges = purges
         self._health = health or LoopHealth(service, "outbox-relay")
         self._schema = schema
         self._publish = publish
@@ -225,7 +229,7 @@ class OutboxRelay:
                 self._health.ok()
                 backoff = 0.5
                 if loop.time() >= next_purge:
-                    if await self.purge_published() == PURGE_BATCH:
+                    if await self.purge() == PURGE_BATCH:
                         continue  # more to delete: the next batch after the next drain, without waiting
                     next_purge = loop.time() + PURGE_EVERY_SECONDS
             except asyncio.CancelledError:
@@ -334,6 +338,13 @@ class OutboxRelay:
             return [exc] * len(messages)
         finally:
             written()
+
+    async def purge(self) -> int:
+        """One batch of every purge: the published rows, then the others; the largest count."""
+        counts = [await self.purge_published()]
+        for purge in self._purges:
+            counts.append(await purge())
+        return max(counts)
 
     async def purge_published(self) -> int:
         """Delete up to PURGE_BATCH rows published longer ago than the retention, oldest first; how many."""
