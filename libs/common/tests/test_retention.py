@@ -15,7 +15,7 @@ import pytest
 from spm_common import outbox
 from spm_common.envelope import CloudEvent
 from spm_common.migrations import SchemaRoles, migrate
-from spm_common.retention import RETENTION_PURGED
+from spm_common.retention import RETENTION_PURGED, failed_at
 
 from .conftest import PROBE_MIGRATIONS, Tap
 
@@ -34,6 +34,15 @@ async def clean(lab: Any) -> None:
         )
     finally:
         await conn.close()
+
+
+async def _own_rounds_only(runtime: Any) -> None:
+    """Stop the service's hourly parking loop (its first round runs at the start), so that the test's rounds
+    are the only ones and each finds what the test put on the queue."""
+    for task in runtime._tasks:
+        if task.get_name() == "dead-letter-parking":
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
 
 
 async def _purged(seen: Tap, what: str, total: int, timeout: float = 20) -> list[dict[str, Any]]:
@@ -114,6 +123,7 @@ async def test_old_dead_letters_are_parked_masked_then_deleted_and_reported(
         tap(exchange, RETENTION_PURGED) as seen,
         probe(handlers={"probe.effect": _nothing}, exchange=exchange, dlq_retention_days=14) as runtime,
     ):
+        await _own_rounds_only(runtime)
         topology = runtime.topology
         channel = await amqp.channel(publisher_confirms=True)
         try:
@@ -164,6 +174,7 @@ async def test_a_dead_letter_is_not_acknowledged_unless_its_parked_row_committed
 ) -> None:
     exchange = f"{lab.name}.{uuid.uuid4().hex[:8]}"
     async with probe(handlers={"probe.effect": _nothing}, exchange=exchange, dlq_retention_days=14) as runtime:
+        await _own_rounds_only(runtime)
         channel = await amqp.channel(publisher_confirms=True)
         try:
             await _dead_letter(
@@ -186,3 +197,18 @@ async def test_a_dead_letter_is_not_acknowledged_unless_its_parked_row_committed
         assert await runtime.dead_letters.park() == 1
         assert (await queues(runtime.topology))["dlq"] == 0
         assert await runtime.pool.fetchval("SELECT body->>'text' FROM dead_letters_parked") == "not json"
+
+
+class _Stub:
+    def __init__(self, headers: dict[str, Any], timestamp: datetime | None = None) -> None:
+        self.headers = headers
+        self.timestamp = timestamp
+
+
+def test_a_dead_letters_age_comes_from_the_consumer_or_the_broker_or_is_unknown() -> None:
+    when = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    naive = when.replace(tzinfo=None)  # how the AMQP decoder hands over a timestamp
+    assert failed_at(_Stub({"x-spm-failed-at": when.isoformat()})) == when  # type: ignore[arg-type]
+    assert failed_at(_Stub({"x-death": [{"reason": "delivery_limit", "time": naive}]})) == when  # type: ignore[arg-type]
+    assert failed_at(_Stub({}, timestamp=naive)) == when  # type: ignore[arg-type]
+    assert failed_at(_Stub({})) is None  # type: ignore[arg-type]  # kept on the queue, not parked

@@ -94,7 +94,7 @@ PARK_CHUNK = 100
 
 def failed_at(message: AbstractIncomingMessage) -> datetime | None:
     """When the message was dead-lettered: the consumer's `x-spm-failed-at`, or the broker's own `x-death`
-    time (a message dead-lettered by the broker, past its delivery limit)."""
+    time (a message dead-lettered by the broker, past its delivery limit), or else when it was published."""
     headers = message.headers or {}
     stamp = headers.get("x-spm-failed-at")
     if isinstance(stamp, bytes):
@@ -108,6 +108,9 @@ def failed_at(message: AbstractIncomingMessage) -> datetime | None:
         time = deaths[0].get("time")
         if isinstance(time, datetime):
             return time if time.tzinfo else time.replace(tzinfo=UTC)
+    # Put there by hand, say: when it was published is the closest there is.
+    if isinstance(message.timestamp, datetime):
+        return message.timestamp if message.timestamp.tzinfo else message.timestamp.replace(tzinfo=UTC)
     return None
 
 
@@ -117,6 +120,10 @@ def masked_body(body: bytes) -> Any:
         return redact(orjson.loads(body))
     except orjson.JSONDecodeError:
         return {"text": redact_text(body.decode("utf-8", "replace"))[:10_000]}
+
+
+def _identifier(value: str | None) -> str | None:
+    return value[:200] if value else None
 
 
 def _text(value: object) -> str | None:
@@ -182,7 +189,8 @@ class DeadLetterParking:
                 if message is None:
                     break
                 when = failed_at(message)
-                if when is not None and when >= cutoff:
+                # Of unknown age: kept, rather than parked the day it failed (`spm-admin dlq list` shows it).
+                if when is None or when >= cutoff:
                     await channel.default_exchange.publish(_copy(message), routing_key=self._queue)
                     await message.ack()
                     continue
@@ -203,8 +211,10 @@ class DeadLetterParking:
             return 0
         rows = [
             (
-                _text(m.message_id),
-                _text(m.type),
+                # Identifiers as they are (a uuid's digit groups look like a phone number to the masking):
+                # what `spm-admin dlq list` showed, to find a parked one by.
+                _identifier(m.message_id),
+                _identifier(m.type),
                 _text((m.headers or {}).get("x-spm-error")),
                 failed_at(m),
                 orjson.dumps(masked_body(m.body)).decode(),
