@@ -26,7 +26,8 @@ async def _placed(orders: Orders, email: str) -> None:
 
 async def test_purchasers_inactive_for_the_retention_are_anonymised_and_counted(orders: Orders) -> None:
     gone, recent, active_lately = new_address("gone"), new_address("recent"), new_address("unsubscribed")
-    for email in (gone, recent, active_lately):
+    recovered = new_address("recovered")
+    for email in (gone, recent, active_lately, recovered):
         await _placed(orders, email)
     key = orders.settings.hash_key()
     async with admin(orders.world) as conn:
@@ -43,9 +44,17 @@ async def test_purchasers_inactive_for_the_retention_are_anonymised_and_counted(
             active_lately,
         )
         await conn.execute(
+            "UPDATE orders.purchasers SET last_order_at = now() - interval '6 years',"
+            " updated_at = now() - interval '6 years' WHERE email = $1",
+            recovered,
+        )
+        await conn.execute(
             "INSERT INTO orders.rate_limits (bucket, window_start, hits) VALUES ($1, now(), 1)",
             recovery.bucket("email", gone, key),
         )
+    # `recovered` asked for its license keys today: a request, so it is active again.
+    async with orders.client() as client:
+        assert (await client.post("/v1/license-recovery", json={"email": recovered})).status_code == 202
     [before] = await fetch(orders.world, "SELECT id FROM orders.purchasers WHERE email = $1", gone)
 
     pool = await asyncpg.create_pool(
@@ -65,7 +74,7 @@ async def test_purchasers_inactive_for_the_retention_are_anonymised_and_counted(
         orders.world, "SELECT 1 FROM orders.rate_limits WHERE bucket = $1", recovery.bucket("email", gone, key)
     )
     assert not await fetch(orders.world, "SELECT 1 FROM orders.purchases WHERE purchaser_id = $1", before["id"])
-    for email in (recent, active_lately):
+    for email in (recent, active_lately, recovered):
         assert await fetch(orders.world, "SELECT 1 FROM orders.purchasers WHERE email = $1", email), email
 
     reports = [e["data"] for e in await outbox(orders.world, "retention.purged") if e["data"]["what"] == "purchasers"]

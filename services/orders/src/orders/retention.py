@@ -1,8 +1,9 @@
 """Retention of purchasers: one with no order and no other activity for SPM_ORDERS_PURCHASER_RETENTION_YEARS is
 anonymised exactly as an erasure does it (orders.privacy_answer.ERASE), in batches, hourly.
 
-"Activity" is the purchaser row's last change: an order (`last_order_at`, and the upsert bumps `updated_at`),
-an unsubscribe, or an erasure already done (then there is nothing left to anonymise). Each batch is anonymised
+"Activity" is the purchaser row's last change (`updated_at`): an order (the upsert bumps it, and sets
+`last_order_at`), an unsubscribe, a license recovery that sent the keys (`store.touch_purchaser`). An erased
+purchaser has nothing left to anonymise. Each batch is anonymised
 and reported (`retention.purged`, a count and never an address) in one transaction; replicas share the work
 (SKIP LOCKED), so no purchaser is counted twice.
 """
