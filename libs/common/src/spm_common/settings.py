@@ -238,10 +238,14 @@ class CommonSettings(SpmSettings):
     @model_validator(mode="after")
     def _inbox_outlasts_dead_letters(self) -> Self:
         if self.inbox_retention_days <= self.dlq_retention_days:
-            raise ValueError(
-                "SPM_INBOX_RETENTION_DAYS must be longer than SPM_DLQ_RETENTION_DAYS: a dead letter replayed"
-                " after its event id left the inbox would be handled twice"
+            reason = (
+                "must be longer than SPM_DLQ_RETENTION_DAYS: a dead letter replayed after its event id left the"
+                " inbox would be handled twice"
             )
+            problem = InitErrorDetails(
+                type=PydanticCustomError("inbox_retention", reason), loc=("inbox_retention_days",), input=None
+            )
+            raise ValidationError.from_exception_data(type(self).__name__, [problem])
         return self
 
     @field_validator("trusted_proxies", mode="before")
