@@ -17,14 +17,13 @@ import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import aio_pika
 import asyncpg
 import orjson
 import typer
 import yaml
-from aio_pika.abc import AbstractIncomingMessage
 
 from spm_common import allowlist
 from spm_common.bootstrap import ensure_database, ensure_roles, with_database
@@ -32,6 +31,7 @@ from spm_common.brokerusers import USERS, broker_users, ensure_users, user_name
 from spm_common.logging import configure_logging
 from spm_common.migrations import SchemaRoles
 from spm_common.migrations import migrate as apply_migrations
+from spm_common.retention import copy_message
 from spm_common.settings import SERVICES, WITH_SCHEMA, BootstrapSettings, CommonSettings, ServiceSettings, load
 from spm_common.topology import Topology
 
@@ -275,7 +275,7 @@ def dlq_list(service: ServiceArg, limit: int = 20) -> None:
                     ).decode()
                 )
                 await channel.default_exchange.publish(
-                    _copy(message, headers={k: v for k, v in headers.items() if k != "x-delivery-count"}),
+                    copy_message(message, headers={k: v for k, v in headers.items() if k != "x-delivery-count"}),
                     routing_key=topology.dead_letter_queue_name,
                 )
                 await message.ack()
@@ -303,27 +303,12 @@ def dlq_replay(service: ServiceArg, limit: int = 1000) -> None:
                 if message is None:
                     break
                 headers = {k: v for k, v in (message.headers or {}).items() if not k.startswith("x-")}
-                await channel.default_exchange.publish(_copy(message, headers), routing_key=topology.queue_name)
+                await channel.default_exchange.publish(copy_message(message, headers), routing_key=topology.queue_name)
                 await message.ack()
                 moved += 1
         return moved
 
     typer.echo(f"{asyncio.run(go())} message(s) replayed to {topology.queue_name}")
-
-
-def _copy(message: AbstractIncomingMessage, headers: dict[str, Any]) -> aio_pika.Message:
-    return aio_pika.Message(
-        message.body,
-        headers=headers,
-        content_type=message.content_type,
-        content_encoding=message.content_encoding,
-        message_id=message.message_id,
-        correlation_id=message.correlation_id,
-        timestamp=message.timestamp,
-        type=message.type,
-        app_id=message.app_id,
-        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-    )
 
 
 def _death_reason(headers: Mapping[str, object]) -> str | None:

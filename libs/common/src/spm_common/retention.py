@@ -30,7 +30,7 @@ from spm_common.envelope import new_event
 from spm_common.health import LoopHealth
 from spm_common.logging import get_logger
 from spm_common.outbox import PURGE_EVERY_SECONDS, PURGE_TIMEOUT_SECONDS, enqueue
-from spm_common.redaction import REDACTED, describe_error, redact, redact_text
+from spm_common.redaction import describe_error, redact, redact_text
 
 log = get_logger(__name__)
 
@@ -86,7 +86,8 @@ PURGE_PARKED = (
     "DELETE FROM dead_letters_parked WHERE id IN (SELECT id FROM dead_letters_parked WHERE parked_at < $1"
     " ORDER BY parked_at LIMIT $2)"
 )
-# Messages taken off the queue in one round at most; the rest wait for the next.
+# Messages looked at in one round at most (young ones go back to the end of the queue); the rest wait for the
+# next round. A dead-letter queue holds a handful, unless something is broken: then an hour's delay is nothing.
 PARK_BATCH = 1000
 # Messages parked in one transaction (and reported by one event), then acknowledged together.
 PARK_CHUNK = 100
@@ -243,8 +244,9 @@ class DeadLetterParking:
                 return total
 
 
-def _copy(message: AbstractIncomingMessage) -> aio_pika.Message:
-    headers = {k: v for k, v in (message.headers or {}).items() if k != "x-delivery-count"}
+def copy_message(message: AbstractIncomingMessage, headers: dict[str, Any]) -> aio_pika.Message:
+    """A persistent copy of a message taken off a queue, with these headers: what goes back to a queue in its
+    stead (here, and `spm-admin dlq list` and `replay`)."""
     return aio_pika.Message(
         message.body,
         headers=headers,
@@ -259,4 +261,6 @@ def _copy(message: AbstractIncomingMessage) -> aio_pika.Message:
     )
 
 
-__all__ = ["REDACTED", "RETENTION_PURGED", "DeadLetterParking", "RetentionPurged", "purge_inbox", "report"]
+def _copy(message: AbstractIncomingMessage) -> aio_pika.Message:
+    # Without the count of deliveries: the copy is a message of its own, not this one delivered again.
+    return copy_message(message, {k: v for k, v in (message.headers or {}).items() if k != "x-delivery-count"})
