@@ -88,6 +88,23 @@ async def test_inbox_rows_older_than_the_retention_are_purged_in_batches_and_rep
         assert abs(older_than - (datetime.now(UTC) - timedelta(days=30))) < timedelta(minutes=5)
 
 
+async def test_published_outbox_rows_purged_are_reported(
+    clean: None, lab: Any, probe: Callable[..., Any], tap: Callable[..., Any]
+) -> None:
+    conn = await lab.admin()
+    try:
+        await conn.execute(
+            "INSERT INTO orders.outbox (event_id, event_type, body, published_at)"
+            " SELECT 'old-' || g, 'probe.happened', '\\x00', now() - interval '2 days' FROM generate_series(1, 5) g"
+        )
+    finally:
+        await conn.close()
+    exchange = f"{lab.name}.{uuid.uuid4().hex[:8]}"
+    async with tap(exchange, RETENTION_PURGED) as seen, probe(exchange=exchange, outbox_retention_hours=24):
+        [report] = await _purged(seen, "outbox", 5)
+    assert report["count"] == 5 and report["service"] == "orders"
+
+
 async def _dead_letter(channel: aio_pika.abc.AbstractChannel, queue: str, failed_at: datetime, body: bytes) -> str:
     message_id = str(uuid.uuid4())
     await channel.default_exchange.publish(

@@ -57,7 +57,7 @@ PUBLISHES: dict[str, tuple[str, ...]] = {
     # what its retention jobs removed (spm_common.retention).
     "audit": ("privacy.request.completed", "retention.purged"),
     # What operators see and do, for the audit trail.
-    "console": ("operator.action",),
+    "console": ("operator.action", "retention.purged"),
 }
 BINDS: dict[str, tuple[str, ...]] = {
     "contact": (

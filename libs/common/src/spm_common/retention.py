@@ -1,5 +1,7 @@
 """Retention that every service shares, so that nothing is kept forever by accident.
 
+- Published outbox rows older than `SPM_OUTBOX_RETENTION_HOURS` are deleted by the relay (spm_common.outbox),
+  which reports them here (`outbox_purged`).
 - Inbox rows (the consumed event ids, kept for idempotency) older than `SPM_INBOX_RETENTION_DAYS` are purged
   in batches by the outbox relay's hourly purge (`OutboxRelay.run`), after its published outbox rows.
 - Dead letters older than `SPM_DLQ_RETENTION_DAYS` are moved from the service's `.dlq` queue into its
@@ -35,7 +37,7 @@ from spm_common.redaction import describe_error, redact, redact_text
 log = get_logger(__name__)
 
 RETENTION_PURGED = "retention.purged"
-What = Literal["inbox", "purchasers", "dead_letters", "dead_letters_parked"]
+What = Literal["outbox", "inbox", "purchasers", "dead_letters", "dead_letters_parked"]
 
 
 class RetentionPurged(BaseModel):
@@ -55,6 +57,15 @@ async def report(conn: Connection, source: str, service: str, what: What, count:
     if count:
         data = RetentionPurged(service=service, what=what, count=count, older_than=older_than)
         await enqueue(conn, new_event(RETENTION_PURGED, source, data))
+
+
+def outbox_purged(service: str, source: str) -> outbox.OnPurged:
+    """The relay's report of the published outbox rows it deleted (`OutboxRelay(on_purged=...)`)."""
+
+    async def reported(conn: Connection, count: int, older_than: datetime) -> None:
+        await report(conn, source, service, "outbox", count, older_than)
+
+    return reported
 
 
 # Inbox ----------------------------------------------------------------------------------------------------

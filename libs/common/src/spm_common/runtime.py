@@ -32,7 +32,7 @@ from spm_common.logging import get_logger
 from spm_common.migrations import bring_up_to_date
 from spm_common.outbox import AmqpPublisher, OutboxRelay
 from spm_common.redaction import describe_error
-from spm_common.retention import DeadLetterParking, purge_inbox
+from spm_common.retention import DeadLetterParking, outbox_purged, purge_inbox
 from spm_common.settings import ServiceSettings
 from spm_common.topology import Topology
 
@@ -165,6 +165,7 @@ class Runtime:
                 retention_hours=self.settings.outbox_retention_hours,
                 publish_many=self._publisher.publish_many,
                 health=self.health.loop("outbox-relay"),
+                on_purged=outbox_purged(self.settings.service, self.settings.source),
                 purges=[
                     functools.partial(
                         purge_inbox,
