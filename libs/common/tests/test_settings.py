@@ -79,3 +79,16 @@ def test_every_bad_variable_is_named_at_once(
         load(CommonSettings)
     err = capsys.readouterr().err
     assert "SPM_SMTP_PORT" in err and "SPM_PREFETCH" in err
+
+
+def test_the_inbox_must_outlast_the_dead_letters(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    settings = load(ProbeSettings)
+    assert (settings.inbox_retention_days, settings.dlq_retention_days) == (30, 14)
+    # A dead letter replayed after its event id left the inbox would be handled a second time.
+    monkeypatch.setenv("SPM_INBOX_RETENTION_DAYS", "10")
+    with pytest.raises(SystemExit) as exited:
+        load(ProbeSettings)
+    assert exited.value.code == 2
+    assert "  SPM_INBOX_RETENTION_DAYS: must be longer than SPM_DLQ_RETENTION_DAYS" in capsys.readouterr().err

@@ -452,3 +452,14 @@ async def test_a_checkpoint_made_up_in_the_database_cannot_hide_a_rewrite(
             raise Rollback
     assert not outcome.ok and outcome.broken_seq == signed_head
     assert outcome.problem is not None and outcome.problem.startswith("altered")
+
+
+async def test_a_retention_report_is_kept_in_the_trail_with_its_counts(
+    audit: httpx.AsyncClient, admin: asyncpg.Connection, kit: Any
+) -> None:
+    # What a retention job announces (spm_common.retention) is an allow-listed event: the trail keeps all of it.
+    report = {"service": "orders", "what": "purchasers", "count": 3, "older_than": "2021-12-05T22:00:00+00:00"}
+    events = [kit.event("retention.purged", report)]
+    await kit.publish(events)
+    [row] = await kit.wait_for_entries(admin, [e["id"] for e in events])
+    assert json.loads(row["payload"]) == report

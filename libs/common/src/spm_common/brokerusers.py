@@ -37,13 +37,27 @@ PUBLISHES: dict[str, tuple[str, ...]] = {
         "privacy.request.confirmed",
         "notification.requested",
         "privacy.request.completed",
+        "retention.purged",
     ),
-    "orders": ("order.recorded", "security.card-data-removed", "notification.requested", "privacy.request.completed"),
-    "notifier": ("notification.sent", "notification.failed", "notification.unsubscribed", "privacy.request.completed"),
-    # Every service answers each confirmed privacy request for its own data (spm_common.privacy).
-    "audit": ("privacy.request.completed",),
+    "orders": (
+        "order.recorded",
+        "security.card-data-removed",
+        "notification.requested",
+        "privacy.request.completed",
+        "retention.purged",
+    ),
+    "notifier": (
+        "notification.sent",
+        "notification.failed",
+        "notification.unsubscribed",
+        "privacy.request.completed",
+        "retention.purged",
+    ),
+    # Every service answers each confirmed privacy request for its own data (spm_common.privacy), and reports
+    # what its retention jobs removed (spm_common.retention).
+    "audit": ("privacy.request.completed", "retention.purged"),
     # What operators see and do, for the audit trail.
-    "console": ("operator.action",),
+    "console": ("operator.action", "retention.purged"),
 }
 BINDS: dict[str, tuple[str, ...]] = {
     "contact": (

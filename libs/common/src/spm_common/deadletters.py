@@ -56,7 +56,7 @@ async def replay_dead_letters(amqp_url: str, topology: Topology, limit: int, mes
             await _back_to_the_end(message, channel, topology)
             return
         headers = {k: v for k, v in (message.headers or {}).items() if not k.startswith("x-")}
-        await channel.default_exchange.publish(_copy(message, headers), routing_key=topology.queue_name)
+        await channel.default_exchange.publish(copy_message(message, headers), routing_key=topology.queue_name)
         await message.ack()
         moved += 1
 
@@ -82,7 +82,7 @@ async def _back_to_the_end(
     message: AbstractIncomingMessage, channel: aio_pika.abc.AbstractChannel, topology: Topology
 ) -> None:
     headers = {k: v for k, v in (message.headers or {}).items() if k != "x-delivery-count"}
-    await channel.default_exchange.publish(_copy(message, headers), routing_key=topology.dead_letter_queue_name)
+    await channel.default_exchange.publish(copy_message(message, headers), routing_key=topology.dead_letter_queue_name)
     await message.ack()
 
 
@@ -100,7 +100,9 @@ def _described(message: AbstractIncomingMessage) -> DeadLetter:
     )
 
 
-def _copy(message: AbstractIncomingMessage, headers: dict[str, Any]) -> aio_pika.Message:
+def copy_message(message: AbstractIncomingMessage, headers: dict[str, Any]) -> aio_pika.Message:
+    """A persistent copy of a message taken off a queue, with these headers: what goes back to a queue in its
+    stead (the listing and the replay here, and the parking of old dead letters in spm_common.retention)."""
     return aio_pika.Message(
         message.body,
         headers=headers,

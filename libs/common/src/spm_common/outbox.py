@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aio_pika
@@ -38,6 +39,10 @@ Publish = Callable[[str, str, bytes], Awaitable[object]]  # (event_type, event_i
 # A batch of (event_type, event_id, body) at once, calling the second argument once the messages are written;
 # a result per message: its confirmation or its exception.
 PublishMany = Callable[[Sequence[tuple[str, str, bytes]], Callable[[], None]], Awaitable[Sequence[object]]]
+
+# Told, in the purge's transaction, how many published rows it deleted and from before when (the audit
+# trail's `retention.purged`, spm_common.retention).
+OnPurged = Callable[[Connection, int, datetime], Awaitable[None]]
 
 PURGE_EVERY_SECONDS = 3600.0
 # Published rows deleted by one statement at most: at 1,000 orders/s an hour's worth is millions of rows,
@@ -198,8 +203,14 @@ class OutboxRelay:
         retention_hours: float = 24.0,
         publish_many: PublishMany | None = None,
         health: LoopHealth | None = None,
+        purges: Sequence[Callable[[], Awaitable[int]]] = (),
+        on_purged: OnPurged | None = None,
     ) -> None:
         self._pool = pool
+        # More deletions on the published rows' schedule (the inbox's, spm_common.retention): each deletes a
+        # batch at most and returns how many; PURGE_BATCH means more wait.
+        self._purges = purges
+        self._on_purged = on_purged
         self._health = health or LoopHealth(service, "outbox-relay")
         self._schema = schema
         self._publish = publish
@@ -225,7 +236,7 @@ class OutboxRelay:
                 self._health.ok()
                 backoff = 0.5
                 if loop.time() >= next_purge:
-                    if await self.purge_published() == PURGE_BATCH:
+                    if await self.purge() == PURGE_BATCH:
                         continue  # more to delete: the next batch after the next drain, without waiting
                     next_purge = loop.time() + PURGE_EVERY_SECONDS
             except asyncio.CancelledError:
@@ -335,11 +346,21 @@ class OutboxRelay:
         finally:
             written()
 
+    async def purge(self) -> int:
+        """One batch of every purge: the published rows, then the others; the largest count."""
+        counts = [await self.purge_published()]
+        for purge in self._purges:
+            counts.append(await purge())
+        return max(counts)
+
     async def purge_published(self) -> int:
         """Delete up to PURGE_BATCH rows published longer ago than the retention, oldest first; how many."""
-        async with self._pool.acquire() as conn:
+        async with self._pool.acquire() as conn, conn.transaction():
             result = await conn.execute(PURGE, self._retention_seconds, PURGE_BATCH, timeout=PURGE_TIMEOUT_SECONDS)
-        return int(result.split()[-1])
+            count = int(result.split()[-1])
+            if count and self._on_purged is not None:
+                await self._on_purged(conn, count, datetime.now(UTC) - timedelta(seconds=self._retention_seconds))
+        return count
 
     async def _update_backlog(self) -> None:
         async with self._pool.acquire() as conn:

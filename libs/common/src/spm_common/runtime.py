@@ -32,6 +32,7 @@ from spm_common.logging import get_logger
 from spm_common.migrations import bring_up_to_date
 from spm_common.outbox import AmqpPublisher, OutboxRelay
 from spm_common.redaction import describe_error
+from spm_common.retention import DeadLetterParking, outbox_purged, purge_inbox
 from spm_common.settings import ServiceSettings
 from spm_common.topology import Topology
 
@@ -109,6 +110,7 @@ class Runtime:
         self._runs_relay = relay
         self._pool: asyncpg.Pool | None = None
         self.relay: OutboxRelay | None = None
+        self.dead_letters: DeadLetterParking | None = None
         self._publisher = AmqpPublisher(
             self.broker.connect, self.topology.exchange_name, timeout=PUBLISH_TIMEOUT_SECONDS
         )
@@ -163,8 +165,29 @@ class Runtime:
                 retention_hours=self.settings.outbox_retention_hours,
                 publish_many=self._publisher.publish_many,
                 health=self.health.loop("outbox-relay"),
+                on_purged=outbox_purged(self.settings.service, self.settings.source),
+                purges=[
+                    functools.partial(
+                        purge_inbox,
+                        self.pool,
+                        self.settings.inbox_retention_days,
+                        service=self.settings.service,
+                        source=self.settings.source,
+                    )
+                ],
             )
             self._spawn(self.relay.run, "outbox-relay")
+        if self.consumer:
+            self.dead_letters = DeadLetterParking(
+                lambda: self.pool,
+                self.broker.connect,
+                self.topology.dead_letter_queue_name,
+                self.settings.dlq_retention_days,
+                service=self.settings.service,
+                source=self.settings.source,
+                health=self.health.loop("dead-letter-parking"),
+            )
+            self._spawn(self.dead_letters.run, "dead-letter-parking")
         for task in self._background:
             self._spawn(functools.partial(task, self), getattr(task, "__name__", "background"))
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):

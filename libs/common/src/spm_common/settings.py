@@ -225,6 +225,28 @@ class CommonSettings(SpmSettings):
     # Published outbox rows are kept this long for inspection, then deleted within the hour (at 1,000 orders/s a
     # day of the orders' two events an order is ~170 million rows, ~140 GB).
     outbox_retention_hours: float = Field(default=24.0, ge=0, le=24 * 90)
+    # Consumed event ids are kept this long, then purged with the published outbox rows. A copy of an event
+    # delivered again after its id is gone would be handled twice, so this must outlast every way an event
+    # comes back: the retries (SPM_MAX_ATTEMPTS x SPM_RETRY_DELAY_MS, two days at the very most), a redelivery
+    # after a crash (minutes), and a replay from the dead-letter queue, where messages wait up to
+    # SPM_DLQ_RETENTION_DAYS; hence longer than that (the validator below holds it so).
+    inbox_retention_days: float = Field(default=30.0, gt=2, le=3650)
+    # Dead letters older than this leave the `.dlq` queue for the `dead_letters_parked` table, personal data
+    # masked, and are deleted from there once parked as long again (spm_common.retention).
+    dlq_retention_days: float = Field(default=14.0, gt=0, le=3650)
+
+    @model_validator(mode="after")
+    def _inbox_outlasts_dead_letters(self) -> Self:
+        if self.inbox_retention_days <= self.dlq_retention_days:
+            reason = (
+                "must be longer than SPM_DLQ_RETENTION_DAYS: a dead letter replayed after its event id left the"
+                " inbox would be handled twice"
+            )
+            problem = InitErrorDetails(
+                type=PydanticCustomError("inbox_retention", reason), loc=("inbox_retention_days",), input=None
+            )
+            raise ValidationError.from_exception_data(type(self).__name__, [problem])
+        return self
 
     @field_validator("trusted_proxies", mode="before")
     @classmethod

@@ -9,6 +9,7 @@ from pathlib import Path
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from spm_common.allowlist import FieldTree
 from spm_common.privacy import PRIVACY_REQUEST_COMPLETED, PrivacyRequestCompleted
+from spm_common.retention import RETENTION_PURGED, RetentionPurged
 
 PAGE_VIEWED = "site.page.viewed"
 OPERATOR_ACTION = "operator.action"
@@ -46,7 +47,11 @@ class OperatorAction(BaseModel):
 
 CONSUMES = {PAGE_VIEWED: PageViewed, OPERATOR_ACTION: OperatorAction}
 # Its answer to each confirmed privacy request (audit.privacy_answer); everything else it only records.
-PUBLISHES: dict[str, type[BaseModel]] = {PRIVACY_REQUEST_COMPLETED: PrivacyRequestCompleted}
+PUBLISHES: dict[str, type[BaseModel]] = {
+    PRIVACY_REQUEST_COMPLETED: PrivacyRequestCompleted,
+    # What its retention jobs removed, counts only (spm_common.retention).
+    RETENTION_PURGED: RetentionPurged,
+}
 
 # The payload fields the trail keeps of each event type (and nothing of a type not listed), generated from
 # the payload models of every service by `spm-admin docs` (`make docs`), which a test holds current.

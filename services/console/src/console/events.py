@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from pydantic import BaseModel, Field
+from spm_common.retention import RETENTION_PURGED, RetentionPurged
 
 OPERATOR_ACTION = "operator.action"
 
@@ -19,4 +20,8 @@ class OperatorAction(BaseModel):
     at: datetime
 
 
-PUBLISHES = {OPERATOR_ACTION: OperatorAction}
+PUBLISHES = {
+    OPERATOR_ACTION: OperatorAction,
+    # What its outbox relay deleted, a count (spm_common.retention).
+    RETENTION_PURGED: RetentionPurged,
+}

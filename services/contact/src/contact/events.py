@@ -22,6 +22,7 @@ from spm_common.privacy import (
     PrivacyRequestCompleted,
     PrivacyRequestConfirmed,
 )
+from spm_common.retention import RETENTION_PURGED, RetentionPurged
 
 MESSAGE_RECEIVED = "contact.message.received"
 MESSAGE_REPLIED = "contact.message.replied"
@@ -93,6 +94,8 @@ PUBLISHES = {
     PRIVACY_REQUEST_CONFIRMED: PrivacyRequestConfirmed,
     # The answer to a confirmed privacy request for this service's messages (contact.privacy_answer).
     PRIVACY_REQUEST_COMPLETED: PrivacyRequestCompleted,
+    # What its retention jobs removed, counts only (spm_common.retention).
+    RETENTION_PURGED: RetentionPurged,
 }
 # The notifier's reports on the e-mails this service asked for: they become each reply's delivery status (and
 # a privacy request's acknowledgement); every service's answer to a privacy request; and the confirmed

@@ -16,6 +16,7 @@ from spm_common.privacy import (
     PrivacyRequestCompleted,
     PrivacyRequestConfirmed,
 )
+from spm_common.retention import RETENTION_PURGED, RetentionPurged
 
 NOTIFICATION_UNSUBSCRIBED = "notification.unsubscribed"
 
@@ -34,4 +35,6 @@ PUBLISHES = {
     NOTIFICATION_FAILED: NotificationOutcome,
     NOTIFICATION_UNSUBSCRIBED: Unsubscribed,
     PRIVACY_REQUEST_COMPLETED: PrivacyRequestCompleted,
+    # What its retention jobs removed, counts only (spm_common.retention).
+    RETENTION_PURGED: RetentionPurged,
 }

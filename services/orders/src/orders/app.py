@@ -15,7 +15,7 @@ from spm_common.runtime import Runtime
 from spm_common.serve import serve
 from spm_common.settings import load
 
-from orders import fanout, orders, privacy_answer, store
+from orders import fanout, orders, privacy_answer, retention, store
 from orders.api import router
 from orders.events import (
     NOTIFICATION_UNSUBSCRIBED,
@@ -65,13 +65,25 @@ def handlers(settings: Settings) -> dict[str, Handler]:
     }
 
 
+async def purchaser_retention(runtime: Runtime) -> None:
+    settings = runtime.settings
+    assert isinstance(settings, Settings)
+    await retention.run_periodically(
+        runtime.pool,
+        settings.orders_purchaser_retention_years,
+        hash_key=settings.hash_key(),
+        source=settings.source,
+        health=runtime.health.loop("purchaser-retention"),
+    )
+
+
 def build(settings: Settings) -> Runtime:
     return Runtime(
         settings,
         migrations=MIGRATIONS,
         handlers=handlers(settings),
         publishes=PUBLISHES,
-        background=[fanout.worker],
+        background=[fanout.worker, purchaser_retention],
         scrub=cards.scrub_body,
         description=__doc__ or "",
     )

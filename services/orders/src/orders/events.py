@@ -29,6 +29,7 @@ from spm_common.consumer import PermanentError
 from spm_common.inputs import BoundedAwareDateTime, DbInt
 from spm_common.notifications import NOTIFICATION_REQUESTED, NotificationRequested
 from spm_common.privacy import PRIVACY_REQUEST_COMPLETED, PrivacyRequestCompleted
+from spm_common.retention import RETENTION_PURGED, RetentionPurged
 
 ORDER_PLACED = "order.placed"
 UPGRADE_RELEASED = "upgrade.released"
@@ -238,4 +239,6 @@ PUBLISHES: dict[str, type[BaseModel]] = {
     NOTIFICATION_REQUESTED: NotificationRequested,
     # The answer to a confirmed privacy request (orders.privacy_answer).
     PRIVACY_REQUEST_COMPLETED: PrivacyRequestCompleted,
+    # What its retention jobs removed or anonymised, counts only (spm_common.retention, orders.retention).
+    RETENTION_PURGED: RetentionPurged,
 }

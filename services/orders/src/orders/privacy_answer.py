@@ -69,17 +69,19 @@ SELECT jsonb_build_object(
 )::text
 """
 
-_ERASE = """
+# Anonymises the purchasers of the addresses $1 and drops their recovery counters $2: one request's address, or
+# the purchasers retention lets go of (orders.retention).
+ERASE = """
 WITH p AS (
   UPDATE purchasers SET email = NULL, name = NULL, phone = NULL, address = NULL, erased_at = now(),
     upgrades_unsubscribed_at = coalesce(upgrades_unsubscribed_at, now()),
     news_unsubscribed_at = coalesce(news_unsubscribed_at, now()), updated_at = now()
-  WHERE email = $1 RETURNING id),
+  WHERE email = ANY($1::text[]) RETURNING id),
 withdrawn AS (UPDATE consents SET withdrawn_at = now()
   WHERE purchaser_id IN (SELECT id FROM p) AND withdrawn_at IS NULL RETURNING 1),
 -- Only the upgrade fan-out reads `purchases`: an erased purchaser is no one to notify.
 unlisted AS (DELETE FROM purchases WHERE purchaser_id IN (SELECT id FROM p) RETURNING 1),
-counter AS (DELETE FROM rate_limits WHERE bucket = $2 RETURNING 1)
+counter AS (DELETE FROM rate_limits WHERE bucket = ANY($2::text[]) RETURNING 1)
 SELECT (SELECT count(*) FROM p) AS purchasers,
   (SELECT count(*) FROM orders WHERE purchaser_id IN (SELECT id FROM p)) AS orders,
   (SELECT count(*) FROM license_keys WHERE purchaser_id IN (SELECT id FROM p)) AS license_keys,
@@ -146,7 +148,7 @@ async def _access(
 async def _erase(
     conn: Connection, address: str, counter: str, request: PrivacyRequestConfirmed, source: str
 ) -> CloudEvent:
-    row = await conn.fetchrow(_ERASE, address, counter)
+    row = await conn.fetchrow(ERASE, [address], [counter])
     assert row is not None
     events = await forget_published(conn, [address])
     if row["purchasers"]:

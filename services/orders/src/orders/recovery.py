@@ -51,6 +51,7 @@ async def recover(pool: asyncpg.Pool, settings: Settings, email: str, client: st
             rows = await store.purchaser_keys(conn, email)
             if rows and email_hits <= settings.orders_recovery_per_email:
                 await enqueue(conn, _request(rows, email, settings.source))
+                await store.touch_purchaser(conn, email)
     await asyncio.sleep(max(0.0, settings.orders_recovery_min_seconds - (loop.time() - started)))
     return Limited(max(1, int(remaining + 0.999))) if limited else None
 

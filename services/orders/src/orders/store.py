@@ -203,6 +203,12 @@ async def purchaser_keys(conn: Connection, email: str) -> list[asyncpg.Record]:
     )
 
 
+async def touch_purchaser(conn: Connection, email: str) -> None:
+    """The purchaser used what is kept about them (recovered their keys): active now, so the purchaser
+    retention (orders.retention) counts its years from today."""
+    await conn.execute("UPDATE purchasers SET updated_at = now() WHERE email = $1", email)
+
+
 async def purchaser_summary(conn: Connection, email: str) -> asyncpg.Record | None:
     return await conn.fetchrow(
         "SELECT p.id, p.name, p.locale, p.created_at, p.last_order_at, p.upgrades_unsubscribed_at,"
