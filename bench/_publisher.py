@@ -39,7 +39,8 @@ async def publish_bodies(
 
         async def window(chunk: Sequence[tuple[str, str, bytes]]) -> None:
             try:
-                for result in await publisher.publish_many(chunk):
+                # Routing key = type, as every outside publisher sends.
+                for result in await publisher.publish_many([(t, i, b, t) for t, i, b in chunk]):
                     if isinstance(result, BaseException):
                         raise result
             finally:

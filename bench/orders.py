@@ -94,7 +94,7 @@ class Shop:
 
     async def publish(self, events: list[ShopEvent]) -> None:
         """Publish `events` in one write; return once the broker confirmed them all."""
-        for result in await self._publisher.publish_many(events):
+        for result in await self._publisher.publish_many([(t, i, b, t) for t, i, b in events]):
             if isinstance(result, BaseException):
                 raise result
 

@@ -20,7 +20,16 @@ import httpx
 import pytest
 from aio_pika.exceptions import ChannelClosed
 from aiormq.exceptions import ChannelAccessRefused
-from spm_common.brokerusers import BINDS, PUBLISHES, USERS, broker_users, ensure_users, user_name, with_credentials
+from spm_common.brokerusers import (
+    BINDS,
+    PUBLISHES,
+    ROUTED,
+    USERS,
+    broker_users,
+    ensure_users,
+    user_name,
+    with_credentials,
+)
 from spm_common.settings import SERVICES, WITH_SCHEMA
 from spm_common.testing.world import AMQP_URL, World, new_world
 from spm_common.topology import Topology
@@ -121,7 +130,7 @@ async def test_each_service_declares_binds_and_publishes_what_it_owns(users: Use
     for service in WITH_SCHEMA:
         await declare_own_queues(users, service)
     for service, keys in PUBLISHES.items():
-        for key in keys:
+        for key in (*keys, *ROUTED.get(service, ())):
             await publish(users.url(service), users.exchange, key)
     await publish(users.url("shop"), users.exchange, "order.placed")
     await publish(users.url("releases"), users.exchange, "upgrade.released")
@@ -153,6 +162,8 @@ async def test_each_service_declares_binds_and_publishes_what_it_owns(users: Use
         ("logs", "order.placed"),
         ("contact", "order.placed"),
         ("orders", "notification.sent"),
+        ("orders", "notification.sent.contact"),
+        ("contact", "notification.failed.orders"),
         ("notifier", "notification.requested"),
         ("audit", "order.recorded"),
     ],

@@ -56,6 +56,8 @@ async def test_applied_once_and_in_order(lab: World, schema: str, tmp_path: Path
             "common:0001_outbox_inbox",
             "common:0002_outbox_vacuum",
             "common:0003_privacy_answered",
+            "common:0004_dead_letters_parked",
+            "common:0005_outbox_routing_key",
             f"{schema}:0001_first",
             f"{schema}:0002_second",
             f"{schema}:0010_third",

@@ -192,8 +192,8 @@ async def test_two_relays_share_2000_rows_without_duplicate_or_loss(
         published: list[list[str]] = [[], []]
 
         def counting(index: int) -> Any:
-            async def publish(event_type: str, event_id: str, body: bytes) -> Any:
-                result = await runtime.publish(event_type, event_id, body)
+            async def publish(event_type: str, event_id: str, body: bytes, routing_key: str) -> Any:
+                result = await runtime.publish(event_type, event_id, body, routing_key)
                 published[index].append(event_id)
                 return result
 
@@ -236,12 +236,12 @@ async def test_rows_stay_while_the_broker_refuses_and_go_out_later(
     events = [probe_event() for _ in range(10)]
     state = {"broken": True, "refused": 0}
 
-    async def flaky(event_type: str, event_id: str, body: bytes) -> Any:
+    async def flaky(event_type: str, event_id: str, body: bytes, routing_key: str) -> Any:
         # Half the publishes of a batch fail while the broker is "away": the others must still be marked sent.
         if state["broken"] and int(uuid.UUID(event_id)) % 2:
             state["refused"] += 1
             raise ConnectionError("broker connection lost")
-        return await runtime.publish(event_type, event_id, body)
+        return await runtime.publish(event_type, event_id, body, routing_key)
 
     async with parts(settings) as (pool, runtime), tap(settings.exchange, "probe.#") as seen:
         relay = OutboxRelay(pool, settings.role_database_url(), "orders", flaky, service="orders", poll_seconds=0.5)
@@ -323,7 +323,7 @@ class HeldConfirms:
         self.confirmed: list[asyncio.Event] = []
 
     async def publish_many(self, messages: Any, on_written: Callable[[], None]) -> list[object]:
-        self.written.append([event_id for _, event_id, _ in messages])
+        self.written.append([event_id for _, event_id, *_ in messages])
         on_written()
         confirmation = asyncio.Event()
         self.confirmed.append(confirmation)

@@ -42,3 +42,26 @@ def test_publish_frames_are_byte_for_byte_what_pamqp_marshals(event_id: str, bod
 def test_a_name_over_255_bytes_is_refused_as_pamqp_refuses_it() -> None:
     with pytest.raises(TypeError):
         publish_frames(1, "spm.events", "x" * 256, str(uuid.uuid4()), b"{}", 1000)
+
+
+def test_a_routing_key_other_than_the_type_is_what_pamqp_marshals_and_the_type_stays() -> None:
+    exchange, event_type, routing_key, event_id, body = (
+        "spm.events",
+        "notification.sent",
+        "notification.sent.contact",
+        "e-1",
+        b"{}",
+    )
+    properties = spec.Basic.Properties(
+        content_type=CONTENT_TYPE,
+        delivery_mode=aio_pika.DeliveryMode.PERSISTENT.value,
+        message_id=event_id,
+        message_type=event_type,
+    )
+    frames = [
+        spec.Basic.Publish(exchange=exchange, routing_key=routing_key),
+        ContentHeader(properties=properties, body_size=len(body)),
+        ContentBody(body),
+    ]
+    expected = b"".join(pamqp.frame.marshal(frame, 1) for frame in frames)
+    assert publish_frames(1, exchange, event_type, event_id, body, 1000, routing_key) == expected

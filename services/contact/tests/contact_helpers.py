@@ -14,6 +14,7 @@ import aio_pika
 import httpx
 import orjson
 from contact.app import create
+from contact.events import ROUTING_KEYS
 from contact.settings import Settings
 from fastapi import FastAPI
 from spm_common.envelope import CloudEvent, amqp_message
@@ -83,15 +84,16 @@ async def outbox_events(world: World, event_type: str) -> list[CloudEvent]:
     return [CloudEvent.parse(bytes(row["body"])) for row in rows]
 
 
-async def publish(world: World, event: CloudEvent) -> None:
-    """Publish an event on the session's exchange as another service's outbox relay would."""
+async def publish(world: World, event: CloudEvent, routing_key: str | None = None) -> None:
+    """Publish an event on the session's exchange as another service's outbox relay would (the notifier's
+    outcomes of this service's mail under the keys this service binds, contact.events.ROUTING_KEYS)."""
     connection = await aio_pika.connect(AMQP_URL)
     async with connection:
         channel = await connection.channel()
         exchange = await channel.get_exchange(world.exchange)
         await exchange.publish(
             amqp_message(event),
-            routing_key=event.type,
+            routing_key=routing_key or ROUTING_KEYS.get(event.type, event.type),
         )
 
 

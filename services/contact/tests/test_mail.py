@@ -150,7 +150,7 @@ async def test_a_contact_only_address_receives_answer_message_mail_only(
         ),
         purpose="product-news",
     )
-    async with watching(world, "notification.*") as outcomes:
+    async with watching(world, "notification.failed.#") as outcomes:
         await publish(world, news)
 
         async def reported() -> list[object]:

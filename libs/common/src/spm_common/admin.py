@@ -24,6 +24,7 @@ import typer
 import yaml
 
 from spm_common import allowlist
+from spm_common import asyncapi as event_docs
 from spm_common.bootstrap import ensure_database, ensure_roles, with_database
 from spm_common.brokerusers import USERS, broker_users, ensure_users, user_name
 from spm_common.deadletters import list_dead_letters, replay_dead_letters
@@ -231,11 +232,29 @@ def generated_documents() -> list[tuple[str, str, str]]:
         settings = settings_module.Settings(amqp_url="amqp://rabbitmq:5672/")
         runtime = app_module.build(settings)
         # Sorted, so the document does not depend on the order FastStream happens to register things in.
-        spec = runtime.asyncapi().schema.to_specification().to_jsonable()
+        base = runtime.asyncapi().schema.to_specification().to_jsonable()
+        spec = event_docs.document(base, settings.exchange, service_events(service))
         asyncapi = yaml.safe_dump(spec, sort_keys=True, allow_unicode=True)
         openapi = json.dumps(app_module.create(settings).openapi(), indent=2, ensure_ascii=False) + "\n"
         documents.append((service, asyncapi, openapi))
     return documents
+
+
+def service_events(service: str) -> event_docs.Events:
+    """What a service's `events.py` declares (nothing, for a service without one)."""
+    try:
+        events = importlib.import_module(f"{service}.events")
+    except ModuleNotFoundError as exc:
+        if exc.name != f"{service}.events":
+            raise
+        return event_docs.Events()
+    return event_docs.Events(
+        publishes=getattr(events, "PUBLISHES", {}),
+        consumes=getattr(events, "CONSUMES", {}),
+        routing_keys=getattr(events, "ROUTING_KEYS", {}),
+        examples=getattr(events, "EXAMPLES", {}),
+        consumes_everything=getattr(events, "CONSUMES_EVERYTHING", False),
+    )
 
 
 @dlq.command("list")

@@ -22,6 +22,7 @@ from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 import httpx
 
+from spm_common.notifications import NOTIFICATION_FAILED, NOTIFICATION_SENT, outcome_routing_key
 from spm_common.settings import WITH_SCHEMA
 
 # The routing keys each service publishes and binds, as its code does (a test compares them with each
@@ -59,10 +60,19 @@ PUBLISHES: dict[str, tuple[str, ...]] = {
     # What operators see and do, for the audit trail.
     "console": ("operator.action", "retention.purged"),
 }
+# Routing keys a service publishes that are not event types: the notifier sends each outcome to the service
+# that asked for the e-mail (`notification.sent.contact`), so each requester binds only its own.
+ROUTED: dict[str, tuple[str, ...]] = {
+    "notifier": tuple(
+        outcome_routing_key(event_type, requester)
+        for event_type in (NOTIFICATION_SENT, NOTIFICATION_FAILED)
+        for requester in ("contact", "orders")
+    ),
+}
 BINDS: dict[str, tuple[str, ...]] = {
     "contact": (
-        "notification.failed",
-        "notification.sent",
+        "notification.failed.contact",
+        "notification.sent.contact",
         "privacy.request.completed",
         "privacy.request.confirmed",
     ),
@@ -120,7 +130,7 @@ def broker_users(exchange: str, prefix: str = "spm_") -> list[BrokerUser]:
                 write=_any_of(*exchanges, *own, DEFAULT_EXCHANGE),
                 read=_any_of(*exchanges, *own),
                 exchange=exchange,
-                topic_write=_any_of(*PUBLISHES[service]),
+                topic_write=_any_of(*PUBLISHES[service], *ROUTED.get(service, ())),
                 topic_read=".*" if "#" in binds else _any_of(*binds),
             )
         )

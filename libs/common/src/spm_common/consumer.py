@@ -106,6 +106,7 @@ class EventConsumer:
         scrub: Scrub | None = None,
         accepts: Callable[[CloudEvent], bool] | None = None,
         health: LoopHealth | None = None,
+        binds: Mapping[str, str] | None = None,
     ) -> None:
         self._service = service
         self._health = health or LoopHealth(service, "consumer")
@@ -118,6 +119,8 @@ class EventConsumer:
         self._broker = broker
         self._topology = topology
         self._handlers = dict(handlers)
+        # The routing key the queue binds for an event type whose key is not its type (the notifier's outcomes).
+        self._binds = dict(binds or {})
         self._pool = pool
         self._max_attempts = max_attempts
         self._retry_delay = retry_delay_ms / 1000
@@ -144,7 +147,7 @@ class EventConsumer:
 
     @property
     def routing_keys(self) -> list[str]:
-        return sorted(self._handlers)
+        return sorted(self._binds.get(event_type, event_type) for event_type in self._handlers)
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name=f"{self._service}-consumer")

@@ -76,11 +76,14 @@ def new_event(
 
 
 class OutboxRow(NamedTuple):
-    """An event as a service's outbox stores it and its relay publishes it: id, type (the routing key), body."""
+    """An event as a service's outbox stores it and its relay publishes it: id, type, body, and the routing key
+    where it is not the type (the notifier's outcomes go to `notification.sent.<requester>`, so each service
+    binds only its own: docs/architecture.md, "Routing keys")."""
 
     id: str
     type: str
     body: bytes
+    routing_key: str | None = None
 
 
 def new_event_body(
@@ -91,6 +94,7 @@ def new_event_body(
     correlation_id: str | None = None,
     purpose: Purpose | None = None,
     event_id: str | None = None,
+    routing_key: str | None = None,
 ) -> OutboxRow:
     """A new event, its body byte for byte what `new_event(...).to_json()` makes of the same arguments
     (a test holds them equal), without building and validating a `CloudEvent`: for hot paths whose `data`
@@ -114,7 +118,7 @@ def new_event_body(
     if purpose is not None:
         envelope["purpose"] = purpose
     envelope["data"] = data
-    return OutboxRow(event_id, type, pydantic_core.to_json(envelope))
+    return OutboxRow(event_id, type, pydantic_core.to_json(envelope), routing_key)
 
 
 def amqp_message(event: CloudEvent) -> aio_pika.Message:

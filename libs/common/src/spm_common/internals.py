@@ -71,14 +71,22 @@ _CONTENT_TYPE = _short_string(CONTENT_TYPE)
 
 
 def publish_frames(
-    channel: int, exchange: str, event_type: str, event_id: str, body: bytes, max_content_size: int
+    channel: int,
+    exchange: str,
+    event_type: str,
+    event_id: str,
+    body: bytes,
+    max_content_size: int,
+    routing_key: str | None = None,
 ) -> bytes:
-    """What `basic_publish` writes for one event: Basic.Publish to `exchange` with the event type as routing
-    key (not mandatory, not immediate), the content header with CONTRACT section 3's properties (persistent),
-    and the body in frames of at most `max_content_size` bytes (none for an empty body)."""
-    routing_key = _short_string(event_type)
-    method = b"".join((_BASIC_PUBLISH, _short_string(exchange), routing_key, b"\x00"))
-    properties = b"".join((_CONTENT_TYPE, _PERSISTENT, _short_string(event_id), routing_key))
+    """What `basic_publish` writes for one event: Basic.Publish to `exchange` with the routing key (the event
+    type unless given: see `spm_common.envelope.OutboxRow`), not mandatory, not immediate; the content header
+    with CONTRACT section 3's properties (persistent, `type` the event type), and the body in frames of at
+    most `max_content_size` bytes (none for an empty body)."""
+    message_type = _short_string(event_type)
+    key = message_type if routing_key is None or routing_key == event_type else _short_string(routing_key)
+    method = b"".join((_BASIC_PUBLISH, _short_string(exchange), key, b"\x00"))
+    properties = b"".join((_CONTENT_TYPE, _PERSISTENT, _short_string(event_id), message_type))
     header = _CONTENT.pack(60, 0, len(body), _PROPERTY_FLAGS) + properties
     parts = [
         _FRAME.pack(_METHOD, channel, len(method)),
@@ -95,9 +103,9 @@ def publish_frames(
 
 
 async def write_publishes(
-    channel: AbstractChannel, exchange: str, messages: Sequence[tuple[str, str, bytes]]
+    channel: AbstractChannel, exchange: str, messages: Sequence[tuple[str, str, bytes, str]]
 ) -> list[asyncio.Future[Any]]:
-    """Queue a batch of (event_type, event_id, body) on a confirm-mode aiormq channel for one socket write;
+    """Queue a batch of (event_type, event_id, body, routing_key) on a confirm-mode aiormq channel for one socket write;
     return each message's confirmation future, in order (settled by the broker's ack or nack, cancelled if
     the channel closes first). Raises, with nothing queued, if the channel is closed.
 
@@ -108,13 +116,15 @@ async def write_publishes(
     frames: list[bytes] = []
     confirmations: list[asyncio.Future[Any]] = []
     async with underlay.lock:
-        for event_type, event_id, body in messages:
+        for event_type, event_id, body, routing_key in messages:
             underlay.delivery_tag += 1
             confirmation = underlay.create_future()
             underlay.confirmations[underlay.delivery_tag] = confirmation
             confirmations.append(confirmation)
             frames.append(
-                publish_frames(underlay.number, exchange, event_type, event_id, body, underlay.max_content_size)
+                publish_frames(
+                    underlay.number, exchange, event_type, event_id, body, underlay.max_content_size, routing_key
+                )
             )
         await underlay.write_queue.put(ChannelFrame(payload=b"".join(frames), should_close=False))
     return confirmations

@@ -83,3 +83,10 @@ def message_id_for(key: str, mail_from: str) -> str:
     """A stable RFC 5322 Message-ID for `key` in the sender's domain."""
     domain = mail_from.rsplit("@", 1)[-1].strip(" >") or "localhost"
     return f"<{key}@{domain}>"
+
+
+def outcome_routing_key(event_type: str, requester: str) -> str:
+    """The routing key of an outcome (`notification.sent` or `notification.failed`) of a request `requester`
+    (a service name) made: `notification.sent.contact`. The event's type stays `notification.sent`; the key
+    lets each requester bind only its own outcomes, and the audit still sees all of them through `#`."""
+    return f"{event_type}.{requester}"

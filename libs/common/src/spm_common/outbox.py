@@ -35,10 +35,10 @@ from spm_common.redaction import describe_error
 
 log = get_logger(__name__)
 
-Publish = Callable[[str, str, bytes], Awaitable[object]]  # (event_type, event_id, body)
-# A batch of (event_type, event_id, body) at once, calling the second argument once the messages are written;
-# a result per message: its confirmation or its exception.
-PublishMany = Callable[[Sequence[tuple[str, str, bytes]], Callable[[], None]], Awaitable[Sequence[object]]]
+Publish = Callable[[str, str, bytes, str], Awaitable[object]]  # (event_type, event_id, body, routing_key)
+# A batch of (event_type, event_id, body, routing_key) at once, calling the second argument once the messages
+# are written; a result per message: its confirmation or its exception.
+PublishMany = Callable[[Sequence[tuple[str, str, bytes, str]], Callable[[], None]], Awaitable[Sequence[object]]]
 
 # Told, in the purge's transaction, how many published rows it deleted and from before when (the audit
 # trail's `retention.purged`, spm_common.retention).
@@ -68,8 +68,8 @@ async def enqueue(conn: Connection, *events: CloudEvent | OutboxRow) -> None:
     if not events:
         return
     await conn.executemany(
-        "INSERT INTO outbox (event_id, event_type, body) VALUES ($1, $2, $3)",
-        list(zip(*outbox_arrays(events), strict=True)),
+        "INSERT INTO outbox (event_id, event_type, body, routing_key) VALUES ($1, $2, $3, $4)",
+        list(zip(*outbox_arrays(events), routing_keys(events), strict=True)),
     )
     await conn.execute("SELECT pg_notify('spm_outbox_' || current_schema(), '')")
 
@@ -84,7 +84,7 @@ ENQUEUE_FROM_ARRAYS = (
 NOTIFY = "pg_notify('spm_outbox_' || current_schema(), '')"
 # The relay's claim: the oldest waiting rows, up to a batch, that no other relay holds (after INDEX_SCAN_CLAIM).
 CLAIM = (
-    "SELECT id, event_id, event_type, body FROM outbox WHERE published_at IS NULL"
+    "SELECT id, event_id, event_type, body, routing_key FROM outbox WHERE published_at IS NULL"
     " ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED"
 )
 
@@ -93,6 +93,12 @@ def outbox_arrays(events: Sequence[CloudEvent | OutboxRow]) -> tuple[list[str], 
     """The (ids, types, bodies) arrays ENQUEUE_FROM_ARRAYS takes."""
     bodies = [e.body if isinstance(e, OutboxRow) else e.to_json() for e in events]
     return [e.id for e in events], [e.type for e in events], bodies
+
+
+def routing_keys(events: Sequence[CloudEvent | OutboxRow]) -> list[str | None]:
+    """Each event's routing key where it is not its type (NULL in the outbox: the relay then uses the type).
+    ENQUEUE_FROM_ARRAYS leaves it NULL; a statement that enqueues routed events binds this array too."""
+    return [e.routing_key if isinstance(e, OutboxRow) else None for e in events]
 
 
 class AmqpPublisher:
@@ -113,7 +119,7 @@ class AmqpPublisher:
         self._channel: AbstractRobustChannel | None = None
         self._opening = asyncio.Lock()
 
-    async def __call__(self, event_type: str, event_id: str, body: bytes) -> object:
+    async def __call__(self, event_type: str, event_id: str, body: bytes, routing_key: str | None = None) -> object:
         channel = self._channel
         if channel is None or channel.is_closed:
             channel = await self._open()
@@ -121,7 +127,7 @@ class AmqpPublisher:
         return await underlay.basic_publish(
             body,
             exchange=self._exchange,
-            routing_key=event_type,
+            routing_key=routing_key or event_type,
             properties=spec.Basic.Properties(
                 content_type=CONTENT_TYPE,
                 delivery_mode=aio_pika.DeliveryMode.PERSISTENT.value,
@@ -132,10 +138,10 @@ class AmqpPublisher:
         )
 
     async def publish_many(
-        self, messages: Sequence[tuple[str, str, bytes]], written: Callable[[], None] = lambda: None
+        self, messages: Sequence[tuple[str, str, bytes, str]], written: Callable[[], None] = lambda: None
     ) -> Sequence[object]:
-        """Publish a batch of (event_type, event_id, body) in one socket write, calling `written` once it is
-        queued for the socket (what is published after that goes out after it); each message's result is its
+        """Publish a batch of (event_type, event_id, body, routing_key) in one socket write, calling `written` once
+        it is queued for the socket (what is published after that goes out after it); each message's result is its
         broker confirmation, or the exception that stands for its failure (nack, channel lost, no answer in time).
 
         The write goes past aio-pika's and aiormq's public API: see `spm_common.internals.write_publishes`."""
@@ -333,7 +339,10 @@ class OutboxRelay:
         return len(rows)
 
     async def _publish_rows(self, rows: Sequence[asyncpg.Record], written: Callable[[], None]) -> Sequence[object]:
-        messages = [(row["event_type"], row["event_id"], bytes(row["body"])) for row in rows]
+        messages = [
+            (row["event_type"], row["event_id"], bytes(row["body"]), row["routing_key"] or row["event_type"])
+            for row in rows
+        ]
         if self._publish_many is None:
             try:
                 return await asyncio.gather(*(self._publish(*m) for m in messages), return_exceptions=True)

@@ -66,6 +66,7 @@ class Runtime:
         description: str = "",
         scrub: Scrub | None = None,
         accepts: Callable[[CloudEvent], bool] | None = None,
+        binds: Mapping[str, str] | None = None,
         relay: bool = True,
     ) -> None:
         self.settings = settings
@@ -96,6 +97,7 @@ class Runtime:
                 scrub=scrub,
                 accepts=accepts,
                 health=self.health.loop("consumer"),
+                binds=binds,
             )
             if handlers
             else None
@@ -226,9 +228,9 @@ class Runtime:
             self._pool = None
         log.info("service stopped")
 
-    async def publish(self, event_type: str, event_id: str, body: bytes) -> Any:
+    async def publish(self, event_type: str, event_id: str, body: bytes, routing_key: str | None = None) -> Any:
         """Publish one CloudEvent body with CONTRACT section 3's properties; returns once confirmed."""
-        return await self._publisher(event_type, event_id, body)
+        return await self._publisher(event_type, event_id, body, routing_key)
 
     def _broker_reconnected(self, *_: Any) -> None:
         # Rows that waited while the broker was away go out now, not when the relay's backoff ends.

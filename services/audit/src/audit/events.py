@@ -56,3 +56,6 @@ PUBLISHES: dict[str, type[BaseModel]] = {
 # The payload fields the trail keeps of each event type (and nothing of a type not listed), generated from
 # the payload models of every service by `spm-admin docs` (`make docs`), which a test holds current.
 TRAIL_FIELDS: dict[str, FieldTree] = json.loads((Path(__file__).parent / "trail_fields.json").read_text("utf-8"))
+
+# Its queue is bound with `#`: every event on the exchange reaches the trail, whatever its type.
+CONSUMES_EVERYTHING = True

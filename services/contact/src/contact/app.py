@@ -16,7 +16,7 @@ from spm_common.settings import load
 
 from contact import inbox, policy, privacy, privacy_answer, privacy_api, retention
 from contact.api import operators, public
-from contact.events import PUBLISHES
+from contact.events import PUBLISHES, ROUTING_KEYS
 from contact.settings import MIGRATIONS, Settings
 from contact.writer import MessageWriter
 
@@ -51,9 +51,10 @@ def build(settings: Settings) -> Runtime:
             PRIVACY_REQUEST_COMPLETED: functools.partial(privacy.record_answer, source=settings.source),
             PRIVACY_REQUEST_CONFIRMED: functools.partial(privacy_answer.on_confirmed, source=settings.source),
         },
-        # The outcome of every e-mail of the system arrives (the routing key is the event type); only those of
-        # this service's mail, purposes answer-message and privacy-request, are worth a transaction, with the
-        # privacy requests' events (purpose privacy-request: the confirmed ones this service also answers).
+        binds=ROUTING_KEYS,
+        # Only this service's outcomes are bound (ROUTING_KEYS); the check stays for an outcome published before
+        # the notifier routed them, and for the privacy requests' events (purpose privacy-request: the
+        # confirmed ones this service also answers).
         accepts=lambda event: inbox.concerns_contact(event) or privacy.concerns_privacy(event),
         publishes=PUBLISHES,
         background=[retention_job, privacy_sweep],

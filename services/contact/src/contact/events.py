@@ -15,6 +15,7 @@ from spm_common.notifications import (
     NOTIFICATION_SENT,
     NotificationOutcome,
     NotificationRequested,
+    outcome_routing_key,
 )
 from spm_common.privacy import (
     PRIVACY_REQUEST_COMPLETED,
@@ -96,6 +97,12 @@ PUBLISHES = {
     PRIVACY_REQUEST_COMPLETED: PrivacyRequestCompleted,
     # What its retention jobs removed, counts only (spm_common.retention).
     RETENTION_PURGED: RetentionPurged,
+}
+# The notifier routes each outcome to its requester (`notification.sent.contact`): the queue binds these keys,
+# so the outcomes of the orders' e-mails never reach this service (docs/architecture.md, "Routing keys").
+ROUTING_KEYS = {
+    NOTIFICATION_SENT: outcome_routing_key(NOTIFICATION_SENT, "contact"),
+    NOTIFICATION_FAILED: outcome_routing_key(NOTIFICATION_FAILED, "contact"),
 }
 # The notifier's reports on the e-mails this service asked for: they become each reply's delivery status (and
 # a privacy request's acknowledgement); every service's answer to a privacy request; and the confirmed

@@ -26,7 +26,12 @@ from spm_common.db import DB_ERRORS, Connection
 from spm_common.envelope import CloudEvent, OutboxRow, new_event_body
 from spm_common.health import Health
 from spm_common.logging import bound_contextvars, get_logger
-from spm_common.notifications import NOTIFICATION_FAILED, NOTIFICATION_SENT, NotificationRequested
+from spm_common.notifications import (
+    NOTIFICATION_FAILED,
+    NOTIFICATION_SENT,
+    NotificationRequested,
+    outcome_routing_key,
+)
 from spm_common.outbox import enqueue
 from spm_common.pgnotify import Listener
 from spm_common.redaction import describe_error
@@ -36,6 +41,7 @@ from notifier.mail import Composer, FileAttachment, RenderError, Unsubscribe, st
 from notifier.policy import (
     CATEGORY_OF,
     PURCHASER_ONLY,
+    REQUESTER_OF,
     RecipientFacts,
     check_request,
     refusal,
@@ -161,7 +167,15 @@ def _outcome(
         "status": "failed" if error else "sent",
         "error": error,
     }
-    return new_event_body(event_type, source, data, purpose=purpose, correlation_id=correlation_id)
+    requester = REQUESTER_OF.get(purpose)
+    return new_event_body(
+        event_type,
+        source,
+        data,
+        purpose=purpose,
+        correlation_id=correlation_id,
+        routing_key=outcome_routing_key(event_type, requester) if requester else None,
+    )
 
 
 async def refresh_gauges(pool: asyncpg.Pool) -> None:

@@ -9,6 +9,7 @@ from spm_common.notifications import (
     NOTIFICATION_SENT,
     NotificationOutcome,
     NotificationRequested,
+    outcome_routing_key,
 )
 from spm_common.privacy import (
     PRIVACY_REQUEST_COMPLETED,
@@ -37,4 +38,10 @@ PUBLISHES = {
     PRIVACY_REQUEST_COMPLETED: PrivacyRequestCompleted,
     # What its retention jobs removed, counts only (spm_common.retention).
     RETENTION_PURGED: RetentionPurged,
+}
+# Each outcome goes to the service that asked for the e-mail: `notification.sent.contact`, `.orders`
+# (deliveries._outcome; the requester follows from the purpose, policy.REQUESTER_OF).
+ROUTING_KEYS = {
+    NOTIFICATION_SENT: outcome_routing_key(NOTIFICATION_SENT, "{requester}"),
+    NOTIFICATION_FAILED: outcome_routing_key(NOTIFICATION_FAILED, "{requester}"),
 }

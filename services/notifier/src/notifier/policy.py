@@ -140,6 +140,14 @@ REQUESTERS: dict[str, frozenset[str]] = {
 }
 
 
+# Each purpose has one requester, so an outcome's requester follows from its purpose (a request from another
+# source is refused before any delivery exists): the outcome goes back to that service only.
+REQUESTER_OF: dict[str, str] = {
+    purpose: source.removeprefix("urn:spm:") for source, purposes in REQUESTERS.items() for purpose in purposes
+}
+assert len(REQUESTER_OF) == sum(len(p) for p in REQUESTERS.values()), "a purpose with two requesters"
+
+
 def requester_refusal(source: str, purpose: str) -> str | None:
     """Why `source` may not request `purpose` mail, or None when it may."""
     if purpose in REQUESTERS.get(source, frozenset()):

@@ -9,7 +9,7 @@ from typing import Any
 import asyncpg
 from spm_common.db import INDEX_SCAN_CLAIM, Connection
 from spm_common.envelope import OutboxRow
-from spm_common.outbox import NOTIFY, outbox_arrays
+from spm_common.outbox import NOTIFY, outbox_arrays, routing_keys
 
 DUE_CHANNEL = "spm_notifier_due"
 # The purpose whose deliveries are deleted once sent, not kept in the log (`mark_sent`).
@@ -124,20 +124,21 @@ async def mark_sent(conn: Connection, claims: Sequence[tuple[int, int]], outcome
     confirmation link, its final answer) is deleted rather than kept as sent: after an erasure, that mail is the
     last thing the system sends the person, and nothing of it stays (see privacy_answer)."""
     rows = await conn.fetchval(
-        "WITH x AS (SELECT * FROM unnest($1::bigint[], $2::int[], $3::text[], $4::text[], $5::bytea[])"
-        "  AS x(id, attempts, event_id, event_type, body)),"
+        "WITH x AS (SELECT * FROM unnest($1::bigint[], $2::int[], $3::text[], $4::text[], $5::bytea[], $6::text[])"
+        "  AS x(id, attempts, event_id, event_type, body, routing_key)),"
         " sent AS (UPDATE deliveries d SET status = 'sent', sent_at = now(), lease_until = NULL, request = NULL,"
         "  last_error = NULL FROM x WHERE d.id = x.id AND d.attempts = x.attempts AND d.status = 'sending'"
         f"  AND d.purpose <> '{FORGOTTEN_ONCE_SENT}' RETURNING d.id),"
         " forgotten AS (DELETE FROM deliveries d USING x WHERE d.id = x.id AND d.attempts = x.attempts"
         f"  AND d.status = 'sending' AND d.purpose = '{FORGOTTEN_ONCE_SENT}' RETURNING d.id),"
         " done AS (SELECT id FROM sent UNION ALL SELECT id FROM forgotten),"
-        " event AS (INSERT INTO outbox (event_id, event_type, body)"
-        "  SELECT x.event_id, x.event_type, x.body FROM x JOIN done ON done.id = x.id)"
+        " event AS (INSERT INTO outbox (event_id, event_type, body, routing_key)"
+        "  SELECT x.event_id, x.event_type, x.body, x.routing_key FROM x JOIN done ON done.id = x.id)"
         f" SELECT array(SELECT id FROM done), {NOTIFY}",
         [c[0] for c in claims],
         [c[1] for c in claims],
         *outbox_arrays(outcomes),
+        routing_keys(outcomes),
     )
     return list(rows)
 

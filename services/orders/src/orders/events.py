@@ -25,6 +25,7 @@ from pydantic import (
     ValidationError,
 )
 from spm_common.addresses import is_plain_address
+from spm_common.asyncapi import Example
 from spm_common.consumer import PermanentError
 from spm_common.inputs import BoundedAwareDateTime, DbInt
 from spm_common.notifications import NOTIFICATION_REQUESTED, NotificationRequested
@@ -241,4 +242,59 @@ PUBLISHES: dict[str, type[BaseModel]] = {
     PRIVACY_REQUEST_COMPLETED: PrivacyRequestCompleted,
     # What its retention jobs removed or anonymised, counts only (spm_common.retention, orders.retention).
     RETENTION_PURGED: RetentionPurged,
+}
+
+# Shown in docs/asyncapi/orders.yaml as the shop and the release pipeline publish them; a test publishes each one
+# and sees it accepted end to end, so the examples stay true. Test data only (a 4111... card is never needed).
+EXAMPLES: dict[str, Example] = {
+    ORDER_PLACED: Example(
+        source="https://shop.example/orders",
+        data={
+            "order_id": "FS-2026-EXAMPLE-0001",
+            "placed_at": "2026-11-29T03:59:12Z",
+            "currency": "USD",
+            "total": "49.00",
+            "purchaser": {
+                "name": "Nguyễn Văn Thử",
+                "email": "buyer@example.com",
+                "phone": "+84 912 345 678",
+                "address": {
+                    "line1": "12 Tràng Tiền",
+                    "line2": None,
+                    "city": "Hà Nội",
+                    "region": None,
+                    "postal_code": "100000",
+                    "country": "VN",
+                },
+                "locale": "vi",
+            },
+            "items": [
+                {"sku": "SPM-DICT-PRO", "product_name": "SPM Dictionary Pro", "quantity": 1, "unit_price": "49.00"}
+            ],
+            "marketing_consent": True,
+        },
+    ),
+    UPGRADE_RELEASED: Example(
+        source="https://releases.example/spm",
+        data={
+            "release_id": "SPM-DICT-PRO-5.2.0",
+            "sku": "SPM-DICT-PRO",
+            "version": "5.2.0",
+            "released_at": "2026-11-29T00:00:00Z",
+            "title": "SPM Dictionary Pro 5.2",
+            "notes_url": "https://spmgroup.vn/notes/dict-pro-5.2",
+            "download_url": "https://spmgroup.vn/dl/dict-pro-5.2.exe",
+            "eligible_since": "2026-01-01T00:00:00Z",
+            "new_registration": False,
+        },
+    ),
+    PRODUCT_ANNOUNCED: Example(
+        source="https://releases.example/spm",
+        data={
+            "announcement_id": "news-2026-11-ocr-4",
+            "title": "SPM OCR 4",
+            "summary": "Nhận dạng chữ nhanh hơn.",
+            "url": "https://spmgroup.vn/news/ocr-4",
+        },
+    ),
 }

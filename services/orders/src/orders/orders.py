@@ -135,7 +135,7 @@ async def _record(conn: Connection, candidates: list[_Order], config: Config) ->
             o.keys.append(issued)
             major = catalogue[item.sku]["major_version"]
             keys.extend((key, item.sku, major, o.id) for key in issued)
-        events.extend((*event, o.id) for event in _events(o, catalogue, config))
+        events.extend((e.id, e.type, e.body, o.id) for e in _events(o, catalogue, config))
     return await store.record_orders(conn, orders, items, keys, events)
 
 
