@@ -23,10 +23,11 @@ DATA: dict[str, Any] = {
 def test_new_event_body_is_byte_for_byte_what_new_event_makes(
     correlation_id: str | None, purpose: Purpose | None
 ) -> None:
-    event_id, event_type, body = new_event_body(
+    row = new_event_body(
         "contact.message.received", "urn:spm:contact", DATA, correlation_id=correlation_id, purpose=purpose
     )
-    assert event_type == "contact.message.received"
+    event_id, body = row.id, row.body
+    assert row.type == "contact.message.received" and row.routing_key is None
     stored = CloudEvent.parse(body)
     made = new_event(
         "contact.message.received", "urn:spm:contact", DATA, correlation_id=correlation_id, purpose=purpose
@@ -50,9 +51,10 @@ def test_new_event_body_of_a_payload_model_with_its_own_id_is_what_new_event_mak
         context={"order_id": "FS-1", "total": "49.00", "items": [{"license_keys": ["7KQ2M-XW4PD"]}]},
         reference="order:1",
     )
-    event_id, _, body = new_event_body(
+    row = new_event_body(
         "notification.requested", "urn:spm:orders", request, purpose="fulfil-order", event_id="derived-1"
     )
+    event_id, body = row.id, row.body
     made = new_event("notification.requested", "urn:spm:orders", request, purpose="fulfil-order", event_id="derived-1")
     assert event_id == "derived-1"
     assert body == made.model_copy(update={"time": CloudEvent.parse(body).time}).to_json()
