@@ -18,6 +18,7 @@ from spm_common.settings import load
 from console import sessions, store, upstream
 from console.accounts import LoginLimits
 from console.events import PUBLISHES
+from console.releases import releases_pages
 from console.settings import MIGRATIONS, Settings
 from console.web import (
     ConsoleState,
@@ -85,7 +86,7 @@ def create(settings: Settings | None = None) -> FastAPI:
         runtime,
         title="SPM console",
         description="The operators' web console (HTML pages; no JSON API of its own).",
-        routers=[pages],
+        routers=[pages, releases_pages],
         max_body_bytes=MAX_BODY_BYTES,
     )
     token = settings.operator_token.get_secret_value() if settings.operator_token else None
