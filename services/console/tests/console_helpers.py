@@ -30,7 +30,7 @@ from orders import webhooks
 from orders.app import create as create_orders
 from orders.settings import Settings as OrdersSettings
 from spm_common.testing.smtp import free_port
-from spm_common.testing.world import WEBHOOK_SECRET, World, running
+from spm_common.testing.world import WEBHOOK_SECRET, World
 
 T = TypeVar("T")
 PASSWORD = "correct horse battery staple"
@@ -69,6 +69,7 @@ class System:
     contact_url: str
     orders_url: str
     console: ConsoleSettings
+    audit_url: str = ""
 
     async def db(self) -> asyncpg.Connection:
         conn = await self.world.admin()
@@ -159,26 +160,28 @@ class System:
 @asynccontextmanager
 async def system_running(world: World, **console_overrides: Any) -> AsyncIterator[System]:
     contact_port, notifier_port, orders_port, console_port = free_port(), free_port(), free_port(), free_port()
+    audit_port = free_port()
     contact = world.settings(ContactSettings, contact_port=contact_port)
     orders = world.settings(OrdersSettings, orders_port=orders_port)
     notifier = world.settings(NotifierSettings, notifier_port=notifier_port)
-    # The audit service only consumes here: the console's operator.action events end in its trail.
-    audit = world.settings(AuditSettings, audit_checkpoint_seconds=3600)
+    # The console's operator.action events end in its trail; the audit and trends pages read its API.
+    audit = world.settings(AuditSettings, audit_port=audit_port, audit_checkpoint_seconds=3600)
     async with (
         served(create_contact(contact), contact_port) as contact_url,
         served(create_notifier(notifier), notifier_port),
         served(create_orders(orders), orders_port) as orders_url,
-        running(create_audit(audit)),
+        served(create_audit(audit), audit_port) as audit_url,
     ):
         console = world.settings(
             ConsoleSettings,
             console_port=console_port,
             console_contact_url=contact_url,
             console_orders_url=orders_url,
+            console_audit_url=audit_url,
             **console_overrides,
         )
         async with served(create_console(console), console_port) as console_url:
-            yield System(world, console_url, contact_url, orders_url, console)
+            yield System(world, console_url, contact_url, orders_url, console, audit_url)
 
 
 def csrf_of(html: str) -> str:

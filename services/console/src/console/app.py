@@ -18,6 +18,7 @@ from spm_common.settings import load
 from console import sessions, store, upstream
 from console.accounts import LoginLimits
 from console.events import PUBLISHES
+from console.insight import insight_pages
 from console.releases import releases_pages
 from console.settings import MIGRATIONS, Settings
 from console.web import (
@@ -86,13 +87,15 @@ def create(settings: Settings | None = None) -> FastAPI:
         runtime,
         title="SPM console",
         description="The operators' web console (HTML pages; no JSON API of its own).",
-        routers=[pages, releases_pages],
+        routers=[pages, releases_pages, insight_pages],
         max_body_bytes=MAX_BODY_BYTES,
     )
     token = settings.operator_token.get_secret_value() if settings.operator_token else None
     timeout = settings.console_upstream_timeout_seconds
     contact = upstream.client(settings.console_contact_url, token, timeout)
     orders = upstream.client(settings.console_orders_url, token, timeout)
+    audit = upstream.client(settings.console_audit_url, token, timeout)
+    app.state.audit_client = audit  # the audit and trends pages (insight.py)
     app.state.console = ConsoleState(
         settings=settings,
         runtime=runtime,
@@ -116,7 +119,7 @@ def create(settings: Settings | None = None) -> FastAPI:
             try:
                 yield
             finally:
-                for client in (contact, orders):
+                for client in (contact, orders, audit):
                     await client.aclose()
 
     app.router.lifespan_context = lifespan
