@@ -14,19 +14,22 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 import orjson
-from fastapi import APIRouter, Header, HTTPException, Query, status
+from fastapi import APIRouter, Header, HTTPException, Path, Query, status
+from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, Field
 from spm_common.http import BAD_BODY, OPERATOR_ONLY, Operator, RuntimeDep
+from spm_common.inputs import DbBigInt
 from spm_common.outbox import enqueue
 
 from orders import fanout, store
-from orders.cli import ProductEntry
-from orders.events import Email, Line, ProductAnnounced, UpgradeReleased
+from orders.events import Email, Line, ProductAnnounced, UpgradeReleased, Url
 from orders.settings import Settings
 
 router = APIRouter(prefix="/v1", tags=["releases"], responses=OPERATOR_ONLY)
 OperatorName = Annotated[str, Header(alias="X-SPM-Operator", min_length=1, max_length=254)]
 MAX_LISTED = 50
+SkuPath = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Z0-9][A-Z0-9._-]*$")]
+FanoutId = Annotated[DbBigInt, Path(ge=1)]
 
 
 class Product(BaseModel):
@@ -40,7 +43,7 @@ class Product(BaseModel):
 class ProductChange(BaseModel):
     name_en: Line
     name_vi: Line
-    download_url: Annotated[str, Field(min_length=8, max_length=2000, pattern=r"^https://")]
+    download_url: Url
     major_version: Annotated[int, Field(ge=0, le=10_000)]
 
 
@@ -52,7 +55,9 @@ class FanoutRequest(BaseModel):
 
     def chosen(self) -> tuple[str, UpgradeReleased | ProductAnnounced, str]:
         if (self.upgrade is None) == (self.news is None):
-            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "give exactly one of upgrade and news")
+            raise RequestValidationError(
+                [{"loc": ("body", "upgrade"), "msg": "give exactly one of upgrade and news", "type": "value_error"}]
+            )
         if self.upgrade is not None:
             return fanout.UPGRADE, self.upgrade, self.upgrade.release_id
         assert self.news is not None
@@ -108,13 +113,17 @@ async def products(_: Operator, runtime: RuntimeDep) -> list[Product]:
     summary="Add a product, or change it when the sku exists (operator)",
     responses={**BAD_BODY, 422: {"description": "invalid product"}},
 )
-async def put_product(_: Operator, runtime: RuntimeDep, sku: str, change: ProductChange) -> Product:
-    entry = ProductEntry.model_validate({"sku": sku, **change.model_dump()})
-    async with runtime.pool.acquire() as conn:
-        await store.upsert_product(
-            conn, entry.sku, entry.name_en, entry.name_vi, str(entry.download_url), entry.major_version
+async def put_product(_: Operator, runtime: RuntimeDep, sku: SkuPath, change: ProductChange) -> Product:
+    if "\x00" in change.name_en + change.name_vi:  # no text column holds a NUL character
+        raise RequestValidationError(
+            [{"loc": ("body", "name_en"), "msg": "contains a NUL character", "type": "value_error"}]
         )
-    return Product(sku=entry.sku, **change.model_dump())
+    url = str(change.download_url)
+    async with runtime.pool.acquire() as conn:
+        await store.upsert_product(conn, sku, change.name_en, change.name_vi, url, change.major_version)
+    return Product(
+        sku=sku, name_en=change.name_en, name_vi=change.name_vi, download_url=url, major_version=change.major_version
+    )
 
 
 async def _count(conn: Any, kind: str, data: UpgradeReleased | ProductAnnounced) -> int:
@@ -165,6 +174,10 @@ async def start(_: Operator, runtime: RuntimeDep, request: FanoutRequest, operat
     kind, data, key = request.chosen()
     settings = _settings(runtime)
     payload = orjson.dumps(data.model_dump(mode="json")).decode()
+    if "\\u0000" in payload:  # Postgres' jsonb holds no NUL character
+        raise RequestValidationError(
+            [{"loc": ("body", kind), "msg": "contains a NUL character", "type": "value_error"}]
+        )
     async with runtime.pool.acquire() as conn, conn.transaction():
         total = await _count(conn, kind, data)
         fanout_id = await store.start_fanout(
@@ -191,7 +204,7 @@ async def list_fanouts(
     summary="One fan-out's progress (operator)",
     responses={404: {"description": "no such fan-out"}},
 )
-async def one_fanout(_: Operator, runtime: RuntimeDep, fanout_id: int) -> FanoutView:
+async def one_fanout(_: Operator, runtime: RuntimeDep, fanout_id: FanoutId) -> FanoutView:
     async with runtime.pool.acquire() as conn:
         row = await store.fanout(conn, fanout_id)
     if row is None:
@@ -207,7 +220,7 @@ async def one_fanout(_: Operator, runtime: RuntimeDep, fanout_id: int) -> Fanout
     responses={404: {"description": "no such fan-out, or it has finished"}},
 )
 async def control(
-    _: Operator, runtime: RuntimeDep, fanout_id: int, action: Literal["pause", "resume", "cancel"]
+    _: Operator, runtime: RuntimeDep, fanout_id: FanoutId, action: Literal["pause", "resume", "cancel"]
 ) -> FanoutView:
     async with runtime.pool.acquire() as conn:
         row = await store.control_fanout(conn, fanout_id, action)
