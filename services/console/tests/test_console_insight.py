@@ -7,7 +7,7 @@ from __future__ import annotations
 import uuid
 
 import httpx
-from console_helpers import System, eventually
+from console_helpers import System, csrf_of, eventually, logged_in
 from playwright.async_api import Page
 from test_console_browser import browser, labelled, log_in_by_keyboard, page, shot
 
@@ -66,3 +66,19 @@ async def test_the_audit_page_verifies_the_chain_and_finds_a_person(system: Syst
         "audit.verified",
         "audit.trail",
     ) in actions
+
+
+async def test_forms_need_their_token_and_releases_need_an_admin(system: System) -> None:
+    support = await system.operator("support")
+    async with logged_in(system, support) as client:
+        page = await client.get("/audit")
+        assert page.status_code == 200
+        assert (await client.post("/audit/verify", data={"csrf_token": "forged"})).status_code == 403
+        verified = await client.post("/audit/verify", data={"csrf_token": csrf_of(page.text)})
+        assert verified.status_code == 200 and "Chuỗi nguyên vẹn." in verified.text
+        refused = await client.post(
+            "/releases/publish", data={"csrf_token": csrf_of(page.text), "kind": "news", "action": "start"}
+        )
+        assert refused.status_code == 403
+        assert (await client.get("/trends?from=2026-12-05&to=2026-01-01")).status_code == 422
+    assert [a["action"] for a in await system.actions(support)].count("audit.verified") == 1
