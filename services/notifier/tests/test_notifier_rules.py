@@ -24,6 +24,15 @@ def test_contact_only_address_gets_answers_and_nothing_else() -> None:
         assert "purchasers only" in (refusal(purpose, stranger) or "")
 
 
+def test_an_operators_test_send_reaches_a_non_purchaser_but_not_an_unsubscribed_one() -> None:
+    stranger = RecipientFacts()
+    assert refusal("free-upgrade", stranger, "test:release:SPM-DICT-5.2.0") is None
+    assert refusal("product-news", stranger, "test:announcement:2026-12") is None
+    assert "purchasers only" in (refusal("free-upgrade", stranger, "release:SPM-DICT-5.2.0") or "")
+    left = RecipientFacts(unsubscribed=frozenset({"upgrades"}))
+    assert "unsubscribed" in (refusal("free-upgrade", left, "test:release:SPM-DICT-5.2.0") or "")
+
+
 def test_unsubscribe_and_bounce_stop_marketing_only() -> None:
     buyer = RecipientFacts(purchaser=True, suppressed=True, unsubscribed=frozenset({"upgrades", "news"}))
     assert "unsubscribed from upgrades" in (refusal("free-upgrade", buyer) or "")

@@ -18,8 +18,10 @@ from spm_common.settings import load
 from console import sessions, store, upstream
 from console.accounts import LoginLimits
 from console.events import PUBLISHES
+from console.insight import insight_pages
 from console.ops import ops_pages
 from console.ops_upstream import DeadLetters, Notifier, Privacy, Probes, Trail
+from console.releases import releases_pages
 from console.settings import MIGRATIONS, Settings
 from console.web import (
     ConsoleState,
@@ -87,7 +89,7 @@ def create(settings: Settings | None = None) -> FastAPI:
         runtime,
         title="SPM console",
         description="The operators' web console (HTML pages; no JSON API of its own).",
-        routers=[pages, ops_pages],
+        routers=[pages, ops_pages, releases_pages, insight_pages],
         max_body_bytes=MAX_BODY_BYTES,
     )
     token = settings.operator_token.get_secret_value() if settings.operator_token else None
@@ -97,6 +99,7 @@ def create(settings: Settings | None = None) -> FastAPI:
     notifier = upstream.client(settings.console_notifier_url, token, timeout)
     audit = upstream.client(settings.console_audit_url, token, timeout)
     services = {"contact": contact, "orders": orders, "notifier": notifier, "audit": audit}
+    app.state.audit_client = audit  # the audit and trends pages (insight.py)
     app.state.console = ConsoleState(
         settings=settings,
         runtime=runtime,

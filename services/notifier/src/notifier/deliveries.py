@@ -339,7 +339,7 @@ class Sender:
                 deadline=deadline,
             )
             facts = RecipientFacts(row["purchaser"], row["suppressed"], frozenset(row["unsubscribed"]))
-            reason = refusal(job.purpose, facts)
+            reason = refusal(job.purpose, facts, job.reference)
             if reason is None and not job.request:
                 reason = "nothing left to send: the request was erased"
             if reason:

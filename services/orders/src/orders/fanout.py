@@ -91,6 +91,29 @@ async def _upgrade_notices(
     return events
 
 
+async def test_notice(
+    conn: Connection, kind: str, data: UpgradeReleased | ProductAnnounced, email: str, locale: str, source: str
+) -> CloudEvent:
+    """The e-mail a purchaser would get, addressed to an operator to check it before the real send. Its
+    reference says it is a test, so it never counts as the fan-out's mail; no key is issued for it."""
+    recipient = {"id": uuid.uuid4().hex, "email": email, "name": email.split("@", 1)[0], "locale": locale}
+    if isinstance(data, UpgradeReleased):
+        product = (await store.products(conn, [data.sku])).get(data.sku)
+        context = {
+            "product_name": product_name(product, locale) if product else data.title,
+            "title": data.title,
+            "version": data.version,
+            "notes_url": str(data.notes_url) if data.notes_url else None,
+            "download_url": str(data.download_url),
+            "license_key": "TEST0-TEST0-TEST0-TEST0" if data.new_registration else None,
+        }
+        return _request("free-upgrade", "upgrade-notice", recipient, context, f"test:release:{data.release_id}", source)
+    context = {"title": data.title, "summary": data.summary, "url": str(data.url)}
+    return _request(
+        "product-news", "product-news", recipient, context, f"test:announcement:{data.announcement_id}", source
+    )
+
+
 def _news(news: ProductAnnounced, r: Any, source: str) -> CloudEvent:
     context = {"title": news.title, "summary": news.summary, "url": str(news.url)}
     return _request("product-news", "product-news", r, context, f"announcement:{news.announcement_id}", source)

@@ -260,8 +260,8 @@ async def record_fanout(conn: Connection, kind: str, key: str, source: str, even
 async def claim_fanout(conn: Connection) -> asyncpg.Record | None:
     """The oldest unfinished fan-out, locked for this transaction; replicas take the next one or wait."""
     return await conn.fetchrow(
-        "SELECT id, kind, key, payload::text AS payload, cursor FROM fanouts WHERE finished_at IS NULL"
-        " ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED"
+        "SELECT id, kind, key, payload::text AS payload, cursor FROM fanouts"
+        " WHERE finished_at IS NULL AND paused_at IS NULL ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED"
     )
 
 
@@ -292,6 +292,75 @@ async def fanouts(conn: Connection, limit: int = 20) -> list[asyncpg.Record]:
         " ORDER BY id DESC LIMIT $1",
         limit,
     )
+
+
+FANOUT_COLUMNS = (
+    "id, kind, key, cursor, notified, batches, created_at, finished_at, started_by, total, paused_at,"
+    " cancelled_at, payload::text AS payload"
+)
+
+
+async def start_fanout(
+    conn: Connection, kind: str, key: str, source: str, event_id: str, payload: str, operator: str, total: int
+) -> int | None:
+    """An operator's fan-out; None when this release or announcement was recorded before."""
+    fanout_id: int | None = await conn.fetchval(
+        "INSERT INTO fanouts (kind, key, source, event_id, payload, started_by, total)"
+        " VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7) ON CONFLICT (kind, key) DO NOTHING RETURNING id",
+        kind,
+        key,
+        source,
+        event_id,
+        payload,
+        operator,
+        total,
+    )
+    if fanout_id is not None:
+        await conn.execute("SELECT pg_notify($1, '')", FANOUT_CHANNEL)
+    return fanout_id
+
+
+async def fanout(conn: Connection, fanout_id: int) -> asyncpg.Record | None:
+    return await conn.fetchrow(f"SELECT {FANOUT_COLUMNS} FROM fanouts WHERE id = $1", fanout_id)
+
+
+async def operator_fanouts(conn: Connection, limit: int) -> list[asyncpg.Record]:
+    return await conn.fetch(f"SELECT {FANOUT_COLUMNS} FROM fanouts ORDER BY id DESC LIMIT $1", limit)
+
+
+async def control_fanout(conn: Connection, fanout_id: int, action: str) -> asyncpg.Record | None:
+    """Pause, resume or cancel an unfinished fan-out (the batch in hand, if any, completes first: this
+    waits for its row lock); None when there is no such unfinished fan-out."""
+    change = {
+        "pause": "paused_at = coalesce(paused_at, now())",
+        "resume": "paused_at = NULL",
+        "cancel": "cancelled_at = now(), finished_at = now()",
+    }[action]
+    row = await conn.fetchrow(
+        f"UPDATE fanouts SET {change} WHERE id = $1 AND finished_at IS NULL RETURNING {FANOUT_COLUMNS}", fanout_id
+    )
+    if row is not None and action == "resume":
+        await conn.execute("SELECT pg_notify($1, '')", FANOUT_CHANNEL)
+    return row
+
+
+async def count_upgrade_recipients(conn: Connection, sku: str, since: datetime | None) -> int:
+    count: int = await conn.fetchval(
+        "SELECT count(*) FROM purchases b JOIN purchasers p ON p.id = b.purchaser_id"
+        " WHERE b.sku = $1 AND ($2::timestamptz IS NULL OR b.last_placed_at >= $2::timestamptz)"
+        " AND p.upgrades_unsubscribed_at IS NULL",
+        sku,
+        since,
+    )
+    return count
+
+
+async def count_news_recipients(conn: Connection) -> int:
+    count: int = await conn.fetchval(
+        "SELECT count(*) FROM purchasers p"
+        " WHERE EXISTS (SELECT 1 FROM consents c WHERE c.purchaser_id = p.id AND c.withdrawn_at IS NULL)"
+    )
+    return count
 
 
 async def upgrade_recipients(
