@@ -2,6 +2,7 @@
 Postgres and RabbitMQ. A person's data is made through the normal paths (a contact message and a reply, two
 orders, the e-mails they cause, the audit entries of all of it), next to another person's; then a confirmed
 access request and a confirmed erasure request for the first address are published as contact publishes them.
+After the erasure every schema, every queue of the world and every log line the services wrote are scanned.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any, TypeVar
 import aio_pika
 import asyncpg
 import orjson
+import pytest
 from audit.app import create as create_audit
 from audit.settings import Settings as AuditSettings
 from contact.app import create as create_contact
@@ -32,8 +34,11 @@ from spm_common.privacy import (
     PrivacyRequestCompleted,
     PrivacyRequestConfirmed,
 )
+from spm_common.testing.logs import CapturedLogs, captured_json_logs
+from spm_common.testing.queues import peek_queues
 from spm_common.testing.smtp import SmtpServer
 from spm_common.testing.world import AMQP_URL, OPERATOR_TOKEN, World, running
+from spm_common.topology import Topology
 
 T = TypeVar("T")
 OPERATOR = {"Authorization": f"Bearer {OPERATOR_TOKEN}"}
@@ -154,9 +159,33 @@ async def holding(admin: asyncpg.Connection, schema: str, needle: str) -> list[s
     return found
 
 
+def traces(who: dict[str, Any], text: str) -> list[str]:
+    """Which of the person's address, name, phone and street can be read in `text`, in any case."""
+    text = text.lower()
+    return [key for key in ("email", "name", "phone", "line1") if who[key].lower() in text]
+
+
+def log_leaks(logs: CapturedLogs, who: dict[str, Any]) -> list[str]:
+    """Each log line holding the person's data, told by its logger, event and the kind of data it held."""
+    return [
+        f"{line.get('event')!r} holds {found}"
+        for line in logs.lines
+        if (found := traces(who, orjson.dumps(line).decode()))
+    ]
+
+
+async def queue_leaks(world: World, who: dict[str, Any]) -> list[str]:
+    """Each message waiting in a queue of the world (main, retry, dead letters) that holds the person's data."""
+    queues = await peek_queues(world.exchange, SCHEMAS)
+    assert len(queues) == 3 * len(SCHEMAS)
+    return [f"{name}: {found}" for name, texts in queues.items() for text in texts if (found := traces(who, text))]
+
+
 async def test_every_service_answers_access_then_erasure_of_one_address_only(world: World, smtp: SmtpServer) -> None:
     subject, other = person("subject"), person("other")
     async with AsyncExitStack() as stack:
+        # Every line the four services write during the test, debug ones too, rendered as in production.
+        logs = stack.enter_context(captured_json_logs("e2e", "debug"))
         contact = await stack.enter_async_context(running(create_contact(world.settings(ContactSettings))))
         await stack.enter_async_context(running(create_orders(world.settings(OrdersSettings))))
         await stack.enter_async_context(running(create_notifier(world.settings(NotifierSettings))))
@@ -226,21 +255,65 @@ async def test_every_service_answers_access_then_erasure_of_one_address_only(wor
         for value in other.values():
             assert value not in everything
 
+        # A mail server refusing the subject's address echoes it in its reply, as real ones do: the reply goes
+        # into the notifier's log line and the failure's event, where redaction must take the address out.
+        smtp.reply_for_rcpt = f"550 5.1.1 <{subject['email']}>: Recipient address rejected"
+        try:
+            response = await contact.post(
+                "/v1/messages",
+                json={"name": subject["name"], "email": subject["email"], "subject": "Again", "message": "Hi"},
+            )
+            assert response.status_code == 202, response.text
+
+            async def refused() -> bool:
+                return await admin.fetchval(
+                    "SELECT count(*) FROM audit.entries WHERE event_type = 'notification.failed'"
+                ) >= 1 and not any(
+                    [
+                        await admin.fetchval(f"SELECT count(*) FROM {s}.outbox WHERE published_at IS NULL")
+                        for s in SCHEMAS
+                    ]
+                )
+
+            await eventually(refused, "the refused e-mail's failure in the audit trail")
+        finally:
+            smtp.reply_for_rcpt = None
+
+        # An order the shop sent broken (no items) ends in orders' dead letters, the subject's data in its body.
+        broken = new_event("order.placed", SHOP, {**order(subject, False), "items": []})
+        await exchange.publish(amqp_message(broken), routing_key=broken.type)
+        dead = Topology(world.exchange, "orders").dead_letter_queue_name
+
+        async def dead_lettered() -> bool:
+            return bool((await peek_queues(world.exchange, ["orders"]))[dead])
+
+        await eventually(dead_lettered, "the broken order in orders' dead letters")
+
         # Erasure: the subject's personal data leaves every schema; the other person's stays.
         erasure = uuid.uuid4()
         erasure_event = await confirm(exchange, "erasure", subject["email"], erasure)
         erased = await answers.all_four(erasure)
         assert all(a.kind == "erasure" and a.export is None for a in erased.values())
-        assert erased["contact"].counts["messages"] == 1 and erased["contact"].counts["replies"] == 1
+        assert erased["contact"].counts["messages"] == 2 and erased["contact"].counts["replies"] == 1
         assert erased["orders"].counts["orders"] == 2 and erased["orders"].counts["consents_withdrawn"] == 1
         assert "accounting law" in erased["orders"].summary
-        assert erased["notifier"].counts["deliveries"] == 4
+        assert erased["notifier"].counts["deliveries"] == 5
         assert erased["audit"].counts["entries"] > 0
         for schema in SCHEMAS:
             for value in (subject["email"], subject["name"], subject["phone"], subject["line1"]):
                 assert await holding(admin, schema, value) == [], (schema, value)
         for schema, value in (("contact", other["email"]), ("orders", other["name"]), ("orders", other["line1"])):
             assert await holding(admin, schema, value), (schema, value)
+        # Nor in any queue, nor in any log line: logs never hold anyone's personal data (they are redacted),
+        # before the erasure as after it.
+        # Known gap: an erasure does not reach dead letters yet; they keep the subject's data until retention
+        # parks them masked (SPM_DLQ_RETENTION_DAYS). Every other queue must be clean; see the end of the test.
+        dead_letter_leaks = await queue_leaks(world, subject)
+        assert [leak for leak in dead_letter_leaks if not leak.startswith(f"{dead}:")] == []
+        assert await queue_leaks(world, other) == []
+        assert len(logs.lines) > 50, "the services' log lines were not captured"
+        assert log_leaks(logs, subject) == []
+        assert log_leaks(logs, other) == []
         # The orders stay, anonymised, as accounting law requires; the keys with them.
         kept = await admin.fetchrow(
             "SELECT count(*) AS orders, count(k.id) AS keys, bool_and(p.erased_at IS NOT NULL) AS anonymised"
@@ -278,3 +351,5 @@ async def test_every_service_answers_access_then_erasure_of_one_address_only(wor
         assert erasure_event != again
         for schema in SCHEMAS:
             assert await admin.fetchval(f"SELECT count(*) FROM {schema}.privacy_answered") >= 2
+        if dead_letter_leaks:
+            pytest.xfail(f"erasure leaves the subject's data in dead letters: {dead_letter_leaks}")

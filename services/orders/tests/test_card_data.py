@@ -38,6 +38,7 @@ from spm_common import cards
 from spm_common.consumer import PermanentError
 from spm_common.logging import configure_logging
 from spm_common.testing.outside import SHOP, publish
+from spm_common.testing.queues import message_text
 from spm_common.testing.smtp import SmtpServer
 from spm_common.testing.world import World, new_world, running
 
@@ -237,17 +238,7 @@ async def drain_dead_letters(exchange: str) -> list[str]:
     texts = []
     for service in ("orders", "notifier", "audit", "contact"):
         for message in await dead_letters(exchange, service):
-            texts.append(
-                " ".join(
-                    [
-                        message.body.decode("utf-8", "replace"),
-                        repr(message.headers),
-                        str(message.message_id),
-                        str(message.correlation_id),
-                        str(message.type),
-                    ]
-                )
-            )
+            texts.append(message_text(message))
     return texts
 
 
