@@ -41,7 +41,8 @@ async def test_search_is_served_by_an_index(contact: Contact, world: World) -> N
         await conn.execute("SET search_path TO contact")
         await conn.execute("SET enable_seqscan TO off")
         rows = await conn.fetch(
-            "EXPLAIN SELECT id FROM messages WHERE search_document(name, email, subject, body) LIKE fold('%khoa%')"
+            "EXPLAIN SELECT id FROM messages WHERE to_tsvector('simple'::regconfig,"
+            " search_document(name, email, subject, body)) @@ phraseto_tsquery('simple'::regconfig, fold('khoa'))"
         )
     finally:
         await conn.close()

@@ -20,6 +20,10 @@ from contact.events import PUBLISHES, ROUTING_KEYS
 from contact.settings import MIGRATIONS, Settings
 from contact.writer import MessageWriter
 
+# How often the search index's pending entries are merged: at 3,000 messages/s a second's are ~1 MB of the
+# 4 MB that would otherwise be merged by (and hold up) one request.
+SEARCH_MERGE_SECONDS = 1.0
+
 
 def build(settings: Settings) -> Runtime:
     async def retention_job(runtime: Runtime) -> None:
@@ -34,6 +38,11 @@ def build(settings: Settings) -> Runtime:
     async def privacy_sweep(runtime: Runtime) -> None:
         await privacy.sweep_periodically(
             runtime.pool, settings.contact_retention_interval_seconds, runtime.health.loop("privacy-sweep")
+        )
+
+    async def search_index(runtime: Runtime) -> None:
+        await retention.merge_search_entries_periodically(
+            runtime.pool, SEARCH_MERGE_SECONDS, runtime.health.loop("search-index")
         )
 
     async def mail_outcome(conn: Connection, event: CloudEvent) -> None:
@@ -57,7 +66,7 @@ def build(settings: Settings) -> Runtime:
         # confirmed ones this service also answers).
         accepts=lambda event: inbox.concerns_contact(event) or privacy.concerns_privacy(event),
         publishes=PUBLISHES,
-        background=[retention_job, privacy_sweep],
+        background=[retention_job, privacy_sweep, search_index],
         scrape=[privacy_api.refresh_gauges],
         description=__doc__ or "",
         relay=settings.contact_outbox_relay == "in-process",

@@ -69,3 +69,16 @@ async def run_periodically(
         except DB_ERRORS as exc:
             health.failed(describe_error(exc))
         await asyncio.sleep(interval_seconds)
+
+
+async def merge_search_entries_periodically(pool: asyncpg.Pool, interval_seconds: float, health: LoopHealth) -> None:
+    """Merge the search index's pending entries often, off the request path (see migration 0005): no stored
+    message then waits on a merge of thousands."""
+    while True:
+        try:
+            async with pool.acquire() as conn:
+                await conn.execute("SELECT merge_search_entries()")
+            health.ok()
+        except DB_ERRORS as exc:
+            health.failed(describe_error(exc))
+        await asyncio.sleep(interval_seconds)

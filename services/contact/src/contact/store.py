@@ -70,15 +70,14 @@ async def list_messages(
     state: str | None = None,
 ) -> list[asyncpg.Record]:
     """Newest first, after the (received_at, id) cursor where given; `text` matches name, address, subject
-    or body as a plain substring, insensitive to case and diacritics (the migration's `search_document`, which
-    its trigram index serves)."""
-    pattern = None
-    if text:
-        pattern = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+    or body as a phrase (its words, in order), insensitive to case and diacritics (the migration's
+    `search_document`, whose words its full-text index serves)."""
+    pattern = text or None
     return await conn.fetch(
         _SUMMARY + " WHERE ($1::text IS NULL OR m.status = $1)"
         " AND ($6::text[] IS NULL OR m.status = ANY($6))"
-        " AND ($2::text IS NULL OR search_document(m.name, m.email, m.subject, m.body) LIKE fold($2))"
+        " AND ($2::text IS NULL OR to_tsvector('simple'::regconfig, search_document(m.name, m.email, m.subject,"
+        " m.body)) @@ phraseto_tsquery('simple'::regconfig, fold($2)))"
         " AND ($3::timestamptz IS NULL OR (m.received_at, m.id) < ($3, $4::uuid))"
         " ORDER BY m.received_at DESC, m.id DESC LIMIT $5",
         status,
