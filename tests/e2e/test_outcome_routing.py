@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 
+import pytest
 from contact.app import create as create_contact
 from contact.settings import Settings as ContactSettings
 from notifier.app import create as create_notifier
@@ -16,7 +18,7 @@ from spm_common.metrics import EVENTS_CONSUMED
 from spm_common.notifications import NOTIFICATION_FAILED, NOTIFICATION_SENT, NotificationRequested
 from spm_common.testing.outside import publish
 from spm_common.testing.smtp import SmtpServer
-from spm_common.testing.world import World, running
+from spm_common.testing.world import World, new_world, running
 
 OUTCOMES = (NOTIFICATION_SENT, NOTIFICATION_FAILED)
 RESULTS = ("processed", "duplicate", "ignored")
@@ -54,6 +56,19 @@ async def outbox_routing_keys(world: World) -> dict[str, str]:
     finally:
         await admin.close()
     return {bytes(r["body"]).decode(): r["routing_key"] for r in rows}
+
+
+@pytest.fixture
+async def world(smtp: SmtpServer) -> AsyncIterator[World]:
+    """A world of this test's own: the session's may still hold another test's outcomes on their way, which
+    contact's counter would count."""
+    instance = new_world()
+    instance.smtp_port = smtp.port
+    await instance.create()
+    try:
+        yield instance
+    finally:
+        await instance.destroy()
 
 
 async def test_the_orders_mail_outcomes_never_reach_the_contact_service(world: World, smtp: SmtpServer) -> None:

@@ -204,7 +204,8 @@ class Runtime:
             # takes up to the SMTP timeout and a few seconds to hand its work back).
             _, late = await asyncio.wait(self._tasks, timeout=TASKS_STOP_TIMEOUT_SECONDS)
             for task in late:
-                log.error("background task did not stop", task=task.get_name(), stack=await_chain(task.get_coro()))
+                # Not `stack`: structlog's renderers take that key for a formatted stack (a string).
+                log.error("background task did not stop", task=task.get_name(), awaiting=await_chain(task.get_coro()))
         self._tasks.clear()
         if self.relay is not None:
             await self.relay.close()

@@ -23,10 +23,12 @@ CREATE FUNCTION search_document(name text, email text, subject text, body text) 
 CREATE INDEX messages_search ON messages
     USING gin (to_tsvector('simple'::regconfig, search_document(name, email, subject, body)));
 
--- Merging the pending list needs the index's owner; the service's login may do this and nothing more.
+-- Merging the pending list needs the index's owner; the service's login may do this and nothing more. One
+-- merge at a time: a replica that finds another merging skips its turn rather than wait for it.
 CREATE FUNCTION merge_search_entries() RETURNS bigint
     LANGUAGE sql SECURITY DEFINER SET search_path = contact, pg_temp
-    RETURN pg_catalog.gin_clean_pending_list('contact.messages_search'::regclass);
+    RETURN CASE WHEN pg_catalog.pg_try_advisory_xact_lock(pg_catalog.hashtext('contact.messages_search'))
+        THEN pg_catalog.gin_clean_pending_list('contact.messages_search'::regclass) ELSE 0 END;
 
 ALTER TABLE messages ADD COLUMN closed_by text;
 ALTER TABLE replies ADD COLUMN replied_by text;
