@@ -181,16 +181,15 @@ async def test_a_request_is_confirmed_by_e_mail_and_then_goes_to_every_service(
         again = await client.post(f"/v1/privacy-requests/confirm?token={token}")
         assert again.status_code == 409 and again.json() == {"detail": "the confirmation link was used already"}
         assert (await client.get(f"/v1/privacy-requests/confirm?token={token}", headers=HTML)).status_code == 409
-    assert (
-        len(
-            [
-                e
-                for e in await outbox_events(world, PRIVACY_REQUEST_CONFIRMED)
-                if e.data["request_id"] == str(request_id)
-            ]
-        )
-        == 1
-    )
+    # Still one confirmation. (Contact answers the erasure for its own data too, and that deletes its published
+    # events naming the address, this one included: so at most one, and the request confirmed once.)
+    confirmations = [
+        e for e in await outbox_events(world, PRIVACY_REQUEST_CONFIRMED) if e.data["request_id"] == str(request_id)
+    ]
+    assert len(confirmations) <= 1
+    async with system.operator as operator:
+        after = (await operator.get(f"/v1/privacy-requests/{request_id}")).json()
+    assert after["confirmed_at"] is not None and after["status"] != "unconfirmed"
 
     async with system.operator as operator:
 
