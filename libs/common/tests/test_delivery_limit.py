@@ -7,6 +7,7 @@ gives none. The topology declares the limit itself, so a crash loop ends the sam
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 import aio_pika
@@ -39,7 +40,13 @@ async def test_a_message_returned_delivery_limit_times_is_dead_lettered(lab: Wor
         assert deliveries == DELIVERY_LIMIT + 1
 
         dlq = await channel.get_queue(topology.dead_letter_queue_name)
-        dead = await dlq.get(no_ack=True, timeout=5)
+        # The quorum queue dead-letters asynchronously: the copy reaches the DLQ a moment after the last return.
+        dead = None
+        for _ in range(100):
+            if (dead := await dlq.get(no_ack=True, fail=False)) is not None:
+                break
+            await asyncio.sleep(0.05)
+        assert dead is not None, "the message never reached the dead-letter queue"
         assert dead.message_id == "poison"
         deaths = (dead.headers or {}).get("x-death")
         assert isinstance(deaths, list) and deaths[0]["reason"] == "delivery_limit"
