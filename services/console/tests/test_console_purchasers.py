@@ -13,6 +13,7 @@ import httpx
 from console_helpers import System, csrf_of, eventually, logged_in
 from notifier import tokens
 from notifier.settings import Settings as NotifierSettings
+from orders.privacy_answer import ERASE
 from spm_common.testing.smtp import SmtpServer
 from spm_common.testing.world import OPERATOR_TOKEN
 
@@ -141,3 +142,21 @@ async def test_resending_needs_a_login(system: System) -> None:
         )
         assert response.status_code == 401
         assert (await anonymous.get("/purchasers", params={"email": "x@example.vn"})).status_code == 303
+
+
+async def test_an_erased_purchasers_order_still_shows(system: System) -> None:
+    buyer = f"xoa-{uuid.uuid4().hex[:8]}@example.vn"
+    shop_id = await system.place_order(buyer)
+    conn = await system.world.admin()
+    try:
+        await conn.execute("SET search_path TO orders")
+        await conn.execute(ERASE, [buyer], [])  # as a confirmed erasure request does it
+    finally:
+        await conn.close()
+    async with logged_in(system, await system.operator()) as client:
+        found = await client.get("/orders", params={"q": shop_id})
+        assert found.status_code == 200 and "Dữ liệu người mua đã bị xoá theo yêu cầu của họ." in found.text
+        order_path = found.text.split('href="/orders/')[1].split('"')[0]
+        order = await client.get(f"/orders/{order_path}")
+        assert order.status_code == 200 and shop_id in order.text and "/purchasers?" not in order.text
+        assert (await client.get("/purchasers", params={"email": buyer})).status_code == 404
