@@ -102,8 +102,8 @@ class System:
         assert response.status_code == 202, response.text
         return str(response.json()["id"])
 
-    async def place_order(self, email: str) -> str:
-        """An order through the shop's signed webhook; returns its id at the shop."""
+    async def place_order(self, email: str, *, consent: bool = False) -> str:
+        """An order through the shop's signed webhook (`consent`: to news); returns its id at the shop."""
         order_id = f"FS-2026-{uuid.uuid4().hex[:10].upper()}"
         body = orjson.dumps(
             {
@@ -115,6 +115,7 @@ class System:
                 "items": [
                     {"sku": "SPM-DICT-PRO", "product_name": "SPM Dictionary Pro", "quantity": 1, "unit_price": "49.00"}
                 ],
+                "marketing_consent": consent,
             }
         )
         signature = webhooks.header(WEBHOOK_SECRET, int(time.time()), body)

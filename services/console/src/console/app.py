@@ -21,6 +21,7 @@ from console.events import PUBLISHES
 from console.insight import insight_pages
 from console.ops import ops_pages
 from console.ops_upstream import DeadLetters, Notifier, Privacy, Probes, Trail
+from console.purchasers import purchaser_pages
 from console.releases import releases_pages
 from console.settings import MIGRATIONS, Settings
 from console.web import (
@@ -89,7 +90,7 @@ def create(settings: Settings | None = None) -> FastAPI:
         runtime,
         title="SPM console",
         description="The operators' web console (HTML pages; no JSON API of its own).",
-        routers=[pages, ops_pages, releases_pages, insight_pages],
+        routers=[pages, ops_pages, releases_pages, insight_pages, purchaser_pages],
         max_body_bytes=MAX_BODY_BYTES,
     )
     token = settings.operator_token.get_secret_value() if settings.operator_token else None

@@ -15,7 +15,7 @@ from spm_common.runtime import Runtime
 from spm_common.serve import serve
 from spm_common.settings import load
 
-from orders import fanout, orders, privacy_answer, releases, retention, store
+from orders import fanout, orders, privacy_answer, purchasers, releases, retention, store
 from orders.api import router
 from orders.events import (
     NOTIFICATION_UNSUBSCRIBED,
@@ -95,7 +95,7 @@ def create(settings: Settings | None = None) -> FastAPI:
         build(settings),
         title="SPM orders",
         description="Orders in, license keys out, purchaser requests and upgrade fan-out.",
-        routers=[router, releases.router],
+        routers=[router, releases.router, purchasers.router],
     )
 
 

@@ -2,7 +2,8 @@
 
 Access exports what the service keeps about the address: the purchaser record (name, phone, postal address,
 language, unsubscribes), every order with its items and license keys, keys issued with upgrades, consents
-to news, and the license-recovery requests of the current rate-limit window.
+to news, the times an operator e-mailed the keys again, and the license-recovery requests of the current
+rate-limit window.
 
 Erasure anonymises rather than deletes: accounting law requires the orders (order id, date, items, amounts),
 so they stay, attached to the purchaser row emptied of address, name, phone and postal address. Consent to
@@ -64,6 +65,8 @@ SELECT jsonb_build_object(
   'news_consents', coalesce((SELECT jsonb_agg(jsonb_build_object('order_id', o.order_id,
     'privacy_policy_version', c.policy_version, 'given_at', c.given_at, 'withdrawn_at', c.withdrawn_at)
     ORDER BY c.given_at, c.id) FROM consents c JOIN o ON o.id = c.order_id), '[]'::jsonb),
+  'license_key_resends', coalesce((SELECT jsonb_agg(jsonb_build_object('requested_at', r.requested_at,
+    'license_keys', r.license_keys) ORDER BY r.id) FROM key_resends r JOIN p ON r.purchaser_id = p.id), '[]'::jsonb),
   'license_recovery', (SELECT jsonb_build_object('requests_this_window', hits, 'window_started_at', window_start)
     FROM rate_limits WHERE bucket = $2)
 )::text

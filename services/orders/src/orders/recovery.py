@@ -6,6 +6,9 @@ fixed floor so its timing says nothing either. Limits count per client (`spm_com
 behind the trusted proxies, an IPv6 client's /64) and per address, keyed hashes of both, in Postgres, so they
 hold across replicas and restarts. Over the client's limit: 429. Over the
 address's limit: the same 202, and no e-mail (so nobody can flood an inbox, and nothing is revealed).
+
+An operator may send the same e-mail from the console (`resend`), for a purchaser who asked support: no
+limit applies, the operator is recorded (`key_resends`), and the console's request id makes it happen once.
 """
 
 from __future__ import annotations
@@ -50,13 +53,53 @@ async def recover(pool: asyncpg.Pool, settings: Settings, email: str, client: st
             email_hits, _ = await store.hit(conn, bucket("email", email, key), window)
             rows = await store.purchaser_keys(conn, email)
             if rows and email_hits <= settings.orders_recovery_per_email:
-                await enqueue(conn, _request(rows, email, settings.source))
+                reference = f"license-recovery:{uuid.uuid4()}"
+                await enqueue(conn, _request(rows, email, settings.source, reference))
                 await store.touch_purchaser(conn, email)
     await asyncio.sleep(max(0.0, settings.orders_recovery_min_seconds - (loop.time() - started)))
     return Limited(max(1, int(remaining + 0.999))) if limited else None
 
 
-def _request(rows: list[asyncpg.Record], email: str, source: str) -> CloudEvent:
+class NoSuchPurchaser(Exception):
+    pass
+
+
+class NoLicenseKeys(Exception):
+    pass
+
+
+class RequestIdTaken(Exception):
+    """The request id was used before for another purchaser."""
+
+
+@dataclass(frozen=True)
+class Resent:
+    resend: store.KeyResendRow
+    duplicate: bool  # sent before under this request id: nothing was sent now
+
+
+async def resend(conn: asyncpg.Connection, email: str, operator: str, request_id: uuid.UUID, source: str) -> Resent:
+    """In the caller's transaction: the recovery e-mail with every key `email` (normalised) owns, asked for by
+    `operator`, recorded with them and put in the outbox together."""
+    purchaser = await store.purchaser_state(conn, email)
+    if purchaser is None:
+        raise NoSuchPurchaser
+    rows = await store.purchaser_keys(conn, email)
+    if not rows:
+        raise NoLicenseKeys
+    event = _request(rows, email, source, f"license-resend:{request_id}")
+    recorded = await store.record_key_resend(conn, request_id, purchaser.id, operator, len(rows), event.id)
+    if recorded is None:
+        before = await store.key_resend(conn, request_id)
+        if before is None or before.purchaser_id != purchaser.id:
+            raise RequestIdTaken
+        return Resent(before, duplicate=True)
+    await enqueue(conn, event)
+    await store.touch_purchaser(conn, email)  # the purchaser asked support: activity, as a recovery is
+    return Resent(recorded, duplicate=False)
+
+
+def _request(rows: list[asyncpg.Record], email: str, source: str, reference: str) -> CloudEvent:
     locale = rows[0]["locale"]
     products: dict[str, dict[str, object]] = {}
     for row in rows:
@@ -77,7 +120,7 @@ def _request(rows: list[asyncpg.Record], email: str, source: str) -> CloudEvent:
             locale=locale,
             recipient=Recipient(email=email, name=rows[0]["name"]),
             context={"products": list(products.values())},
-            reference=f"license-recovery:{uuid.uuid4()}",
+            reference=reference,
         ),
         purpose=PURPOSE,
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -236,6 +237,97 @@ async def withdraw_news_consent(conn: Connection, email: str) -> None:
         " UPDATE consents SET withdrawn_at = now() WHERE purchaser_id IN (SELECT id FROM p) AND withdrawn_at IS NULL",
         email,
     )
+
+
+# --- the operators' purchaser page ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PurchaserState:
+    """What the operators' purchaser page shows of the purchaser row itself."""
+
+    id: int
+    email: str
+    name: str
+    locale: str
+    created_at: datetime
+    last_order_at: datetime
+    upgrades_unsubscribed_at: datetime | None
+    news_unsubscribed_at: datetime | None
+    orders: int
+    license_keys: int
+
+
+@dataclass(frozen=True)
+class ConsentRow:
+    order_id: str  # the order's id at the shop
+    policy_version: int
+    given_at: datetime
+    withdrawn_at: datetime | None
+
+
+@dataclass(frozen=True)
+class KeyResendRow:
+    request_id: uuid.UUID
+    purchaser_id: int
+    operator: str
+    license_keys: int
+    requested_at: datetime
+
+
+async def purchaser_state(conn: Connection, email: str) -> PurchaserState | None:
+    row = await conn.fetchrow(
+        "SELECT p.id, p.email, p.name, p.locale, p.created_at, p.last_order_at, p.upgrades_unsubscribed_at,"
+        " p.news_unsubscribed_at,"
+        " (SELECT count(*) FROM orders o WHERE o.purchaser_id = p.id) AS orders,"
+        " (SELECT count(*) FROM license_keys k WHERE k.purchaser_id = p.id) AS license_keys"
+        " FROM purchasers p WHERE p.email = $1",
+        email,
+    )
+    return PurchaserState(**dict(row)) if row is not None else None
+
+
+async def consents_of(conn: Connection, purchaser_id: int) -> list[ConsentRow]:
+    """The purchaser's consents to news (one at most per order), the newest given first."""
+    rows = await conn.fetch(
+        "SELECT o.order_id, c.policy_version, c.given_at, c.withdrawn_at FROM consents c"
+        " JOIN orders o ON o.id = c.order_id WHERE c.purchaser_id = $1 ORDER BY c.given_at DESC, c.id DESC",
+        purchaser_id,
+    )
+    return [ConsentRow(**dict(row)) for row in rows]
+
+
+_KEY_RESEND = "request_id, purchaser_id, operator, license_keys, requested_at"
+
+
+async def key_resends_of(conn: Connection, purchaser_id: int, limit: int) -> list[KeyResendRow]:
+    rows = await conn.fetch(
+        f"SELECT {_KEY_RESEND} FROM key_resends WHERE purchaser_id = $1 ORDER BY requested_at DESC, id DESC LIMIT $2",
+        purchaser_id,
+        limit,
+    )
+    return [KeyResendRow(**dict(row)) for row in rows]
+
+
+async def record_key_resend(
+    conn: Connection, request_id: uuid.UUID, purchaser_id: int, operator: str, license_keys: int, event_id: str
+) -> KeyResendRow | None:
+    """None when this request id was recorded before (a form sent twice): nothing is to be sent again."""
+    row = await conn.fetchrow(
+        "INSERT INTO key_resends (request_id, purchaser_id, operator, license_keys, event_id)"
+        f" VALUES ($1, $2, $3, $4, $5) ON CONFLICT (request_id) DO NOTHING RETURNING {_KEY_RESEND}",
+        request_id,
+        purchaser_id,
+        operator,
+        license_keys,
+        event_id,
+    )
+    return KeyResendRow(**dict(row)) if row is not None else None
+
+
+async def key_resend(conn: Connection, request_id: uuid.UUID) -> KeyResendRow | None:
+    row = await conn.fetchrow(f"SELECT {_KEY_RESEND} FROM key_resends WHERE request_id = $1", request_id)
+    return KeyResendRow(**dict(row)) if row is not None else None
 
 
 # --- fan-outs ----------------------------------------------------------------------------------------------
