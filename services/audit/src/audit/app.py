@@ -16,7 +16,7 @@ from spm_common.envelope import CloudEvent
 from spm_common.health import LoopHealth
 from spm_common.http import create_app
 from spm_common.logging import get_logger
-from spm_common.privacy import PRIVACY_REQUEST_COMPLETED, PRIVACY_REQUEST_CONFIRMED
+from spm_common.privacy import PRIVACY_REQUEST_COMPLETED, PRIVACY_REQUEST_CONFIRMED, DeadLetterEraser
 from spm_common.redaction import describe_error
 from spm_common.runtime import Runtime
 from spm_common.serve import serve
@@ -38,6 +38,7 @@ def assemble(settings: Settings) -> tuple[Runtime, AuditState]:
     writer = pageviews.PageViewWriter(salts)
     # A page-view event is in the trail like every event, reduced to what the page-view table keeps; a privacy
     # request's answer without the person's data it exports.
+    dead_letters = DeadLetterEraser.of(settings)
     reducers = {PAGE_VIEWED: pageviews.trail_payload, PRIVACY_REQUEST_COMPLETED: privacy_answer.trail_payload}
 
     @batched
@@ -48,7 +49,7 @@ def assemble(settings: Settings) -> tuple[Runtime, AuditState]:
             await pageviews.ingest_events(conn, views, salts)
         # After the append: the request's own entry is made with the person's key before erasure destroys it.
         if any(e.type == PRIVACY_REQUEST_CONFIRMED for e in events):
-            await privacy_answer.answer(conn, events, key, settings.source)
+            await privacy_answer.answer(conn, events, key, settings.source, dead_letters)
 
     async def write_page_views(runtime: Runtime) -> None:
         await writer.run(lambda: runtime.pool, runtime.health.loop("page-view-writer"))

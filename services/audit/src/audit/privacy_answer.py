@@ -9,7 +9,9 @@ names no address, and its export is left out of its own entry (`trail_payload`).
 
 Entries recorded before subject keys existed carry the legacy reference (under SPM_AUDIT_SECRET); access
 includes them, and erasure hides them from the search by address (see migration 0006 for what that does
-not undo). Entries recorded after the erasure (the final e-mail to the person) get a new key.
+not undo). Entries recorded after the erasure (the final e-mail to the person) get a new key. The service's
+dead letters that name the address are removed (spm_common.privacy.DeadLetterEraser): an event the trail
+could not record holds the address in clear.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from spm_common.outbox import enqueue
 from spm_common.privacy import (
     PRIVACY_REQUEST_CONFIRMED,
     AnsweringService,
+    DeadLetterEraser,
     PrivacyRequestConfirmed,
     completed,
     first_answer,
@@ -55,7 +58,9 @@ async def references(conn: Connection, email: str, secret: bytes) -> list[str]:
     return refs
 
 
-async def answer(conn: Connection, events: list[CloudEvent], secret: bytes, source: str) -> None:
+async def answer(
+    conn: Connection, events: list[CloudEvent], secret: bytes, source: str, dead_letters: DeadLetterEraser
+) -> None:
     """Answer the confirmed privacy requests among a batch already appended to the trail, in its transaction."""
     for event in events:
         if event.type != PRIVACY_REQUEST_CONFIRMED:
@@ -72,7 +77,7 @@ async def answer(conn: Connection, events: list[CloudEvent], secret: bytes, sour
             if request.kind == "access":
                 reply = await _access(conn, request, secret, source)
             else:
-                reply = await _erase(conn, request, secret, source)
+                reply = await _erase(conn, request, secret, source, dead_letters)
             await enqueue(conn, reply)
             log.info("privacy request answered", request_id=str(request.request_id), kind=request.kind)
 
@@ -89,7 +94,9 @@ async def _access(conn: Connection, request: PrivacyRequestConfirmed, secret: by
     return completed(source, SERVICE, request, summary, {"entries": len(entries)}, {"entries": entries})
 
 
-async def _erase(conn: Connection, request: PrivacyRequestConfirmed, secret: bytes, source: str) -> CloudEvent:
+async def _erase(
+    conn: Connection, request: PrivacyRequestConfirmed, secret: bytes, source: str, dead_letters: DeadLetterEraser
+) -> CloudEvent:
     key = await store.delete_subject_key(conn, trail.key_lookup(request.email, secret))
     entries = await store.count_entries_about(conn, trail.subject_ref(request.email, key)) if key else 0
     legacy_ref = trail.subject_ref(request.email, secret)
@@ -104,4 +111,7 @@ async def _erase(conn: Connection, request: PrivacyRequestConfirmed, secret: byt
         summary += (
             f" {legacy} of them, recorded before such keys existed, no longer come up in a search by the address."
         )
-    return completed(source, SERVICE, request, summary, {"entries": entries, "older_entries": legacy})
+    dead = await dead_letters.erase(conn, request)
+    return completed(
+        source, SERVICE, request, summary, {"entries": entries, "older_entries": legacy, "dead_letters": dead}
+    )

@@ -9,7 +9,7 @@ from spm_common.db import Connection
 from spm_common.envelope import CloudEvent
 from spm_common.http import create_app
 from spm_common.notifications import NOTIFICATION_FAILED, NOTIFICATION_SENT
-from spm_common.privacy import PRIVACY_REQUEST_COMPLETED, PRIVACY_REQUEST_CONFIRMED
+from spm_common.privacy import PRIVACY_REQUEST_COMPLETED, PRIVACY_REQUEST_CONFIRMED, DeadLetterEraser
 from spm_common.runtime import Runtime
 from spm_common.serve import serve
 from spm_common.settings import load
@@ -58,7 +58,9 @@ def build(settings: Settings) -> Runtime:
             NOTIFICATION_SENT: mail_outcome,
             NOTIFICATION_FAILED: mail_outcome,
             PRIVACY_REQUEST_COMPLETED: functools.partial(privacy.record_answer, source=settings.source),
-            PRIVACY_REQUEST_CONFIRMED: functools.partial(privacy_answer.on_confirmed, source=settings.source),
+            PRIVACY_REQUEST_CONFIRMED: functools.partial(
+                privacy_answer.on_confirmed, source=settings.source, dead_letters=DeadLetterEraser.of(settings)
+            ),
         },
         binds=ROUTING_KEYS,
         # Only this service's outcomes are bound (ROUTING_KEYS); the check stays for an outcome published before

@@ -1,8 +1,9 @@
 """The contact service's answer to a confirmed privacy request (CONTRACT section 6): the messages an address
 sent and the operators' replies to them.
 
-Access exports them (subject, body, dates, replies); erasure deletes them, their replies, and the published
-events of the outbox that named the address, in the transaction that enqueues the answer. A message is
+Access exports them (subject, body, dates, replies); erasure deletes them, their replies, the published
+events of the outbox that named the address, and the service's dead letters that name it
+(spm_common.privacy.DeadLetterEraser), in the transaction that enqueues the answer. A message is
 matched case-insensitively on its address (the form keeps it as the visitor typed it, domain in lower case).
 The workflow's own record of the request (contact.privacy) is not this module's: it ends with the request.
 """
@@ -18,6 +19,7 @@ from spm_common.logging import get_logger
 from spm_common.outbox import enqueue
 from spm_common.privacy import (
     AnsweringService,
+    DeadLetterEraser,
     PrivacyRequestConfirmed,
     completed,
     first_answer,
@@ -53,7 +55,7 @@ SELECT (SELECT count(*) FROM gone) AS messages, (SELECT count(*) FROM gone_repli
 """
 
 
-async def on_confirmed(conn: Connection, event: CloudEvent, *, source: str) -> None:
+async def on_confirmed(conn: Connection, event: CloudEvent, *, source: str, dead_letters: DeadLetterEraser) -> None:
     """Handler of privacy.request.confirmed, in the consumer's transaction."""
     request = PrivacyRequestConfirmed.model_validate(event.data)
     if not await first_answer(conn, request):
@@ -63,7 +65,7 @@ async def on_confirmed(conn: Connection, event: CloudEvent, *, source: str) -> N
     if request.kind == "access":
         answer = await _access(conn, address, request, source)
     else:
-        answer = await _erase(conn, address, request, source)
+        answer = await _erase(conn, address, request, source, dead_letters)
     await enqueue(conn, answer)
     log.info("privacy request answered", request_id=str(request.request_id), kind=request.kind)
 
@@ -87,11 +89,14 @@ async def _access(conn: Connection, address: str, request: PrivacyRequestConfirm
     )
 
 
-async def _erase(conn: Connection, address: str, request: PrivacyRequestConfirmed, source: str) -> CloudEvent:
+async def _erase(
+    conn: Connection, address: str, request: PrivacyRequestConfirmed, source: str, dead_letters: DeadLetterEraser
+) -> CloudEvent:
     row = await conn.fetchrow(_ERASE, address)
     assert row is not None
     # The outbox's published events keep the address as it was written, in whichever case that was.
     events = await forget_published(conn, [address, *row["spellings"]])
+    dead = await dead_letters.erase(conn, request)
     summary = (
         f"Erased {row['messages']} contact messages from this address and {row['replies']} replies to them."
         " Nothing is kept."
@@ -101,5 +106,5 @@ async def _erase(conn: Connection, address: str, request: PrivacyRequestConfirme
         SERVICE,
         request,
         summary,
-        {"messages": row["messages"], "replies": row["replies"], "published_events": events},
+        {"messages": row["messages"], "replies": row["replies"], "published_events": events, "dead_letters": dead},
     )

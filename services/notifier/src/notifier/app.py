@@ -8,7 +8,7 @@ from spm_common.db import Connection
 from spm_common.envelope import CloudEvent
 from spm_common.http import create_app
 from spm_common.notifications import NOTIFICATION_REQUESTED
-from spm_common.privacy import PRIVACY_REQUEST_CONFIRMED
+from spm_common.privacy import PRIVACY_REQUEST_CONFIRMED, DeadLetterEraser
 from spm_common.runtime import Runtime
 from spm_common.serve import serve
 from spm_common.settings import load
@@ -38,7 +38,9 @@ def build(settings: Settings) -> Runtime:
         migrations=MIGRATIONS,
         handlers={
             NOTIFICATION_REQUESTED: on_requests,
-            PRIVACY_REQUEST_CONFIRMED: functools.partial(privacy_answer.on_confirmed, settings=settings),
+            PRIVACY_REQUEST_CONFIRMED: functools.partial(
+                privacy_answer.on_confirmed, settings=settings, dead_letters=DeadLetterEraser.of(settings)
+            ),
         },
         publishes=PUBLISHES,
         background=[sender],

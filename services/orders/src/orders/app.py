@@ -10,7 +10,7 @@ from spm_common.db import Connection
 from spm_common.envelope import CloudEvent
 from spm_common.http import create_app
 from spm_common.logging import get_logger
-from spm_common.privacy import PRIVACY_REQUEST_CONFIRMED
+from spm_common.privacy import PRIVACY_REQUEST_CONFIRMED, DeadLetterEraser
 from spm_common.runtime import Runtime
 from spm_common.serve import serve
 from spm_common.settings import load
@@ -60,7 +60,10 @@ def handlers(settings: Settings) -> dict[str, Handler]:
         PRODUCT_ANNOUNCED: on_announcement,
         NOTIFICATION_UNSUBSCRIBED: on_unsubscribed,
         PRIVACY_REQUEST_CONFIRMED: functools.partial(
-            privacy_answer.on_confirmed, source=settings.source, hash_key=settings.hash_key()
+            privacy_answer.on_confirmed,
+            source=settings.source,
+            hash_key=settings.hash_key(),
+            dead_letters=DeadLetterEraser.of(settings),
         ),
     }
 

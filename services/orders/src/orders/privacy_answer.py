@@ -8,9 +8,11 @@ rate-limit window.
 Erasure anonymises rather than deletes: accounting law requires the orders (order id, date, items, amounts),
 so they stay, attached to the purchaser row emptied of address, name, phone and postal address. Consent to
 news is withdrawn, upgrade notices stop, the recovery counter and the published events that named the
-address go. License keys stay valid and attached to the anonymised orders: the licences were paid for, and
-software already activated keeps working; but no one can recover them by e-mail any more, since no address
-leads to them. Everything happens in the transaction that enqueues the answer, in a few set-based statements.
+address go, and so do the service's dead letters that name it (a broken order, say:
+spm_common.privacy.DeadLetterEraser). License keys stay valid and attached to the anonymised orders: the
+licences were paid for, and software already activated keeps working; but no one can recover them by e-mail
+any more, since no address leads to them. Everything happens in the transaction that enqueues the answer, in a
+few set-based statements.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from spm_common.logging import get_logger
 from spm_common.outbox import enqueue
 from spm_common.privacy import (
     AnsweringService,
+    DeadLetterEraser,
     PrivacyRequestConfirmed,
     completed,
     first_answer,
@@ -101,7 +104,9 @@ KEPT = (
 )
 
 
-async def on_confirmed(conn: Connection, event: CloudEvent, *, source: str, hash_key: bytes) -> None:
+async def on_confirmed(
+    conn: Connection, event: CloudEvent, *, source: str, hash_key: bytes, dead_letters: DeadLetterEraser
+) -> None:
     """Handler of privacy.request.confirmed, in the consumer's transaction."""
     request = PrivacyRequestConfirmed.model_validate(event.data)
     if not await first_answer(conn, request):
@@ -112,7 +117,7 @@ async def on_confirmed(conn: Connection, event: CloudEvent, *, source: str, hash
     if request.kind == "access":
         answer = await _access(conn, address, counter, request, source)
     else:
-        answer = await _erase(conn, address, counter, request, source)
+        answer = await _erase(conn, address, counter, request, source, dead_letters)
     await enqueue(conn, answer)
     log.info("privacy request answered", request_id=str(request.request_id), kind=request.kind)
 
@@ -149,11 +154,18 @@ async def _access(
 
 
 async def _erase(
-    conn: Connection, address: str, counter: str, request: PrivacyRequestConfirmed, source: str
+    conn: Connection,
+    address: str,
+    counter: str,
+    request: PrivacyRequestConfirmed,
+    source: str,
+    dead_letters: DeadLetterEraser,
 ) -> CloudEvent:
     row = await conn.fetchrow(ERASE, [address], [counter])
     assert row is not None
     events = await forget_published(conn, [address])
+    # The spelling purchasers are kept under too (an internationalised domain may normalise otherwise).
+    dead = await dead_letters.erase(conn, request, [address])
     if row["purchasers"]:
         summary = "Erased the purchaser's name, e-mail address, phone and postal address. " + KEPT.format(
             orders=row["orders"], keys=row["license_keys"]
@@ -161,4 +173,4 @@ async def _erase(
     else:
         summary = "No order from this address: nothing to erase."
     counts = {name: int(row[name]) for name in row.keys()}  # noqa: SIM118 (a Record's keys are its columns)
-    return completed(source, SERVICE, request, summary, {**counts, "published_events": events})
+    return completed(source, SERVICE, request, summary, {**counts, "published_events": events, "dead_letters": dead})
