@@ -220,6 +220,23 @@ TEXTS: dict[str, tuple[str, str]] = {
         "Dead-lettered: events sent to the dead-letter queue since the service started.",
     ),
     "details": ("Chi tiết", "Details"),
+    "queues": ("Hàng đợi", "Queues"),
+    "queue": ("Hàng đợi", "Queue"),
+    "queue_ready": ("Chờ xử lý", "Ready"),
+    "queue_unacked": ("Đang xử lý", "Being processed"),
+    "queue_consumers": ("Bộ tiêu thụ", "Consumers"),
+    "queue_retry": ("Chờ thử lại", "Waiting to retry"),
+    "queue_dead_letters": ("Trong hàng thư chết", "In the dead-letter queue"),
+    "queue_missing": ("chưa có", "not declared"),
+    "queues_note": (
+        "Số liệu từ RabbitMQ (tài khoản chỉ đọc spm_monitor), trễ tối đa 5 giây.",
+        "Counts from RabbitMQ (the read-only spm_monitor login), up to 5 seconds old.",
+    ),
+    "queues_unknown": ("RabbitMQ không trả lời.", "RabbitMQ did not answer."),
+    "queues_not_configured": (
+        "Chưa cấu hình SPM_CONSOLE_RABBITMQ_MONITOR_URL: không xem được độ sâu hàng đợi.",
+        "SPM_CONSOLE_RABBITMQ_MONITOR_URL is not set: queue depths cannot be shown.",
+    ),
     "oldest_pending": ("E-mail chờ lâu nhất: {seconds} giây", "Oldest pending e-mail: {seconds} s"),
     "audit_chain": ("Chuỗi nhật ký kiểm toán", "Audit chain"),
     "audit_ok": (
