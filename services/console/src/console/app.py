@@ -19,6 +19,7 @@ from console import sessions, store, upstream
 from console.accounts import LoginLimits
 from console.events import PUBLISHES
 from console.insight import insight_pages
+from console.operators import operator_pages
 from console.ops import ops_pages
 from console.ops_upstream import DeadLetters, Notifier, Privacy, Probes, Queues, Trail
 from console.releases import releases_pages
@@ -89,7 +90,7 @@ def create(settings: Settings | None = None) -> FastAPI:
         runtime,
         title="SPM console",
         description="The operators' web console (HTML pages; no JSON API of its own).",
-        routers=[pages, ops_pages, releases_pages, insight_pages],
+        routers=[pages, operator_pages, ops_pages, releases_pages, insight_pages],
         max_body_bytes=MAX_BODY_BYTES,
     )
     token = settings.operator_token.get_secret_value() if settings.operator_token else None
