@@ -12,6 +12,7 @@ from typing import Literal
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+from email_validator import EmailNotValidError, validate_email
 from spm_common.db import Connection
 
 from console import store
@@ -28,6 +29,14 @@ _DUMMY_HASH = HASHER.hash(secrets.token_urlsafe(16))
 
 def normalise_email(email: str) -> str:
     return email.strip().lower()
+
+
+def valid_address(email: str) -> str:
+    """The address, normalised; ValueError (saying why) if it is no e-mail address."""
+    try:
+        return validate_email(email.strip(), check_deliverability=False).normalized.lower()
+    except EmailNotValidError as exc:
+        raise ValueError(str(exc)) from None
 
 
 def one_time_password() -> str:

@@ -19,8 +19,9 @@ from console import sessions, store, upstream
 from console.accounts import LoginLimits
 from console.events import PUBLISHES
 from console.insight import insight_pages
+from console.operators import operator_pages
 from console.ops import ops_pages
-from console.ops_upstream import DeadLetters, Notifier, Privacy, Probes, Trail
+from console.ops_upstream import DeadLetters, Notifier, Privacy, Probes, Queues, Trail
 from console.purchasers import purchaser_pages
 from console.releases import releases_pages
 from console.settings import MIGRATIONS, Settings
@@ -90,7 +91,7 @@ def create(settings: Settings | None = None) -> FastAPI:
         runtime,
         title="SPM console",
         description="The operators' web console (HTML pages; no JSON API of its own).",
-        routers=[pages, ops_pages, releases_pages, insight_pages, purchaser_pages],
+        routers=[pages, operator_pages, ops_pages, releases_pages, insight_pages, purchaser_pages],
         max_body_bytes=MAX_BODY_BYTES,
     )
     token = settings.operator_token.get_secret_value() if settings.operator_token else None
@@ -100,6 +101,10 @@ def create(settings: Settings | None = None) -> FastAPI:
     notifier = upstream.client(settings.console_notifier_url, token, timeout)
     audit = upstream.client(settings.console_audit_url, token, timeout)
     services = {"contact": contact, "orders": orders, "notifier": notifier, "audit": audit}
+    monitor = settings.console_rabbitmq_monitor_url
+    queues = Queues(
+        monitor.get_secret_value() if monitor else None, settings.role_amqp_url(), settings.exchange, timeout
+    )
     app.state.audit_client = audit  # the audit and trends pages (insight.py)
     app.state.console = ConsoleState(
         settings=settings,
@@ -120,6 +125,7 @@ def create(settings: Settings | None = None) -> FastAPI:
         trail=Trail(audit),
         probes=Probes(services),
         dead_letters={name: DeadLetters(c) for name, c in services.items()},
+        queues=queues,
     )
     started = app.router.lifespan_context
 
@@ -131,6 +137,7 @@ def create(settings: Settings | None = None) -> FastAPI:
             finally:
                 for client in (contact, orders, notifier, audit):
                     await client.aclose()
+                await queues.aclose()
 
     app.router.lifespan_context = lifespan
 

@@ -176,6 +176,44 @@ TEXTS: dict[str, tuple[str, str]] = {
     "active": ("Đang hoạt động", "Active"),
     "disabled": ("Đã khoá", "Disabled"),
     "created": ("Tạo lúc", "Created"),
+    "operators_list": ("Các tài khoản", "Accounts"),
+    "add_operator": ("Thêm tài khoản", "Add an account"),
+    "reset_password": ("Đặt lại mật khẩu", "Reset password"),
+    "reset_password_of": ("Đặt lại mật khẩu của {email}", "Reset the password of {email}"),
+    "disable_operator": ("Khoá tài khoản", "Disable"),
+    "disable_operator_of": ("Khoá tài khoản {email}", "Disable the account of {email}"),
+    "operator_you": ("Tài khoản của bạn", "Your account"),
+    "operator_added": ("Đã tạo tài khoản.", "Account created."),
+    "operator_disabled": (
+        "Đã khoá tài khoản; các phiên làm việc của nó đã kết thúc.",
+        "Account disabled; its sessions have ended.",
+    ),
+    "operator_reset": (
+        "Đã đặt lại mật khẩu; các phiên làm việc của tài khoản đã kết thúc.",
+        "Password reset; the account's sessions have ended.",
+    ),
+    "one_time_for": ("Mật khẩu dùng một lần của {email}:", "One-time password of {email}:"),
+    "one_time_note": (
+        "Chỉ hiện lần này. Hãy chuyển cho người đó qua kênh an toàn; họ phải đổi mật khẩu khi đăng nhập lần đầu.",
+        "Shown this once. Pass it on through a safe channel; it must be changed at the first login.",
+    ),
+    "operator_bad_email": ("Địa chỉ e-mail không hợp lệ.", "Not a valid e-mail address."),
+    "operator_bad_role": ("Vai trò không hợp lệ.", "Not a valid role."),
+    "operator_exists": (
+        "Đã có tài khoản với địa chỉ này; hãy đặt lại mật khẩu của nó.",
+        "An account with this address exists already; reset its password instead.",
+    ),
+    "operator_not_found": ("Không có tài khoản này.", "No such account."),
+    "operator_not_self": (
+        "Không thể khoá hay đặt lại tài khoản của chính mình ở đây.",
+        "You cannot disable or reset your own account here.",
+    ),
+    "operators_note": (
+        "Hỗ trợ: hộp thư, đơn hàng, gửi lại khoá, yêu cầu về dữ liệu cá nhân. Quản trị: mọi thứ, kể cả gửi hàng loạt,"
+        " thư chết và tài khoản vận hành.",
+        "Support: inbox, orders, resending keys, privacy requests. Admin: everything, including fan-outs, dead"
+        " letters and operator accounts.",
+    ),
     "forbidden_title": ("Không có quyền", "Forbidden"),
     "forbidden": ("Trang này chỉ dành cho quản trị viên.", "This page is for administrators only."),
     "not_found_title": ("Không tìm thấy", "Not found"),
@@ -273,6 +311,23 @@ TEXTS: dict[str, tuple[str, str]] = {
         "Dead-lettered: events sent to the dead-letter queue since the service started.",
     ),
     "details": ("Chi tiết", "Details"),
+    "queues": ("Hàng đợi", "Queues"),
+    "queue": ("Hàng đợi", "Queue"),
+    "queue_ready": ("Chờ xử lý", "Ready"),
+    "queue_unacked": ("Đang xử lý", "Being processed"),
+    "queue_consumers": ("Bộ tiêu thụ", "Consumers"),
+    "queue_retry": ("Chờ thử lại", "Waiting to retry"),
+    "queue_dead_letters": ("Trong hàng thư chết", "In the dead-letter queue"),
+    "queue_missing": ("chưa có", "not declared"),
+    "queues_note": (
+        "Số liệu từ RabbitMQ (tài khoản chỉ đọc spm_monitor), trễ tối đa 5 giây.",
+        "Counts from RabbitMQ (the read-only spm_monitor login), up to 5 seconds old.",
+    ),
+    "queues_unknown": ("RabbitMQ không trả lời.", "RabbitMQ did not answer."),
+    "queues_not_configured": (
+        "Chưa cấu hình SPM_CONSOLE_RABBITMQ_MONITOR_URL: không xem được độ sâu hàng đợi.",
+        "SPM_CONSOLE_RABBITMQ_MONITOR_URL is not set: queue depths cannot be shown.",
+    ),
     "oldest_pending": ("E-mail chờ lâu nhất: {seconds} giây", "Oldest pending e-mail: {seconds} s"),
     "audit_chain": ("Chuỗi nhật ký kiểm toán", "Audit chain"),
     "audit_ok": (

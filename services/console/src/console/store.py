@@ -56,6 +56,11 @@ async def operator_by_email(conn: Connection, email: str) -> OperatorRow | None:
     return _operator(row) if row else None
 
 
+async def operator_by_id(conn: Connection, operator_id: uuid.UUID) -> OperatorRow | None:
+    row = await conn.fetchrow(f"SELECT {_OPERATOR} FROM operators o WHERE o.id = $1", operator_id)
+    return _operator(row) if row else None
+
+
 async def list_operators(conn: Connection) -> list[OperatorRow]:
     return [_operator(row) for row in await conn.fetch(f"SELECT {_OPERATOR} FROM operators o ORDER BY o.email")]
 
