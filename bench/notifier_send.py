@@ -35,7 +35,7 @@ from notifier.settings import Settings
 from notifier.tokens import recipient_ref
 from spm_common.envelope import new_event
 from spm_common.logging import configure_logging
-from spm_common.notifications import NOTIFICATION_REQUESTED, NotificationRequested, Recipient
+from spm_common.notifications import NOTIFICATION_REQUESTED, Locale, NotificationRequested, Recipient
 from spm_common.testing.smtp import free_port
 from spm_common.testing.world import AMQP_URL, World, new_world
 
@@ -45,7 +45,7 @@ NAMES = ["Nguyễn Văn An", "Trần Thị Bình", "Lê Hoàng Cường", "Phạ
 
 
 def sample_request(i: int) -> NotificationRequested:
-    locale = "vi" if i % 2 else "en"
+    locale: Locale = "vi" if i % 2 else "en"
     if i % 4 == 3:
         return NotificationRequested(
             purpose="answer-message",
@@ -144,8 +144,8 @@ def cpu() -> float:
 
 
 async def sender_stage(
-    world, settings: Settings, requests: list[NotificationRequested], run: str
-) -> tuple[float, float, float]:  # type: ignore[no-untyped-def]
+    world: World, settings: Settings, requests: list[NotificationRequested], run: str
+) -> tuple[float, float, float]:
     """Deliveries recorded in one go; time until every one is sent and marked, then until the events are out."""
     key = settings.recipient_key()
     rows = []

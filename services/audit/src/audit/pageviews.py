@@ -31,11 +31,10 @@ from spm_common.db import Connection
 from spm_common.envelope import CloudEvent
 from spm_common.health import LoopHealth
 from spm_common.logging import get_logger
-from spm_common.redaction import EMAIL_RE, IPV4_RE, describe_error
+from spm_common.redaction import EMAIL_RE, IPV4_RE, IPV6_CANDIDATE_RE, describe_error
 
 from audit import store
 from audit.events import PageViewed
-from audit.trail import IPV6_CANDIDATE_RE
 
 log = get_logger(__name__)
 

@@ -19,12 +19,12 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from pydantic_core import PydanticCustomError
 from spm_common import cards
 from spm_common.addresses import is_plain_address
-from spm_common.envelope import OutboxRow, new_event_body
+from spm_common.envelope import OutboxRow, Purpose, new_event_body
 from spm_common.notifications import NOTIFICATION_REQUESTED, message_id_for
 
 from contact.events import MESSAGE_RECEIVED
 
-PURPOSE = "answer-message"
+PURPOSE: Purpose = "answer-message"
 ACK_TEMPLATE = "contact-ack"
 Locale = Literal["vi", "en"]
 

@@ -208,7 +208,7 @@ class Job:
 
 def backoff_seconds(attempts: int, base: float, ceiling: float) -> float:
     """Exponential backoff with jitter: between half and all of base * 2^(attempts-1), capped."""
-    delay = min(ceiling, base * 2 ** max(0, attempts - 1))
+    delay = min(ceiling, base * 2.0 ** max(0, attempts - 1))
     return delay / 2 + random.uniform(0, delay / 2)
 
 

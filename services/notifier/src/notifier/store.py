@@ -71,6 +71,7 @@ async def insert_deliveries(
         [d.last_error for d in rows],
         list(purchasers),
     )
+    assert new is not None  # the statement ends in a SELECT without FROM: always one row
     return list(zip(new["event_ids"], new["refs"], strict=True))
 
 
