@@ -134,7 +134,7 @@ class Composer:
         locale: str,
         email: str,
         name: str | None,
-        context: dict[str, Any],
+        context: dict[str, Any],  # the template's variables, checked by its model in notifier.policy
         message_id: str,
         in_reply_to: str | None = None,
         unsubscribe: Unsubscribe | None = None,
