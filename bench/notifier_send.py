@@ -33,6 +33,7 @@ from notifier.app import build
 from notifier.mail import Composer, stable_message_id
 from notifier.settings import Settings
 from notifier.tokens import recipient_ref
+from spm_common.db import Connection
 from spm_common.envelope import new_event
 from spm_common.logging import configure_logging
 from spm_common.notifications import NOTIFICATION_REQUESTED, Locale, NotificationRequested, Recipient
@@ -114,7 +115,7 @@ def render_only(requests: list[NotificationRequested], mail_from: str) -> float:
     return len(requests) / (time.perf_counter() - started)
 
 
-async def wait_sent(conn, run: str, count: int, timeout: float) -> float:  # type: ignore[no-untyped-def]
+async def wait_sent(conn: Connection, run: str, count: int, timeout: float) -> float:
     started = time.perf_counter()
     while True:
         done = await conn.fetchval(
@@ -127,7 +128,7 @@ async def wait_sent(conn, run: str, count: int, timeout: float) -> float:  # typ
         await asyncio.sleep(0.02)
 
 
-async def wait_sent_events(conn, count: int, timeout: float) -> None:  # type: ignore[no-untyped-def]
+async def wait_sent_events(conn: Connection, count: int, timeout: float) -> None:
     started = time.perf_counter()
     while await conn.fetchval("SELECT count(*) FROM notifier.outbox WHERE published_at IS NULL") > 0 or (
         await conn.fetchval("SELECT count(*) FROM notifier.outbox WHERE event_type = 'notification.sent'") < count

@@ -124,7 +124,8 @@ async def publish(shop: Shop, messages: list[ShopEvent], rate: float | None) -> 
     while sent < len(messages):
         due = len(messages) if rate is None else min(len(messages), int((time.perf_counter() - started) * rate) + 1)
         if due <= sent:
-            await asyncio.sleep(max(0.001, started + sent / rate - time.perf_counter()))  # type: ignore[operator]
+            assert rate is not None  # without a rate every message is due at once
+            await asyncio.sleep(max(0.001, started + sent / rate - time.perf_counter()))
             continue
         chunk = messages[sent : min(due, sent + WINDOW)]
         sent_at.extend([time.time()] * len(chunk))

@@ -17,6 +17,7 @@ import argparse
 import asyncio
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from datetime import UTC, datetime
 
@@ -56,7 +57,7 @@ def order(email: str, name: str) -> dict[str, object]:
     }
 
 
-async def until(check, what: str, timeout: float = 900) -> None:  # type: ignore[no-untyped-def]
+async def until(check: Callable[[], Awaitable[bool]], what: str, timeout: float = 900) -> None:
     deadline = time.monotonic() + timeout
     while not await check():
         if time.monotonic() > deadline:

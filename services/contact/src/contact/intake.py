@@ -148,8 +148,10 @@ class Received(BaseModel):
 
 def preferred_locale(explicit: str | None, accept_language: str | None) -> Locale:
     """The form's locale, else the best of vi/en in Accept-Language (by q-value), else English."""
-    if explicit in ("vi", "en"):
-        return explicit  # type: ignore[return-value]
+    if explicit == "vi":
+        return "vi"
+    if explicit == "en":
+        return "en"
     return _locale_of((accept_language or "")[:500])
 
 

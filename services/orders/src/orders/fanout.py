@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Mapping
-from typing import TypeAlias, TypedDict
+from typing import Final, TypeAlias, TypedDict
 
 import asyncpg
 import orjson
@@ -32,7 +32,8 @@ from orders.orders import EVENT_NAMESPACE, product_name
 from orders.settings import Settings
 
 log = get_logger(__name__)
-UPGRADE, NEWS = "upgrade", "news"
+UPGRADE: Final = "upgrade"
+NEWS: Final = "news"
 HOUSEKEEPING_EVERY_SECONDS = 600.0
 
 

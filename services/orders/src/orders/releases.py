@@ -56,7 +56,7 @@ class FanoutRequest(BaseModel):
     upgrade: UpgradeReleased | None = None
     news: ProductAnnounced | None = None
 
-    def chosen(self) -> tuple[str, UpgradeReleased | ProductAnnounced, str]:
+    def chosen(self) -> tuple[Literal["upgrade", "news"], UpgradeReleased | ProductAnnounced, str]:
         if (self.upgrade is None) == (self.news is None):
             raise RequestValidationError(
                 [{"loc": ("body", "upgrade"), "msg": "give exactly one of upgrade and news", "type": "value_error"}]
@@ -145,7 +145,7 @@ async def dry_run(_: Operator, runtime: RuntimeDep, request: FanoutRequest) -> D
     kind, data, key = request.chosen()
     async with runtime.pool.acquire() as conn:
         count = await _count(conn, kind, data)
-    return DryRun(kind=kind, key=key, recipients=count)  # type: ignore[arg-type]
+    return DryRun(kind=kind, key=key, recipients=count)
 
 
 @router.post(
