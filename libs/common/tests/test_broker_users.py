@@ -20,6 +20,7 @@ import httpx
 import pytest
 from aio_pika.exceptions import ChannelClosed
 from aiormq.exceptions import ChannelAccessRefused
+from pamqp.common import FieldTable
 from spm_common.brokerusers import (
     BINDS,
     MONITOR,
@@ -110,7 +111,7 @@ async def declare_own_queues(users: Users, service: str) -> None:
             await queue.bind(exchange, routing_key=key)
 
 
-def _arguments(topology: Topology, which: str) -> dict:
+def _arguments(topology: Topology, which: str) -> FieldTable:
     arguments = topology._main_arguments() if which == "main" else topology._retry_arguments()
     return {"x-queue-type": "quorum", **arguments}
 
@@ -141,10 +142,10 @@ async def test_each_service_declares_binds_and_publishes_what_it_owns(users: Use
     async with connection:
         channel = await connection.channel()
         queue = await channel.get_queue(f"{users.exchange}.orders", ensure=False)
-        keys = []
+        received: list[str] = []
         while (message := await queue.get(no_ack=True, fail=False, timeout=10)) is not None:
-            keys.append(message.routing_key)
-    assert sorted(keys) == [
+            received.append(str(message.routing_key))
+    assert sorted(received) == [
         "notification.unsubscribed",
         "order.placed",
         "privacy.request.confirmed",

@@ -39,7 +39,7 @@ log = get_logger(__name__)
 SERVICE: AnsweringService = "audit"
 
 
-def trail_payload(data: dict[str, Any]) -> dict[str, Any]:
+def trail_payload(data: dict[str, Any]) -> dict[str, Any]:  # an event's JSON data, passed on as it is
     """A privacy.request.completed as the trail keeps it: who answered what, without the export (the person's
     data, which the trail has no reason to hold a second time)."""
     return {k: v for k, v in data.items() if k != "export"}

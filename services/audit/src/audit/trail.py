@@ -17,10 +17,14 @@ import unicodedata
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+
+# Loosely typed here: an event's data or a trail entry, JSON of no fixed shape (an event type no model of ours
+# declares included), walked by isinstance, or a row of mixed column types.
 from typing import Any
 
 import orjson
 import rfc8785
+from asyncpg import Record
 from spm_common import allowlist, cards
 from spm_common.db import Connection
 from spm_common.envelope import CloudEvent
@@ -263,7 +267,7 @@ def timestamp(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="microseconds")
 
 
-def entry_hash(entry: Mapping[str, Any]) -> str:
+def entry_hash(entry: Mapping[str, Any] | Record) -> str:
     """SHA-256 over the canonical JSON of every field of the entry but the hash itself."""
     fields = {name: entry[name] for name in FIELDS}
     if isinstance(fields["recorded_at"], datetime):
@@ -353,7 +357,7 @@ class Verification:
         return out
 
 
-def check_entry(row: Mapping[str, Any], prev_seq: int, prev_hash: str) -> str | None:
+def check_entry(row: Mapping[str, Any] | Record, prev_seq: int, prev_hash: str) -> str | None:
     """Why `row` is not the entry that must follow (`prev_seq`, `prev_hash`), or None when it is."""
     if row["seq"] != prev_seq + 1:
         return "missing: the next entry is not in the trail"

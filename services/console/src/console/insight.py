@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+
+# Loosely typed: parts of the audit API's JSON answers that the pages only show (that API has no response models yet).
 from typing import Annotated, Any
 
 import httpx

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any  # for a template's context: whatever its template shows
 
 from fastapi import APIRouter, Path, Query, Request, status
 from fastapi.responses import Response

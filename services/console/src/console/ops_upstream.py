@@ -7,7 +7,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal  # for parts of upstream JSON answers the pages only show
 from urllib.parse import quote
 
 import httpx

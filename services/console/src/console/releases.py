@@ -10,6 +10,8 @@ and cancel. Every step is an `operator.action`.
 from __future__ import annotations
 
 from datetime import datetime
+
+# Loosely typed: a release draft as JSON (orders validates it) and a template's context.
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request, status

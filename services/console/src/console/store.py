@@ -6,6 +6,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
+import asyncpg
 from spm_common.db import Connection
 
 
@@ -31,8 +32,8 @@ class SessionRow:
 _OPERATOR = "o.id, o.email, o.role, o.password_hash, o.must_change, o.disabled_at, o.created_at"
 
 
-def _operator(row: object) -> OperatorRow:
-    return OperatorRow(**{name: row[name] for name in OperatorRow.__dataclass_fields__})  # type: ignore[index]
+def _operator(row: asyncpg.Record) -> OperatorRow:
+    return OperatorRow(**{name: row[name] for name in OperatorRow.__dataclass_fields__})
 
 
 # Operators

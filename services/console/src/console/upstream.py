@@ -7,6 +7,8 @@ import contextlib
 import uuid
 from datetime import datetime
 from decimal import Decimal
+
+# Loosely typed: httpx's keyword arguments, and JSON answers the caller validates into its model.
 from typing import Any, Literal
 
 import httpx

@@ -11,7 +11,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any  # for a template's context: whatever its template shows
 from urllib.parse import urlencode
 
 import httpx

@@ -9,6 +9,7 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal, cast
 
+import asyncpg
 from email_validator import EmailNotValidError, validate_email
 from fastapi import APIRouter, Header, HTTPException, Query, Request, Response, status
 from fastapi.responses import JSONResponse
@@ -30,6 +31,7 @@ RETRY_AFTER_SECONDS = 5
 
 DeliveryStatus = Literal["queued", "sent", "failed"]
 MessageStatus = Literal["new", "answered", "closed"]
+# FastAPI's own type for `responses=`.
 NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "No such message"}}
 # The console names the operator who acts; the inbox records who replied and who closed.
 ActingOperator = Annotated[
@@ -312,7 +314,7 @@ async def post_reply(
     )
 
 
-async def _detail(pool: Any, message_id: uuid.UUID) -> MessageDetail:
+async def _detail(pool: asyncpg.Pool, message_id: uuid.UUID) -> MessageDetail:
     async with pool.acquire() as conn:
         row = await store.get_message(conn, message_id)
         if row is None:
@@ -336,7 +338,7 @@ async def _detail(pool: Any, message_id: uuid.UUID) -> MessageDetail:
     )
 
 
-def _summary(row: Any) -> MessageSummary:
+def _summary(row: asyncpg.Record) -> MessageSummary:
     return MessageSummary(
         id=row["id"],
         name=row["name"],

@@ -71,6 +71,7 @@ async def on_confirmed(conn: Connection, event: CloudEvent, *, source: str, dead
 
 
 async def _access(conn: Connection, address: str, request: PrivacyRequestConfirmed, source: str) -> CloudEvent:
+    # The export as Postgres built it: JSON passed on as it is.
     messages: list[dict[str, Any]] = orjson.loads(await conn.fetchval(_EXPORT, address))
     replies = sum(len(m["replies"]) for m in messages)
     summary = (

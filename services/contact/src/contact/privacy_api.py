@@ -90,6 +90,7 @@ class PrivacyRequestPage(BaseModel):
     items: list[PrivacyRequestView]
 
 
+# FastAPI's own type for `responses=`.
 NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "No such request"}}
 TOKEN_ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"description": "Not a confirmation link this service issued (garbled, forged, or for something else)"},

@@ -162,6 +162,7 @@ async def delete_messages_before(
         cutoff,
         limit,
     )
+    assert row is not None  # a SELECT without FROM: always one row
     return list(row["messages"]), list(row["replies"])
 
 

@@ -31,7 +31,7 @@ class Unsubscribed(BaseModel):
 
 # notification.requested is handled in deliveries.py; privacy.request.confirmed answered in privacy_answer.py.
 CONSUMES = {NOTIFICATION_REQUESTED: NotificationRequested, PRIVACY_REQUEST_CONFIRMED: PrivacyRequestConfirmed}
-PUBLISHES = {
+PUBLISHES: dict[str, type[BaseModel]] = {
     NOTIFICATION_SENT: NotificationOutcome,
     NOTIFICATION_FAILED: NotificationOutcome,
     NOTIFICATION_UNSUBSCRIBED: Unsubscribed,

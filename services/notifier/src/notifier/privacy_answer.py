@@ -85,6 +85,7 @@ async def on_confirmed(
 
 
 async def _access(conn: Connection, ref: str, request: PrivacyRequestConfirmed, source: str) -> CloudEvent:
+    # The export as Postgres built it: JSON passed on as it is.
     export: dict[str, Any] = orjson.loads(await conn.fetchval(_EXPORT, ref))
     deliveries = export["deliveries"]
     counts = {

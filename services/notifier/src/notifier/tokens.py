@@ -16,7 +16,7 @@ import hmac
 from notifier.policy import CATEGORIES, Category
 
 VERSION = "1"
-_CATEGORY_CODE = {"upgrades": "u", "news": "n"}
+_CATEGORY_CODE: dict[Category, str] = {"upgrades": "u", "news": "n"}
 _CODE_CATEGORY = {v: k for k, v in _CATEGORY_CODE.items()}
 
 
@@ -53,7 +53,7 @@ def read_token(token: str, key: bytes) -> tuple[str, Category]:
         head, address, mac = token.split(".")
         if len(head) != 2 or head[0] != VERSION or head[1] not in _CODE_CATEGORY:
             raise InvalidToken("unknown token version or category")
-        category: Category = _CODE_CATEGORY[head[1]]  # type: ignore[assignment]
+        category = _CODE_CATEGORY[head[1]]
         email = _unb64(address).decode()
         given = _unb64(mac)
     except (ValueError, binascii.Error, UnicodeDecodeError) as exc:

@@ -11,7 +11,7 @@ import re
 import unicodedata
 from datetime import datetime
 from decimal import Decimal
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Literal, TypedDict, TypeVar
 
 from email_validator import EmailNotValidError, validate_email
 from pydantic import (
@@ -43,22 +43,30 @@ CARD_DATA_REMOVED = "security.card-data-removed"
 M = TypeVar("M", bound=BaseModel)
 
 
+class FieldError(TypedDict):
+    """Where and why a field is invalid, without the input (pydantic's `ErrorDetails` less input and context)."""
+
+    loc: list[str | int]
+    msg: str
+    type: str
+
+
 class InvalidEvent(PermanentError):
     """A payload that can never be valid. Its reason says where and why, never what was sent (pydantic's own
     message quotes the input, which may be personal data), so it is fit for logs and dead-letter headers."""
 
-    def __init__(self, model: str, errors: list[dict[str, Any]]) -> None:
+    def __init__(self, model: str, errors: list[FieldError]) -> None:
         self.errors = errors
         reasons = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or '$'}: {e['msg']}" for e in errors[:10])
         super().__init__(f"invalid {model}: {reasons}"[:500])
 
 
-def parse(model: type[M], data: Any) -> M:
+def parse(model: type[M], data: object) -> M:
     """Validate an incoming payload, raising InvalidEvent (dead-lettered at once) if it cannot be valid."""
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        errors = [
+        errors: list[FieldError] = [
             {"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]}
             for e in exc.errors(include_input=False, include_url=False, include_context=False)
         ]
@@ -89,7 +97,7 @@ def _single_line(text: str) -> str:
     return text
 
 
-def _money(value: Any) -> Any:
+def _money(value: object) -> object:
     """Money is a decimal string (or a whole number); a float has already lost cents, so it is refused."""
     if isinstance(value, float | bool):
         raise ValueError("money must be a decimal string")

@@ -134,6 +134,7 @@ def _address(email: str) -> str:
 async def _access(
     conn: Connection, address: str, counter: str, request: PrivacyRequestConfirmed, source: str
 ) -> CloudEvent:
+    # The export as Postgres built it: JSON passed on as it is.
     export: dict[str, Any] = orjson.loads(await conn.fetchval(_EXPORT, address, counter))
     orders = export["orders"]
     counts = {

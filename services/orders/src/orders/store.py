@@ -6,7 +6,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TypedDict
 
 import asyncpg
 from spm_common.db import Connection
@@ -128,8 +128,8 @@ SELECT array(SELECT id FROM recorded) AS recorded, {NOTIFY}
 
 async def record_orders(
     conn: Connection,
-    orders: Sequence[tuple[Any, ...]],
-    items: Sequence[tuple[Any, ...]],
+    orders: Sequence[tuple[object, ...]],
+    items: Sequence[tuple[object, ...]],
     keys: Sequence[tuple[str, str, int, uuid.UUID]],
     events: Sequence[tuple[str, str, bytes, uuid.UUID]],
 ) -> set[uuid.UUID]:
@@ -171,7 +171,13 @@ async def license_keys_of(conn: Connection, order_id: uuid.UUID) -> list[asyncpg
     )
 
 
-async def order_detail(conn: Connection, order_id: uuid.UUID) -> dict[str, Any] | None:
+class OrderDetail(TypedDict):
+    order: asyncpg.Record  # with the purchaser's email, name, phone and address
+    items: list[asyncpg.Record]
+    keys: list[asyncpg.Record]
+
+
+async def order_detail(conn: Connection, order_id: uuid.UUID) -> OrderDetail | None:
     order = await conn.fetchrow(
         "SELECT o.id, o.source, o.order_id, o.placed_at, o.currency, o.total, o.locale, o.marketing_consent,"
         " o.privacy_policy_version, o.via, o.card_data_removed, o.recorded_at,"
@@ -528,7 +534,7 @@ async def purge_rate_limits(conn: Connection, window_seconds: int) -> None:
     )
 
 
-def _columns(rows: Sequence[Sequence[Any]], width: int) -> list[list[Any]]:
+def _columns(rows: Sequence[Sequence[object]], width: int) -> list[list[object]]:
     if not rows:
         return [[] for _ in range(width)]
     return [list(column) for column in zip(*rows, strict=True)]

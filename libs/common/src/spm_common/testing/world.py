@@ -75,7 +75,7 @@ class World:
         env.update(overrides)
         exchange = str(env["exchange"])
         self.exchanges.add(exchange)
-        return cls(**env)  # type: ignore[arg-type]
+        return cls(**env)  # type: ignore[arg-type]  # settings from strings, as from the environment
 
     async def admin(self) -> asyncpg.Connection:
         return await asyncpg.connect(self.database_url)
