@@ -222,7 +222,8 @@ async def test_the_monitor_reads_queue_depths_and_is_refused_everything_else(use
             # The management API's statistics lag the queue by up to its 5 s collection interval.
             answer = await api.get(f"/api/queues/%2F/{dlq}", params={"columns": "name,messages"})
             assert answer.status_code == 200, answer.text
-            return answer.json().get("messages")
+            messages: int | None = answer.json().get("messages")
+            return messages
 
         for _ in range(150):
             if await depth() == 2:

@@ -20,6 +20,7 @@ import uuid
 from dataclasses import dataclass
 
 import asyncpg
+from spm_common.db import Connection
 from spm_common.envelope import CloudEvent, Purpose, new_event
 from spm_common.notifications import NOTIFICATION_REQUESTED, NotificationRequested, Recipient
 from spm_common.outbox import enqueue
@@ -78,7 +79,7 @@ class Resent:
     duplicate: bool  # sent before under this request id: nothing was sent now
 
 
-async def resend(conn: asyncpg.Connection, email: str, operator: str, request_id: uuid.UUID, source: str) -> Resent:
+async def resend(conn: Connection, email: str, operator: str, request_id: uuid.UUID, source: str) -> Resent:
     """In the caller's transaction: the recovery e-mail with every key `email` (normalised) owns, asked for by
     `operator`, recorded with them and put in the outbox together."""
     purchaser = await store.purchaser_state(conn, email)
