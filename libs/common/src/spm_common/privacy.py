@@ -9,7 +9,6 @@ for the one e-mail to the person.
 
 from __future__ import annotations
 
-import unicodedata
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -37,8 +36,8 @@ class PrivacyRequestConfirmed(BaseModel):
 
     request_id: UUID
     kind: RequestKind
-    # As the person gave it, trimmed; each service matches it case-insensitively against what it keeps
-    # (the services do not yet normalise addresses one way).
+    # As the person gave it, trimmed; each service matches it against what it keeps in the one spelling of
+    # `spm_common.addresses.normalise_address`.
     email: str = Field(min_length=3, max_length=254)
     locale: Locale = "vi"
     confirmed_at: datetime
@@ -62,11 +61,6 @@ class PrivacyRequestCompleted(BaseModel):
 
 
 # Answering, the same in every service -------------------------------------------------------------------
-
-
-def normalise_address(email: str) -> str:
-    """The one spelling services compare an address in: NFC, trimmed, lower case."""
-    return unicodedata.normalize("NFC", email).strip().lower()
 
 
 async def first_answer(conn: Connection, request: PrivacyRequestConfirmed) -> bool:

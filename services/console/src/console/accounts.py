@@ -12,6 +12,7 @@ from typing import Literal
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+from spm_common.addresses import normalise_address
 from spm_common.db import Connection
 
 from console import store
@@ -24,10 +25,6 @@ MIN_PASSWORD_LENGTH = 12
 HASHER = PasswordHasher()
 # Verified when the address is unknown, so a wrong address takes as long as a wrong password.
 _DUMMY_HASH = HASHER.hash(secrets.token_urlsafe(16))
-
-
-def normalise_email(email: str) -> str:
-    return email.strip().lower()
 
 
 def one_time_password() -> str:
@@ -76,7 +73,7 @@ class LoginLimits:
 async def login(conn: Connection, email: str, password: str, client: str, limits: LoginLimits) -> Login:
     now = datetime.now(UTC)
     window = limits.window_start(now)
-    account = limits.bucket("account", normalise_email(email))
+    account = limits.bucket("account", normalise_address(email))
     address = limits.bucket("client", client)
     retry_after = int((window + timedelta(seconds=limits.window_seconds) - now).total_seconds()) + 1
     if (
@@ -84,7 +81,7 @@ async def login(conn: Connection, email: str, password: str, client: str, limits
         or await store.failures(conn, [address], window) >= limits.per_client
     ):
         return Login(None, "rate_limited", retry_after)
-    operator = await store.operator_by_email(conn, normalise_email(email))
+    operator = await store.operator_by_email(conn, normalise_address(email))
     if operator is None or operator.disabled_at is not None or not _verify(operator.password_hash, password):
         if operator is None:
             _verify(_DUMMY_HASH, password)
@@ -106,13 +103,13 @@ def _verify(password_hash: str, password: str) -> bool:
 async def add_operator(conn: Connection, email: str, role: Role) -> tuple[OperatorRow, str] | None:
     """A new account with a one-time password (returned once, stored only as its hash); None if it exists."""
     password = one_time_password()
-    operator = await store.insert_operator(conn, normalise_email(email), role, hash_password(password))
+    operator = await store.insert_operator(conn, normalise_address(email), role, hash_password(password))
     return (operator, password) if operator else None
 
 
 async def reset_password(conn: Connection, email: str) -> str | None:
     """A new one-time password for the account (its sessions end); None if there is no such account."""
-    operator = await store.operator_by_email(conn, normalise_email(email))
+    operator = await store.operator_by_email(conn, normalise_address(email))
     if operator is None:
         return None
     password = one_time_password()

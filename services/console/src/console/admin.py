@@ -10,6 +10,7 @@ from typing import Annotated, TypeVar
 import asyncpg
 import typer
 from email_validator import EmailNotValidError, validate_email
+from spm_common.addresses import normalise_address
 from spm_common.logging import configure_logging
 from spm_common.migrations import migrate
 from spm_common.settings import load
@@ -40,7 +41,7 @@ def _run(work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
 
 def _address(email: str) -> str:
     try:
-        return validate_email(email, check_deliverability=False).normalized.lower()
+        return normalise_address(validate_email(email, check_deliverability=False).normalized)
     except EmailNotValidError as exc:
         raise typer.BadParameter(str(exc)) from None
 

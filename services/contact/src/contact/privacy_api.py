@@ -20,6 +20,7 @@ from fastapi import APIRouter, Header, HTTPException, Query, Request, Response, 
 from fastapi.responses import HTMLResponse, JSONResponse
 from prometheus_client import Gauge
 from pydantic import BaseModel
+from spm_common.addresses import normalise_address
 from spm_common.clientaddr import of_request, rate_limit_key
 from spm_common.http import BAD_BODY, OPERATOR_ONLY, Operator, RuntimeDep, json_body, validated_body
 from spm_common.privacy import ANSWERING_SERVICES, RequestKind
@@ -129,7 +130,7 @@ async def post_privacy_request(request: Request) -> Response:
         ratelimit.Limit(settings.privacy_rate_per_client, settings.privacy_rate_client_window_seconds),
         ratelimit.Limit(settings.privacy_rate_per_address, settings.privacy_rate_address_window_seconds),
         now.timestamp(),
-        overall_bucket="privacy-address-" + ratelimit.client_bucket(form.email.lower(), key),
+        overall_bucket="privacy-address-" + ratelimit.client_bucket(normalise_address(form.email), key),
     )
     try:
         async with runtime.pool.acquire() as conn:

@@ -8,6 +8,7 @@ from typing import NamedTuple
 
 import asyncpg
 import orjson
+from spm_common.addresses import normalise_address
 from spm_common.db import Connection
 from spm_common.envelope import OutboxRow
 from spm_common.outbox import ENQUEUE_FROM_ARRAYS, NOTIFY, outbox_arrays
@@ -27,6 +28,7 @@ async def insert_messages(conn: Connection, messages: list[tuple[Received, int |
             "id": message.id,
             "name": message.name,
             "email": message.email,
+            "email_key": normalise_address(message.email),
             "subject": message.subject,
             "body": message.body,
             "locale": message.locale,
@@ -40,8 +42,9 @@ async def insert_messages(conn: Connection, messages: list[tuple[Received, int |
     await conn.execute(
         "WITH message AS ("
         "  INSERT INTO messages"
-        "  (id, name, email, subject, body, locale, ack_message_id, received_at, policy_version)"
-        "  SELECT * FROM jsonb_to_recordset($1::jsonb) AS m(id uuid, name text, email text, subject text,"
+        "  (id, name, email, email_key, subject, body, locale, ack_message_id, received_at, policy_version)"
+        "  SELECT * FROM jsonb_to_recordset($1::jsonb) AS m(id uuid, name text, email text, email_key text,"
+        "  subject text,"
         "  body text, locale text, ack_message_id text, received_at timestamptz, policy_version integer)),"
         f" events AS ({ENQUEUE_FROM_ARRAYS.format(ids='$2', types='$3', bodies='$4')})"
         f" SELECT {NOTIFY}",
