@@ -17,13 +17,7 @@ from spm_common.settings import load
 
 from console import sessions, store, upstream
 from console.accounts import LoginLimits
-from console.events import PUBLISHES
-from console.insight import insight_pages
-from console.ops import ops_pages
-from console.ops_upstream import DeadLetters, Notifier, Privacy, Probes, Trail
-from console.releases import releases_pages
-from console.settings import MIGRATIONS, Settings
-from console.web import (
+from console.api import (
     ConsoleState,
     CsrfFailed,
     Forbidden,
@@ -34,6 +28,12 @@ from console.web import (
     see_other,
     templates,
 )
+from console.events import PUBLISHES
+from console.insight import insight_pages
+from console.ops import ops_pages
+from console.ops_upstream import DeadLetters, Notifier, Privacy, Probes, Trail
+from console.releases import releases_pages
+from console.settings import MIGRATIONS, Settings
 
 # No script at all, no inline style, nothing from elsewhere; no framing; forms post to this console only.
 CONTENT_SECURITY_POLICY = (
