@@ -41,7 +41,9 @@ def normalise_address(text: str) -> str:
     part may in theory be case-sensitive, but practically every provider treats it case-insensitively, and
     a person who writes "Ada@" one day and "ada@" the next is one person: a privacy request must find every
     record of theirs, and an unsubscribe or a bounce must hold for every spelling. Not `casefold`, which
-    would also merge addresses that differ in more than case ("ß" and "ss").
+    would also merge addresses that differ in more than case ("ß" and "ss"); and `str.lower` is what the
+    services applied before this function was shared, so no stored key or pseudonym changes. Its one oddity
+    for addresses: a capital "Σ" becomes "ς" only at a word's end, so "ΟΔΥΣ.a@" and "οδυς.a@" stay two.
 
     This is for comparing, never for sending or showing: a service that keeps an address to write to or to
     show an operator keeps it as the person typed it (contact), beside this form as its key. Syntax is
