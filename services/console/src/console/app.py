@@ -6,9 +6,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime, timedelta
 
 from fastapi import FastAPI, Request, Response
+from spm_common import ratelimit
 from spm_common.http import create_app
 from spm_common.redaction import describe_error
 from spm_common.runtime import Runtime
@@ -65,9 +65,7 @@ def build(settings: Settings) -> Runtime:
             try:
                 async with runtime.pool.acquire() as conn:
                     await store.sweep_sessions(conn, idle)
-                    await store.sweep_failures(
-                        conn, datetime.now(UTC) - timedelta(seconds=settings.console_login_window_seconds)
-                    )
+                    await ratelimit.sweep(conn)
                 health.ok()
             except Exception as exc:
                 health.failed(describe_error(exc))

@@ -12,9 +12,9 @@ from spm_common.addresses import normalise_address
 from spm_common.db import Connection
 from spm_common.envelope import OutboxRow
 from spm_common.outbox import ENQUEUE_FROM_ARRAYS, NOTIFY, outbox_arrays
+from spm_common.ratelimit import Buckets
 
 from contact.intake import Received
-from contact.ratelimit import Buckets
 
 # Messages
 
@@ -277,10 +277,10 @@ async def admit(conn: Connection, attempts: list[tuple[Buckets, datetime]]) -> l
         "  client_end timestamptz, client_limit integer, overall text, overall_start timestamptz,"
         "  overall_end timestamptz, at timestamptz)),"
         " client AS ("
-        "  INSERT INTO rate_counters (bucket, window_start, hits, expires_at)"
+        "  INSERT INTO rate_windows (bucket, window_start, hits, expires_at)"
         "  SELECT client, client_start, count(*), max(client_end) FROM attempt"
         "  GROUP BY client, client_start ORDER BY client, client_start"
-        "  ON CONFLICT (bucket, window_start) DO UPDATE SET hits = rate_counters.hits + excluded.hits"
+        "  ON CONFLICT (bucket, window_start) DO UPDATE SET hits = rate_windows.hits + excluded.hits"
         "  RETURNING bucket, window_start, hits),"
         " client_counted AS ("
         "  SELECT a.*, c.hits - count(*) OVER same_bucket"
@@ -292,10 +292,10 @@ async def admit(conn: Connection, attempts: list[tuple[Buckets, datetime]]) -> l
         "  row_number() OVER (same_bucket ORDER BY n) AS position FROM client_counted"
         "  WHERE client_hits <= client_limit WINDOW same_bucket AS (PARTITION BY overall, overall_start)),"
         " overall AS ("
-        "  INSERT INTO rate_counters (bucket, window_start, hits, expires_at)"
+        "  INSERT INTO rate_windows (bucket, window_start, hits, expires_at)"
         "  SELECT overall, overall_start, count(*), max(overall_end) FROM within"
         "  GROUP BY overall, overall_start ORDER BY overall, overall_start"
-        "  ON CONFLICT (bucket, window_start) DO UPDATE SET hits = rate_counters.hits + excluded.hits"
+        "  ON CONFLICT (bucket, window_start) DO UPDATE SET hits = rate_windows.hits + excluded.hits"
         "  RETURNING bucket, window_start, hits)"
         " SELECT c.client_hits, o.hits - w.in_batch + w.position AS global_hits,"
         "  (SELECT max(version) FROM privacy_policies WHERE effective_from <= c.at) AS policy_version"
@@ -306,7 +306,3 @@ async def admit(conn: Connection, attempts: list[tuple[Buckets, datetime]]) -> l
         orjson.dumps([{"n": n, "at": at, **counted._asdict()} for n, (counted, at) in enumerate(attempts, 1)]).decode(),
     )
     return [Admission(int(row["client_hits"]), row["global_hits"], row["policy_version"]) for row in rows]
-
-
-async def sweep_rate_counters(conn: Connection) -> None:
-    await conn.execute("DELETE FROM rate_counters WHERE expires_at < now()")

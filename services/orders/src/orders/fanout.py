@@ -16,6 +16,7 @@ import uuid
 from typing import Any
 
 import orjson
+from spm_common import ratelimit
 from spm_common.db import Connection
 from spm_common.envelope import CloudEvent, new_event
 from spm_common.logging import get_logger
@@ -152,7 +153,7 @@ async def worker(runtime: Runtime) -> None:
                     pass
                 if loop.time() >= next_housekeeping:
                     async with runtime.pool.acquire() as conn:
-                        await store.purge_rate_limits(conn, settings.orders_recovery_window_seconds)
+                        await ratelimit.sweep(conn)
                     next_housekeeping = loop.time() + HOUSEKEEPING_EVERY_SECONDS
                 health.ok()
             except asyncio.CancelledError:
