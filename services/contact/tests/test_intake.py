@@ -221,7 +221,7 @@ async def test_a_burst_from_one_client_is_limited_and_others_are_not(contact: Co
 
     conn = await world.admin()
     try:
-        buckets = [row["bucket"] for row in await conn.fetch("SELECT bucket FROM contact.rate_counters")]
+        buckets = [row["bucket"] for row in await conn.fetch("SELECT bucket FROM contact.rate_windows")]
     finally:
         await conn.close()
     assert buckets and all(ip not in bucket for bucket in buckets)

@@ -80,7 +80,7 @@ async def test_a_client_is_limited_and_the_limit_survives_a_restart(world: World
     async with started(world, orders_recovery_min_seconds=0) as restarted:
         assert (await ask(restarted, new_address(), ip))[0] == 429
         assert (await ask(restarted, new_address(), random_ip()))[0] == 202
-    rows = await fetch(world, "SELECT bucket FROM orders.rate_limits")
+    rows = await fetch(world, "SELECT bucket FROM orders.rate_windows")
     assert all(ip not in r["bucket"] and "@" not in r["bucket"] for r in rows)
 
 

@@ -20,6 +20,7 @@ from aio_pika.abc import AbstractIncomingMessage
 from pydantic import BaseModel, ConfigDict, Field
 
 from spm_common import deadletters
+from spm_common.addresses import normalise_address
 from spm_common.db import Connection
 from spm_common.envelope import CloudEvent, new_event
 from spm_common.logging import get_logger
@@ -46,8 +47,8 @@ class PrivacyRequestConfirmed(BaseModel):
 
     request_id: UUID
     kind: RequestKind
-    # As the person gave it, trimmed; each service matches it case-insensitively against what it keeps
-    # (the services do not yet normalise addresses one way).
+    # As the person gave it, trimmed; each service matches it against what it keeps in the one spelling of
+    # `spm_common.addresses.normalise_address`.
     email: str = Field(min_length=3, max_length=254)
     locale: Locale = "vi"
     confirmed_at: datetime
@@ -71,11 +72,6 @@ class PrivacyRequestCompleted(BaseModel):
 
 
 # Answering, the same in every service -------------------------------------------------------------------
-
-
-def normalise_address(email: str) -> str:
-    """The one spelling services compare an address in: NFC, trimmed, lower case."""
-    return unicodedata.normalize("NFC", email).strip().lower()
 
 
 async def first_answer(conn: Connection, request: PrivacyRequestConfirmed) -> bool:

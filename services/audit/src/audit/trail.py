@@ -13,7 +13,6 @@ import hashlib
 import hmac
 import os
 import re
-import unicodedata
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -26,6 +25,7 @@ import orjson
 import rfc8785
 from asyncpg import Record
 from spm_common import allowlist, cards
+from spm_common.addresses import normalise_address
 from spm_common.db import Connection
 from spm_common.envelope import CloudEvent
 from spm_common.redaction import EMAIL_RE, IPV4_RE, IPV6_CANDIDATE_RE, PERSONAL_KEYS, is_ipv6
@@ -93,14 +93,12 @@ Refs = Callable[[str], str]
 KeyOrRefs = bytes | Refs
 
 
-def normalise_email(email: str) -> str:
-    return unicodedata.normalize("NFC", email).strip().lower()
-
-
 def subject_ref(email: str, key: bytes) -> str:
-    """The pseudonymous reference of a person: HMAC-SHA256 of the normalised address under `key` (the person's
-    own key; for entries recorded before migration 0006, the one audit secret: their "legacy" reference)."""
-    return hmac.new(key, normalise_email(email).encode(), hashlib.sha256).hexdigest()
+    """The pseudonymous reference of a person: HMAC-SHA256 of the address in the one spelling of every service
+    (`normalise_address`: NFC, trimmed, lower case, which this module applied before it moved to spm_common,
+    so no reference recorded earlier changes) under `key` (the person's own key; for entries recorded before
+    migration 0006, the one audit secret: their "legacy" reference)."""
+    return hmac.new(key, normalise_address(email).encode(), hashlib.sha256).hexdigest()
 
 
 def _ref(email: str, key: KeyOrRefs) -> str:
@@ -110,7 +108,7 @@ def _ref(email: str, key: KeyOrRefs) -> str:
 def key_lookup(email: str, secret: bytes) -> bytes:
     """Where a person's key is found: a keyed hash of the normalised address under the audit secret, in a
     domain of its own (never equal to the legacy reference, so the key table does not point at old entries)."""
-    return hmac.digest(secret, b"spm-audit-subject-key\x00" + normalise_email(email).encode(), "sha256")
+    return hmac.digest(secret, b"spm-audit-subject-key\x00" + normalise_address(email).encode(), "sha256")
 
 
 class SubjectKeys:
@@ -126,7 +124,7 @@ class SubjectKeys:
         self._refs: dict[str, str] = {}
 
     def ref(self, email: str) -> str:
-        normalised = normalise_email(email)
+        normalised = normalise_address(email)
         made = self._refs.get(normalised)
         if made is None:
             lookup = key_lookup(normalised, self._secret)
@@ -154,7 +152,7 @@ def addresses_in(events: Iterable[CloudEvent]) -> set[str]:
             local = _LOCAL_BEFORE.search(text, max(0, at - 64), at)
             domain = _DOMAIN_AFTER.match(text, at + 1)
             if local and domain:
-                found.add(normalise_email(f"{local.group(0)}@{domain.group(0)}"))
+                found.add(normalise_address(f"{local.group(0)}@{domain.group(0)}"))
             at = text.find("@", at + 1)
     return found
 

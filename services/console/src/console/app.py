@@ -6,9 +6,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime, timedelta
 
 from fastapi import FastAPI, Request, Response
+from spm_common import ratelimit
 from spm_common.http import create_app
 from spm_common.redaction import describe_error
 from spm_common.runtime import Runtime
@@ -17,15 +17,7 @@ from spm_common.settings import load
 
 from console import sessions, store, upstream
 from console.accounts import LoginLimits
-from console.events import PUBLISHES
-from console.insight import insight_pages
-from console.operators import operator_pages
-from console.ops import ops_pages
-from console.ops_upstream import DeadLetters, Notifier, Privacy, Probes, Queues, Trail
-from console.purchasers import purchaser_pages
-from console.releases import releases_pages
-from console.settings import MIGRATIONS, Settings
-from console.web import (
+from console.api import (
     ConsoleState,
     CsrfFailed,
     Forbidden,
@@ -36,6 +28,14 @@ from console.web import (
     see_other,
     templates,
 )
+from console.events import PUBLISHES
+from console.insight import insight_pages
+from console.operators import operator_pages
+from console.ops import ops_pages
+from console.ops_upstream import DeadLetters, Notifier, Privacy, Probes, Queues, Trail
+from console.purchasers import purchaser_pages
+from console.releases import releases_pages
+from console.settings import MIGRATIONS, Settings
 
 # No script at all, no inline style, nothing from elsewhere; no framing; forms post to this console only.
 CONTENT_SECURITY_POLICY = (
@@ -67,9 +67,7 @@ def build(settings: Settings) -> Runtime:
             try:
                 async with runtime.pool.acquire() as conn:
                     await store.sweep_sessions(conn, idle)
-                    await store.sweep_failures(
-                        conn, datetime.now(UTC) - timedelta(seconds=settings.console_login_window_seconds)
-                    )
+                    await ratelimit.sweep(conn)
                 health.ok()
             except Exception as exc:
                 health.failed(describe_error(exc))

@@ -21,8 +21,8 @@ from fastapi import APIRouter, Query, Request, status
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
+from console.api import OperatorDep, checked_form, record, render
 from console.upstream import Api, UpstreamError
-from console.web import OperatorDep, checked_form, record, render
 
 insight_pages = APIRouter(include_in_schema=False)
 # The audit service's k (trends.MIN_VISITORS): groups seen by fewer visitors come folded into "other".

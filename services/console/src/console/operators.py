@@ -1,4 +1,4 @@
-"""Operator accounts from the web (admin; the list is web.py's `GET /operators`): add, disable, reset a
+"""Operator accounts from the web (admin; the list is api.py's `GET /operators`): add, disable, reset a
 password, as `spm-console-admin operator` does from a shell. A one-time password is shown once, on the answer
 to the form that made it (never in a URL, never stored but as its hash); it must be replaced at the first login.
 
@@ -14,8 +14,8 @@ from fastapi import APIRouter, Request, status
 from fastapi.responses import Response
 
 from console import accounts, store
+from console.api import AdminDep, checked_form, field, record, render, state_of
 from console.store import OperatorRow, SessionRow
-from console.web import AdminDep, checked_form, field, record, render, state_of
 
 operator_pages = APIRouter(include_in_schema=False)
 

@@ -16,10 +16,10 @@ from fastapi import APIRouter, Path, Query, Request, status
 from fastapi.responses import Response
 
 from console import i18n
+from console.api import AdminDep, OperatorDep, checked_form, field, record, render, see_other, state_of
 from console.ops_upstream import AuditCheck, DeadLetter, PrivacyRequest, ServiceQueues
 from console.store import SessionRow
 from console.upstream import UpstreamError
-from console.web import AdminDep, OperatorDep, checked_form, field, record, render, see_other, state_of
 
 ops_pages = APIRouter(include_in_schema=False)
 # The services whose state the system page shows, in this order.

@@ -18,9 +18,9 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Query, Request, status
 from fastapi.responses import Response
 
+from console.api import OperatorDep, checked_form, field, record, render, see_other, state_of
 from console.store import SessionRow
 from console.upstream import UpstreamError
-from console.web import OperatorDep, checked_form, field, record, render, see_other, state_of
 
 purchaser_pages = APIRouter(include_in_schema=False)
 NOTICES = ("keys_resent", "keys_resent_before")

@@ -20,8 +20,8 @@ from pydantic import BaseModel
 from starlette.datastructures import FormData
 
 from console import i18n
+from console.api import AdminDep, checked_form, field, language_of, record, render, see_other, state_of
 from console.upstream import Api, UpstreamError
-from console.web import AdminDep, checked_form, field, language_of, record, render, see_other, state_of
 
 releases_pages = APIRouter(include_in_schema=False)
 REFRESH_SECONDS = 2

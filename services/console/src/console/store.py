@@ -132,32 +132,3 @@ async def sweep_sessions(conn: Connection, idle_seconds: float) -> int:
         idle_seconds,
     )
     return int(result.split()[-1])
-
-
-# Login failures
-
-
-async def failures(conn: Connection, buckets: list[str], window_start: datetime) -> int:
-    """The highest failure count of these buckets in the window."""
-    value = await conn.fetchval(
-        "SELECT coalesce(max(failures), 0) FROM login_failures WHERE bucket = ANY($1) AND window_start = $2",
-        buckets,
-        window_start,
-    )
-    return int(value)
-
-
-async def count_failure(conn: Connection, buckets: list[str], window_start: datetime) -> None:
-    await conn.executemany(
-        "INSERT INTO login_failures (bucket, window_start, failures) VALUES ($1, $2, 1)"
-        " ON CONFLICT (bucket, window_start) DO UPDATE SET failures = login_failures.failures + 1",
-        [(bucket, window_start) for bucket in sorted(buckets)],
-    )
-
-
-async def forget_failures(conn: Connection, bucket: str) -> None:
-    await conn.execute("DELETE FROM login_failures WHERE bucket = $1", bucket)
-
-
-async def sweep_failures(conn: Connection, before: datetime) -> None:
-    await conn.execute("DELETE FROM login_failures WHERE window_start < $1", before)

@@ -14,12 +14,13 @@ from email_validator import EmailNotValidError, validate_email
 from fastapi import APIRouter, Header, HTTPException, Query, Request, Response, status
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
+from spm_common import ratelimit
 from spm_common.clientaddr import of_request, rate_limit_key
 from spm_common.db import DB_ERRORS
 from spm_common.http import BAD_BODY, OPERATOR_ONLY, Operator, RuntimeDep, direct, json_body, validated_body
 from spm_common.runtime import Runtime
 
-from contact import inbox, ratelimit, store
+from contact import inbox, store
 from contact.inbox import MessageIsClosed, MessageNotFound, ReplyForm
 from contact.intake import ContactForm, Locale, new_message, preferred_locale
 from contact.settings import Settings
@@ -152,7 +153,7 @@ async def post_message(request: Request) -> Response:
         form, preferred_locale(form.locale, request.headers.get("accept-language")), settings.mail_from
     )
     counted = ratelimit.buckets(
-        ratelimit.client_bucket(rate_limit_key(of_request(request, settings.trusted_proxies)), settings.client_key()),
+        ratelimit.keyed("c", rate_limit_key(of_request(request, settings.trusted_proxies)), settings.client_key()),
         ratelimit.Limit(settings.contact_rate_per_client, settings.contact_rate_client_window_seconds),
         ratelimit.Limit(settings.contact_rate_global, settings.contact_rate_global_window_seconds),
         message.received_at.timestamp(),

@@ -3,8 +3,9 @@ sent and the operators' replies to them.
 
 Access exports them (subject, body, dates, replies); erasure deletes them, their replies, the published
 events of the outbox that named the address, and the service's dead letters that name it
-(spm_common.privacy.DeadLetterEraser), in the transaction that enqueues the answer. A message is
-matched case-insensitively on its address (the form keeps it as the visitor typed it, domain in lower case).
+(spm_common.privacy.DeadLetterEraser), in the transaction that enqueues the answer. A message is matched on
+its address in the one spelling of every service (`email_key`, `normalise_address`); the form keeps the
+address itself as the visitor typed it, domain in lower case, to show and to reply to.
 The workflow's own record of the request (contact.privacy) is not this module's: it ends with the request.
 """
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
+from spm_common.addresses import normalise_address
 from spm_common.db import Connection
 from spm_common.envelope import CloudEvent
 from spm_common.logging import get_logger
@@ -24,7 +26,6 @@ from spm_common.privacy import (
     completed,
     first_answer,
     forget_published,
-    normalise_address,
 )
 
 log = get_logger(__name__)
@@ -43,11 +44,11 @@ LEFT JOIN LATERAL (
     SELECT jsonb_agg(jsonb_build_object('id', r.id, 'body', r.body, 'sent_at', r.created_at,
         'delivery', r.delivery_status) ORDER BY r.created_at, r.id) AS replies
     FROM replies r WHERE r.message_id = m.id) r ON true
-WHERE lower(m.email) = $1
+WHERE m.email_key = $1
 """
 
 _ERASE = """
-WITH doomed AS (SELECT id, email FROM messages WHERE lower(email) = $1 FOR UPDATE),
+WITH doomed AS (SELECT id, email FROM messages WHERE email_key = $1 FOR UPDATE),
 gone_replies AS (DELETE FROM replies WHERE message_id IN (SELECT id FROM doomed) RETURNING id),
 gone AS (DELETE FROM messages WHERE id IN (SELECT id FROM doomed) RETURNING id)
 SELECT (SELECT count(*) FROM gone) AS messages, (SELECT count(*) FROM gone_replies) AS replies,

@@ -18,6 +18,7 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
+from spm_common.addresses import normalise_address
 from spm_common.db import Connection
 from spm_common.envelope import CloudEvent
 from spm_common.logging import get_logger
@@ -29,7 +30,6 @@ from spm_common.privacy import (
     completed,
     first_answer,
     forget_published,
-    normalise_address,
 )
 
 from notifier import store

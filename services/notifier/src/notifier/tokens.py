@@ -13,6 +13,8 @@ import binascii
 import functools
 import hmac
 
+from spm_common.addresses import normalise_address
+
 from notifier.policy import CATEGORIES, Category
 
 VERSION = "1"
@@ -25,9 +27,10 @@ class InvalidToken(ValueError):
 
 
 def recipient_ref(email: str, key: bytes) -> str:
-    """The pseudonymous reference of an address: the same for every spelling of its case. (`hmac.digest`,
-    OpenSSL's one-shot HMAC, costs a third of an `hmac.new` object; references are made for every request.)"""
-    return hmac.digest(key, email.strip().lower().encode(), "sha256").hex()
+    """The pseudonymous reference of an address: the same for every spelling of it that `normalise_address`
+    makes one (its case, its Unicode composition). (`hmac.digest`, OpenSSL's one-shot HMAC, costs a third of an
+    `hmac.new` object; references are made for every request.)"""
+    return hmac.digest(key, normalise_address(email).encode(), "sha256").hex()
 
 
 @functools.lru_cache(maxsize=8)

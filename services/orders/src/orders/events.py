@@ -24,7 +24,7 @@ from pydantic import (
     HttpUrl,
     ValidationError,
 )
-from spm_common.addresses import is_plain_address
+from spm_common.addresses import is_plain_address, normalise_address
 from spm_common.asyncapi import Example
 from spm_common.consumer import PermanentError
 from spm_common.inputs import BoundedAwareDateTime, DbInt
@@ -74,15 +74,16 @@ def parse(model: type[M], data: object) -> M:
 
 
 def normalise_email(text: str) -> str:
-    """The one spelling of an address that identifies a purchaser: syntax checked, lower case."""
-    plain = text.strip().lower()
+    """A valid address in the one spelling that identifies a purchaser (`normalise_address`): the orders
+    service keeps no other, as nothing shows a purchaser's address as they typed it."""
+    plain = normalise_address(text)
     if is_plain_address(plain):
         return plain
     text = unicodedata.normalize("NFC", text).strip()
     if any(ch in text for ch in "\r\n\x00"):
         raise ValueError("not a valid e-mail address")
     try:
-        return validate_email(text, check_deliverability=False).normalized.lower()
+        return normalise_address(validate_email(text, check_deliverability=False).normalized)
     except EmailNotValidError as exc:
         raise ValueError("not a valid e-mail address") from exc
 

@@ -18,6 +18,7 @@ from typing import Final, TypeAlias, TypedDict
 
 import asyncpg
 import orjson
+from spm_common import ratelimit
 from spm_common.db import Connection
 from spm_common.envelope import CloudEvent, Purpose, new_event
 from spm_common.logging import get_logger
@@ -175,7 +176,7 @@ async def worker(runtime: Runtime) -> None:
                     pass
                 if loop.time() >= next_housekeeping:
                     async with runtime.pool.acquire() as conn:
-                        await store.purge_rate_limits(conn, settings.orders_recovery_window_seconds)
+                        await ratelimit.sweep(conn)
                     next_housekeeping = loop.time() + HOUSEKEEPING_EVERY_SECONDS
                 health.ok()
             except asyncio.CancelledError:

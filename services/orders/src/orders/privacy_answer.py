@@ -20,6 +20,8 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
+from spm_common import ratelimit
+from spm_common.addresses import normalise_address
 from spm_common.db import Connection
 from spm_common.envelope import CloudEvent
 from spm_common.logging import get_logger
@@ -31,7 +33,6 @@ from spm_common.privacy import (
     completed,
     first_answer,
     forget_published,
-    normalise_address,
 )
 
 from orders import recovery
@@ -71,12 +72,13 @@ SELECT jsonb_build_object(
   'license_key_resends', coalesce((SELECT jsonb_agg(jsonb_build_object('requested_at', r.requested_at,
     'license_keys', r.license_keys) ORDER BY r.id) FROM key_resends r JOIN p ON r.purchaser_id = p.id), '[]'::jsonb),
   'license_recovery', (SELECT jsonb_build_object('requests_this_window', hits, 'window_started_at', window_start)
-    FROM rate_limits WHERE bucket = $2)
+    FROM rate_windows WHERE split_part(bucket, '/', 1) = $2 AND expires_at > now()
+    ORDER BY window_start DESC LIMIT 1)
 )::text
 """
 
-# Anonymises the purchasers of the addresses $1 and drops their recovery counters $2: one request's address, or
-# the purchasers retention lets go of (orders.retention).
+# Anonymises the purchasers of the addresses $1: one request's address, or the purchasers retention lets go of
+# (orders.retention). Their recovery counters go by `erase`, with them.
 ERASE = """
 WITH p AS (
   UPDATE purchasers SET email = NULL, name = NULL, phone = NULL, address = NULL, erased_at = now(),
@@ -86,15 +88,23 @@ WITH p AS (
 withdrawn AS (UPDATE consents SET withdrawn_at = now()
   WHERE purchaser_id IN (SELECT id FROM p) AND withdrawn_at IS NULL RETURNING 1),
 -- Only the upgrade fan-out reads `purchases`: an erased purchaser is no one to notify.
-unlisted AS (DELETE FROM purchases WHERE purchaser_id IN (SELECT id FROM p) RETURNING 1),
-counter AS (DELETE FROM rate_limits WHERE bucket = ANY($2::text[]) RETURNING 1)
+unlisted AS (DELETE FROM purchases WHERE purchaser_id IN (SELECT id FROM p) RETURNING 1)
 SELECT (SELECT count(*) FROM p) AS purchasers,
   (SELECT count(*) FROM orders WHERE purchaser_id IN (SELECT id FROM p)) AS orders,
   (SELECT count(*) FROM license_keys WHERE purchaser_id IN (SELECT id FROM p)) AS license_keys,
   (SELECT count(*) FROM withdrawn) AS consents_withdrawn,
-  (SELECT count(*) FROM unlisted) AS purchases,
-  (SELECT count(*) FROM counter) AS recovery_counters
+  (SELECT count(*) FROM unlisted) AS purchases
 """
+
+
+async def erase(conn: Connection, addresses: list[str], counters: list[str]) -> dict[str, int]:
+    """Anonymise the purchasers of `addresses` (ERASE) and forget their recovery counters; what was done, by
+    kind of record."""
+    row = await conn.fetchrow(ERASE, addresses)
+    assert row is not None
+    counts = {name: int(row[name]) for name in row.keys()}  # noqa: SIM118 (a Record's keys are its columns)
+    return {**counts, "recovery_counters": await ratelimit.forget(conn, counters)}
+
 
 KEPT = (
     "Kept, as accounting law requires: {orders} orders with their order id, date, items and amounts, in a record"
@@ -113,7 +123,7 @@ async def on_confirmed(
         log.info("privacy request answered before", request_id=str(request.request_id))
         return
     address = _address(request.email)
-    counter = recovery.bucket("email", address, hash_key)
+    counter = recovery.email_bucket(address, hash_key)
     if request.kind == "access":
         answer = await _access(conn, address, counter, request, source)
     else:
@@ -162,16 +172,14 @@ async def _erase(
     source: str,
     dead_letters: DeadLetterEraser,
 ) -> CloudEvent:
-    row = await conn.fetchrow(ERASE, [address], [counter])
-    assert row is not None
+    counts = await erase(conn, [address], [counter])
     events = await forget_published(conn, [address])
     # The spelling purchasers are kept under too (an internationalised domain may normalise otherwise).
     dead = await dead_letters.erase(conn, request, [address])
-    if row["purchasers"]:
+    if counts["purchasers"]:
         summary = "Erased the purchaser's name, e-mail address, phone and postal address. " + KEPT.format(
-            orders=row["orders"], keys=row["license_keys"]
+            orders=counts["orders"], keys=counts["license_keys"]
         )
     else:
         summary = "No order from this address: nothing to erase."
-    counts = {name: int(row[name]) for name in row.keys()}  # noqa: SIM118 (a Record's keys are its columns)
     return completed(source, SERVICE, request, summary, {**counts, "published_events": events, "dead_letters": dead})

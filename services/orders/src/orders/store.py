@@ -511,29 +511,6 @@ async def issue_release_keys(
 # --- rate limits -------------------------------------------------------------------------------------------
 
 
-async def hit(conn: Connection, bucket: str, window_seconds: int) -> tuple[int, float]:
-    """Count one request in `bucket`'s fixed window; returns the count and the seconds the window has left."""
-    record = await conn.fetchrow(
-        "INSERT INTO rate_limits AS r (bucket, window_start, hits) VALUES ($1, now(), 1)"
-        " ON CONFLICT (bucket) DO UPDATE SET"
-        "  hits = CASE WHEN r.window_start <= now() - make_interval(secs => $2) THEN 1 ELSE r.hits + 1 END,"
-        "  window_start = CASE WHEN r.window_start <= now() - make_interval(secs => $2)"
-        "   THEN now() ELSE r.window_start END"
-        " RETURNING hits,"
-        " extract(epoch FROM window_start + make_interval(secs => $2) - now())::float8 AS remaining",
-        bucket,
-        float(window_seconds),
-    )
-    assert record is not None
-    return int(record["hits"]), float(record["remaining"])
-
-
-async def purge_rate_limits(conn: Connection, window_seconds: int) -> None:
-    await conn.execute(
-        "DELETE FROM rate_limits WHERE window_start < now() - make_interval(secs => $1)", float(window_seconds)
-    )
-
-
 def _columns(rows: Sequence[Sequence[object]], width: int) -> list[list[object]]:
     if not rows:
         return [[] for _ in range(width)]
