@@ -150,7 +150,7 @@ async def test_an_erased_purchasers_order_still_shows(system: System) -> None:
     conn = await system.world.admin()
     try:
         await conn.execute("SET search_path TO orders")
-        await conn.execute(ERASE, [buyer], [])  # as a confirmed erasure request does it
+        await conn.execute(ERASE, [buyer])  # as a confirmed erasure request does it
     finally:
         await conn.close()
     async with logged_in(system, await system.operator()) as client:
