@@ -157,13 +157,14 @@ class InStatement:
         """The part's parameters, when its events carry no key."""
         if self.key is not None:
             raise TypeError("this part's events carry keys: use keyed_args")
-        return _arrays([_row(e) for e in events], routed=self.routed)
+        return _arrays([e if type(e) is OutboxRow else _row(e) for e in events], routed=self.routed)
 
     def keyed_args(self, events: Sequence[Keyed[Any]]) -> list[list[Any]]:
         """The part's parameters, when its events carry keys."""
         if self.key is None:
             raise TypeError("this part's events carry no key: use args")
-        return [*_arrays([_row(k.event) for k in events], routed=self.routed), [k.key for k in events]]
+        rows = [e if type(e) is OutboxRow else _row(e) for _, e in events]
+        return [*_arrays(rows, routed=self.routed), [k for k, _ in events]]
 
 
 def _row(event: Event) -> OutboxRow:
@@ -174,12 +175,15 @@ def _row(event: Event) -> OutboxRow:
 
 def _arrays(rows: Sequence[OutboxRow], *, routed: bool) -> list[list[Any]]:
     """The columns of the rows (routing key where it is not the type: NULL, and the relay uses the type)."""
-    arrays: list[list[Any]] = [[r.id for r in rows], [r.type for r in rows], [r.body for r in rows]]
+    if not rows:
+        return [[], [], [], []] if routed else [[], [], []]
+    # Transposed by zip (in C): the hot paths call this for every event they write.
+    ids, types, bodies, keys = map(list, zip(*rows, strict=True))
     if routed:
-        arrays.append([r.routing_key for r in rows])
-    elif any(r.routing_key is not None for r in rows):
+        return [ids, types, bodies, keys]
+    if keys.count(None) != len(keys):
         raise ValueError("an event with a routing key of its own, in a statement part not `routed`")
-    return arrays
+    return [ids, types, bodies]
 
 
 async def forget_published(conn: Connection, event_ids: Sequence[str]) -> list[str]:
