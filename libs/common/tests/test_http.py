@@ -12,10 +12,10 @@ import asyncpg
 import pytest
 from fastapi import APIRouter, FastAPI, Header, HTTPException, Request, Response
 from pydantic import BaseModel, Field
+from spm_common import outbox
 from spm_common.db import Connection
 from spm_common.envelope import CloudEvent, new_event
 from spm_common.http import Operator, create_app, direct
-from spm_common.outbox import enqueue
 from spm_common.runtime import Runtime
 from spm_common.testing.logs import captured_json_logs
 from spm_common.testing.world import ADMIN_URL, OPERATOR_TOKEN, World, new_world, running, serving
@@ -135,7 +135,7 @@ async def test_metrics_cover_http_events_and_outbox(client: Any) -> None:
     runtime: Runtime = client._transport.app.state.runtime
     event = new_event("probe.metric", runtime.settings.source, {"n": 1})
     async with runtime.pool.acquire() as conn, conn.transaction():
-        await enqueue(conn, event)
+        await outbox.add(conn, event)
     async with asyncio.timeout(10):
         while not await runtime.pool.fetchval("SELECT count(*) FROM things WHERE id = $1", event.id):
             await asyncio.sleep(0.05)

@@ -19,10 +19,10 @@ from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 from spm_common import outbox
 from spm_common.db import INDEX_SCAN_CLAIM
-from spm_common.envelope import CONTENT_TYPE, CloudEvent, new_event
+from spm_common.envelope import CONTENT_TYPE, CloudEvent, new_event, new_event_body
 from spm_common.http import create_app
 from spm_common.migrations import SchemaRoles, migrate
-from spm_common.outbox import CLAIM, AmqpPublisher, OutboxRelay, enqueue
+from spm_common.outbox import CLAIM, AmqpPublisher, OutboxRelay, add, add_many
 from spm_common.runtime import Runtime
 from spm_common.testing.logs import captured_json_logs
 from spm_common.testing.world import running
@@ -101,11 +101,11 @@ async def test_state_change_and_event_commit_together_with_contract_properties(
             with pytest.raises(RuntimeError):
                 async with runtime.pool.acquire() as conn, conn.transaction():
                     await conn.execute("INSERT INTO things (id) VALUES ($1)", rolled_back.id)
-                    await enqueue(conn, rolled_back)
+                    await add(conn, rolled_back)
                     raise RuntimeError("the state change fails after the event was enqueued")
             async with runtime.pool.acquire() as conn, conn.transaction():
                 await conn.execute("INSERT INTO things (id) VALUES ($1)", committed.id)
-                await enqueue(conn, committed)
+                await add(conn, committed)
 
             [message] = await seen.wait(1)
             await asyncio.sleep(0.3)  # an event of the rolled-back transaction would have come first
@@ -126,6 +126,65 @@ async def test_state_change_and_event_commit_together_with_contract_properties(
         assert outbox[0]["published_at"] is not None
 
 
+# A service's statement that writes its rows and, in the same statement, the events of the rows it wrote.
+_EVENTS = outbox.InStatement(first=2, key="text", kept="SELECT id FROM written", routed=True)
+_WRITE_THINGS = (
+    "WITH written AS (INSERT INTO things (id) SELECT * FROM unnest($1::text[]) ON CONFLICT DO NOTHING RETURNING id),"
+    f" events AS ({_EVENTS.insert})"
+    f" SELECT {_EVENTS.notify}"
+)
+
+
+async def test_events_written_by_a_services_own_statement_go_out_byte_for_byte_for_the_rows_it_wrote(
+    clean_outbox: None, probe: Callable[..., Any], tap: Callable[..., Any]
+) -> None:
+    async with probe(outbox_poll_seconds=10) as runtime:
+        await asyncio.sleep(0.2)  # the relay now waits for the statement's NOTIFY (or 10 s)
+        async with tap(runtime.settings.exchange, "probe.#") as seen:
+            known = probe_event()
+            async with runtime.pool.acquire() as conn:
+                await conn.execute("INSERT INTO things (id) VALUES ($1)", known.id)
+            fresh = new_event_body("probe.happened", "urn:spm:orders", {"n": "é ✓"}, routing_key="probe.elsewhere")
+            plain = probe_event()
+            events = [outbox.Keyed(known.id, known), outbox.Keyed(fresh.id, fresh), outbox.Keyed(plain.id, plain)]
+            async with runtime.pool.acquire() as conn:
+                await conn.execute(_WRITE_THINGS, [known.id, fresh.id, plain.id], *_EVENTS.keyed_args(events))
+            messages = await seen.wait(2)
+            await asyncio.sleep(0.3)  # the event of the row written before would have come by now
+        assert seen.ids == [fresh.id, plain.id]
+        assert [m.body for m in messages] == [fresh.body, plain.to_json()]  # what new_event_body / to_json made
+        assert [m.routing_key for m in messages] == ["probe.elsewhere", plain.type]
+        assert [m.type for m in messages] == [fresh.type, plain.type]
+
+
+async def test_add_many_writes_its_events_in_order_with_their_routing_keys(
+    clean_outbox: None, probe: Callable[..., Any], tap: Callable[..., Any]
+) -> None:
+    async with probe() as runtime:
+        async with tap(runtime.settings.exchange, "probe.#") as seen:
+            routed = new_event_body("probe.happened", "urn:spm:orders", {"n": 1}, routing_key="probe.routed")
+            events: list[outbox.Event] = [probe_event(), routed, probe_event()]
+            async with runtime.pool.acquire() as conn, conn.transaction():
+                await add_many(conn, events)
+                await add_many(conn, [])
+            messages = await seen.wait(3)
+        assert seen.ids == [e.id for e in events]
+        assert [m.routing_key for m in messages] == ["probe.happened", "probe.routed", "probe.happened"]
+        assert messages[1].body == routed.body
+
+
+async def test_a_statement_part_refuses_what_it_would_write_wrongly() -> None:
+    routed = new_event_body("probe.happened", "urn:spm:orders", {}, routing_key="probe.routed")
+    with pytest.raises(ValueError, match="routing key"):
+        outbox.InStatement(first=1).args([routed])  # its routing key would be lost
+    with pytest.raises(TypeError):
+        outbox.InStatement(first=1).keyed_args([outbox.Keyed("k", probe_event())])
+    with pytest.raises(TypeError):
+        _EVENTS.args([probe_event()])
+    with pytest.raises(ValueError):
+        outbox.InStatement(first=1, key="uuid")
+
+
 async def test_relay_wakes_on_notify_well_before_its_poll(
     clean_outbox: None, probe: Callable[..., Any], tap: Callable[..., Any]
 ) -> None:
@@ -136,7 +195,7 @@ async def test_relay_wakes_on_notify_well_before_its_poll(
             for n in range(5):
                 event = probe_event()
                 async with runtime.pool.acquire() as conn, conn.transaction():
-                    await enqueue(conn, event)
+                    await add(conn, event)
                 committed = asyncio.get_running_loop().time()
                 await seen.wait(n + 1)
                 latencies.append(seen.arrived[n] - committed)
@@ -176,7 +235,7 @@ async def test_relay_polls_when_a_notification_is_missed(
             assert killed == 1
             missed = probe_event()
             async with runtime.pool.acquire() as conn, conn.transaction():
-                await enqueue(conn, missed)
+                await add(conn, missed)
             await seen.wait(2, timeout=3)
         assert seen.ids == [silent.id, missed.id]
 
@@ -188,7 +247,7 @@ async def test_two_relays_share_2000_rows_without_duplicate_or_loss(
     events = [probe_event() for _ in range(2000)]
     async with parts(settings) as (pool, runtime), tap(settings.exchange, "probe.#") as seen:
         async with pool.acquire() as conn, conn.transaction():
-            await enqueue(conn, *events)
+            await add_many(conn, events)
         published: list[list[str]] = [[], []]
 
         def counting(index: int) -> Any:
@@ -246,7 +305,7 @@ async def test_rows_stay_while_the_broker_refuses_and_go_out_later(
     async with parts(settings) as (pool, runtime), tap(settings.exchange, "probe.#") as seen:
         relay = OutboxRelay(pool, settings.role_database_url(), "orders", flaky, service="orders", poll_seconds=0.5)
         async with pool.acquire() as conn, conn.transaction():
-            await enqueue(conn, *events)
+            await add_many(conn, events)
         refused_ids = {e.id for e in events if int(uuid.UUID(e.id)) % 2}
         async with relays(relay):
             await seen.wait(10 - len(refused_ids), timeout=5)
@@ -294,7 +353,7 @@ async def test_a_batch_the_broker_refuses_stays_and_goes_out_once_it_can(
             poll_seconds=0.5,
         )
         async with pool.acquire() as conn, conn.transaction():
-            await enqueue(conn, *events)
+            await add_many(conn, events)
         try:
             with pytest.raises(Exception, match="later"):
                 await relay.publish_batch()
@@ -354,7 +413,7 @@ async def test_the_next_batch_is_claimed_while_the_one_before_awaits_its_confirm
     broker = HeldConfirms()
     async with parts(settings) as (pool, _):
         async with pool.acquire() as conn, conn.transaction():
-            await enqueue(conn, *events)
+            await add_many(conn, events)
         relay = broker.relay(pool, settings, batch_size=10, poll_seconds=0.5)
         async with relays(relay):
             await wait_until(lambda: asyncio.sleep(0, len(broker.written)), 2)
@@ -381,10 +440,10 @@ async def test_rows_committed_while_a_batch_awaits_its_confirmations_are_claimed
         async with relays(relay):
             await asyncio.sleep(0.3)  # listening
             async with pool.acquire() as conn, conn.transaction():
-                await enqueue(conn, *first)
+                await add_many(conn, first)
             await wait_until(lambda: asyncio.sleep(0, len(broker.written)), 1)
             async with pool.acquire() as conn, conn.transaction():
-                await enqueue(conn, *second)  # notified while the first batch awaits the broker
+                await add_many(conn, second)  # notified while the first batch awaits the broker
             await wait_until(lambda: asyncio.sleep(0, len(broker.written)), 2, timeout=2)
             assert await unpublished(pool) == 8
             for confirmation in broker.confirmed:
@@ -423,7 +482,7 @@ async def test_published_rows_are_deleted_after_the_retention_a_batch_at_a_time(
     old, recent, waiting = ([probe_event() for _ in range(n)] for n in (7, 2, 2))
     async with parts(settings) as (pool, runtime):
         async with pool.acquire() as conn, conn.transaction():
-            await enqueue(conn, *old, *recent, *waiting)
+            await add_many(conn, [*old, *recent, *waiting])
             await conn.execute(
                 "UPDATE outbox SET published_at = now() - interval '2 hours' WHERE event_id = ANY($1::text[])",
                 [e.id for e in old],
@@ -469,7 +528,7 @@ async def test_a_relay_that_keeps_failing_warns_once_moves_its_gauges_and_recove
             await channel.exchange_delete(settings.exchange)
             started_at = await gauge(client, "spm_loop_last_success_timestamp_seconds")
             async with runtime.pool.acquire() as conn, conn.transaction():
-                await enqueue(conn, probe_event())
+                await add(conn, probe_event())
 
             async def failing_thrice() -> bool:
                 return (await gauge(client, "spm_loop_consecutive_failures") or 0) >= 3

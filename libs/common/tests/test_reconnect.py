@@ -15,9 +15,9 @@ from urllib.parse import urlsplit
 
 import orjson
 import pytest
+from spm_common import outbox
 from spm_common.db import Connection
 from spm_common.envelope import CloudEvent, new_event
-from spm_common.outbox import enqueue
 from spm_common.pgnotify import Listener
 from spm_common.testing.world import World
 
@@ -30,7 +30,7 @@ PING, PONG = "probe.ping", "probe.pong"
 async def on_ping(conn: Connection, event: CloudEvent) -> None:
     """The effect, and an event about it through the outbox: the consumer and the relay both at work."""
     await record_effect(conn, event)
-    await enqueue(conn, new_event(PONG, "urn:spm:orders", {"ping": event.id}))
+    await outbox.add(conn, new_event(PONG, "urn:spm:orders", {"ping": event.id}))
 
 
 async def answered(pongs: Any, *marks: str, timeout: float) -> None:
@@ -67,7 +67,7 @@ async def enqueue_directly(lab: World, schema: str, event: CloudEvent) -> None:
     try:
         await admin.execute(f"SET search_path TO {schema}")
         async with admin.transaction():
-            await enqueue(admin, event)
+            await outbox.add(admin, event)
     finally:
         await admin.close()
 

@@ -366,11 +366,11 @@ async def test_a_connection_the_server_had_ended_delays_the_marking_and_sends_no
     server ended it a moment before, once ended the marking task: the e-mail went out again with its lease."""
     mark_sent, failures = store.mark_sent, []
 
-    async def ended(conn, claims, outcomes):
+    async def ended(conn, sent):
         if not failures:
-            failures.append(claims)
+            failures.append(sent)
             raise asyncpg.InternalClientError("cannot switch to state 11; another operation (2) is in progress")
-        return await mark_sent(conn, claims, outcomes)
+        return await mark_sent(conn, sent)
 
     monkeypatch.setattr(store, "mark_sent", ended)
     to = address("buyer")
@@ -402,7 +402,11 @@ async def test_marking_sent_writes_the_outcome_only_of_deliveries_still_leased(s
     outcomes = [new_event("notification.sent", "urn:test", {"n": i}) for i in range(2)]
     before = await db.fetchval("SELECT count(*) FROM outbox")
     done = await store.mark_sent(
-        db, [(mine["id"], mine["attempts"]), (taken_over["id"], taken_over["attempts"])], outcomes
+        db,
+        [
+            store.Sent(mine["id"], mine["attempts"], outcomes[0]),
+            store.Sent(taken_over["id"], taken_over["attempts"], outcomes[1]),
+        ],
     )
     assert done == [mine["id"]]
     assert await db.fetchval("SELECT count(*) FROM outbox") == before + 1

@@ -84,7 +84,9 @@ async def test_a_privacy_request_mail_is_deleted_once_sent(settings, db: asyncpg
     claimed = await store.claim_due(db, 2, 60, [])
     assert {r["recipient_ref"] for r in claimed} == {ref}
     outcomes = [new_event("notification.sent", "urn:test", {"n": i}) for i in range(2)]
-    done = await store.mark_sent(db, [(r["id"], r["attempts"]) for r in claimed], outcomes)
+    done = await store.mark_sent(
+        db, [store.Sent(r["id"], r["attempts"], o) for r, o in zip(claimed, outcomes, strict=True)]
+    )
     assert sorted(done) == sorted(r["id"] for r in claimed)
     # Both outcomes are reported; only the ordinary mail stays in the log.
     assert await db.fetchval("SELECT count(*) FROM outbox WHERE event_id = ANY($1)", [o.id for o in outcomes]) == 2

@@ -15,9 +15,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Generic, NamedTuple, TypeVar
 
 import aio_pika
 import asyncpg
@@ -59,46 +60,163 @@ BACKLOG_TIMEOUT_SECONDS = 1.0
 
 
 def channel_name(schema: str) -> str:
-    """The LISTEN/NOTIFY channel; `enqueue` spells the same name in SQL."""
+    """The LISTEN/NOTIFY channel; NOTIFY spells the same name in SQL."""
     return f"spm_outbox_{schema}"
 
 
-async def enqueue(conn: Connection, *events: CloudEvent | OutboxRow) -> None:
-    """Add events to the outbox of the connection's schema; call inside the state change's transaction."""
-    if not events:
-        return
-    await conn.executemany(
-        "INSERT INTO outbox (event_id, event_type, body, routing_key) VALUES ($1, $2, $3, $4)",
-        list(zip(*outbox_arrays(events), routing_keys(events), strict=True)),
-    )
-    await conn.execute("SELECT pg_notify('spm_outbox_' || current_schema(), '')")
+# How a service writes events: `add` and `add_many` in the transaction of the state change, or, where one round
+# trip matters, `InStatement` in the very statement of the state change. This module alone spells the table,
+# its columns and its wake-up channel (the relay and the purges below read them).
 
+Event = CloudEvent | OutboxRow
 
-# For hot paths where one round trip matters: a statement may write its state change and its events at
-# once, `WITH change AS (INSERT ...), events AS (<ENQUEUE_FROM_ARRAYS>) SELECT <NOTIFY>`, with the three
-# arrays of `outbox_arrays(events)` bound to the placeholders named in ENQUEUE_FROM_ARRAYS.
-ENQUEUE_FROM_ARRAYS = (
-    "INSERT INTO outbox (event_id, event_type, body)"
-    " SELECT * FROM unnest({ids}::text[], {types}::text[], {bodies}::bytea[])"
-)
+# The wake-up, delivered at commit, for the relay listening on `channel_name(schema)`.
 NOTIFY = "pg_notify('spm_outbox_' || current_schema(), '')"
+_COLUMNS = "event_id, event_type, body, routing_key"
+_ADD = (
+    f"WITH added AS (INSERT INTO outbox ({_COLUMNS})"
+    " SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[], $4::text[]))"
+    f" SELECT {NOTIFY}"
+)
+
+
+async def add(conn: Connection, event: Event) -> None:
+    """Add an event to the outbox of the connection's schema; call inside the state change's transaction."""
+    await add_many(conn, (event,))
+
+
+async def add_many(conn: Connection, events: Iterable[Event]) -> None:
+    """Add events to the outbox, in their order, in one round trip (nothing when there are none); call inside
+    the state change's transaction."""
+    rows = [_row(e) for e in events]
+    if rows:
+        await conn.execute(_ADD, *_arrays(rows, routed=True))
+
+
+K = TypeVar("K")
+
+
+class Keyed(NamedTuple, Generic[K]):
+    """An event that belongs to a row the statement may or may not write (`InStatement.kept`)."""
+
+    key: K
+    event: Event
+
+
+@dataclass(frozen=True)
+class InStatement:
+    """The outbox's part of a service's own statement, for hot paths where one round trip matters: the
+    statement writes its state change and its events at once, and no service spells the outbox.
+
+        EVENTS = InStatement(first=4)
+        SQL = f"WITH change AS (...), events AS ({EVENTS.insert}) SELECT {EVENTS.notify}"
+        await conn.execute(SQL, a, b, c, *EVENTS.args(events))
+
+    `first` is the number of the part's first placeholder: its parameters come after the statement's own.
+    With `kept` (a query of the statement returning keys, `SELECT id FROM recorded`) and the keys' SQL type
+    `key`, each event carries a key (`Keyed`, `keyed_args`) and only those whose key the query returns are
+    written: what a batch causes can be prepared for every candidate row, and the statement keeps what
+    belongs to the rows it wrote. `routed`: the events may carry a routing key other than their type (without
+    it such an event is refused, so the parameter a statement would rarely need is not sent).
+    """
+
+    first: int
+    key: str | None = None
+    kept: str | None = None
+    routed: bool = False
+
+    def __post_init__(self) -> None:
+        if (self.key is None) != (self.kept is None):
+            raise ValueError("`key` and `kept` go together")
+
+    @property
+    def insert(self) -> str:
+        """The body of the statement's `events AS (...)`."""
+        n = self.first
+        arrays = [f"${n}::text[]", f"${n + 1}::text[]", f"${n + 2}::bytea[]"]
+        names = ["event_id", "event_type", "body"]
+        if self.routed:
+            arrays.append(f"${n + len(arrays)}::text[]")
+            names.append("routing_key")
+        where = ""
+        if self.key is not None:
+            arrays.append(f"${n + len(arrays)}::{self.key}[]")
+            where = f" WHERE e.key IN ({self.kept})"
+        columns = ", ".join(names)
+        return (
+            f"INSERT INTO outbox ({columns}) SELECT {columns}"
+            f" FROM unnest({', '.join(arrays)}) AS e({columns}{', key' if self.key else ''}){where}"
+        )
+
+    @property
+    def notify(self) -> str:
+        """The wake-up, for the statement's final SELECT."""
+        return NOTIFY
+
+    def args(self, events: Sequence[Event]) -> list[list[Any]]:
+        """The part's parameters, when its events carry no key."""
+        if self.key is not None:
+            raise TypeError("this part's events carry keys: use keyed_args")
+        return _arrays([e if type(e) is OutboxRow else _row(e) for e in events], routed=self.routed)
+
+    def keyed_args(self, events: Sequence[Keyed[Any]]) -> list[list[Any]]:
+        """The part's parameters, when its events carry keys."""
+        if self.key is None:
+            raise TypeError("this part's events carry no key: use args")
+        rows = [e if type(e) is OutboxRow else _row(e) for _, e in events]
+        return [*_arrays(rows, routed=self.routed), [k for k, _ in events]]
+
+
+def _row(event: Event) -> OutboxRow:
+    if isinstance(event, OutboxRow):
+        return event
+    return OutboxRow(event.id, event.type, event.to_json())
+
+
+def _arrays(rows: Sequence[OutboxRow], *, routed: bool) -> list[list[Any]]:
+    """The columns of the rows (routing key where it is not the type: NULL, and the relay uses the type)."""
+    if not rows:
+        return [[], [], [], []] if routed else [[], [], []]
+    # Transposed by zip (in C): the hot paths call this for every event they write.
+    ids, types, bodies, keys = map(list, zip(*rows, strict=True))
+    if routed:
+        return [ids, types, bodies, keys]
+    if keys.count(None) != len(keys):
+        raise ValueError("an event with a routing key of its own, in a statement part not `routed`")
+    return [ids, types, bodies]
+
+
+async def forget_published(conn: Connection, event_ids: Sequence[str]) -> list[str]:
+    """Delete the published events among these (their bodies may hold what an erasure must not leave behind);
+    returns the ids deleted. Events not yet published stay."""
+    rows = await conn.fetch(
+        "DELETE FROM outbox WHERE published_at IS NOT NULL AND event_id = ANY($1::text[]) RETURNING event_id",
+        list(event_ids),
+    )
+    return [row["event_id"] for row in rows]
+
+
+async def forget_published_containing(conn: Connection, needles: Sequence[str]) -> int:
+    """Delete the published events whose body contains one of these texts; returns how many."""
+    status = await conn.execute(
+        "DELETE FROM outbox WHERE published_at IS NOT NULL"
+        " AND EXISTS (SELECT 1 FROM unnest($1::text[]) AS n(s) WHERE position(convert_to(n.s, 'UTF8') IN body) > 0)",
+        list(needles),
+    )
+    return int(status.split()[-1])
+
+
+async def held(conn: Connection, event_ids: Sequence[str]) -> set[str]:
+    """Those of these events still in the outbox (published or not: the purge has not taken them yet)."""
+    rows = await conn.fetch("SELECT event_id FROM outbox WHERE event_id = ANY($1::text[])", list(event_ids))
+    return {row["event_id"] for row in rows}
+
+
 # The relay's claim: the oldest waiting rows, up to a batch, that no other relay holds (after INDEX_SCAN_CLAIM).
 CLAIM = (
     "SELECT id, event_id, event_type, body, routing_key FROM outbox WHERE published_at IS NULL"
     " ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED"
 )
-
-
-def outbox_arrays(events: Sequence[CloudEvent | OutboxRow]) -> tuple[list[str], list[str], list[bytes]]:
-    """The (ids, types, bodies) arrays ENQUEUE_FROM_ARRAYS takes."""
-    bodies = [e.body if isinstance(e, OutboxRow) else e.to_json() for e in events]
-    return [e.id for e in events], [e.type for e in events], bodies
-
-
-def routing_keys(events: Sequence[CloudEvent | OutboxRow]) -> list[str | None]:
-    """Each event's routing key where it is not its type (NULL in the outbox: the relay then uses the type).
-    ENQUEUE_FROM_ARRAYS leaves it NULL; a statement that enqueues routed events binds this array too."""
-    return [e.routing_key if isinstance(e, OutboxRow) else None for e in events]
 
 
 class AmqpPublisher:

@@ -19,7 +19,7 @@ from uuid import UUID
 from aio_pika.abc import AbstractIncomingMessage
 from pydantic import BaseModel, ConfigDict, Field
 
-from spm_common import deadletters
+from spm_common import deadletters, outbox
 from spm_common.addresses import normalise_address
 from spm_common.db import Connection
 from spm_common.envelope import CloudEvent, new_event
@@ -118,12 +118,7 @@ async def forget_published(conn: Connection, spellings: Iterable[str]) -> int:
     needles = sorted({s for s in spellings if s})
     if not needles:
         return 0
-    status = await conn.execute(
-        "DELETE FROM outbox WHERE published_at IS NOT NULL"
-        " AND EXISTS (SELECT 1 FROM unnest($1::text[]) AS n(s) WHERE position(convert_to(n.s, 'UTF8') IN body) > 0)",
-        needles,
-    )
-    return int(status.split()[-1])
+    return await outbox.forget_published_containing(conn, needles)
 
 
 # Dead letters --------------------------------------------------------------------------------------------

@@ -32,7 +32,7 @@ from spm_common.deadletters import SESSION_LOCK, SESSION_UNLOCK, copy_message
 from spm_common.envelope import new_event
 from spm_common.health import LoopHealth
 from spm_common.logging import get_logger
-from spm_common.outbox import PURGE_EVERY_SECONDS, PURGE_TIMEOUT_SECONDS, enqueue
+from spm_common.outbox import PURGE_EVERY_SECONDS, PURGE_TIMEOUT_SECONDS
 from spm_common.redaction import describe_error, redact, redact_text
 
 log = get_logger(__name__)
@@ -57,7 +57,7 @@ async def report(conn: Connection, source: str, service: str, what: What, count:
     """Enqueue the `retention.purged` event, in the transaction of the removal it reports."""
     if count:
         data = RetentionPurged(service=service, what=what, count=count, older_than=older_than)
-        await enqueue(conn, new_event(RETENTION_PURGED, source, data))
+        await outbox.add(conn, new_event(RETENTION_PURGED, source, data))
 
 
 def outbox_purged(service: str, source: str) -> outbox.OnPurged:

@@ -19,10 +19,10 @@ from __future__ import annotations
 from typing import Any
 
 from pydantic import ValidationError
+from spm_common import outbox
 from spm_common.db import Connection
 from spm_common.envelope import CloudEvent
 from spm_common.logging import bound_contextvars, get_logger
-from spm_common.outbox import enqueue
 from spm_common.privacy import (
     PRIVACY_REQUEST_CONFIRMED,
     AnsweringService,
@@ -78,7 +78,7 @@ async def answer(
                 reply = await _access(conn, request, secret, source)
             else:
                 reply = await _erase(conn, request, secret, source, dead_letters)
-            await enqueue(conn, reply)
+            await outbox.add(conn, reply)
             log.info("privacy request answered", request_id=str(request.request_id), kind=request.kind)
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import asyncpg
+from spm_common import outbox
 from spm_common.envelope import new_event
-from spm_common.outbox import enqueue
 
 from console.events import OPERATOR_ACTION, OperatorAction
 
@@ -20,4 +20,4 @@ async def record(pool: asyncpg.Pool, source: str, operator: str, action: str, ta
         OperatorAction(operator=operator, action=action, target=target, at=datetime.now(UTC)),
     )
     async with pool.acquire() as conn, conn.transaction():
-        await enqueue(conn, event)
+        await outbox.add(conn, event)

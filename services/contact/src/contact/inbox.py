@@ -13,12 +13,12 @@ from datetime import UTC, datetime
 from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, Field
+from spm_common import outbox
 from spm_common.db import Connection
 from spm_common.envelope import CloudEvent, new_event
 from spm_common.logging import get_logger
 from spm_common.notifications import NOTIFICATION_REQUESTED, NotificationOutcome, NotificationRequested, Recipient
 from spm_common.notifications import message_id_for as mail_id_for
-from spm_common.outbox import enqueue
 
 from contact import store
 from contact.events import (
@@ -88,15 +88,17 @@ async def reply(
         in_reply_to=message["ack_message_id"],
         reference=f"{REPLY_REFERENCE}{reply_id}",
     )
-    await enqueue(
+    await outbox.add_many(
         conn,
-        new_event(NOTIFICATION_REQUESTED, source, request, purpose=PURPOSE),
-        new_event(
-            MESSAGE_REPLIED,
-            source,
-            MessageReplied(message_id=str(message_id), reply_id=str(reply_id), replied_at=created_at),
-            purpose=PURPOSE,
-        ),
+        [
+            new_event(NOTIFICATION_REQUESTED, source, request, purpose=PURPOSE),
+            new_event(
+                MESSAGE_REPLIED,
+                source,
+                MessageReplied(message_id=str(message_id), reply_id=str(reply_id), replied_at=created_at),
+                purpose=PURPOSE,
+            ),
+        ],
     )
     return NewReply(reply_id, message_id, created_at)
 
@@ -108,7 +110,7 @@ async def close(conn: Connection, message_id: uuid.UUID, source: str, operator: 
         if not await store.message_exists(conn, message_id):
             raise MessageNotFound
         return
-    await enqueue(
+    await outbox.add(
         conn,
         new_event(
             MESSAGE_CLOSED,
@@ -125,7 +127,7 @@ async def reopen(conn: Connection, message_id: uuid.UUID, source: str) -> None:
         if not await store.message_exists(conn, message_id):
             raise MessageNotFound
         return
-    await enqueue(
+    await outbox.add(
         conn,
         new_event(
             MESSAGE_REOPENED,

@@ -32,6 +32,7 @@ from typing import Annotated, Any
 import asyncpg
 import orjson
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from spm_common import outbox
 from spm_common.consumer import PermanentError
 from spm_common.db import Connection
 from spm_common.envelope import CloudEvent, Purpose, new_event
@@ -45,7 +46,6 @@ from spm_common.notifications import (
     NotificationRequested,
     Recipient,
 )
-from spm_common.outbox import enqueue
 from spm_common.privacy import (
     ANSWERING_SERVICES,
     PRIVACY_REQUEST_COMPLETED,
@@ -242,7 +242,7 @@ async def new_request(conn: Connection, form: PrivacyRequestForm, locale: Locale
         due.due_at,
         [mail.id],
     )
-    await enqueue(conn, mail)
+    await outbox.add(conn, mail)
     return request_id
 
 
@@ -284,7 +284,7 @@ async def confirm(conn: Connection, token: str, settings: Settings) -> asyncpg.R
         purpose=PURPOSE,
     )
     await store.add_event_ids(conn, row["id"], [event.id])
-    await enqueue(conn, event)
+    await outbox.add(conn, event)
     log.info("privacy request confirmed", request_id=str(row["id"]), kind=row["kind"])
     return row
 
@@ -359,7 +359,7 @@ async def _finish(conn: Connection, request: asyncpg.Record, answers: list[async
         ),
         purpose=PURPOSE,
     )
-    await enqueue(conn, mail)
+    await outbox.add(conn, mail)
     await store.complete(conn, request["id"], now, mail.id)
     log.info("privacy request completed", request_id=str(request["id"]), kind=kind)
 
@@ -437,7 +437,7 @@ async def extend(conn: Connection, request_id: uuid.UUID, reason: str, settings:
         purpose=PURPOSE,
     )
     await store.add_event_ids(conn, request_id, [mail.id])
-    await enqueue(conn, mail)
+    await outbox.add(conn, mail)
     return row
 
 

@@ -8,6 +8,7 @@ from typing import Any
 
 import asyncpg
 import orjson
+from spm_common import outbox
 from spm_common.db import Connection
 
 # Requests
@@ -186,20 +187,20 @@ async def delete_unconfirmed_before(conn: Connection, cutoff: datetime) -> list[
 
 async def forget_published_events(conn: Connection, extra_event_ids: list[str]) -> int:
     """Delete the published outbox rows of completed requests (and `extra_event_ids`): they hold the address
-    and, for access, the export. Rows not yet published stay, and stay tracked. Returns how many went."""
-    gone: list[str] = [
-        row["event_id"]
-        for row in await conn.fetch(
-            "DELETE FROM outbox WHERE published_at IS NOT NULL AND event_id IN ("
-            " SELECT unnest(event_ids) FROM privacy_requests WHERE status = 'completed' AND event_ids <> '{}'"
-            " UNION ALL SELECT unnest($1::text[])) RETURNING event_id",
-            extra_event_ids,
-        )
-    ]
-    # Untracked: those now gone, and those the relay's own purge took before this sweep came.
-    await conn.execute(
-        "UPDATE privacy_requests r SET event_ids = coalesce(("
-        " SELECT array_agg(e) FROM unnest(r.event_ids) e WHERE EXISTS (SELECT 1 FROM outbox o WHERE o.event_id = e)"
-        "), '{}') WHERE r.status = 'completed' AND r.event_ids <> '{}'"
+    and, for access, the export. Rows not yet published stay, and stay tracked. Returns how many went. Call
+    inside a transaction: the completed requests are locked until it ends."""
+    tracked = await conn.fetch(
+        "SELECT id, event_ids FROM privacy_requests WHERE status = 'completed' AND event_ids <> '{}' FOR UPDATE"
     )
+    event_ids = [event_id for row in tracked for event_id in row["event_ids"]]
+    gone = await outbox.forget_published(conn, event_ids + extra_event_ids)
+    if tracked:
+        # Untracked: those now gone, and those the relay's own purge took before this sweep came.
+        await conn.execute(
+            "UPDATE privacy_requests r SET event_ids = coalesce(("
+            " SELECT array_agg(e) FROM unnest(r.event_ids) e WHERE e = ANY($2::text[])), '{}')"
+            " WHERE r.id = ANY($1::uuid[])",
+            [row["id"] for row in tracked],
+            sorted(await outbox.held(conn, event_ids)),
+        )
     return len(gone)

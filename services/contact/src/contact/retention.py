@@ -11,12 +11,11 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
-from spm_common import ratelimit
+from spm_common import outbox, ratelimit
 from spm_common.db import DB_ERRORS
 from spm_common.envelope import new_event
 from spm_common.health import LoopHealth
 from spm_common.logging import get_logger
-from spm_common.outbox import enqueue
 from spm_common.redaction import describe_error
 
 from contact import store
@@ -35,7 +34,7 @@ async def delete_expired(pool: asyncpg.Pool, retention_days: int, source: str, b
         async with pool.acquire() as conn, conn.transaction():
             message_ids, reply_ids = await store.delete_messages_before(conn, cutoff, batch)
             if message_ids:
-                await enqueue(
+                await outbox.add(
                     conn,
                     new_event(
                         MESSAGES_DELETED,

@@ -8,10 +8,10 @@ from typing import NamedTuple
 
 import asyncpg
 import orjson
+from spm_common import outbox
 from spm_common.addresses import normalise_address
 from spm_common.db import Connection
 from spm_common.envelope import OutboxRow
-from spm_common.outbox import ENQUEUE_FROM_ARRAYS, NOTIFY, outbox_arrays
 from spm_common.ratelimit import Buckets
 
 from contact.intake import Received
@@ -19,7 +19,28 @@ from contact.intake import Received
 # Messages
 
 
-async def insert_messages(conn: Connection, messages: list[tuple[Received, int | None, list[OutboxRow]]]) -> None:
+class NewMessage(NamedTuple):
+    """A message to store, with the privacy policy version in force when it came and the events it causes."""
+
+    message: Received
+    policy_version: int | None
+    events: list[OutboxRow]
+
+
+_MESSAGE_EVENTS = outbox.InStatement(first=2)
+_INSERT_MESSAGES = (
+    "WITH message AS ("
+    "  INSERT INTO messages"
+    "  (id, name, email, email_key, subject, body, locale, ack_message_id, received_at, policy_version)"
+    "  SELECT * FROM jsonb_to_recordset($1::jsonb) AS m(id uuid, name text, email text, email_key text,"
+    "  subject text,"
+    "  body text, locale text, ack_message_id text, received_at timestamptz, policy_version integer)),"
+    f" events AS ({_MESSAGE_EVENTS.insert})"
+    f" SELECT {_MESSAGE_EVENTS.notify}"
+)
+
+
+async def insert_messages(conn: Connection, messages: list[NewMessage]) -> None:
     """Store messages (each with the policy version in force and its events) in one statement: one round
     trip, one implicit transaction, one outbox wake-up. The messages travel as one JSON document: asyncpg
     encodes an array parameter element by element, with Python-level type checks on each (~1 µs a value)."""
@@ -39,18 +60,7 @@ async def insert_messages(conn: Connection, messages: list[tuple[Received, int |
         for message, policy_version, _ in messages
     ]
     events = [event for _, _, message_events in messages for event in message_events]
-    await conn.execute(
-        "WITH message AS ("
-        "  INSERT INTO messages"
-        "  (id, name, email, email_key, subject, body, locale, ack_message_id, received_at, policy_version)"
-        "  SELECT * FROM jsonb_to_recordset($1::jsonb) AS m(id uuid, name text, email text, email_key text,"
-        "  subject text,"
-        "  body text, locale text, ack_message_id text, received_at timestamptz, policy_version integer)),"
-        f" events AS ({ENQUEUE_FROM_ARRAYS.format(ids='$2', types='$3', bodies='$4')})"
-        f" SELECT {NOTIFY}",
-        orjson.dumps(rows).decode(),
-        *outbox_arrays(events),
-    )
+    await conn.execute(_INSERT_MESSAGES, orjson.dumps(rows).decode(), *_MESSAGE_EVENTS.args(events))
 
 
 _SUMMARY = (

@@ -96,7 +96,7 @@ class MessageWriter:
                 decisions.append(decision)
                 if decision.allowed:
                     events = receipt_events(message, policy_version, self._source, pending.correlation_id)
-                    admitted.append((message, policy_version, events))
+                    admitted.append(store.NewMessage(message, policy_version, events))
             if admitted:
                 await store.insert_messages(conn, admitted)
         return decisions

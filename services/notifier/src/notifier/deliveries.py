@@ -20,6 +20,7 @@ import asyncpg
 import orjson
 from email_validator import EmailNotValidError, validate_email
 from prometheus_client import Counter, Gauge
+from spm_common import outbox
 from spm_common.addresses import is_plain_address
 from spm_common.consumer import PermanentError
 from spm_common.db import DB_ERRORS, Connection
@@ -32,7 +33,6 @@ from spm_common.notifications import (
     NotificationRequested,
     outcome_routing_key,
 )
-from spm_common.outbox import enqueue
 from spm_common.pgnotify import Listener
 from spm_common.redaction import describe_error
 
@@ -142,7 +142,7 @@ async def record(conn: Connection, events: list[CloudEvent], settings: Settings)
         )
     if refused:
         DELIVERIES.labels("refused").inc(len(refused))
-        await enqueue(conn, *refused)
+        await outbox.add_many(conn, refused)
 
 
 def _address_problem(email: str) -> str | None:
@@ -358,7 +358,7 @@ class Sender:
             try:
                 async with self._pool.acquire() as conn, conn.transaction():
                     done = set(await store.mark_failed(conn, [(j.id, j.attempts, r, False) for j, r in refused]))
-                    await enqueue(conn, *(self._outcome(j, r) for j, r in refused if j.id in done))
+                    await outbox.add_many(conn, [self._outcome(j, r) for j, r in refused if j.id in done])
                 DELIVERIES.labels("refused").inc(len(done))
             except DB_ERRORS as exc:  # they stay leased: once the leases run out, a claim refuses them again
                 log.warning("cannot record refused deliveries yet", error=describe_error(exc), count=len(refused))
@@ -480,18 +480,17 @@ class Sender:
                     bounced.append((job.recipient_ref, result.error or "hard bounce"))
         by_id = {job.id: job for job, _ in results}
         errors = {job.id: error for job, error, _ in failed}
-        sent_claims = [(j.id, j.attempts) for j in sent]
-        sent_outcomes = [self._outcome(j, None) for j in sent]
+        marked = [store.Sent(j.id, j.attempts, self._outcome(j, None)) for j in sent]
         if not (retry or failed or bounced):
             # Nearly always: one statement, atomic on its own, without a transaction to open and commit.
             async with self._pool.acquire() as conn:
-                done = await store.mark_sent(conn, sent_claims, sent_outcomes)
+                done = await store.mark_sent(conn, marked)
             DELIVERIES.labels("sent").inc(len(done))
             return
         async with self._pool.acquire() as conn, conn.transaction():
             events: list[OutboxRow] = []
             if sent:
-                done = await store.mark_sent(conn, sent_claims, sent_outcomes)
+                done = await store.mark_sent(conn, marked)
                 DELIVERIES.labels("sent").inc(len(done))
             if retry:
                 await store.mark_retry(conn, [(j.id, j.attempts, d, e) for j, d, e in retry])
@@ -502,7 +501,7 @@ class Sender:
                 DELIVERIES.labels("failed").inc(len(done))
             if bounced:
                 await store.suppress(conn, bounced)
-            await enqueue(conn, *events)
+            await outbox.add_many(conn, events)
         # One line per delivery that did not go (never its address: the reason is a redacted server reply).
         for job, delay, error in retry:
             if error is not None:  # None: handed back unsent, not tried

@@ -18,11 +18,11 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
+from spm_common import outbox
 from spm_common.addresses import normalise_address
 from spm_common.db import Connection
 from spm_common.envelope import CloudEvent
 from spm_common.logging import get_logger
-from spm_common.outbox import enqueue
 from spm_common.privacy import (
     AnsweringService,
     DeadLetterEraser,
@@ -80,7 +80,7 @@ async def on_confirmed(
         answer = await _access(conn, ref, request, settings.source)
     else:
         answer = await _erase(conn, ref, request, settings.source, dead_letters)
-    await enqueue(conn, answer)
+    await outbox.add(conn, answer)
     log.info("privacy request answered", request_id=str(request.request_id), kind=request.kind)
 
 

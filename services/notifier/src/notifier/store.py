@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import asyncpg
+from spm_common import outbox
 from spm_common.db import INDEX_SCAN_CLAIM, Connection
-from spm_common.envelope import OutboxRow
-from spm_common.outbox import NOTIFY, outbox_arrays, routing_keys
 
 DUE_CHANNEL = "spm_notifier_due"
 # The purpose whose deliveries are deleted once sent, not kept in the log (`mark_sent`).
@@ -118,28 +117,40 @@ async def claim_due(conn: Connection, limit: int, lease_seconds: float, gated: S
         return await conn.fetch(CLAIM_DUE, limit, lease_seconds, list(gated))
 
 
-async def mark_sent(conn: Connection, claims: Sequence[tuple[int, int]], outcomes: Sequence[OutboxRow]) -> list[int]:
+class Sent(NamedTuple):
+    """A delivery sent under its lease (the attempt count it was claimed with), and its outcome event."""
+
+    id: int
+    attempts: int
+    outcome: outbox.Event
+
+
+# The outcome of each delivery marked, keyed by the delivery: written only if it is marked (`mark_sent`).
+_OUTCOMES = outbox.InStatement(first=3, key="bigint", kept="SELECT id FROM done", routed=True)
+_MARK_SENT = (
+    "WITH x AS (SELECT * FROM unnest($1::bigint[], $2::int[]) AS x(id, attempts)),"
+    " sent AS (UPDATE deliveries d SET status = 'sent', sent_at = now(), lease_until = NULL, request = NULL,"
+    "  last_error = NULL FROM x WHERE d.id = x.id AND d.attempts = x.attempts AND d.status = 'sending'"
+    f"  AND d.purpose <> '{FORGOTTEN_ONCE_SENT}' RETURNING d.id),"
+    " forgotten AS (DELETE FROM deliveries d USING x WHERE d.id = x.id AND d.attempts = x.attempts"
+    f"  AND d.status = 'sending' AND d.purpose = '{FORGOTTEN_ONCE_SENT}' RETURNING d.id),"
+    " done AS (SELECT id FROM sent UNION ALL SELECT id FROM forgotten),"
+    f" event AS ({_OUTCOMES.insert})"
+    f" SELECT array(SELECT id FROM done), {_OUTCOMES.notify}"
+)
+
+
+async def mark_sent(conn: Connection, sent: Sequence[Sent]) -> list[int]:
     """Sent, and the request (address, content) erased, for rows still leased under that attempt count; the
-    outcome event (one per claim, same order) of each row marked goes into the outbox in the same statement
-    (one round trip, atomic on its own). Returns the ids marked. A delivery of a privacy request (its
-    confirmation link, its final answer) is deleted rather than kept as sent: after an erasure, that mail is the
-    last thing the system sends the person, and nothing of it stays (see privacy_answer)."""
+    outcome event of each row marked goes into the outbox in the same statement (one round trip, atomic on its
+    own). Returns the ids marked. A delivery of a privacy request (its confirmation link, its final answer) is
+    deleted rather than kept as sent: after an erasure, that mail is the last thing the system sends the
+    person, and nothing of it stays (see privacy_answer)."""
     rows = await conn.fetchval(
-        "WITH x AS (SELECT * FROM unnest($1::bigint[], $2::int[], $3::text[], $4::text[], $5::bytea[], $6::text[])"
-        "  AS x(id, attempts, event_id, event_type, body, routing_key)),"
-        " sent AS (UPDATE deliveries d SET status = 'sent', sent_at = now(), lease_until = NULL, request = NULL,"
-        "  last_error = NULL FROM x WHERE d.id = x.id AND d.attempts = x.attempts AND d.status = 'sending'"
-        f"  AND d.purpose <> '{FORGOTTEN_ONCE_SENT}' RETURNING d.id),"
-        " forgotten AS (DELETE FROM deliveries d USING x WHERE d.id = x.id AND d.attempts = x.attempts"
-        f"  AND d.status = 'sending' AND d.purpose = '{FORGOTTEN_ONCE_SENT}' RETURNING d.id),"
-        " done AS (SELECT id FROM sent UNION ALL SELECT id FROM forgotten),"
-        " event AS (INSERT INTO outbox (event_id, event_type, body, routing_key)"
-        "  SELECT x.event_id, x.event_type, x.body, x.routing_key FROM x JOIN done ON done.id = x.id)"
-        f" SELECT array(SELECT id FROM done), {NOTIFY}",
-        [c[0] for c in claims],
-        [c[1] for c in claims],
-        *outbox_arrays(outcomes),
-        routing_keys(outcomes),
+        _MARK_SENT,
+        [s.id for s in sent],
+        [s.attempts for s in sent],
+        *_OUTCOMES.keyed_args([outbox.Keyed(s.id, s.outcome) for s in sent]),
     )
     return list(rows)
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Literal
 
+from spm_common import outbox
 from spm_common.db import Connection
 from spm_common.envelope import new_event
-from spm_common.outbox import enqueue
 
 from notifier import store
 from notifier.events import NOTIFICATION_UNSUBSCRIBED, Unsubscribed
@@ -24,7 +24,7 @@ async def unsubscribe(conn: Connection, email: str, category: Category, settings
     ref = recipient_ref(email, settings.recipient_key())
     first = await store.add_unsubscribe(conn, ref, category)
     if first:
-        await enqueue(
+        await outbox.add(
             conn,
             new_event(
                 NOTIFICATION_UNSUBSCRIBED,

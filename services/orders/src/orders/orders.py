@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import asyncpg
-from spm_common import cards
+from spm_common import cards, outbox
 from spm_common.consumer import PermanentError
 from spm_common.db import Connection
 from spm_common.envelope import CloudEvent, OutboxRow, Purpose, new_event_body
@@ -124,19 +124,19 @@ async def _record(conn: Connection, candidates: list[_Order], config: Config) ->
     if unknown:
         raise PermanentError(f"unknown product sku: {', '.join(unknown)[:200]}")
 
-    orders: list[tuple[object, ...]] = []
-    items: list[tuple[object, ...]] = []
-    keys: list[tuple[str, str, int, uuid.UUID]] = []
-    events: list[tuple[str, str, bytes, uuid.UUID]] = []
+    orders: list[store.OrderRow] = []
+    items: list[store.ItemRow] = []
+    keys: list[store.KeyRow] = []
+    events: list[outbox.Keyed[uuid.UUID]] = []
     for o in candidates:
         orders.append(_order_row(o, config))
         for line, item in enumerate(o.order.items, start=1):
-            items.append((o.id, line, item.sku, item.product_name, item.quantity, item.unit_price))
+            items.append(store.ItemRow(o.id, line, item.sku, item.product_name, item.quantity, item.unit_price))
             issued = licenses.new_keys(item.quantity)
             o.keys.append(issued)
             major = catalogue[item.sku]["major_version"]
-            keys.extend((key, item.sku, major, o.id) for key in issued)
-        events.extend((e.id, e.type, e.body, o.id) for e in _events(o, catalogue, config))
+            keys.extend(store.KeyRow(key, item.sku, major, o.id) for key in issued)
+        events.extend(outbox.Keyed(o.id, e) for e in _events(o, catalogue, config))
     return await store.record_orders(conn, orders, items, keys, events)
 
 
@@ -144,9 +144,9 @@ def _policy(o: _Order, config: Config) -> int:
     return o.order.privacy_policy_version or config.policy_version
 
 
-def _order_row(o: _Order, config: Config) -> tuple[object, ...]:
+def _order_row(o: _Order, config: Config) -> store.OrderRow:
     order, p = o.order, o.order.purchaser
-    return (
+    return store.OrderRow(
         o.id,
         o.source,
         order.order_id,

@@ -20,11 +20,10 @@ import uuid
 from dataclasses import dataclass
 
 import asyncpg
-from spm_common import ratelimit
+from spm_common import outbox, ratelimit
 from spm_common.db import Connection
 from spm_common.envelope import CloudEvent, Purpose, new_event
 from spm_common.notifications import NOTIFICATION_REQUESTED, NotificationRequested, Recipient
-from spm_common.outbox import enqueue
 
 from orders import store
 from orders.orders import product_name
@@ -58,7 +57,7 @@ async def recover(pool: asyncpg.Pool, settings: Settings, email: str, client: st
             rows = await store.purchaser_keys(conn, email)
             if rows and email_decision.allowed:
                 reference = f"license-recovery:{uuid.uuid4()}"
-                await enqueue(conn, _request(rows, email, settings.source, reference))
+                await outbox.add(conn, _request(rows, email, settings.source, reference))
                 await store.touch_purchaser(conn, email)
     await asyncio.sleep(max(0.0, settings.orders_recovery_min_seconds - (loop.time() - started)))
     return None if client_decision.allowed else Limited(client_decision.retry_after)
@@ -98,7 +97,7 @@ async def resend(conn: Connection, email: str, operator: str, request_id: uuid.U
         if before is None or before.purchaser_id != purchaser.id:
             raise RequestIdTaken
         return Resent(before, duplicate=True)
-    await enqueue(conn, event)
+    await outbox.add(conn, event)
     await store.touch_purchaser(conn, email)  # the purchaser asked support: activity, as a recovery is
     return Resent(recorded, duplicate=False)
 

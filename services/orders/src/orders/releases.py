@@ -18,10 +18,10 @@ import orjson
 from fastapi import APIRouter, Header, HTTPException, Path, Query, status
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, Field
+from spm_common import outbox
 from spm_common.db import Connection
 from spm_common.http import BAD_BODY, OPERATOR_ONLY, Operator, RuntimeDep
 from spm_common.inputs import DbBigInt
-from spm_common.outbox import enqueue
 from spm_common.runtime import Runtime
 
 from orders import fanout, store
@@ -160,7 +160,7 @@ async def test_send(_: Operator, runtime: RuntimeDep, request: TestSend) -> Test
     settings = _settings(runtime)
     async with runtime.pool.acquire() as conn, conn.transaction():
         event = await fanout.test_notice(conn, kind, data, request.to, request.locale, settings.source)
-        await enqueue(conn, event)
+        await outbox.add(conn, event)
     return TestSent(event_id=event.id)
 
 

@@ -6,12 +6,13 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TypedDict
+from decimal import Decimal
+from typing import NamedTuple, TypedDict
 
 import asyncpg
+from spm_common import outbox
 from spm_common.db import Connection
 from spm_common.envelope import CloudEvent
-from spm_common.outbox import ENQUEUE_FROM_ARRAYS, NOTIFY, outbox_arrays
 
 FANOUT_CHANNEL = "spm_orders_fanout"
 
@@ -58,6 +59,46 @@ async def existing_orders(conn: Connection, keys: Sequence[tuple[str, str]]) -> 
     )
     return {(row["source"], row["order_id"]): row["id"] for row in rows}
 
+
+class OrderRow(NamedTuple):
+    """An order as `record_orders` writes it, with its purchaser's details."""
+
+    id: uuid.UUID
+    source: str
+    order_id: str
+    placed_at: datetime
+    currency: str
+    total: Decimal
+    marketing_consent: bool
+    policy_version: int
+    via: str
+    event_id: str | None
+    card_data_removed: bool
+    email: str
+    name: str
+    phone: str | None
+    address: str | None  # JSON
+    locale: str
+
+
+class ItemRow(NamedTuple):
+    order_id: uuid.UUID
+    line: int
+    sku: str
+    product_name: str
+    quantity: int
+    unit_price: Decimal
+
+
+class KeyRow(NamedTuple):
+    license_key: str
+    sku: str
+    major_version: int
+    order_id: uuid.UUID
+
+
+# The events an order causes, each keyed by its order: written only if the order is (`record_orders`).
+_ORDER_EVENTS = outbox.InStatement(first=27, key="uuid", kept="SELECT id FROM recorded")
 
 # One statement writes a whole batch of orders: purchasers, orders, items, keys, purchases, consents and the
 # events they cause. Inputs are arrays with one element per order, item line, key or event; each part keeps
@@ -117,31 +158,28 @@ WITH incoming AS (
   FROM recorded r JOIN purchaser p ON p.id = r.purchaser_id
   WHERE r.marketing_consent AND (p.news_unsubscribed_at IS NULL OR r.placed_at > p.news_unsubscribed_at)
 ), event AS (
-  INSERT INTO outbox (event_id, event_type, body)
-  SELECT e.event_id, e.event_type, e.body
-  FROM unnest($27::text[], $28::text[], $29::bytea[], $30::uuid[]) AS e(event_id, event_type, body, order_id)
-  WHERE e.order_id IN (SELECT id FROM recorded)
+  {_ORDER_EVENTS.insert}
 )
-SELECT array(SELECT id FROM recorded) AS recorded, {NOTIFY}
+SELECT array(SELECT id FROM recorded) AS recorded, {_ORDER_EVENTS.notify}
 """
 
 
 async def record_orders(
     conn: Connection,
-    orders: Sequence[tuple[object, ...]],
-    items: Sequence[tuple[object, ...]],
-    keys: Sequence[tuple[str, str, int, uuid.UUID]],
-    events: Sequence[tuple[str, str, bytes, uuid.UUID]],
+    orders: Sequence[OrderRow],
+    items: Sequence[ItemRow],
+    keys: Sequence[KeyRow],
+    events: Sequence[outbox.Keyed[uuid.UUID]],
 ) -> set[uuid.UUID]:
     """Write a batch of orders and everything they cause in one round trip; returns the ids of the orders
-    recorded (an order whose source and order id are known already is skipped, with all that is its).
-
-    orders: (id, source, order_id, placed_at, currency, total, marketing_consent, policy_version, via,
-    event_id, card_data_removed, email, name, phone, address json, locale); items: (order id, line, sku,
-    product_name, quantity, unit_price); keys: (license_key, sku, major_version, order id); events:
-    (event_id, event_type, body, order id)."""
+    recorded (an order whose source and order id are known already is skipped, with all that is its). Items,
+    keys and events name their order by its id."""
     recorded = await conn.fetchval(
-        _RECORD_ORDERS, *_columns(orders, 16), *_columns(items, 6), *_columns(keys, 4), *_columns(events, 4)
+        _RECORD_ORDERS,
+        *_columns(orders, len(OrderRow._fields)),
+        *_columns(items, len(ItemRow._fields)),
+        *_columns(keys, len(KeyRow._fields)),
+        *_ORDER_EVENTS.keyed_args(events),
     )
     return set(recorded)
 
@@ -363,21 +401,21 @@ async def claim_fanout(conn: Connection) -> asyncpg.Record | None:
     )
 
 
+_FANOUT_EVENTS = outbox.InStatement(first=4)
+_ADVANCE_FANOUT = (
+    "WITH advanced AS (UPDATE fanouts SET cursor = $2, notified = notified + $3, batches = batches + 1"
+    " WHERE id = $1),"
+    f" events AS ({_FANOUT_EVENTS.insert})"
+    f" SELECT {_FANOUT_EVENTS.notify}"
+)
+
+
 async def advance_fanout(
     conn: Connection, fanout_id: int, cursor: int, notified: int, events: Sequence[CloudEvent]
 ) -> None:
     """Move the fan-out's cursor past a batch and put the batch's notification requests in the outbox, in one
     statement (a thousand requests were a thousand INSERTs)."""
-    await conn.execute(
-        "WITH advanced AS (UPDATE fanouts SET cursor = $2, notified = notified + $3, batches = batches + 1"
-        " WHERE id = $1),"
-        f" events AS ({ENQUEUE_FROM_ARRAYS.format(ids='$4', types='$5', bodies='$6')})"
-        f" SELECT {NOTIFY}",
-        fanout_id,
-        cursor,
-        notified,
-        *outbox_arrays(events),
-    )
+    await conn.execute(_ADVANCE_FANOUT, fanout_id, cursor, notified, *_FANOUT_EVENTS.args(events))
 
 
 async def finish_fanout(conn: Connection, fanout_id: int) -> None:

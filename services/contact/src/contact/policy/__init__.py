@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from spm_common import outbox
 from spm_common.db import Connection
 from spm_common.envelope import new_event
 from spm_common.logging import get_logger
-from spm_common.outbox import enqueue
 
 from contact import store
 from contact.events import POLICY_PUBLISHED, PrivacyPolicyPublished
@@ -78,7 +78,7 @@ async def publish(
                 "a privacy policy version differs from the one recorded; keeping the recorded one", version=version
             )
         return None
-    await enqueue(
+    await outbox.add(
         conn,
         new_event(
             POLICY_PUBLISHED,
