@@ -10,6 +10,7 @@ import uuid
 
 import aio_pika
 import httpx
+from console.ops_upstream import COMPLETED_SHOWN, DELIVERIES_SHOWN
 from console_helpers import System, csrf_of, eventually, logged_in
 from spm_common.envelope import CONTENT_TYPE
 from spm_common.testing.smtp import SmtpServer
@@ -74,6 +75,60 @@ async def test_an_admin_lifts_a_suppression_with_a_reason_and_support_may_not(sy
     actions = [(a["action"], a["target"]) for a in await system.actions(admin)]
     assert ("suppression.removed", f"notifier.recipient:{ref}") in actions
     assert ("deliveries.listed", "notifier.deliveries") in actions
+
+
+async def test_the_deliveries_page_shows_the_newest_failures(system: System) -> None:
+    """More failures than the page shows: the newest are there (the page had shown the oldest 500)."""
+    conn = await system.world.admin()
+    try:
+        ids = [
+            await conn.fetchval(
+                "INSERT INTO notifier.deliveries (request_event_id, recipient_ref, purpose, template, locale,"
+                " reference, message_id, status, attempts, last_error, failed_at)"
+                " VALUES ($1, 'ref', 'fulfil-order', 'order-confirmation', 'vi', $2, $3, 'failed', 1, '550 gone',"
+                " now() - make_interval(secs => 1000 - $4)) RETURNING id",
+                str(uuid.uuid4()),
+                f"order:bench-{n}",
+                f"<failed-{n}@spm.test>",
+                n,
+            )
+            for n in range(DELIVERIES_SHOWN + 5)
+        ]
+    finally:
+        await conn.close()
+    admin = await system.operator("admin")
+    async with logged_in(system, admin) as client:
+        page = await client.get("/deliveries")
+    assert page.status_code == 200
+    assert len(ids) == DELIVERIES_SHOWN + 5 and f"order:bench-{DELIVERIES_SHOWN + 4}<" in page.text
+    assert f"order:bench-{DELIVERIES_SHOWN + 4}<" in page.text.split("order:bench-5<")[0]  # newest first
+    assert "order:bench-4<" not in page.text  # the oldest five did not fit
+
+
+async def test_the_privacy_page_shows_every_open_request_and_the_newest_completed(system: System) -> None:
+    """An open request older than a year of completed ones still shows; of the completed, the newest do."""
+    conn = await system.world.admin()
+    try:
+        rows = [
+            (uuid.uuid4(), "completed" if n else "in-progress", None if n else "old@example.com", 400 - n)
+            for n in range(COMPLETED_SHOWN + 6)
+        ]
+        await conn.executemany(
+            "INSERT INTO contact.privacy_requests (id, kind, status, email, locale, received_at, token_expires_at,"
+            " ack_due_at, confirmed_at, due_at, completed_at) VALUES ($1, 'access', $2, $3, 'en',"
+            " now() - make_interval(days => $4), now(), now(), now() - make_interval(days => $4),"
+            " now() + interval '1 day', CASE WHEN $2 = 'completed' THEN now() END)",
+            rows,
+        )
+    finally:
+        await conn.close()
+    support = await system.operator("support")
+    async with logged_in(system, support) as client:
+        page = await client.get("/privacy")
+    assert page.status_code == 200
+    assert f'id="request-{rows[0][0]}"' in page.text  # open, older than all the others
+    assert f'id="request-{rows[-1][0]}"' in page.text  # the newest completed
+    assert f'id="request-{rows[1][0]}"' not in page.text  # the oldest completed did not fit
 
 
 async def _privacy_request(system: System, *, overdue: bool) -> tuple[uuid.UUID, str]:

@@ -246,6 +246,37 @@ async def test_gives_up_after_max_attempts_and_an_operator_retries(world: World,
     assert len(smtp.to(to)) == 1
 
 
+async def test_failed_deliveries_newest_first_for_the_console(settings, db) -> None:
+    """With more failures than a page holds, the console asks for the newest (the oldest-first list had shown
+    an operator the 500 oldest of 590 failures, and none of the new ones)."""
+    ids = []
+    for n in range(3):
+        ids.append(
+            await db.fetchval(
+                "INSERT INTO notifier.deliveries (request_event_id, recipient_ref, purpose, template, locale,"
+                " message_id, status, attempts, last_error, failed_at)"
+                " VALUES ($1, 'ref', 'fulfil-order', 'order-confirmation', 'vi', $2, 'failed', 1, '550 gone', now())"
+                " RETURNING id",
+                str(uuid.uuid4()),
+                f"<failed-{n}@spm.test>",
+            )
+        )
+    async with running(create(settings)) as client:
+        newest = await client.get(
+            "/v1/deliveries", params={"status": "failed", "before_id": ids[-1] + 1, "limit": 2}, headers=OPERATOR
+        )
+        assert newest.status_code == 200, newest.text
+        assert [d["id"] for d in newest.json()] == [ids[2], ids[1]]
+        older = await client.get(
+            "/v1/deliveries", params={"status": "failed", "before_id": ids[1], "limit": 2}, headers=OPERATOR
+        )
+        assert [d["id"] for d in older.json()][:1] == [ids[0]]
+        oldest_first = await client.get("/v1/deliveries", params={"status": "failed", "limit": 500}, headers=OPERATOR)
+        assert [d["id"] for d in oldest_first.json()][-3:] == ids
+        refused = await client.get("/v1/deliveries", params={"before_id": 0}, headers=OPERATOR)
+        assert refused.status_code == 422
+
+
 async def test_an_operator_lists_suppressions_and_lifts_one_with_a_reason(settings, db) -> None:
     bounced, other = address("bounced"), address("other")
     ref = recipient_ref(bounced, settings.recipient_key())

@@ -26,7 +26,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ValidationError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from spm_common.deadletters import DeadLetter, list_dead_letters, replay_dead_letters
+from spm_common.deadletters import Broker, DeadLetter, list_dead_letters, replay_dead_letters
 from spm_common.logging import bind_contextvars, clear_contextvars, get_logger
 from spm_common.metrics import HTTP_LATENCY
 from spm_common.runtime import Runtime
@@ -625,8 +625,9 @@ def _dead_letters(runtime: Runtime) -> APIRouter:
         responses={**OPERATOR_ONLY, 503: {"description": "the broker did not answer"}},
     )
 
-    def amqp_url() -> str:
-        return runtime.settings.role_amqp_url()
+    def amqp_url() -> Broker:
+        # The service's own live connection (its broker user), a channel of its own on it.
+        return runtime.broker.connect
 
     @asynccontextmanager
     async def broker_answers() -> AsyncIterator[None]:

@@ -25,7 +25,9 @@ async def trends(conn: Connection, first: date, last: date, limit: int = 10) -> 
     """Every trend of the UTC days `first` to `last` (both included)."""
     async with conn.transaction(isolation="repeatable_read", readonly=True):
         days = await store.daily(conn, first, last)
-        found = {kind: await store.groups(conn, kind, first, last, MIN_VISITORS, limit) for kind in store.KINDS}
+        found: dict[str, list[Any]] = {kind: [] for kind in store.KINDS}
+        for row in await store.groups(conn, store.KINDS, first, last, MIN_VISITORS, limit):
+            found[row["kind"]].append(row)
 
     def one(key: list[str] | None) -> str:
         return key[0] if key else OTHER

@@ -140,9 +140,16 @@ async def list_deliveries(
     ] = "failed",
     after_id: Annotated[DbBigInt, Query(ge=0, description="page on: the last id of the previous page")] = 0,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    before_id: Annotated[
+        DbBigInt | None,
+        Query(ge=1, description="newest first instead: the ids below this one (the last id of the previous page)"),
+    ] = None,
 ) -> list[Delivery]:
     async with runtime.pool.acquire() as conn:
-        rows = await store.list_deliveries(conn, delivery_status, after_id, limit)
+        if before_id is None:
+            rows = await store.list_deliveries(conn, delivery_status, after_id, limit)
+        else:
+            rows = await store.list_newest_deliveries(conn, delivery_status, before_id, limit)
     return [Delivery.model_validate(row) for row in rows]
 
 

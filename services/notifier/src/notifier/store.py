@@ -246,6 +246,20 @@ async def list_deliveries(conn: Connection, status: str | None, after_id: int, l
     return [dict(row) for row in rows]
 
 
+async def list_newest_deliveries(
+    conn: Connection, status: str | None, before_id: int, limit: int
+) -> list[dict[str, Any]]:
+    """Newest first: what an operator looks at first when there are more failures than a page holds."""
+    rows = await conn.fetch(
+        f"SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE ($1::text IS NULL OR status = $1) AND id < $2"
+        " ORDER BY id DESC LIMIT $3",
+        status,
+        before_id,
+        limit,
+    )
+    return [dict(row) for row in rows]
+
+
 async def retry_failed(conn: Connection, delivery_id: int | None, operator: str | None = None) -> list[int]:
     """Failed deliveries that still hold their request become due now (one, or all when id is None); the
     operator who asked is kept on each."""

@@ -185,7 +185,8 @@ def purchaser(email: Annotated[str, typer.Argument(help="the purchaser's e-mail 
     async def work(conn: asyncpg.Connection) -> tuple[asyncpg.Record | None, list[store.OrderDetail | None]]:
         summary = await store.purchaser_summary(conn, address)
         orders = await store.orders_of(conn, address, 20)
-        details = [await store.order_detail(conn, row["id"]) for row in orders]
+        found = await store.order_details(conn, [row["id"] for row in orders])
+        details = [found.get(row["id"]) for row in orders]
         return summary, details
 
     summary, details = _run(work)

@@ -196,8 +196,8 @@ async def orders_by_email(
                     [{"loc": ("query", "email"), "msg": "not a valid e-mail address", "type": "value_error"}]
                 ) from None
             rows = await store.orders_of(conn, address, MAX_ORDERS_LISTED)
-        details = [await store.order_detail(conn, row["id"]) for row in rows]
-    return [_view(detail) for detail in details if detail is not None]
+        details = await store.order_details(conn, [row["id"] for row in rows])
+    return [_view(details[row["id"]]) for row in rows if row["id"] in details]
 
 
 @router.get(

@@ -216,23 +216,40 @@ class OrderDetail(TypedDict):
 
 
 async def order_detail(conn: Connection, order_id: uuid.UUID) -> OrderDetail | None:
-    order = await conn.fetchrow(
+    return (await order_details(conn, [order_id])).get(order_id)
+
+
+async def order_details(conn: Connection, order_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, OrderDetail]:
+    """Each order with its purchaser, items and keys, by id (those that exist), in three statements whatever
+    their number: the look-up of a purchaser's orders had made three per order, ~40 ms each while the keys
+    were found by scanning them all (bench.console)."""
+    ids = list(order_ids)
+    orders = await conn.fetch(
         "SELECT o.id, o.source, o.order_id, o.placed_at, o.currency, o.total, o.locale, o.marketing_consent,"
         " o.privacy_policy_version, o.via, o.card_data_removed, o.recorded_at,"
         " p.email, p.name, p.phone, p.address"
-        " FROM orders o JOIN purchasers p ON p.id = o.purchaser_id WHERE o.id = $1",
-        order_id,
+        " FROM orders o JOIN purchasers p ON p.id = o.purchaser_id WHERE o.id = ANY($1::uuid[])",
+        ids,
     )
-    if order is None:
-        return None
+    if not orders:
+        return {}
+    found = [row["id"] for row in orders]
     items = await conn.fetch(
-        "SELECT line, sku, product_name, quantity, unit_price FROM order_items WHERE order_id = $1 ORDER BY line",
-        order_id,
+        "SELECT order_id, line, sku, product_name, quantity, unit_price FROM order_items"
+        " WHERE order_id = ANY($1::uuid[]) ORDER BY order_id, line",
+        found,
     )
     keys = await conn.fetch(
-        "SELECT sku, major_version, license_key FROM license_keys WHERE order_id = $1 ORDER BY id", order_id
+        "SELECT order_id, sku, major_version, license_key FROM license_keys WHERE order_id = ANY($1::uuid[])"
+        " ORDER BY order_id, id",
+        found,
     )
-    return {"order": order, "items": items, "keys": keys}
+    details: dict[uuid.UUID, OrderDetail] = {row["id"]: {"order": row, "items": [], "keys": []} for row in orders}
+    for item in items:
+        details[item["order_id"]]["items"].append(item)
+    for key in keys:
+        details[key["order_id"]]["keys"].append(key)
+    return details
 
 
 # --- purchasers --------------------------------------------------------------------------------------------
