@@ -59,6 +59,7 @@ from notifier.settings import Settings as NotifierSettings
 from notifier.tokens import recipient_ref
 from orders.licenses import new_keys
 from orders.settings import MIGRATIONS as ORDERS_MIGRATIONS
+from spm_common.addresses import normalise_address
 from spm_common.envelope import CloudEvent
 from spm_common.logging import configure_logging
 from spm_common.migrations import SchemaRoles, migrate
@@ -525,6 +526,7 @@ async def load_contact(
                 message.id,
                 person.name,
                 person.email,
+                normalise_address(person.email),
                 subject,
                 body,
                 locale,
@@ -546,6 +548,7 @@ async def load_contact(
             "id",
             "name",
             "email",
+            "email_key",
             "subject",
             "body",
             "locale",

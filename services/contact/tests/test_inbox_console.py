@@ -119,8 +119,9 @@ async def test_a_search_finds_matches_beyond_the_newest_window(contact: Contact,
     conn = await world.admin()
     try:
         insert = (
-            "INSERT INTO contact.messages (id, name, email, subject, body, locale, ack_message_id, received_at)"
-            " SELECT gen_random_uuid(), 'Người Gửi', 'gui@example.com', $1, 'Tin nhắn', 'vi', 'ack',"
+            "INSERT INTO contact.messages (id, name, email, email_key, subject, body, locale, ack_message_id,"
+            " received_at) SELECT gen_random_uuid(), 'Người Gửi', 'gui@example.com', 'gui@example.com', $1,"
+            " 'Tin nhắn', 'vi', 'ack',"
             " now() - interval '10 years' + make_interval(secs => n) FROM generate_series($2::int, $3::int) AS n"
             " RETURNING id"
         )
