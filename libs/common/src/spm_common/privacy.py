@@ -12,13 +12,13 @@ from __future__ import annotations
 import unicodedata
 from collections.abc import Iterable
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
 from spm_common.db import Connection
-from spm_common.envelope import CloudEvent, new_event
+from spm_common.envelope import CloudEvent, Payload, new_event
 from spm_common.notifications import Locale
 
 PRIVACY_REQUEST_CONFIRMED = "privacy.request.confirmed"
@@ -30,10 +30,11 @@ AnsweringService = Literal["contact", "orders", "notifier", "audit"]
 ANSWERING_SERVICES: tuple[AnsweringService, ...] = ("contact", "orders", "notifier", "audit")
 
 
-class PrivacyRequestConfirmed(BaseModel):
+class PrivacyRequestConfirmed(Payload):
     """A person followed the confirmation link: every service now answers for its own data."""
 
     model_config = ConfigDict(frozen=True)
+    event_type: ClassVar[str] = PRIVACY_REQUEST_CONFIRMED
 
     request_id: UUID
     kind: RequestKind
@@ -44,10 +45,11 @@ class PrivacyRequestConfirmed(BaseModel):
     confirmed_at: datetime
 
 
-class PrivacyRequestCompleted(BaseModel):
+class PrivacyRequestCompleted(Payload):
     """One service's answer to one request. `export` only for access; never anyone else's data."""
 
     model_config = ConfigDict(frozen=True)
+    event_type: ClassVar[str] = PRIVACY_REQUEST_COMPLETED
 
     request_id: UUID
     service: AnsweringService

@@ -19,6 +19,7 @@ from typing import Any
 import orjson
 from spm_common.db import Connection
 from spm_common.envelope import CloudEvent
+from spm_common.handlers import Meta
 from spm_common.logging import get_logger
 from spm_common.outbox import enqueue
 from spm_common.privacy import (
@@ -65,9 +66,8 @@ SELECT (SELECT count(*) FROM gone) AS deliveries,
 """
 
 
-async def on_confirmed(conn: Connection, event: CloudEvent, *, settings: Settings) -> None:
+async def on_confirmed(conn: Connection, request: PrivacyRequestConfirmed, meta: Meta, *, settings: Settings) -> None:
     """Handler of privacy.request.confirmed, in the consumer's transaction."""
-    request = PrivacyRequestConfirmed.model_validate(event.data)
     if not await first_answer(conn, request):
         log.info("privacy request answered before", request_id=str(request.request_id))
         return

@@ -18,6 +18,7 @@ from typing import Any
 import orjson
 from spm_common.db import Connection
 from spm_common.envelope import CloudEvent, new_event
+from spm_common.handlers import Meta
 from spm_common.logging import get_logger
 from spm_common.notifications import NOTIFICATION_REQUESTED, NotificationRequested, Recipient
 from spm_common.pgnotify import Listener
@@ -34,14 +35,14 @@ UPGRADE, NEWS = "upgrade", "news"
 HOUSEKEEPING_EVERY_SECONDS = 600.0
 
 
-async def record_release(conn: Connection, event: CloudEvent, release: UpgradeReleased) -> bool:
+async def record_release(conn: Connection, release: UpgradeReleased, event: Meta) -> None:
     payload = orjson.dumps(release.model_dump(mode="json")).decode()
-    return await store.record_fanout(conn, UPGRADE, release.release_id, event.source, event.id, payload)
+    await store.record_fanout(conn, UPGRADE, release.release_id, event.source, event.id, payload)
 
 
-async def record_announcement(conn: Connection, event: CloudEvent, news: ProductAnnounced) -> bool:
+async def record_announcement(conn: Connection, news: ProductAnnounced, event: Meta) -> None:
     payload = orjson.dumps(news.model_dump(mode="json")).decode()
-    return await store.record_fanout(conn, NEWS, news.announcement_id, event.source, event.id, payload)
+    await store.record_fanout(conn, NEWS, news.announcement_id, event.source, event.id, payload)
 
 
 async def run_batch(conn: Connection, source: str, batch_size: int) -> bool:
