@@ -36,7 +36,7 @@ from spm_common.handlers import Handlers, Meta
 from spm_common.logging import configure_logging
 from spm_common.runtime import Runtime
 from spm_common.settings import ServiceSettings
-from spm_common.testing.world import AMQP_URL, new_world
+from spm_common.testing.world import AMQP_URL, World, new_world
 
 from bench._publisher import publish_in_child
 
@@ -86,7 +86,7 @@ def line(what: str, count: int, wall: float, before: tuple[float, float]) -> Non
     )
 
 
-async def bench_relay(world, admin: asyncpg.Connection, runtime: Runtime, count: int) -> None:  # type: ignore[no-untyped-def]
+async def bench_relay(world: World, admin: asyncpg.Connection, runtime: Runtime, count: int) -> None:
     connection = await aio_pika.connect(AMQP_URL)
     async with connection:
         channel = await connection.channel()
@@ -110,7 +110,7 @@ async def bench_relay(world, admin: asyncpg.Connection, runtime: Runtime, count:
         await queue.delete(if_unused=False, if_empty=False)
 
 
-async def bench_consumer(world, admin: asyncpg.Connection, count: int) -> None:  # type: ignore[no-untyped-def]
+async def bench_consumer(world: World, admin: asyncpg.Connection, count: int) -> None:
     before = await admin.fetchval("SELECT count(*) FROM contact.inbox")
     events = [new_event(CONSUMED, "urn:spm:bench", {"n": n, "note": "benchmark event"}) for n in range(count)]
     child = await publish_in_child(AMQP_URL, world.exchange, events)

@@ -126,7 +126,11 @@ def main() -> None:
     print("scrub_body on an order.placed CloudEvent:")
     number = 2_000 if args.quick else 20_000
     for name, body in typical_bodies().items():
-        seconds = min(timeit.repeat(lambda b=body: cards.scrub_body(b), number=number, repeat=5)) / number
+
+        def scrub(b: bytes = body) -> bytes:  # what a lambda with a default did, typed
+            return cards.scrub_body(b)
+
+        seconds = min(timeit.repeat(scrub, number=number, repeat=5)) / number
         print(f"  {name:<49} {seconds * 1e6:8.2f} µs ({len(body)} bytes)")
 
 

@@ -33,9 +33,10 @@ from notifier.app import build
 from notifier.mail import Composer, stable_message_id
 from notifier.settings import Settings
 from notifier.tokens import recipient_ref
+from spm_common.db import Connection
 from spm_common.envelope import new_event
 from spm_common.logging import configure_logging
-from spm_common.notifications import NOTIFICATION_REQUESTED, NotificationRequested, Recipient
+from spm_common.notifications import NOTIFICATION_REQUESTED, Locale, NotificationRequested, Recipient
 from spm_common.testing.smtp import free_port
 from spm_common.testing.world import AMQP_URL, World, new_world
 
@@ -45,7 +46,7 @@ NAMES = ["Nguyễn Văn An", "Trần Thị Bình", "Lê Hoàng Cường", "Phạ
 
 
 def sample_request(i: int) -> NotificationRequested:
-    locale = "vi" if i % 2 else "en"
+    locale: Locale = "vi" if i % 2 else "en"
     if i % 4 == 3:
         return NotificationRequested(
             purpose="answer-message",
@@ -114,7 +115,7 @@ def render_only(requests: list[NotificationRequested], mail_from: str) -> float:
     return len(requests) / (time.perf_counter() - started)
 
 
-async def wait_sent(conn, run: str, count: int, timeout: float) -> float:  # type: ignore[no-untyped-def]
+async def wait_sent(conn: Connection, run: str, count: int, timeout: float) -> float:
     started = time.perf_counter()
     while True:
         done = await conn.fetchval(
@@ -127,7 +128,7 @@ async def wait_sent(conn, run: str, count: int, timeout: float) -> float:  # typ
         await asyncio.sleep(0.02)
 
 
-async def wait_sent_events(conn, count: int, timeout: float) -> None:  # type: ignore[no-untyped-def]
+async def wait_sent_events(conn: Connection, count: int, timeout: float) -> None:
     started = time.perf_counter()
     while await conn.fetchval("SELECT count(*) FROM notifier.outbox WHERE published_at IS NULL") > 0 or (
         await conn.fetchval("SELECT count(*) FROM notifier.outbox WHERE event_type = 'notification.sent'") < count
@@ -144,8 +145,8 @@ def cpu() -> float:
 
 
 async def sender_stage(
-    world, settings: Settings, requests: list[NotificationRequested], run: str
-) -> tuple[float, float, float]:  # type: ignore[no-untyped-def]
+    world: World, settings: Settings, requests: list[NotificationRequested], run: str
+) -> tuple[float, float, float]:
     """Deliveries recorded in one go; time until every one is sent and marked, then until the events are out."""
     key = settings.recipient_key()
     rows = []

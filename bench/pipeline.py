@@ -124,7 +124,8 @@ async def publish(shop: Shop, messages: list[ShopEvent], rate: float | None) -> 
     while sent < len(messages):
         due = len(messages) if rate is None else min(len(messages), int((time.perf_counter() - started) * rate) + 1)
         if due <= sent:
-            await asyncio.sleep(max(0.001, started + sent / rate - time.perf_counter()))  # type: ignore[operator]
+            assert rate is not None  # without a rate every message is due at once
+            await asyncio.sleep(max(0.001, started + sent / rate - time.perf_counter()))
             continue
         chunk = messages[sent : min(due, sent + WINDOW)]
         sent_at.extend([time.time()] * len(chunk))
@@ -167,6 +168,7 @@ async def settle(world: World, admin: asyncpg.Connection, timeout: float = 300) 
                 queue = await channel.declare_queue(f"{world.exchange}.{service}", passive=True)
                 queued += queue.declaration_result.message_count or 0
             row = await admin.fetchrow(BUSY)
+            assert row is not None  # a SELECT without FROM: always one row
             idle = queued == 0 and row["waiting"] == 0
             quiet = quiet + 1 if idle and row["last"] == previous else 0
             if quiet == QUIET_LOOKS:
@@ -211,6 +213,7 @@ async def run_phase(
             if committed < count and now - counted >= 1:
                 committed, counted = await admin.fetchval(COMMITTED, since), now
             row = await admin.fetchrow(AUDITED_SINCE, audited_seq)
+            assert row is not None  # an aggregate without GROUP BY: always one row
             if row["last"] is not None:
                 audited_seq, placed, recorded = row["last"], placed + row["placed"], recorded + row["recorded"]
             if committed >= count:  # an e-mail goes after its order

@@ -17,6 +17,7 @@ import argparse
 import asyncio
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from datetime import UTC, datetime
 
@@ -56,7 +57,7 @@ def order(email: str, name: str) -> dict[str, object]:
     }
 
 
-async def until(check, what: str, timeout: float = 900) -> None:  # type: ignore[no-untyped-def]
+async def until(check: Callable[[], Awaitable[bool]], what: str, timeout: float = 900) -> None:
     deadline = time.monotonic() + timeout
     while not await check():
         if time.monotonic() > deadline:
@@ -114,11 +115,13 @@ async def run(world: World, smtp: SmtpServer, orders: int, messages: int, others
             assert all(r.status_code == 202 for r in replies), replies[0].text
 
         async def seeded() -> bool:
-            mails = await admin.fetchval("SELECT count(*) FROM notifier.deliveries WHERE status = 'sent'")
+            mails: int = await admin.fetchval("SELECT count(*) FROM notifier.deliveries WHERE status = 'sent'")
             pending = sum(
                 [await admin.fetchval(f"SELECT count(*) FROM {s}.outbox WHERE published_at IS NULL") for s in SCHEMAS]
             )
-            sent = await admin.fetchval("SELECT count(*) FROM audit.entries WHERE event_type = 'notification.sent'")
+            sent: int = await admin.fetchval(
+                "SELECT count(*) FROM audit.entries WHERE event_type = 'notification.sent'"
+            )
             return mails >= orders + messages + others and sent >= mails and pending == 0
 
         await until(seeded, "the data in every service")

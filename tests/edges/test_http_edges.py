@@ -139,7 +139,7 @@ BAD_BODIES: dict[str, tuple[bytes, str]] = {
 # The tables each edge would write to (or the rows of them it would write), counted before and after.
 WRITES = {
     "contact": ["contact.messages", "contact.outbox"],
-    "orders": ["orders.orders", "orders.purchasers", "orders.outbox", "orders.rate_limits"],
+    "orders": ["orders.orders", "orders.purchasers", "orders.outbox", "orders.rate_windows"],
     "audit": ["audit.pageviews", "audit.entries"],
     # Not every outbox row: the sender may be finishing e-mails an earlier test in this world asked for.
     "notifier": ["notifier.unsubscribes", "notifier.outbox WHERE event_type = 'notification.unsubscribed'"],

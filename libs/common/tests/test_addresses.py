@@ -1,11 +1,14 @@
-"""The cheap address check never accepts what email-validator refuses, nor what it would spell otherwise."""
+"""The cheap address check never accepts what email-validator refuses, nor what it would spell otherwise; the
+one rule addresses are compared in."""
 
 from __future__ import annotations
+
+import unicodedata
 
 from email_validator import EmailNotValidError, validate_email
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
-from spm_common.addresses import is_plain_address
+from spm_common.addresses import is_plain_address, normalise_address
 
 
 def accepted_as_is(text: str) -> bool:
@@ -31,3 +34,19 @@ def test_ordinary_addresses_are_plain() -> None:
         assert is_plain_address(address)
     for address in ("ab@cd--ef.com", "a@xn--bcher-kva.example", "a@b.local", "a..b@example.com", "a@example"):
         assert not is_plain_address(address)
+
+
+def test_one_rule_compares_addresses_nfc_trimmed_and_lower_case() -> None:
+    """Every service keys, hashes and compares addresses in this one spelling (docs/architecture.md)."""
+    assert normalise_address("  Ada.Lovelace@Example.COM ") == "ada.lovelace@example.com"
+    assert normalise_address("E\u0301cole@example.com") == "\u00e9cole@example.com"
+    assert normalise_address("ΟΔΥΣΣΕΥΣ@example.com") == "οδυσσευς@example.com"
+    # Not casefold: "ß" stays, so two addresses that differ in more than case stay two.
+    assert normalise_address("STRAẞE@example.com") != normalise_address("STRASSE@example.com")
+    assert normalise_address("Ada@example.com") == normalise_address("ADA@EXAMPLE.COM")
+
+
+@settings(max_examples=1000, deadline=None)
+@given(st.text(max_size=40) | st.emails())
+def test_the_ascii_shortcut_spells_every_address_as_the_rule_does(text: str) -> None:
+    assert normalise_address(text) == unicodedata.normalize("NFC", text).strip().lower()

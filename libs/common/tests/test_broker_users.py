@@ -20,8 +20,10 @@ import httpx
 import pytest
 from aio_pika.exceptions import ChannelClosed
 from aiormq.exceptions import ChannelAccessRefused
+from pamqp.common import FieldTable
 from spm_common.brokerusers import (
     BINDS,
+    MONITOR,
     PUBLISHES,
     ROUTED,
     USERS,
@@ -31,11 +33,10 @@ from spm_common.brokerusers import (
     with_credentials,
 )
 from spm_common.settings import SERVICES, WITH_SCHEMA
-from spm_common.testing.world import AMQP_URL, World, new_world
+from spm_common.testing.world import AMQP_URL, MANAGEMENT_URL, World, new_world
 from spm_common.topology import Topology
 
 pytestmark = pytest.mark.asyncio
-MANAGEMENT_URL = os.environ.get("SPM_TEST_RABBITMQ_MANAGEMENT_URL", "http://guest:guest@127.0.0.1:15672")
 _management = urlsplit(MANAGEMENT_URL)
 MANAGEMENT_API = f"{_management.scheme}://{_management.hostname}:{_management.port or 15672}"
 MANAGEMENT_AUTH = (_management.username or "", _management.password or "")
@@ -110,7 +111,7 @@ async def declare_own_queues(users: Users, service: str) -> None:
             await queue.bind(exchange, routing_key=key)
 
 
-def _arguments(topology: Topology, which: str) -> dict:
+def _arguments(topology: Topology, which: str) -> FieldTable:
     arguments = topology._main_arguments() if which == "main" else topology._retry_arguments()
     return {"x-queue-type": "quorum", **arguments}
 
@@ -141,10 +142,10 @@ async def test_each_service_declares_binds_and_publishes_what_it_owns(users: Use
     async with connection:
         channel = await connection.channel()
         queue = await channel.get_queue(f"{users.exchange}.orders", ensure=False)
-        keys = []
+        received: list[str] = []
         while (message := await queue.get(no_ack=True, fail=False, timeout=10)) is not None:
-            keys.append(message.routing_key)
-    assert sorted(keys) == [
+            received.append(str(message.routing_key))
+    assert sorted(received) == [
         "notification.unsubscribed",
         "order.placed",
         "privacy.request.confirmed",
@@ -203,6 +204,72 @@ async def test_no_user_may_consume_another_services_queue(users: Users, who: str
         queue = await channel.get_queue(f"{users.exchange}.{other}", ensure=False)
         with pytest.raises(REFUSED, match="ACCESS_REFUSED"):
             await queue.get(no_ack=True, fail=False, timeout=10)
+
+
+async def test_the_monitor_reads_queue_depths_and_is_refused_everything_else(users: Users, vhost: str) -> None:
+    """The console's `spm_monitor` login: the depth of each queue of its vhost, and nothing more."""
+    await declare_own_queues(users, "notifier")
+    dlq = Topology(users.exchange, "notifier").dead_letter_queue_name
+    connection = await aio_pika.connect(AMQP_URL)
+    async with connection:
+        channel = await connection.channel()
+        for _ in range(2):
+            await channel.default_exchange.publish(aio_pika.Message(b"{}"), routing_key=dlq)
+    name = user_name(MONITOR, users.prefix)
+    async with httpx.AsyncClient(base_url=MANAGEMENT_API, auth=(name, users.passwords[name]), timeout=30) as api:
+
+        async def depth() -> int | None:
+            # The management API's statistics lag the queue by up to its 5 s collection interval.
+            answer = await api.get(f"/api/queues/%2F/{dlq}", params={"columns": "name,messages"})
+            assert answer.status_code == 200, answer.text
+            messages: int | None = answer.json().get("messages")
+            return messages
+
+        for _ in range(150):
+            if await depth() == 2:
+                break
+            await asyncio.sleep(0.1)
+        assert await depth() == 2
+        refused = {
+            "read a message": (
+                "POST",
+                f"/api/queues/%2F/{dlq}/get",
+                {"count": 1, "ackmode": "ack_requeue_true", "encoding": "auto"},
+            ),
+            "purge a queue": ("DELETE", f"/api/queues/%2F/{dlq}/contents", None),
+            "delete a queue": ("DELETE", f"/api/queues/%2F/{dlq}", None),
+            "declare a queue": ("PUT", f"/api/queues/%2F/{users.exchange}.monitor", {"durable": True}),
+            "delete an exchange": ("DELETE", f"/api/exchanges/%2F/{users.exchange}", None),
+            "see the users": ("GET", "/api/users", None),
+            "see the definitions": ("GET", "/api/definitions", None),
+            "give itself rights": (
+                "PUT",
+                f"/api/permissions/%2F/{name}",
+                {"configure": ".*", "write": ".*", "read": ".*"},
+            ),
+            "see another vhost": ("GET", f"/api/queues/{vhost}", None),
+        }
+        for what, (method, path, body) in refused.items():
+            answer = await api.request(method, path, json=body)
+            assert answer.status_code == 401, (what, answer.status_code, answer.text)
+        publish_ = await api.post(
+            f"/api/exchanges/%2F/{users.exchange}/publish",
+            json={"properties": {}, "routing_key": "order.placed", "payload": "{}", "payload_encoding": "string"},
+        )
+        assert publish_.status_code == 400 and "ACCESS_REFUSED" in publish_.text
+        assert await depth() == 2  # nothing was taken
+    # Over AMQP it may connect, and do nothing.
+    with pytest.raises(REFUSED, match="ACCESS_REFUSED"):
+        await publish(users.url(MONITOR), users.exchange, "order.placed")
+    connection = await aio_pika.connect(users.url(MONITOR))
+    async with connection:
+        channel = await connection.channel()
+        queue = await channel.get_queue(dlq, ensure=False)
+        with pytest.raises(REFUSED, match="ACCESS_REFUSED"):
+            await queue.get(no_ack=True, fail=False, timeout=10)
+        channel = await connection.channel()
+        with pytest.raises(REFUSED, match="ACCESS_REFUSED"):
+            await channel.declare_queue(exclusive=True)
 
 
 def dev_passwords() -> dict[str, str]:

@@ -49,4 +49,5 @@ async def test_a_message_returned_delivery_limit_times_is_dead_lettered(lab: Wor
         assert dead is not None, "the message never reached the dead-letter queue"
         assert dead.message_id == "poison"
         deaths = (dead.headers or {}).get("x-death")
-        assert isinstance(deaths, list) and deaths[0]["reason"] == "delivery_limit"
+        assert isinstance(deaths, list) and isinstance(deaths[0], dict)
+        assert deaths[0]["reason"] == "delivery_limit"

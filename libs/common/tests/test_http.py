@@ -120,7 +120,8 @@ async def test_an_unusable_request_id_is_replaced_by_a_fresh_one(client: Any, gi
         response = await client.post("/v1/caused-events", headers={"X-Request-ID": given})
     assert response.status_code == 201
     fresh = response.headers["X-Request-ID"]
-    assert uuid.UUID(fresh) and fresh != given.decode("latin-1")
+    uuid.UUID(fresh)  # raises unless it is one
+    assert fresh != given.decode("latin-1")
     assert response.json() == {"correlationid": fresh}
     [access] = [line for line in logs.lines if line.get("event") == "request"]
     assert (access["request_id"], access["correlation_id"]) == (fresh, fresh)
@@ -218,7 +219,7 @@ async def test_a_422_names_the_fields_but_never_echoes_input(client: Any) -> Non
 
 
 # NUL and lone surrogates, wherever text arrives; each fits the schema here, so only the shared guard refuses it.
-UNUSABLE_TEXT: dict[str, tuple[str, str, dict[str, Any], list[str]]] = {
+UNUSABLE_TEXT: dict[str, tuple[str, str, dict[str, Any], list[str | int]]] = {
     "NUL in a path segment": ("GET", "/v1/notes/a%00b", {}, ["path"]),
     "NUL in the query string": ("GET", "/v1/notes/a?text=x%00y", {}, ["query", "text"]),
     "NUL in an unknown parameter": ("GET", "/v1/notes/a?other=%00", {}, ["query", "other"]),

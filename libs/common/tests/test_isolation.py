@@ -58,6 +58,7 @@ async def test_each_schema_belongs_to_its_owner_role_not_to_the_login(
                     " WHERE rolname = $1",
                     role_name,
                 )
+                assert role is not None, role_name
                 assert role["rolcanlogin"] is can_login, role_name
                 assert not any(role[k] for k in ("rolsuper", "rolcreaterole", "rolcreatedb", "rolbypassrls")), (
                     f"{role_name} must hold no special power"

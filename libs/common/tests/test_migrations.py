@@ -58,6 +58,7 @@ async def test_applied_once_and_in_order(lab: World, schema: str, tmp_path: Path
             "common:0003_privacy_answered",
             "common:0004_dead_letters_parked",
             "common:0005_outbox_routing_key",
+            "common:0006_rate_windows",
             f"{schema}:0001_first",
             f"{schema}:0002_second",
             f"{schema}:0010_third",

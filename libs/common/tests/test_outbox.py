@@ -475,7 +475,8 @@ async def test_a_relay_that_keeps_failing_warns_once_moves_its_gauges_and_recove
                 return (await gauge(client, "spm_loop_consecutive_failures") or 0) >= 3
 
             await wait_until(failing_thrice, True, timeout=30)
-            assert await gauge(client, "spm_loop_failures_total") >= 3
+            failures = await gauge(client, "spm_loop_failures_total")
+            assert failures is not None and failures >= 3
             await channel.declare_exchange(settings.exchange, aio_pika.ExchangeType.TOPIC, durable=True)
 
             async def recovered() -> bool:
@@ -483,7 +484,8 @@ async def test_a_relay_that_keeps_failing_warns_once_moves_its_gauges_and_recove
 
             await wait_until(recovered, True, timeout=30)
             await wait_until(lambda: unpublished(runtime.pool), 0)
-            assert await gauge(client, "spm_loop_last_success_timestamp_seconds") > started_at
+            last_success = await gauge(client, "spm_loop_last_success_timestamp_seconds")
+            assert started_at is not None and last_success is not None and last_success > started_at
             await channel.close()
     relay_lines = [line for line in logs.lines if line.get("loop") == "outbox-relay"]
     failing = [line for line in relay_lines if line["event"] == "background loop failing"]

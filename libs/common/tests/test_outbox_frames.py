@@ -30,7 +30,7 @@ def test_publish_frames_are_byte_for_byte_what_pamqp_marshals(event_id: str, bod
         message_id=event_id,
         message_type=event_type,
     )
-    frames = [
+    frames: list[pamqp.frame.FrameTypes] = [
         spec.Basic.Publish(exchange=exchange, routing_key=event_type),
         ContentHeader(properties=properties, body_size=len(body)),
         *(ContentBody(body[i : i + max_content]) for i in range(0, len(body), max_content)),
@@ -58,7 +58,7 @@ def test_a_routing_key_other_than_the_type_is_what_pamqp_marshals_and_the_type_s
         message_id=event_id,
         message_type=event_type,
     )
-    frames = [
+    frames: list[pamqp.frame.FrameTypes] = [
         spec.Basic.Publish(exchange=exchange, routing_key=routing_key),
         ContentHeader(properties=properties, body_size=len(body)),
         ContentBody(body),

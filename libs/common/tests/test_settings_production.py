@@ -27,7 +27,7 @@ SERVICE_CLASSES: dict[str, type[SpmSettings]] = {
     "audit": AuditSettings,
     "console": ConsoleSettings,
 }
-EVERY_CLASS = [*SERVICE_CLASSES.values(), BootstrapSettings]
+EVERY_CLASS: list[type[SpmSettings]] = [*SERVICE_CLASSES.values(), BootstrapSettings]
 # Made up for these tests, 40 characters each, as `secrets.token_urlsafe(32)` would give (43).
 STRONG = "Zq3vR8mT1xK6pW2nB9cJ4hL7sD0fG5yA-uE_iO8w"
 SHORT = STRONG[:31]

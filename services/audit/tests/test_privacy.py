@@ -100,7 +100,7 @@ async def test_erasure_destroys_the_persons_key_and_hides_their_older_entries(
     erasure = confirmed(kit, "erasure", email)
     await kit.publish([erasure])
     erased = await answer_of(admin, erasure["data"]["request_id"])
-    assert erased["counts"] == {"entries": 3, "older_entries": 1} and erased["export"] is None
+    assert erased["counts"] == {"entries": 3, "older_entries": 1, "dead_letters": 0} and erased["export"] is None
     assert email not in orjson.dumps(erased).decode()
 
     found = await audit.get("/v1/audit/events", params={"email": email}, headers=kit.operator)

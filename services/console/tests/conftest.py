@@ -8,17 +8,12 @@ own operator accounts and messages, so tests do not see each other's data.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
+from console_helpers import System, system_running
 from spm_common.testing.smtp import SmtpServer
 from spm_common.testing.world import new_world
-
-sys.path.insert(0, str(Path(__file__).parent))
-
-from console_helpers import System, system_running
 
 
 # One system for the session: starting the apps costs seconds, and every test makes its own data. It has a

@@ -1,4 +1,4 @@
-"""Helpers of the console's tests (conftest.py puts this folder on sys.path)."""
+"""Helpers of the console's tests (on sys.path through `pythonpath` in the root pyproject.toml)."""
 
 from __future__ import annotations
 
@@ -29,8 +29,9 @@ from notifier.settings import Settings as NotifierSettings
 from orders import webhooks
 from orders.app import create as create_orders
 from orders.settings import Settings as OrdersSettings
+from spm_common.brokerusers import MONITOR, broker_users, ensure_users, management_api, user_name
 from spm_common.testing.smtp import free_port
-from spm_common.testing.world import WEBHOOK_SECRET, World
+from spm_common.testing.world import AMQP_URL, MANAGEMENT_URL, WEBHOOK_SECRET, World
 
 T = TypeVar("T")
 PASSWORD = "correct horse battery staple"
@@ -102,8 +103,8 @@ class System:
         assert response.status_code == 202, response.text
         return str(response.json()["id"])
 
-    async def place_order(self, email: str) -> str:
-        """An order through the shop's signed webhook; returns its id at the shop."""
+    async def place_order(self, email: str, *, consent: bool = False) -> str:
+        """An order through the shop's signed webhook (`consent`: to news); returns its id at the shop."""
         order_id = f"FS-2026-{uuid.uuid4().hex[:10].upper()}"
         body = orjson.dumps(
             {
@@ -115,6 +116,7 @@ class System:
                 "items": [
                     {"sku": "SPM-DICT-PRO", "product_name": "SPM Dictionary Pro", "quantity": 1, "unit_price": "49.00"}
                 ],
+                "marketing_consent": consent,
             }
         )
         signature = webhooks.header(WEBHOOK_SECRET, int(time.time()), body)
@@ -159,6 +161,23 @@ class System:
 
 
 @asynccontextmanager
+async def monitor_login(world: World) -> AsyncIterator[str]:
+    """The console's read-only `spm_monitor` user, as `spm-admin bootstrap` makes it, named for this world (users
+    are broker-wide); yields the management API's URL with its login."""
+    [monitor] = [
+        u for u in broker_users(world.exchange, f"{world.name}_") if u.name == user_name(MONITOR, f"{world.name}_")
+    ]
+    password = uuid.uuid4().hex
+    await ensure_users(MANAGEMENT_URL, AMQP_URL, [monitor], {monitor.name: password})
+    api = management_api(MANAGEMENT_URL)
+    try:
+        yield api.base_url.replace("://", f"://{monitor.name}:{password}@", 1)
+    finally:
+        async with httpx.AsyncClient(base_url=api.base_url, auth=api.auth) as client:
+            await client.delete(f"/api/users/{monitor.name}")
+
+
+@asynccontextmanager
 async def system_running(world: World, **console_overrides: Any) -> AsyncIterator[System]:
     contact_port, notifier_port, orders_port, console_port = free_port(), free_port(), free_port(), free_port()
     audit_port = free_port()
@@ -175,6 +194,7 @@ async def system_running(world: World, **console_overrides: Any) -> AsyncIterato
         served(create_notifier(notifier), notifier_port) as notifier_url,
         served(create_orders(orders), orders_port) as orders_url,
         served(create_audit(audit), audit_port) as audit_url,
+        monitor_login(world) as monitor_url,
     ):
         console = world.settings(
             ConsoleSettings,
@@ -183,7 +203,7 @@ async def system_running(world: World, **console_overrides: Any) -> AsyncIterato
             console_orders_url=orders_url,
             console_notifier_url=notifier_url,
             console_audit_url=audit_url,
-            **console_overrides,
+            **{"console_rabbitmq_monitor_url": monitor_url, **console_overrides},
         )
         async with served(create_console(console), console_port) as console_url:
             yield System(world, console_url, contact_url, orders_url, console, notifier_url, audit_url)

@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 from console import store
 from console_helpers import PASSWORD, System, csrf_of, eventually, logged_in
+from spm_common.testing.clock import clear_of_window_edges
 
 
 async def test_pages_carry_the_security_headers_and_are_not_stored(system: System) -> None:
@@ -51,6 +52,7 @@ async def test_login_in_vietnamese_by_default_and_english_on_request(system: Sys
 
 
 async def test_wrong_password_is_refused_then_the_account_is_rate_limited(system: System) -> None:
+    await clear_of_window_edges(system.console.console_login_window_seconds)
     email = await system.operator()
     async with httpx.AsyncClient(base_url=system.console_url) as client:
         token = csrf_of((await client.get("/login")).text)

@@ -5,6 +5,7 @@ with a reason, e-mailed to the person). Each is recorded as operator.action."""
 from __future__ import annotations
 
 import hashlib
+import re
 import uuid
 
 import aio_pika
@@ -199,3 +200,44 @@ async def test_an_admin_sees_a_dead_letter_and_replays_it(system: System) -> Non
     actions = [(a["action"], a["target"]) for a in await system.actions(admin)]
     assert ("dead_letter.replayed", f"notifier.dead_letter:{message_id}") in actions
     assert ("dead_letters.replayed", "notifier.dead_letters") in actions
+
+
+def _queue_row(page: str, service: str) -> list[str]:
+    """The cells of that service's row in the system page's queue table (queue name first)."""
+    row = re.search(rf'<tr id="queue-{service}">(.*?)</tr>', page, re.S)
+    assert row, f"no queue row for {service}"
+    return [
+        re.sub(r"<[^>]+>", "", cell).strip() for cell in re.findall(r"<t[hd][^>]*>(.*?)</t[hd]>", row.group(1), re.S)
+    ]
+
+
+async def test_the_system_page_shows_each_queue_and_its_dead_letters(system: System) -> None:
+    """Depths come from RabbitMQ's management API with the read-only spm_monitor login; a message the orders
+    service cannot read shows in its dead-letter column (the broker's statistics lag by up to 5 s)."""
+    services = ("contact", "orders", "notifier", "audit")
+    async with logged_in(system, await system.operator("admin")) as client:
+        page = (await client.get("/system")).text
+        for service in services:
+            assert _queue_row(page, service)[0] == f"{system.world.exchange}.{service}"
+        before = int(_queue_row(page, "orders")[5])
+        connection = await aio_pika.connect(AMQP_URL)
+        async with connection:
+            channel = await connection.channel()
+            exchange = await channel.get_exchange(system.world.exchange)
+            await exchange.publish(
+                aio_pika.Message(b"not json", content_type=CONTENT_TYPE, message_id=f"garbage-{uuid.uuid4().hex[:8]}"),
+                routing_key="order.placed",
+            )
+
+        async def counted() -> str | None:
+            shown = (await client.get("/system")).text
+            # Each service consumes its queue (once the statistics have caught up with its start).
+            consuming = all(int(_queue_row(shown, service)[3]) >= 1 for service in services)
+            return shown if consuming and int(_queue_row(shown, "orders")[5]) == before + 1 else None
+
+        page = await eventually(counted, timeout=30, what="the dead letter counted on the system page")
+        assert 'class="error">' in re.search(r'<tr id="queue-orders">.*?</tr>', page, re.S).group(0)  # type: ignore[union-attr]
+        # In English too.
+        await client.post("/language", data={"csrf_token": csrf_of(page), "lang": "en", "next": "/system"})
+        english = (await client.get("/system")).text
+        assert "In the dead-letter queue" in english and "the read-only spm_monitor login" in english

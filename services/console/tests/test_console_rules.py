@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 from console import i18n
+from console.api import TEMPLATES, safe_next
 from console.sessions import Signer
 from console.settings import Settings
-from console.web import TEMPLATES, safe_next
 
 
 def test_a_cookie_the_console_did_not_sign_is_refused() -> None:

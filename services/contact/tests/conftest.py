@@ -8,17 +8,11 @@ its own client addresses and e-mail addresses, so tests do not see each other's 
 
 from __future__ import annotations
 
-import sys
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
-from spm_common.testing.world import World
-
-# Test modules import their helpers from contact_helpers.py, next to this file.
-sys.path.insert(0, str(Path(__file__).parent))
-
 from contact_helpers import Contact, started
+from spm_common.testing.world import World
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,9 @@ from typing import Any
 import asyncpg
 import pytest
 from contact import store
+from contact.settings import Settings
 from contact_helpers import Contact, form, new_address, outbox_events, random_ip, started
+from spm_common.testing.clock import clear_of_window_edges
 from spm_common.testing.world import World
 
 
@@ -203,6 +205,7 @@ async def test_a_connection_the_server_had_ended_is_a_503_too(
 
 
 async def test_a_burst_from_one_client_is_limited_and_others_are_not(contact: Contact, world: World) -> None:
+    await clear_of_window_edges(Settings.model_fields["contact_rate_client_window_seconds"].default, 7200, 7300)
     address = new_address()
     ip = random_ip()
     statuses = []
@@ -221,13 +224,14 @@ async def test_a_burst_from_one_client_is_limited_and_others_are_not(contact: Co
 
     conn = await world.admin()
     try:
-        buckets = [row["bucket"] for row in await conn.fetch("SELECT bucket FROM contact.rate_counters")]
+        buckets = [row["bucket"] for row in await conn.fetch("SELECT bucket FROM contact.rate_windows")]
     finally:
         await conn.close()
     assert buckets and all(ip not in bucket for bucket in buckets)
 
 
 async def test_the_limit_holds_across_replicas_and_restarts(contact: Contact, world: World) -> None:
+    await clear_of_window_edges(Settings.model_fields["contact_rate_client_window_seconds"].default, 7200, 7300)
     ip = random_ip()
     async with started(world) as replica:
         for service in (contact, replica, contact, replica, contact):
@@ -242,6 +246,7 @@ async def test_the_limit_holds_across_replicas_and_restarts(contact: Contact, wo
 
 
 async def test_the_global_limit_applies_to_everyone_together(world: World) -> None:
+    await clear_of_window_edges(Settings.model_fields["contact_rate_client_window_seconds"].default, 7200, 7300)
     # Its own window length gives this app its own global counter in the shared database.
     async with started(world, contact_rate_global=3, contact_rate_global_window_seconds=7200) as service:
         statuses = []
@@ -254,6 +259,7 @@ async def test_the_global_limit_applies_to_everyone_together(world: World) -> No
 
 
 async def test_attempts_arriving_together_are_counted_one_by_one(world: World) -> None:
+    await clear_of_window_edges(Settings.model_fields["contact_rate_client_window_seconds"].default, 7200, 7300)
     # Sent at once, the attempts are admitted together, by one statement; each must still be counted as if
     # it had come alone, and those refused for their client must not count against everyone's limit.
     async with started(world, contact_rate_global=6, contact_rate_global_window_seconds=7300) as service:
@@ -269,6 +275,7 @@ async def test_attempts_arriving_together_are_counted_one_by_one(world: World) -
 
 
 async def test_behind_a_trusted_proxy_each_client_has_its_own_limit(world: World) -> None:
+    await clear_of_window_edges(Settings.model_fields["contact_rate_client_window_seconds"].default, 7200, 7300)
     # Every request comes from the proxy: keyed on the TCP peer, the whole site would share one bucket.
     proxy, one, two = random_ip(), random_ip(), random_ip()
     async with started(world, trusted_proxies=f"{proxy}/32") as service, service.client(proxy) as client:
@@ -293,6 +300,7 @@ async def test_an_untrusted_peers_forwarded_for_is_ignored(contact: Contact) -> 
 
 
 async def test_two_ipv6_addresses_of_one_64_share_a_limit(contact: Contact) -> None:
+    await clear_of_window_edges(Settings.model_fields["contact_rate_client_window_seconds"].default, 7200, 7300)
     prefix = f"2001:db8:{uuid.uuid4().hex[:4]}:{uuid.uuid4().hex[:4]}"
     statuses = []
     for host in range(1, 7):

@@ -6,20 +6,15 @@ RabbitMQ and the in-process SMTP server of `spm_common.testing`.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
 
 import aio_pika
 import asyncpg
 import pytest
 from notifier.settings import Settings
+from notifier_helpers import FAST
 from spm_common.envelope import CloudEvent, amqp_message
 from spm_common.testing.world import AMQP_URL, World
-
-sys.path.insert(0, str(Path(__file__).parent))
-
-from notifier_testkit import FAST
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import subprocess
 import sys
 
 import httpx
-from notifier_testkit import address, request_event
+from notifier_helpers import address, request_event
 from spm_common.testing.smtp import SmtpServer, free_port
 from spm_common.testing.world import World
 

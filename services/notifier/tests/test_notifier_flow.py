@@ -17,7 +17,7 @@ from notifier import store
 from notifier.app import create
 from notifier.settings import Settings
 from notifier.tokens import make_token, recipient_ref
-from notifier_testkit import FAST, address, dead_letters, delivery_of, eventually, request_event, settled
+from notifier_helpers import FAST, address, dead_letters, delivery_of, eventually, request_event, settled
 from spm_common.brokerusers import broker_users, ensure_users, with_credentials
 from spm_common.db import INDEX_SCAN_CLAIM
 from spm_common.envelope import amqp_message, new_event

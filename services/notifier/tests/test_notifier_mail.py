@@ -19,7 +19,7 @@ from notifier.mail import (
     usable_message_id,
 )
 from notifier.policy import CATEGORY_OF, LOCALES, TEMPLATES, check_request
-from notifier_testkit import SAMPLE_CONTEXTS
+from notifier_helpers import SAMPLE_CONTEXTS
 
 MAIL_FROM = "Nhóm SPM <no-reply@spmgroup.vn>"
 composer = Composer(MAIL_FROM)

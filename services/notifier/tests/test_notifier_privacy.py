@@ -11,7 +11,7 @@ import asyncpg
 from notifier import store
 from notifier.app import create
 from notifier.tokens import recipient_ref
-from notifier_testkit import address, eventually
+from notifier_helpers import address, eventually
 from spm_common.envelope import new_event
 from spm_common.privacy import PRIVACY_REQUEST_CONFIRMED, PrivacyRequestConfirmed
 from spm_common.testing.world import running

@@ -9,7 +9,7 @@ from notifier.deliveries import _address_problem, _outcome, backoff_seconds
 from notifier.policy import RecipientFacts, check_request, refusal
 from notifier.smtp import classify
 from notifier.tokens import InvalidToken, make_token, read_token, recipient_ref
-from notifier_testkit import SAMPLE_CONTEXTS
+from notifier_helpers import SAMPLE_CONTEXTS
 from spm_common.envelope import CloudEvent, new_event
 from spm_common.notifications import NOTIFICATION_FAILED, NOTIFICATION_SENT, NotificationOutcome
 

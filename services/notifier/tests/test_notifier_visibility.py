@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 from notifier.app import create
 from notifier.settings import Settings
-from notifier_testkit import FAST, address, delivery_of, eventually, request_event, settled
+from notifier_helpers import FAST, address, delivery_of, eventually, request_event, settled
 from prometheus_client.parser import text_string_to_metric_families
 from spm_common.testing.logs import captured_json_logs
 from spm_common.testing.smtp import AuthSmtpServer, SmtpAuth

@@ -8,17 +8,11 @@ in-process SMTP server. Each test uses its own addresses and order ids, so tests
 
 from __future__ import annotations
 
-import sys
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
-from spm_common.testing.world import World
-
-# Test modules import their helpers from orders_helpers.py, next to this file.
-sys.path.insert(0, str(Path(__file__).parent))
-
 from orders_helpers import Orders, started
+from spm_common.testing.world import World
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""Helpers of the orders service's tests (conftest.py puts this folder on sys.path)."""
+"""Helpers of the orders service's tests (on sys.path through `pythonpath` in the root pyproject.toml)."""
 
 from __future__ import annotations
 

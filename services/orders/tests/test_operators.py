@@ -7,7 +7,7 @@ import uuid
 
 import aio_pika
 import orjson
-from orders.cli import cli
+from orders.admin import cli
 from orders_helpers import Orders, eventually, fanout_done, fetch, new_address, order_data, seed_purchasers
 from spm_common.testing.world import AMQP_URL
 from typer.testing import CliRunner

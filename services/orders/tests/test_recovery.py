@@ -7,7 +7,9 @@ import time
 from collections.abc import AsyncIterator
 
 import pytest
+from orders.settings import Settings
 from orders_helpers import Orders, fetch, new_address, order_data, outbox, random_ip, started
+from spm_common.testing.clock import clear_of_window_edges
 from spm_common.testing.world import World
 
 FLOOR = 0.1
@@ -61,6 +63,7 @@ async def test_known_and_unknown_addresses_get_the_same_answer(orders: Orders) -
 
 
 async def test_an_address_is_sent_a_few_recoveries_at_most(orders: Orders) -> None:
+    await clear_of_window_edges(Settings.model_fields["orders_recovery_window_seconds"].default)
     email = new_address()
     await bought(orders, email, "SPM-DICT-PRO")
     for _ in range(orders.settings.orders_recovery_per_email + 2):
@@ -70,6 +73,7 @@ async def test_an_address_is_sent_a_few_recoveries_at_most(orders: Orders) -> No
 
 
 async def test_a_client_is_limited_and_the_limit_survives_a_restart(world: World, orders: Orders) -> None:
+    await clear_of_window_edges(Settings.model_fields["orders_recovery_window_seconds"].default)
     ip = random_ip()
     for _ in range(orders.settings.orders_recovery_per_client):
         assert (await ask(orders, new_address(), ip))[0] == 202
@@ -80,7 +84,7 @@ async def test_a_client_is_limited_and_the_limit_survives_a_restart(world: World
     async with started(world, orders_recovery_min_seconds=0) as restarted:
         assert (await ask(restarted, new_address(), ip))[0] == 429
         assert (await ask(restarted, new_address(), random_ip()))[0] == 202
-    rows = await fetch(world, "SELECT bucket FROM orders.rate_limits")
+    rows = await fetch(world, "SELECT bucket FROM orders.rate_windows")
     assert all(ip not in r["bucket"] and "@" not in r["bucket"] for r in rows)
 
 
@@ -92,6 +96,7 @@ async def test_a_malformed_address_is_refused(orders: Orders) -> None:
 
 
 async def test_behind_a_trusted_proxy_clients_are_limited_apart(world: World) -> None:
+    await clear_of_window_edges(Settings.model_fields["orders_recovery_window_seconds"].default)
     proxy, one, two = random_ip(), random_ip(), random_ip()
     async with started(world, orders_recovery_min_seconds=0, trusted_proxies=proxy) as service:
         limit = service.settings.orders_recovery_per_client

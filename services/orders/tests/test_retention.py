@@ -49,8 +49,9 @@ async def test_purchasers_inactive_for_the_retention_are_anonymised_and_counted(
             recovered,
         )
         await conn.execute(
-            "INSERT INTO orders.rate_limits (bucket, window_start, hits) VALUES ($1, now(), 1)",
-            recovery.bucket("email", gone, key),
+            "INSERT INTO orders.rate_windows (bucket, window_start, hits, expires_at)"
+            " VALUES ($1, now(), 1, now() + interval '1 hour')",
+            recovery.email_bucket(gone, key) + "/3600",
         )
     # `recovered` asked for its license keys today: a request, so it is active again.
     async with orders.client() as client:
@@ -71,7 +72,9 @@ async def test_purchasers_inactive_for_the_retention_are_anonymised_and_counted(
     assert row["erased_at"] is not None and row["news_unsubscribed_at"] is not None
     assert await fetch(orders.world, "SELECT 1 FROM orders.orders WHERE purchaser_id = $1", before["id"])  # kept
     assert not await fetch(
-        orders.world, "SELECT 1 FROM orders.rate_limits WHERE bucket = $1", recovery.bucket("email", gone, key)
+        orders.world,
+        "SELECT 1 FROM orders.rate_windows WHERE bucket LIKE $1 || '/%'",
+        recovery.email_bucket(gone, key),
     )
     assert not await fetch(orders.world, "SELECT 1 FROM orders.purchases WHERE purchaser_id = $1", before["id"])
     for email in (recent, active_lately, recovered):

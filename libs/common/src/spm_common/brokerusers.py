@@ -11,6 +11,11 @@ The services' consumers send their retry and dead-letter copies through the defa
 (`amq.default`): that exchange routes by queue name and has no topic permissions, so a service user may put
 a message into any queue whose name it knows. Routing those copies through `X.dlx` instead would close that.
 
+One more user, `spm_monitor`, is the console's, to show each queue's depth on its system page: the
+management HTTP API's `management` tag with permissions matching nothing on the vhost. It may list the
+vhost's queues with their message counts and nothing else: no message read, published, purged, no queue or
+exchange declared or deleted, no user or definition seen, no other vhost (the management API answers 401).
+
 `spm-admin bootstrap` creates the users through the management HTTP API (SPM_RABBITMQ_MANAGEMENT_URL).
 """
 
@@ -18,6 +23,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import NamedTuple
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 import httpx
@@ -93,14 +99,17 @@ OUTSIDE_PUBLISHERS: dict[str, tuple[str, ...]] = {
     "releases": ("upgrade.released", "product.announced"),
     "logs": ("site.page.viewed",),
 }
-USERS = (*WITH_SCHEMA, *OUTSIDE_PUBLISHERS)
+# The console's read-only look at the queues' depths (see the module's docstring); it publishes nothing.
+MONITOR = "monitor"
+USERS = (*WITH_SCHEMA, *OUTSIDE_PUBLISHERS, MONITOR)
 NOTHING = "^$"
 DEFAULT_EXCHANGE = "amq.default"
 
 
 @dataclass(frozen=True)
 class BrokerUser:
-    """One user's permissions on the vhost (configure, write, read) and its topic permissions on `exchange`."""
+    """One user's permissions on the vhost (configure, write, read) and its topic permissions on `exchange`
+    (none where `exchange` is empty); `tags` are its management API tags (none: it cannot use that API)."""
 
     name: str
     configure: str
@@ -109,6 +118,7 @@ class BrokerUser:
     exchange: str
     topic_write: str
     topic_read: str
+    tags: str = ""
 
 
 def user_name(who: str, prefix: str = "spm_") -> str:
@@ -146,6 +156,9 @@ def broker_users(exchange: str, prefix: str = "spm_") -> list[BrokerUser]:
                 topic_read=NOTHING,
             )
         )
+    # Vhost access matching nothing: the management API then lists this vhost's queues (depths, consumers) to
+    # it, and refuses every read, write and change of any of them.
+    users.append(BrokerUser(user_name(MONITOR, prefix), NOTHING, NOTHING, NOTHING, "", NOTHING, NOTHING, "management"))
     return users
 
 
@@ -154,25 +167,46 @@ async def ensure_users(management_url: str, amqp_url: str, users: list[BrokerUse
 
     `management_url` is the management HTTP API with an administrator's credentials in it
     (`http://admin:password@rabbitmq:15672`). Idempotent: every call sets the same state again."""
-    parts = urlsplit(management_url)
-    auth = (unquote(parts.username or ""), unquote(parts.password or ""))
-    base = urlunsplit((parts.scheme, _host_port(parts), parts.path.rstrip("/"), "", ""))
-    vhost = quote(unquote(urlsplit(amqp_url).path[1:]) or "/", safe="")
-    async with httpx.AsyncClient(base_url=base, auth=auth, timeout=30) as client:
+    api = management_api(management_url)
+    vhost = vhost_of(amqp_url)
+    async with httpx.AsyncClient(base_url=api.base_url, auth=api.auth, timeout=30) as client:
         for user in users:
             await _put(
-                client, f"/api/users/{quote(user.name, safe='')}", {"password": passwords[user.name], "tags": ""}
+                client,
+                f"/api/users/{quote(user.name, safe='')}",
+                {"password": passwords[user.name], "tags": user.tags},
             )
             await _put(
                 client,
                 f"/api/permissions/{vhost}/{quote(user.name, safe='')}",
                 {"configure": user.configure, "write": user.write, "read": user.read},
             )
+            if not user.exchange:
+                continue
             await _put(
                 client,
                 f"/api/topic-permissions/{vhost}/{quote(user.name, safe='')}",
                 {"exchange": user.exchange, "write": user.topic_write, "read": user.topic_read},
             )
+
+
+class ManagementApi(NamedTuple):
+    """The management HTTP API of a URL holding a login (`http://user:password@rabbitmq:15672`), split into
+    its address and the login, so the password never shows in a logged or raised URL."""
+
+    base_url: str
+    auth: tuple[str, str]
+
+
+def management_api(url: str) -> ManagementApi:
+    parts = urlsplit(url)
+    auth = (unquote(parts.username or ""), unquote(parts.password or ""))
+    return ManagementApi(urlunsplit((parts.scheme, _host_port(parts), parts.path.rstrip("/"), "", "")), auth)
+
+
+def vhost_of(amqp_url: str) -> str:
+    """The vhost of an AMQP URL, quoted for a management API path (`%2F` for the default one)."""
+    return quote(unquote(urlsplit(amqp_url).path[1:]) or "/", safe="")
 
 
 def with_credentials(amqp_url: str, user: str, password: str) -> str:

@@ -1,11 +1,12 @@
 """The connection type handlers and stores take: a plain connection or one borrowed from a pool."""
 
-from typing import Any, TypeAlias
+from typing import TypeAlias
 
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
-Connection: TypeAlias = "asyncpg.Connection[Any] | PoolConnectionProxy[Any]"
+# Rows come back as asyncpg.Record (no connection sets a record_class): `fetchrow` says it may be None.
+Connection: TypeAlias = "asyncpg.Connection[asyncpg.Record] | PoolConnectionProxy[asyncpg.Record]"
 
 # What the database raises when it is away or a connection dies under a statement: a loop tries again later,
 # a request answers 503. InternalClientError is asyncpg's "cannot switch to state ..." on a pooled connection

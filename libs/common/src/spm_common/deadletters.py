@@ -1,4 +1,5 @@
-"""A service's dead letters (its `.dlq` queue): list them without removing them, and replay them to its queue.
+"""A service's dead letters (its `.dlq` queue): list them without removing them, replay them to its queue, and
+remove the ones about one person (an erasure, spm_common.privacy.DeadLetterEraser).
 
 Shared by `spm-admin dlq list|replay` and each consuming service's operator endpoints (`/v1/dead-letters`),
 so the console shows and replays dead letters through the service itself, with the service's own broker
@@ -7,10 +8,15 @@ user, and never needs rights on the broker of its own.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+import asyncio
+import re
+import unicodedata
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
+from urllib.parse import unquote
 
 import aio_pika
+import orjson
 from aio_pika.abc import AbstractIncomingMessage
 from pydantic import BaseModel
 
@@ -115,6 +121,164 @@ def copy_message(message: AbstractIncomingMessage, headers: dict[str, Any]) -> a
         app_id=message.app_id,
         delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
     )
+
+
+# Removing the dead letters about one person ------------------------------------------------------------
+
+# Messages taken off the queue, then settled, at a time: what a process holds in memory at once.
+REMOVE_CHUNK = 500
+# How long taking messages waits for one more before it settles for fewer than the queue had.
+TAKE_IDLE_SECONDS = 1.0
+# Held, in the transaction of the database that goes with the queue, by whatever takes a service's dead letters
+# off its queue for a while (an erasure, the parking of old ones): a message another holds unacknowledged is
+# invisible to the queue, so two of them at once could each miss what the other held (and an erasure would
+# leave it behind). Keyed by the queue's name.
+LOCK = "SELECT pg_advisory_xact_lock(hashtextextended('spm-dlq:' || $1, 0))"
+SESSION_LOCK = "SELECT pg_advisory_lock(hashtextextended('spm-dlq:' || $1, 0))"
+SESSION_UNLOCK = "SELECT pg_advisory_unlock(hashtextextended('spm-dlq:' || $1, 0))"
+
+
+class DeadLetterRemoval(NamedTuple):
+    """What a pass over a dead-letter queue did: counts only, never content."""
+
+    removed: int
+    kept: int
+
+
+def address_pattern(address: str) -> re.Pattern[str]:
+    """An address, in the spelling addresses are compared in (NFC, trimmed, lower case), as it stands alone in
+    text: not a part of a longer address (`ada@example.test` is not in `bada@example.test` nor in
+    `ada@example.test.vn`)."""
+    address = unicodedata.normalize("NFC", address).strip().lower()
+    # Before it, only what real local parts are made of: the rarer characters RFC 5322 also allows there
+    # (' = / ? & { | ...) are, in text, what quotes or delimits an address (`'ada@...'`, `?email=ada@...`).
+    return re.compile(rf"(?<![\w.+-]){re.escape(address)}(?![\w-]|\.[\w-])")
+
+
+def readable_text(message: AbstractIncomingMessage) -> str:
+    """Everything of a message a person could be named in, as one text in the spelling addresses are compared
+    in (NFC, lower case): the body (a JSON body's strings unescaped, so `\\u00e1` or `\\/` spell nothing
+    else), every header value, and the ids and type; URL-encoded text decoded too (an unsubscribe link)."""
+    parts: list[str] = []
+    try:
+        _strings(orjson.loads(message.body), parts)
+    except orjson.JSONDecodeError:  # not JSON (nor UTF-8): its text as it is
+        parts.append(message.body.decode("utf-8", "replace"))
+    _strings(dict(message.headers or {}), parts)
+    parts.extend(str(v) for v in (message.message_id, message.correlation_id, message.type, message.app_id) if v)
+    text = "\n".join(parts)
+    if "%" in text:
+        text += "\n" + unquote(text)
+    return unicodedata.normalize("NFC", text).lower()
+
+
+def _strings(value: object, into: list[str], depth: int = 0) -> None:
+    if depth > 50:
+        return
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    if isinstance(value, str):
+        into.append(value)
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            into.append(str(key))
+            _strings(item, into, depth + 1)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            _strings(item, into, depth + 1)
+    elif value is not None:
+        into.append(str(value))
+
+
+def about_address(address: str) -> Callable[[AbstractIncomingMessage], bool]:
+    """Whether a message names this address anywhere a person could read it (`readable_text`)."""
+    pattern = address_pattern(address)
+    return lambda message: pattern.search(readable_text(message)) is not None
+
+
+async def remove_dead_letters(
+    amqp_url: str, queue_name: str, doomed: Callable[[AbstractIncomingMessage], bool]
+) -> DeadLetterRemoval:
+    """Remove from a dead-letter queue every message `doomed` says must go; the others stay, in their order.
+
+    RabbitMQ cannot delete one message from the middle of a queue: every message waiting now is taken off
+    (unacknowledged, REMOVE_CHUNK at a time), the ones that stay are published again at the end of the queue
+    in their order, each confirmed by the broker, and only then are all the originals acknowledged. So a
+    crash or a lost connection at any point loses nothing: before the acknowledgements, every original comes
+    back to the queue (the copies already published are then duplicates: a dead letter shown twice, which a
+    replay makes harmless, as consumers are idempotent), and the removal can simply run again; a message to
+    remove is gone only once its acknowledgement reached the broker. Never a nack: that counts as a delivery
+    against the quorum queue's delivery limit (see `list_dead_letters`).
+
+    Only what waits when it starts is looked at: a message dead-lettered meanwhile stays where it arrives
+    (before the copies). Callers hold `LOCK` so that no other taker hides messages from this one."""
+    removed = kept = 0
+    connection = await aio_pika.connect(amqp_url)
+    async with connection:
+        channel = await connection.channel(publisher_confirms=True)
+        queue = await channel.declare_queue(queue_name, passive=True)
+        waiting = queue.declaration_result.message_count or 0
+        while waiting > 0:
+            wanted = min(REMOVE_CHUNK, waiting)
+            taken = await _take(channel, queue, wanted)
+            if not taken:
+                break
+            # Fewer than counted (a replay took some meanwhile): this chunk is the last.
+            waiting = waiting - wanted if len(taken) >= wanted else 0
+            staying = [m for m in taken if not doomed(m)]
+            # Overlapped: one confirmation (a quorum queue's disk write) at a time made it ~100 messages/s.
+            # Started in order, the publishes reach the broker in order: each takes the channel's lock, which
+            # is first come first served, before anything else it waits for (test_dead_letter_erasure checks
+            # the order with more messages than this can reorder by chance).
+            await asyncio.gather(
+                *(channel.default_exchange.publish(_without_count(m), routing_key=queue_name) for m in staying)
+            )
+            # Every copy is confirmed: now, and only now, the originals go (all of this channel's, at once).
+            await taken[-1].ack(multiple=True)
+            removed += len(taken) - len(staying)
+            kept += len(staying)
+    return DeadLetterRemoval(removed=removed, kept=kept)
+
+
+async def _take(
+    channel: aio_pika.abc.AbstractChannel, queue: aio_pika.abc.AbstractQueue, wanted: int
+) -> list[AbstractIncomingMessage]:
+    """Up to `wanted` messages from the head of the queue, unacknowledged, in the queue's order.
+
+    A consumer allowed `wanted` unacknowledged messages, rather than one basic.get each: a quorum queue
+    answers a get in about 4 ms, and streams to a consumer. Once it holds `wanted`, the broker sends no more,
+    so none is in flight when the consumer is cancelled; if fewer come (taken by someone else meanwhile), it
+    stops after TAKE_IDLE_SECONDS without one."""
+    await channel.set_qos(prefetch_count=wanted)
+    taken: list[AbstractIncomingMessage] = []
+    arrived = asyncio.Event()
+
+    async def on_message(message: AbstractIncomingMessage) -> None:
+        taken.append(message)
+        arrived.set()
+
+    tag = await queue.consume(on_message, no_ack=False)
+    try:
+        while True:
+            arrived.clear()
+            if len(taken) >= wanted:
+                break
+            try:
+                async with asyncio.timeout(TAKE_IDLE_SECONDS):
+                    await arrived.wait()
+            except TimeoutError:
+                break
+    finally:
+        await queue.cancel(tag)
+    # A delivery that raced the cancellation has had its callback scheduled by now: let it run. (One missed
+    # all the same is not acknowledged below, so it goes back to the queue with the connection, not lost.)
+    await asyncio.sleep(0.05)
+    return sorted(taken, key=lambda m: m.delivery_tag or 0)
+
+
+def _without_count(message: AbstractIncomingMessage) -> aio_pika.Message:
+    # The copy is a message of its own, not this one delivered again.
+    return copy_message(message, {k: v for k, v in (message.headers or {}).items() if k != "x-delivery-count"})
 
 
 def _death_reason(headers: Mapping[str, object]) -> str | None:

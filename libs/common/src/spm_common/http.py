@@ -54,6 +54,7 @@ def direct(*, access_log: bool = True) -> Callable[[DirectEndpoint], DirectEndpo
     methods are unchanged."""
 
     def mark(endpoint: DirectEndpoint) -> DirectEndpoint:
+        # Marks on the function object, read back with getattr by the app: a Callable type declares none.
         endpoint.direct = True  # type: ignore[attr-defined]
         endpoint.access_log = access_log  # type: ignore[attr-defined]
         return endpoint
@@ -116,9 +117,9 @@ def _document_refusals(app: FastAPI) -> None:
                 **components.get("schemas", {}),
             }
             components["schemas"] = dict(sorted(schemas.items()))
-        return app.openapi_schema  # type: ignore[return-value]
+        return app.openapi_schema  # type: ignore[return-value]  # set by generate() above, so not None
 
-    app.openapi = openapi  # type: ignore[method-assign]
+    app.openapi = openapi  # type: ignore[method-assign]  # FastAPI's documented way to amend its OpenAPI
     for context in iter_route_contexts(app.routes):  # each included route, with the responses it has in this app
         if not isinstance(context.original_route, APIRoute):
             continue

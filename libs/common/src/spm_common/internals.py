@@ -144,4 +144,5 @@ def deliver_directly(subscriber: RabbitSubscriber, on_message: OnMessage) -> Non
     more CPU than all of the consumer's own work per event. The subscriber still owns the channel with its
     prefetch, starts and cancels the consumer and documents it: `RabbitSubscriber.start` passes its
     `consume` attribute to `queue.consume`, and this replaces that attribute on the instance."""
+    # Replaced on the instance on purpose (see above); its signature differs from FastStream's method.
     subscriber.consume = on_message  # type: ignore[method-assign,assignment]

@@ -23,12 +23,12 @@ from typing import Any, Literal
 import aio_pika
 import asyncpg
 import orjson
-from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
+from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractRobustConnection
 from pydantic import AwareDatetime, BaseModel, ConfigDict
 
 from spm_common import outbox
 from spm_common.db import Connection
-from spm_common.deadletters import copy_message
+from spm_common.deadletters import SESSION_LOCK, SESSION_UNLOCK, copy_message
 from spm_common.envelope import new_event
 from spm_common.health import LoopHealth
 from spm_common.logging import get_logger
@@ -190,36 +190,55 @@ class DeadLetterParking:
         """Move the dead letters older than the retention to the parking table; return how many."""
         cutoff = datetime.now(UTC) - self._retention
         parked = 0
-        connection = await self._connect()
-        channel = await connection.channel(publisher_confirms=True)
-        try:
-            queue = await channel.declare_queue(self._queue, passive=True)
-            # Only what waits now: a younger message put back at the end is not looked at twice in one round.
-            waiting = min(queue.declaration_result.message_count or 0, PARK_BATCH)
-            old: list[AbstractIncomingMessage] = []
-            for _ in range(waiting):
-                message = await queue.get(no_ack=False, fail=False)
-                if message is None:
-                    break
-                when = failed_at(message)
-                # Of unknown age: kept, rather than parked the day it failed (`spm-admin dlq list` shows it).
-                if when is None or when >= cutoff:
-                    await channel.default_exchange.publish(_copy(message), routing_key=self._queue)
-                    await message.ack()
-                    continue
-                old.append(message)
-                if len(old) == PARK_CHUNK:
-                    parked += await self._park(old, cutoff)
-                    old = []
-            parked += await self._park(old, cutoff)
-        finally:
-            with contextlib.suppress(Exception):
-                await channel.close()
+        async with self._pool().acquire() as conn:
+            # Not while an erasure goes through the same queue (spm_common.privacy.DeadLetterEraser): each would
+            # miss the messages the other holds. On the connection the parked rows are written on, released
+            # at the end (or with the session, should the connection die).
+            await conn.execute(SESSION_LOCK, self._queue)
+            try:
+                connection = await self._connect()
+                channel = await connection.channel(publisher_confirms=True)
+                try:
+                    parked = await self._park_waiting(conn, channel, cutoff)
+                finally:
+                    with contextlib.suppress(Exception):
+                        await channel.close()
+            finally:
+                try:
+                    await conn.execute(SESSION_UNLOCK, self._queue)
+                except Exception:
+                    # The pool does not reset advisory locks (runtime._keep_session): a connection that may
+                    # still hold this one must not go back to it, or every erasure would wait for it.
+                    conn.terminate()
+                    raise
         if parked:
             log.info("dead letters parked", count=parked, queue=self._queue)
         return parked
 
-    async def _park(self, messages: list[AbstractIncomingMessage], cutoff: datetime) -> int:
+    async def _park_waiting(self, conn: Connection, channel: AbstractChannel, cutoff: datetime) -> int:
+        parked = 0
+        queue = await channel.declare_queue(self._queue, passive=True)
+        # Only what waits now: a younger message put back at the end is not looked at twice in one round.
+        waiting = min(queue.declaration_result.message_count or 0, PARK_BATCH)
+        old: list[AbstractIncomingMessage] = []
+        for _ in range(waiting):
+            message = await queue.get(no_ack=False, fail=False)
+            if message is None:
+                break
+            when = failed_at(message)
+            # Of unknown age: kept, rather than parked the day it failed (`spm-admin dlq list` shows it).
+            if when is None or when >= cutoff:
+                await channel.default_exchange.publish(_copy(message), routing_key=self._queue)
+                await message.ack()
+                continue
+            old.append(message)
+            if len(old) == PARK_CHUNK:
+                parked += await self._park(conn, old, cutoff)
+                old = []
+        parked += await self._park(conn, old, cutoff)
+        return parked
+
+    async def _park(self, conn: Connection, messages: list[AbstractIncomingMessage], cutoff: datetime) -> int:
         if not messages:
             return 0
         rows = [
@@ -234,7 +253,7 @@ class DeadLetterParking:
             )
             for m in messages
         ]
-        async with self._pool().acquire() as conn, conn.transaction():
+        async with conn.transaction():
             await conn.executemany(PARK, rows)
             await report(conn, self._source, self._service, "dead_letters", len(rows), cutoff)
         # Only now: had the commit failed, the messages would go back to the queue with the channel.

@@ -349,6 +349,9 @@ class BootstrapSettings(SpmSettings):
     shop_amqp_password: Annotated[SecretStr | None, STRONG_BROKER_PASSWORD] = None
     releases_amqp_password: Annotated[SecretStr | None, STRONG_BROKER_PASSWORD] = None
     logs_amqp_password: Annotated[SecretStr | None, STRONG_BROKER_PASSWORD] = None
+    # spm_monitor: the console's look at the queues' depths through the management API (it may open an AMQP
+    # connection, and do nothing with it).
+    monitor_amqp_password: Annotated[SecretStr | None, STRONG_BROKER_PASSWORD] = None
 
     @model_validator(mode="after")
     def _every_broker_password_when_managed(self) -> Self:

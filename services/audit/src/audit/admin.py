@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, TypeVar
 
 import asyncpg
 import orjson
@@ -39,10 +40,13 @@ async def _connect(settings: Settings) -> asyncpg.Connection:
     return await asyncpg.connect(settings.role_database_url(), server_settings={"search_path": settings.db_schema})
 
 
-def _run(job: Any, settings: Settings | None = None) -> Any:
+T = TypeVar("T")
+
+
+def _run(job: Callable[[asyncpg.Connection], Awaitable[T]], settings: Settings | None = None) -> T:
     settings = settings or load(Settings)
 
-    async def go() -> Any:
+    async def go() -> T:
         conn = await _connect(settings)
         try:
             return await job(conn)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
+
+# Loosely typed: these routes answer JSON built here, with no response model (one would change the published OpenAPI).
 from typing import Annotated, Any
 
 import orjson

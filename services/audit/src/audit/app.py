@@ -13,6 +13,7 @@ from spm_common.clientaddr import parse_networks
 from spm_common.health import LoopHealth
 from spm_common.http import create_app
 from spm_common.logging import get_logger
+from spm_common.privacy import DeadLetterEraser
 from spm_common.redaction import describe_error
 from spm_common.runtime import Runtime
 from spm_common.serve import serve
@@ -65,7 +66,7 @@ def assemble(settings: Settings) -> tuple[Runtime, AuditState]:
     runtime = Runtime(
         settings,
         migrations=MIGRATIONS,
-        handlers=handlers(settings, key, salts),
+        handlers=handlers(settings, key, salts, DeadLetterEraser.of(settings)),
         publishes=PUBLISHES,
         background=[write_page_views, checkpoints, rotate_salts],
         scrub=cards.scrub_body,

@@ -12,14 +12,14 @@ from collections.abc import Sequence
 from spm_common.db import Connection
 from spm_common.envelope import CloudEvent
 from spm_common.handlers import Handlers, Received
-from spm_common.privacy import PRIVACY_REQUEST_COMPLETED, PrivacyRequestConfirmed
+from spm_common.privacy import PRIVACY_REQUEST_COMPLETED, DeadLetterEraser, PrivacyRequestConfirmed
 
 from audit import pageviews, privacy_answer, trail
 from audit.events import PAGE_VIEWED, PageViewed
 from audit.settings import Settings
 
 
-def handlers(settings: Settings, key: bytes, salts: pageviews.Salts) -> Handlers:
+def handlers(settings: Settings, key: bytes, salts: pageviews.Salts, dead_letters: DeadLetterEraser) -> Handlers:
     # A page-view event is in the trail like every event, reduced to what the page-view table keeps; a privacy
     # request's answer without the person's data it exports.
     reducers = {PAGE_VIEWED: pageviews.trail_payload, PRIVACY_REQUEST_COMPLETED: privacy_answer.trail_payload}
@@ -37,7 +37,9 @@ def handlers(settings: Settings, key: bytes, salts: pageviews.Salts) -> Handlers
         .on_batch(PageViewed, on_page_views, on_invalid=pageviews.invalid_event)
         .on(
             PrivacyRequestConfirmed,
-            functools.partial(privacy_answer.on_confirmed, secret=key, source=settings.source),
+            functools.partial(
+                privacy_answer.on_confirmed, secret=key, source=settings.source, dead_letters=dead_letters
+            ),
             on_invalid=privacy_answer.not_answered,
         )
     )

@@ -31,11 +31,10 @@ from spm_common.db import Connection
 from spm_common.handlers import Meta, Received
 from spm_common.health import LoopHealth
 from spm_common.logging import get_logger
-from spm_common.redaction import EMAIL_RE, IPV4_RE, describe_error
+from spm_common.redaction import EMAIL_RE, IPV4_RE, IPV6_CANDIDATE_RE, describe_error
 
 from audit import store
 from audit.events import PageViewed
-from audit.trail import IPV6_CANDIDATE_RE
 
 log = get_logger(__name__)
 
@@ -271,12 +270,12 @@ class Salts:
         self._cache = {d: s for d, s in self._cache.items() if d >= oldest_kept}
         return await store.delete_salts_before(conn, oldest_kept)
 
-    async def rows(self, conn: Connection, views: Sequence[RawView]) -> list[tuple[Any, ...]]:
+    async def rows(self, conn: Connection, views: Sequence[RawView]) -> list[tuple[datetime, str, str | None, bytes]]:
         """The rows to store: the address and user agent replaced by the visitor hash. A view from the
         future counts as now; one whose day's salt is gone is dropped (it can no longer be hashed)."""
         now = datetime.now(UTC)
         of_day: dict[date, bytes | None] = {}  # looked up once per day in the batch
-        out = []
+        out: list[tuple[datetime, str, str | None, bytes]] = []
         for view in views:
             moment = min(view.viewed_at, now)
             day = moment.astimezone(UTC).date()
@@ -304,7 +303,7 @@ async def close_days(conn: Connection, today: date) -> int:
     return closed
 
 
-def trail_payload(data: dict[str, Any]) -> dict[str, Any]:
+def trail_payload(data: dict[str, Any]) -> dict[str, Any]:  # any JSON in; each field checked by isinstance
     """What the audit trail keeps of a `site.page.viewed` event: what the page-view table keeps, less the
     visitor hash. No address, no user agent, no query string."""
     url = data.get("url") if isinstance(data.get("url"), str) else ""

@@ -9,7 +9,9 @@ names no address, and its export is left out of its own entry (`trail_payload`).
 
 Entries recorded before subject keys existed carry the legacy reference (under SPM_AUDIT_SECRET); access
 includes them, and erasure hides them from the search by address (see migration 0006 for what that does
-not undo). Entries recorded after the erasure (the final e-mail to the person) get a new key.
+not undo). Entries recorded after the erasure (the final e-mail to the person) get a new key. The service's
+dead letters that name the address are removed (spm_common.privacy.DeadLetterEraser): an event the trail
+could not record holds the address in clear.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from spm_common.logging import get_logger
 from spm_common.outbox import enqueue
 from spm_common.privacy import (
     AnsweringService,
+    DeadLetterEraser,
     PrivacyRequestConfirmed,
     completed,
     first_answer,
@@ -36,7 +39,7 @@ log = get_logger(__name__)
 SERVICE: AnsweringService = "audit"
 
 
-def trail_payload(data: dict[str, Any]) -> dict[str, Any]:
+def trail_payload(data: dict[str, Any]) -> dict[str, Any]:  # an event's JSON data, passed on as it is
     """A privacy.request.completed as the trail keeps it: who answered what, without the export (the person's
     data, which the trail has no reason to hold a second time)."""
     return {k: v for k, v in data.items() if k != "export"}
@@ -56,7 +59,13 @@ async def references(conn: Connection, email: str, secret: bytes) -> list[str]:
 
 
 async def on_confirmed(
-    conn: Connection, request: PrivacyRequestConfirmed, meta: Meta, *, secret: bytes, source: str
+    conn: Connection,
+    request: PrivacyRequestConfirmed,
+    meta: Meta,
+    *,
+    secret: bytes,
+    source: str,
+    dead_letters: DeadLetterEraser,
 ) -> None:
     """Handler of privacy.request.confirmed, in the consumer's transaction, after the batch it came in was
     appended to the trail (the consumer runs the trail's handler of every event first)."""
@@ -66,7 +75,7 @@ async def on_confirmed(
     if request.kind == "access":
         reply = await _access(conn, request, secret, source)
     else:
-        reply = await _erase(conn, request, secret, source)
+        reply = await _erase(conn, request, secret, source, dead_letters)
     await enqueue(conn, reply)
     log.info("privacy request answered", request_id=str(request.request_id), kind=request.kind)
 
@@ -89,7 +98,9 @@ async def _access(conn: Connection, request: PrivacyRequestConfirmed, secret: by
     return completed(source, SERVICE, request, summary, {"entries": len(entries)}, {"entries": entries})
 
 
-async def _erase(conn: Connection, request: PrivacyRequestConfirmed, secret: bytes, source: str) -> CloudEvent:
+async def _erase(
+    conn: Connection, request: PrivacyRequestConfirmed, secret: bytes, source: str, dead_letters: DeadLetterEraser
+) -> CloudEvent:
     key = await store.delete_subject_key(conn, trail.key_lookup(request.email, secret))
     entries = await store.count_entries_about(conn, trail.subject_ref(request.email, key)) if key else 0
     legacy_ref = trail.subject_ref(request.email, secret)
@@ -104,4 +115,7 @@ async def _erase(conn: Connection, request: PrivacyRequestConfirmed, secret: byt
         summary += (
             f" {legacy} of them, recorded before such keys existed, no longer come up in a search by the address."
         )
-    return completed(source, SERVICE, request, summary, {"entries": entries, "older_entries": legacy})
+    dead = await dead_letters.erase(conn, request)
+    return completed(
+        source, SERVICE, request, summary, {"entries": entries, "older_entries": legacy, "dead_letters": dead}
+    )

@@ -12,7 +12,6 @@ import base64
 import binascii
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
 
 import orjson
 from cryptography.exceptions import InvalidSignature
@@ -101,7 +100,7 @@ def dump_file(checkpoints: Sequence[Checkpoint], public_key: str) -> bytes:
 def load_file(data: bytes) -> list[Checkpoint]:
     """The checkpoints of an export file, or ValueError naming what is wrong with it."""
     try:
-        document: Any = orjson.loads(data)
+        document: object = orjson.loads(data)
     except orjson.JSONDecodeError:
         raise ValueError("not a checkpoint file: not JSON") from None
     if not isinstance(document, dict) or document.get("format") != FILE_FORMAT:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
 from datetime import date, datetime
-from typing import Any
 
+from asyncpg import Record
 from spm_common.db import Connection
 
 from audit.signing import Checkpoint
@@ -21,7 +21,7 @@ async def lock_head(conn: Connection) -> tuple[int, str, datetime]:
     return int(row["seq"]), str(row["hash"]), row["now"]
 
 
-async def append(conn: Connection, records: Sequence[tuple[Any, ...]], columns: Sequence[str]) -> None:
+async def append(conn: Connection, records: Sequence[tuple[object, ...]], columns: Sequence[str]) -> None:
     await conn.copy_records_to_table("entries", records=records, columns=list(columns))
     last = records[-1]
     # The service's login may not update the head: the function moves it, forward only, onto an entry.
@@ -34,11 +34,11 @@ async def head(conn: Connection) -> tuple[int, str]:
     return int(row["seq"]), str(row["hash"])
 
 
-async def entries_after(conn: Connection, seq: int, limit: int) -> list[Any]:
+async def entries_after(conn: Connection, seq: int, limit: int) -> list[Record]:
     return await conn.fetch("SELECT * FROM entries WHERE seq > $1 ORDER BY seq LIMIT $2", seq, limit)
 
 
-async def entry_at(conn: Connection, seq: int) -> Any:
+async def entry_at(conn: Connection, seq: int) -> Record | None:
     return await conn.fetchrow("SELECT * FROM entries WHERE seq = $1", seq)
 
 
@@ -95,7 +95,7 @@ async def find_entries(
     until: datetime | None,
     after: int,
     limit: int,
-) -> list[Any]:
+) -> list[Record]:
     return await conn.fetch(
         "SELECT * FROM entries WHERE seq > $1"
         " AND ($2::text IS NULL OR event_type = $2)"
@@ -161,7 +161,7 @@ async def erase_legacy_ref(conn: Connection, ref: str) -> None:
     await conn.execute("INSERT INTO erased_legacy_refs (subject_ref) VALUES ($1) ON CONFLICT DO NOTHING", ref)
 
 
-async def entries_about(conn: Connection, refs: Sequence[str]) -> list[Any]:
+async def entries_about(conn: Connection, refs: Sequence[str]) -> list[Record]:
     """What a person may know of the entries that concern them: type, time and purpose (over the index on
     (subject_ref, seq))."""
     return await conn.fetch(
@@ -195,7 +195,7 @@ async def delete_salts_before(conn: Connection, day: date) -> int:
     return int(status.split()[-1])
 
 
-async def insert_pageviews(conn: Connection, rows: Sequence[tuple[Any, ...]]) -> None:
+async def insert_pageviews(conn: Connection, rows: Sequence[tuple[object, ...]]) -> None:
     if rows:
         await conn.copy_records_to_table(
             "pageviews", records=rows, columns=["viewed_at", "path", "referrer_host", "visitor_hash"]
@@ -246,7 +246,7 @@ _GROUPS = {
 _NEEDS_STEPS = frozenset({"entry", "exit", "move"})
 
 
-async def daily(conn: Connection, first: date, last: date) -> list[Any]:
+async def daily(conn: Connection, first: date, last: date) -> list[Record]:
     """Views and distinct visitors of each UTC day from `first` to `last`, days without views included."""
     return await conn.fetch(
         f"WITH v AS ({_OPEN_VIEWS}),"
@@ -262,7 +262,7 @@ async def daily(conn: Connection, first: date, last: date) -> list[Any]:
     )
 
 
-async def groups(conn: Connection, kind: str, first: date, last: date, k: int, limit: int) -> list[Any]:
+async def groups(conn: Connection, kind: str, first: date, last: date, k: int, limit: int) -> list[Record]:
     """The `limit` biggest groups of `kind` over the days `first` to `last` by count (views, visits or moves),
     then the "other" row (key NULL) of the groups seen by fewer than `k` visitors, if any."""
     if kind not in KINDS:

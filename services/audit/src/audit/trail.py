@@ -13,15 +13,19 @@ import hashlib
 import hmac
 import os
 import re
-import unicodedata
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+
+# Loosely typed here: an event's data or a trail entry, JSON of no fixed shape (an event type no model of ours
+# declares included), walked by isinstance, or a row of mixed column types.
 from typing import Any
 
 import orjson
 import rfc8785
+from asyncpg import Record
 from spm_common import allowlist, cards
+from spm_common.addresses import normalise_address
 from spm_common.db import Connection
 from spm_common.envelope import CloudEvent
 from spm_common.redaction import EMAIL_RE, IPV4_RE, IPV6_CANDIDATE_RE, PERSONAL_KEYS, is_ipv6
@@ -89,14 +93,12 @@ Refs = Callable[[str], str]
 KeyOrRefs = bytes | Refs
 
 
-def normalise_email(email: str) -> str:
-    return unicodedata.normalize("NFC", email).strip().lower()
-
-
 def subject_ref(email: str, key: bytes) -> str:
-    """The pseudonymous reference of a person: HMAC-SHA256 of the normalised address under `key` (the person's
-    own key; for entries recorded before migration 0006, the one audit secret: their "legacy" reference)."""
-    return hmac.new(key, normalise_email(email).encode(), hashlib.sha256).hexdigest()
+    """The pseudonymous reference of a person: HMAC-SHA256 of the address in the one spelling of every service
+    (`normalise_address`: NFC, trimmed, lower case, which this module applied before it moved to spm_common,
+    so no reference recorded earlier changes) under `key` (the person's own key; for entries recorded before
+    migration 0006, the one audit secret: their "legacy" reference)."""
+    return hmac.new(key, normalise_address(email).encode(), hashlib.sha256).hexdigest()
 
 
 def _ref(email: str, key: KeyOrRefs) -> str:
@@ -106,7 +108,7 @@ def _ref(email: str, key: KeyOrRefs) -> str:
 def key_lookup(email: str, secret: bytes) -> bytes:
     """Where a person's key is found: a keyed hash of the normalised address under the audit secret, in a
     domain of its own (never equal to the legacy reference, so the key table does not point at old entries)."""
-    return hmac.digest(secret, b"spm-audit-subject-key\x00" + normalise_email(email).encode(), "sha256")
+    return hmac.digest(secret, b"spm-audit-subject-key\x00" + normalise_address(email).encode(), "sha256")
 
 
 class SubjectKeys:
@@ -122,7 +124,7 @@ class SubjectKeys:
         self._refs: dict[str, str] = {}
 
     def ref(self, email: str) -> str:
-        normalised = normalise_email(email)
+        normalised = normalise_address(email)
         made = self._refs.get(normalised)
         if made is None:
             lookup = key_lookup(normalised, self._secret)
@@ -150,7 +152,7 @@ def addresses_in(events: Iterable[CloudEvent]) -> set[str]:
             local = _LOCAL_BEFORE.search(text, max(0, at - 64), at)
             domain = _DOMAIN_AFTER.match(text, at + 1)
             if local and domain:
-                found.add(normalise_email(f"{local.group(0)}@{domain.group(0)}"))
+                found.add(normalise_address(f"{local.group(0)}@{domain.group(0)}"))
             at = text.find("@", at + 1)
     return found
 
@@ -263,7 +265,7 @@ def timestamp(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="microseconds")
 
 
-def entry_hash(entry: Mapping[str, Any]) -> str:
+def entry_hash(entry: Mapping[str, Any] | Record) -> str:
     """SHA-256 over the canonical JSON of every field of the entry but the hash itself."""
     fields = {name: entry[name] for name in FIELDS}
     if isinstance(fields["recorded_at"], datetime):
@@ -353,7 +355,7 @@ class Verification:
         return out
 
 
-def check_entry(row: Mapping[str, Any], prev_seq: int, prev_hash: str) -> str | None:
+def check_entry(row: Mapping[str, Any] | Record, prev_seq: int, prev_hash: str) -> str | None:
     """Why `row` is not the entry that must follow (`prev_seq`, `prev_hash`), or None when it is."""
     if row["seq"] != prev_seq + 1:
         return "missing: the next entry is not in the trail"

@@ -10,7 +10,7 @@ the same either way.
 from __future__ import annotations
 
 from datetime import date
-from typing import Any
+from typing import Any  # the JSON answer of GET /trends, built here (no response model)
 
 from spm_common.db import Connection
 

@@ -1,17 +1,18 @@
-"""Operator accounts: argon2id password hashes, one-time passwords, and login attempts counted per account
-and per client so a guesser is slowed down whichever it varies."""
+"""Operator accounts: argon2id password hashes, one-time passwords, and failed logins counted per account
+and per client (`spm_common.ratelimit`, as every rate limit) so a guesser is slowed down whichever it varies."""
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import secrets
+import time
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+from email_validator import EmailNotValidError, validate_email
+from spm_common import ratelimit
+from spm_common.addresses import normalise_address
 from spm_common.db import Connection
 
 from console import store
@@ -26,8 +27,13 @@ HASHER = PasswordHasher()
 _DUMMY_HASH = HASHER.hash(secrets.token_urlsafe(16))
 
 
-def normalise_email(email: str) -> str:
-    return email.strip().lower()
+def valid_address(email: str) -> str:
+    """The address in the one spelling of `normalise_address`; ValueError (saying why) if it is no e-mail
+    address. Where an operator account is made, from the command line or the web."""
+    try:
+        return normalise_address(validate_email(email.strip(), check_deliverability=False).normalized)
+    except EmailNotValidError as exc:
+        raise ValueError(str(exc)) from None
 
 
 def one_time_password() -> str:
@@ -64,33 +70,33 @@ class LoginLimits:
     window_seconds: int
     key: bytes
 
-    def window_start(self, now: datetime) -> datetime:
-        epoch = int(now.timestamp())
-        return datetime.fromtimestamp(epoch - epoch % self.window_seconds, UTC)
-
-    def bucket(self, kind: str, value: str) -> str:
-        # Keyed, so the table holds neither addresses nor anything a dictionary attack could reverse.
-        return kind + ":" + hmac.new(self.key, value.encode(), hashlib.sha256).hexdigest()[:32]
+    def counted(self, email: str, client: str) -> list[tuple[str, ratelimit.Limit]]:
+        """The account's bucket and the client's, each with its limit. Keyed hashes: the counters hold
+        neither addresses nor anything a dictionary attack could reverse."""
+        return [
+            (
+                ratelimit.keyed("login-account", normalise_address(email), self.key),
+                ratelimit.Limit(self.per_account, self.window_seconds),
+            ),
+            (ratelimit.keyed("login-client", client, self.key), ratelimit.Limit(self.per_client, self.window_seconds)),
+        ]
 
 
 async def login(conn: Connection, email: str, password: str, client: str, limits: LoginLimits) -> Login:
-    now = datetime.now(UTC)
-    window = limits.window_start(now)
-    account = limits.bucket("account", normalise_email(email))
-    address = limits.bucket("client", client)
-    retry_after = int((window + timedelta(seconds=limits.window_seconds) - now).total_seconds()) + 1
-    if (
-        await store.failures(conn, [account], window) >= limits.per_account
-        or await store.failures(conn, [address], window) >= limits.per_client
-    ):
-        return Login(None, "rate_limited", retry_after)
-    operator = await store.operator_by_email(conn, normalise_email(email))
+    now = time.time()
+    counted = limits.counted(email, client)
+    # Failures are counted, and looked at before the password is: once either bucket has used up its limit,
+    # no password is tried until its window ends.
+    limited = await ratelimit.exhausted(conn, counted, now)
+    if not limited.allowed:
+        return Login(None, "rate_limited", limited.retry_after)
+    operator = await store.operator_by_email(conn, normalise_address(email))
     if operator is None or operator.disabled_at is not None or not _verify(operator.password_hash, password):
         if operator is None:
             _verify(_DUMMY_HASH, password)
-        await store.count_failure(conn, [account, address], window)
+        await ratelimit.count(conn, counted, now)
         return Login(None, "credentials")
-    await store.forget_failures(conn, account)
+    await ratelimit.forget(conn, [counted[0][0]])  # the account's failures; the client's stay
     if HASHER.check_needs_rehash(operator.password_hash):
         await store.set_password(conn, operator.id, hash_password(password), operator.must_change)
     return Login(operator)
@@ -106,13 +112,13 @@ def _verify(password_hash: str, password: str) -> bool:
 async def add_operator(conn: Connection, email: str, role: Role) -> tuple[OperatorRow, str] | None:
     """A new account with a one-time password (returned once, stored only as its hash); None if it exists."""
     password = one_time_password()
-    operator = await store.insert_operator(conn, normalise_email(email), role, hash_password(password))
+    operator = await store.insert_operator(conn, normalise_address(email), role, hash_password(password))
     return (operator, password) if operator else None
 
 
 async def reset_password(conn: Connection, email: str) -> str | None:
     """A new one-time password for the account (its sessions end); None if there is no such account."""
-    operator = await store.operator_by_email(conn, normalise_email(email))
+    operator = await store.operator_by_email(conn, normalise_address(email))
     if operator is None:
         return None
     password = one_time_password()

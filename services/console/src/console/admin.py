@@ -9,7 +9,6 @@ from typing import Annotated, TypeVar
 
 import asyncpg
 import typer
-from email_validator import EmailNotValidError, validate_email
 from spm_common.logging import configure_logging
 from spm_common.migrations import migrate
 from spm_common.settings import load
@@ -40,8 +39,8 @@ def _run(work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
 
 def _address(email: str) -> str:
     try:
-        return validate_email(email, check_deliverability=False).normalized.lower()
-    except EmailNotValidError as exc:
+        return accounts.valid_address(email)
+    except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
 
 

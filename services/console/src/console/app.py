@@ -6,9 +6,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime, timedelta
 
 from fastapi import FastAPI, Request, Response
+from spm_common import ratelimit
 from spm_common.http import create_app
 from spm_common.redaction import describe_error
 from spm_common.runtime import Runtime
@@ -17,13 +17,7 @@ from spm_common.settings import load
 
 from console import sessions, store, upstream
 from console.accounts import LoginLimits
-from console.events import PUBLISHES
-from console.insight import insight_pages
-from console.ops import ops_pages
-from console.ops_upstream import DeadLetters, Notifier, Privacy, Probes, Trail
-from console.releases import releases_pages
-from console.settings import MIGRATIONS, Settings
-from console.web import (
+from console.api import (
     ConsoleState,
     CsrfFailed,
     Forbidden,
@@ -34,6 +28,14 @@ from console.web import (
     see_other,
     templates,
 )
+from console.events import PUBLISHES
+from console.insight import insight_pages
+from console.operators import operator_pages
+from console.ops import ops_pages
+from console.ops_upstream import DeadLetters, Notifier, Privacy, Probes, Queues, Trail
+from console.purchasers import purchaser_pages
+from console.releases import releases_pages
+from console.settings import MIGRATIONS, Settings
 
 # No script at all, no inline style, nothing from elsewhere; no framing; forms post to this console only.
 CONTENT_SECURITY_POLICY = (
@@ -65,9 +67,7 @@ def build(settings: Settings) -> Runtime:
             try:
                 async with runtime.pool.acquire() as conn:
                     await store.sweep_sessions(conn, idle)
-                    await store.sweep_failures(
-                        conn, datetime.now(UTC) - timedelta(seconds=settings.console_login_window_seconds)
-                    )
+                    await ratelimit.sweep(conn)
                 health.ok()
             except Exception as exc:
                 health.failed(describe_error(exc))
@@ -89,7 +89,7 @@ def create(settings: Settings | None = None) -> FastAPI:
         runtime,
         title="SPM console",
         description="The operators' web console (HTML pages; no JSON API of its own).",
-        routers=[pages, ops_pages, releases_pages, insight_pages],
+        routers=[pages, operator_pages, ops_pages, releases_pages, insight_pages, purchaser_pages],
         max_body_bytes=MAX_BODY_BYTES,
     )
     token = settings.operator_token.get_secret_value() if settings.operator_token else None
@@ -99,6 +99,10 @@ def create(settings: Settings | None = None) -> FastAPI:
     notifier = upstream.client(settings.console_notifier_url, token, timeout)
     audit = upstream.client(settings.console_audit_url, token, timeout)
     services = {"contact": contact, "orders": orders, "notifier": notifier, "audit": audit}
+    monitor = settings.console_rabbitmq_monitor_url
+    queues = Queues(
+        monitor.get_secret_value() if monitor else None, settings.role_amqp_url(), settings.exchange, timeout
+    )
     app.state.audit_client = audit  # the audit and trends pages (insight.py)
     app.state.console = ConsoleState(
         settings=settings,
@@ -119,6 +123,7 @@ def create(settings: Settings | None = None) -> FastAPI:
         trail=Trail(audit),
         probes=Probes(services),
         dead_letters={name: DeadLetters(c) for name, c in services.items()},
+        queues=queues,
     )
     started = app.router.lifespan_context
 
@@ -130,6 +135,7 @@ def create(settings: Settings | None = None) -> FastAPI:
             finally:
                 for client in (contact, orders, notifier, audit):
                     await client.aclose()
+                await queues.aclose()
 
     app.router.lifespan_context = lifespan
 

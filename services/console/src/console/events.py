@@ -20,7 +20,7 @@ class OperatorAction(BaseModel):
     at: datetime
 
 
-PUBLISHES = {
+PUBLISHES: dict[str, type[BaseModel]] = {
     OPERATOR_ACTION: OperatorAction,
     # What its outbox relay deleted, a count (spm_common.retention).
     RETENTION_PURGED: RetentionPurged,

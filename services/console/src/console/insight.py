@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+
+# Loosely typed: parts of the audit API's JSON answers that the pages only show (that API has no response models yet).
 from typing import Annotated, Any
 
 import httpx
@@ -19,8 +21,8 @@ from fastapi import APIRouter, Query, Request, status
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
+from console.api import OperatorDep, checked_form, record, render
 from console.upstream import Api, UpstreamError
-from console.web import OperatorDep, checked_form, record, render
 
 insight_pages = APIRouter(include_in_schema=False)
 # The audit service's k (trends.MIN_VISITORS): groups seen by fewer visitors come folded into "other".

@@ -10,16 +10,16 @@ from __future__ import annotations
 import asyncio
 import uuid
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any  # for a template's context: whatever its template shows
 
 from fastapi import APIRouter, Path, Query, Request, status
 from fastapi.responses import Response
 
 from console import i18n
-from console.ops_upstream import AuditCheck, DeadLetter, PrivacyRequest
+from console.api import AdminDep, OperatorDep, checked_form, field, record, render, see_other, state_of
+from console.ops_upstream import AuditCheck, DeadLetter, PrivacyRequest, ServiceQueues
 from console.store import SessionRow
 from console.upstream import UpstreamError
-from console.web import AdminDep, OperatorDep, checked_form, field, record, render, see_other, state_of
 
 ops_pages = APIRouter(include_in_schema=False)
 # The services whose state the system page shows, in this order.
@@ -194,10 +194,32 @@ async def replay_dead_letter(
 async def system(request: Request, session: AdminDep) -> Response:
     console = state_of(request)
     await record(request, session, "system.viewed", "console.system")
-    states = await asyncio.gather(*(console.probes.state(name) for name in SERVICES))
-    audit: AuditCheck | None
-    try:
-        audit = await console.trail.verify(session.operator.email)
-    except UpstreamError:
-        audit = None
-    return render(request, "system.html", services=list(states), audit=audit, checked_at=datetime.now(UTC))
+
+    async def verified() -> AuditCheck | None:
+        try:
+            return await console.trail.verify(session.operator.email)
+        except UpstreamError:
+            return None  # said so on the page; the rest still shows
+
+    async def queues() -> list[ServiceQueues] | None:
+        if not console.queues.configured:
+            return None
+        try:
+            return list(await asyncio.gather(*(console.queues.of(name) for name in SERVICES)))
+        except UpstreamError:
+            return None
+
+    states, audit, depths = await asyncio.gather(
+        asyncio.gather(*(console.probes.state(name) for name in SERVICES)),
+        verified(),
+        queues(),
+    )
+    return render(
+        request,
+        "system.html",
+        services=list(states),
+        audit=audit,
+        queues=depths,
+        queues_configured=console.queues.configured,
+        checked_at=datetime.now(UTC),
+    )

@@ -7,14 +7,16 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal  # for parts of upstream JSON answers the pages only show
 from urllib.parse import quote
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import BaseModel
+from spm_common.brokerusers import management_api, vhost_of
+from spm_common.topology import Topology
 
-from console.upstream import Api
+from console.upstream import Api, UpstreamError
 
 # The notifier answers at most this many a page; the console shows one page of each list.
 LIST_LIMIT = 500
@@ -148,6 +150,73 @@ class Trail(Api):
 
     async def verify(self, operator: str) -> AuditCheck:
         return AuditCheck.model_validate(await self._call("GET", "/v1/audit/verify", operator))
+
+
+class QueueDepth(BaseModel):
+    """One queue as the management API counts it (its statistics lag by up to 5 s)."""
+
+    name: str
+    messages: int = 0
+    messages_ready: int = 0
+    messages_unacknowledged: int = 0
+    consumers: int = 0
+
+
+@dataclass(frozen=True)
+class ServiceQueues:
+    """A service's queue, its retry queue and its dead-letter queue; None: not declared (yet)."""
+
+    service: str
+    main: QueueDepth | None
+    retry: QueueDepth | None
+    dead_letters: QueueDepth | None
+
+
+QUEUE_COLUMNS = "name,messages,messages_ready,messages_unacknowledged,consumers"
+
+
+class Queues:
+    """The queues' depths, from RabbitMQ's management API with the `spm_monitor` login, which may list them
+    and nothing else (spm_common.brokerusers); without that URL, `configured` is False."""
+
+    def __init__(self, monitor_url: str | None, amqp_url: str, exchange: str, timeout: float) -> None:
+        self.exchange = exchange
+        self.vhost = vhost_of(amqp_url)
+        self.client: httpx.AsyncClient | None = None
+        if monitor_url:
+            api = management_api(monitor_url)
+            self.client = httpx.AsyncClient(base_url=api.base_url, auth=api.auth, timeout=timeout)
+
+    @property
+    def configured(self) -> bool:
+        return self.client is not None
+
+    async def of(self, service: str) -> ServiceQueues:
+        """Raises UpstreamError when the management API does not answer, or refuses the login."""
+        topology = Topology(self.exchange, service)
+        main, retry, dlq = [
+            await self._queue(name)
+            for name in (topology.queue_name, topology.retry_queue_name, topology.dead_letter_queue_name)
+        ]
+        return ServiceQueues(service, main, retry, dlq)
+
+    async def _queue(self, name: str) -> QueueDepth | None:
+        assert self.client is not None, "ask only when configured"
+        try:
+            answer = await self.client.get(
+                f"/api/queues/{self.vhost}/{quote(name, safe='')}", params={"columns": QUEUE_COLUMNS}
+            )
+        except httpx.HTTPError as exc:
+            raise UpstreamError(0, "RabbitMQ management API did not answer") from exc
+        if answer.status_code == 404:
+            return None
+        if answer.status_code != 200:
+            raise UpstreamError(answer.status_code, "RabbitMQ management API refused")
+        return QueueDepth.model_validate(answer.json())
+
+    async def aclose(self) -> None:
+        if self.client is not None:
+            await self.client.aclose()
 
 
 class Probes:

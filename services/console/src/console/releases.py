@@ -10,6 +10,8 @@ and cancel. Every step is an `operator.action`.
 from __future__ import annotations
 
 from datetime import datetime
+
+# Loosely typed: a release draft as JSON (orders validates it) and a template's context.
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request, status
@@ -18,8 +20,8 @@ from pydantic import BaseModel
 from starlette.datastructures import FormData
 
 from console import i18n
+from console.api import AdminDep, checked_form, field, language_of, record, render, see_other, state_of
 from console.upstream import Api, UpstreamError
-from console.web import AdminDep, checked_form, field, language_of, record, render, see_other, state_of
 
 releases_pages = APIRouter(include_in_schema=False)
 REFRESH_SECONDS = 2

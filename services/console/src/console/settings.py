@@ -1,9 +1,10 @@
 """Configuration of the operators' console: the shared SPM_* variables and its own."""
 
 from pathlib import Path
+from typing import Annotated
 
 from pydantic import Field, SecretStr
-from spm_common.settings import Secret, ServiceAmqpUrl, ServiceDatabaseUrl, ServiceSettings
+from spm_common.settings import STRONG_OWN_URL, Secret, ServiceAmqpUrl, ServiceDatabaseUrl, ServiceSettings
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -21,6 +22,9 @@ class Settings(ServiceSettings):
     console_orders_url: str = "http://127.0.0.1:8082"
     console_audit_url: str = "http://127.0.0.1:8084"
     console_notifier_url: str = "http://127.0.0.1:8083"
+    # The RabbitMQ management API with the read-only `spm_monitor` login (`http://spm_monitor:...@rabbitmq:15672`),
+    # for the queues' depths on the system page; unset, the page says they are not configured.
+    console_rabbitmq_monitor_url: Annotated[SecretStr | None, STRONG_OWN_URL] = None
     console_upstream_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
     # A session ends after this long without a request, and this long after the login whatever happens.
     console_idle_minutes: float = Field(default=30.0, gt=0, le=24 * 60)

@@ -6,6 +6,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
+import asyncpg
 from spm_common.db import Connection
 
 
@@ -31,8 +32,8 @@ class SessionRow:
 _OPERATOR = "o.id, o.email, o.role, o.password_hash, o.must_change, o.disabled_at, o.created_at"
 
 
-def _operator(row: object) -> OperatorRow:
-    return OperatorRow(**{name: row[name] for name in OperatorRow.__dataclass_fields__})  # type: ignore[index]
+def _operator(row: asyncpg.Record) -> OperatorRow:
+    return OperatorRow(**{name: row[name] for name in OperatorRow.__dataclass_fields__})
 
 
 # Operators
@@ -53,6 +54,11 @@ async def insert_operator(conn: Connection, email: str, role: str, password_hash
 
 async def operator_by_email(conn: Connection, email: str) -> OperatorRow | None:
     row = await conn.fetchrow(f"SELECT {_OPERATOR} FROM operators o WHERE o.email = $1", email)
+    return _operator(row) if row else None
+
+
+async def operator_by_id(conn: Connection, operator_id: uuid.UUID) -> OperatorRow | None:
+    row = await conn.fetchrow(f"SELECT {_OPERATOR} FROM operators o WHERE o.id = $1", operator_id)
     return _operator(row) if row else None
 
 
@@ -126,32 +132,3 @@ async def sweep_sessions(conn: Connection, idle_seconds: float) -> int:
         idle_seconds,
     )
     return int(result.split()[-1])
-
-
-# Login failures
-
-
-async def failures(conn: Connection, buckets: list[str], window_start: datetime) -> int:
-    """The highest failure count of these buckets in the window."""
-    value = await conn.fetchval(
-        "SELECT coalesce(max(failures), 0) FROM login_failures WHERE bucket = ANY($1) AND window_start = $2",
-        buckets,
-        window_start,
-    )
-    return int(value)
-
-
-async def count_failure(conn: Connection, buckets: list[str], window_start: datetime) -> None:
-    await conn.executemany(
-        "INSERT INTO login_failures (bucket, window_start, failures) VALUES ($1, $2, 1)"
-        " ON CONFLICT (bucket, window_start) DO UPDATE SET failures = login_failures.failures + 1",
-        [(bucket, window_start) for bucket in sorted(buckets)],
-    )
-
-
-async def forget_failures(conn: Connection, bucket: str) -> None:
-    await conn.execute("DELETE FROM login_failures WHERE bucket = $1", bucket)
-
-
-async def sweep_failures(conn: Connection, before: datetime) -> None:
-    await conn.execute("DELETE FROM login_failures WHERE window_start < $1", before)

@@ -7,6 +7,8 @@ import contextlib
 import uuid
 from datetime import datetime
 from decimal import Decimal
+
+# Loosely typed: httpx's keyword arguments, and JSON answers the caller validates into its model.
 from typing import Any, Literal
 
 import httpx
@@ -129,8 +131,9 @@ class RevealedKey(BaseModel):
 
 
 class Purchaser(BaseModel):
-    email: str
-    name: str
+    # Null once the purchaser's data was erased at their request (the order itself is kept by law).
+    email: str | None
+    name: str | None
     phone: str | None = None
     address: dict[str, Any] | None = None
 
@@ -149,6 +152,50 @@ class Order(BaseModel):
     license_keys: list[KeyHint]
 
 
+class NewsConsent(BaseModel):
+    state: Literal["given", "withdrawn", "never"]
+    given_at: datetime | None = None
+    policy_version: int | None = None
+    order_id: str | None = None
+    withdrawn_at: datetime | None = None
+
+
+class Consent(BaseModel):
+    order_id: str
+    policy_version: int
+    given_at: datetime
+    withdrawn_at: datetime | None = None
+
+
+class KeyResend(BaseModel):
+    request_id: uuid.UUID
+    requested_by: str
+    license_keys: int
+    requested_at: datetime
+
+
+class KeysResent(KeyResend):
+    duplicate: bool
+
+
+class PurchaserDetail(BaseModel):
+    """The purchaser page: consent to news and unsubscribes as the orders service keeps them (the state its
+    fan-outs obey), and the operators' key resends."""
+
+    email: str
+    name: str
+    locale: str
+    first_recorded_at: datetime
+    last_order_at: datetime
+    orders: int
+    license_keys: int
+    news_consent: NewsConsent
+    news_unsubscribed_at: datetime | None = None
+    upgrades_unsubscribed_at: datetime | None = None
+    consents: list[Consent]
+    key_resends: list[KeyResend]
+
+
 class Orders(Api):
     """The orders service's look-up API."""
 
@@ -162,6 +209,15 @@ class Orders(Api):
     async def license_keys(self, operator: str, order_id: uuid.UUID) -> list[RevealedKey]:
         keys = await self._call("GET", f"/v1/orders/{order_id}/license-keys", operator)
         return [RevealedKey.model_validate(k) for k in keys]
+
+    async def purchaser(self, operator: str, email: str) -> PurchaserDetail:
+        answer = await self._call("GET", "/v1/purchasers", operator, params={"email": email})
+        return PurchaserDetail.model_validate(answer)
+
+    async def resend_keys(self, operator: str, email: str, request_id: uuid.UUID) -> KeysResent:
+        body = {"email": email, "request_id": str(request_id)}
+        answer = await self._call("POST", "/v1/purchasers/license-keys/resend", operator, json=body)
+        return KeysResent.model_validate(answer)
 
 
 def client(base_url: str, token: str | None, timeout: float) -> httpx.AsyncClient:

@@ -9,16 +9,18 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal, cast
 
+import asyncpg
 from email_validator import EmailNotValidError, validate_email
 from fastapi import APIRouter, Header, HTTPException, Query, Request, Response, status
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
+from spm_common import ratelimit
 from spm_common.clientaddr import of_request, rate_limit_key
 from spm_common.db import DB_ERRORS
 from spm_common.http import BAD_BODY, OPERATOR_ONLY, Operator, RuntimeDep, direct, json_body, validated_body
 from spm_common.runtime import Runtime
 
-from contact import inbox, ratelimit, store
+from contact import inbox, store
 from contact.inbox import MessageIsClosed, MessageNotFound, ReplyForm
 from contact.intake import ContactForm, Locale, new_message, preferred_locale
 from contact.settings import Settings
@@ -30,6 +32,7 @@ RETRY_AFTER_SECONDS = 5
 
 DeliveryStatus = Literal["queued", "sent", "failed"]
 MessageStatus = Literal["new", "answered", "closed"]
+# FastAPI's own type for `responses=`.
 NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "No such message"}}
 # The console names the operator who acts; the inbox records who replied and who closed.
 ActingOperator = Annotated[
@@ -150,7 +153,7 @@ async def post_message(request: Request) -> Response:
         form, preferred_locale(form.locale, request.headers.get("accept-language")), settings.mail_from
     )
     counted = ratelimit.buckets(
-        ratelimit.client_bucket(rate_limit_key(of_request(request, settings.trusted_proxies)), settings.client_key()),
+        ratelimit.keyed("c", rate_limit_key(of_request(request, settings.trusted_proxies)), settings.client_key()),
         ratelimit.Limit(settings.contact_rate_per_client, settings.contact_rate_client_window_seconds),
         ratelimit.Limit(settings.contact_rate_global, settings.contact_rate_global_window_seconds),
         message.received_at.timestamp(),
@@ -312,7 +315,7 @@ async def post_reply(
     )
 
 
-async def _detail(pool: Any, message_id: uuid.UUID) -> MessageDetail:
+async def _detail(pool: asyncpg.Pool, message_id: uuid.UUID) -> MessageDetail:
     async with pool.acquire() as conn:
         row = await store.get_message(conn, message_id)
         if row is None:
@@ -336,7 +339,7 @@ async def _detail(pool: Any, message_id: uuid.UUID) -> MessageDetail:
     )
 
 
-def _summary(row: Any) -> MessageSummary:
+def _summary(row: asyncpg.Record) -> MessageSummary:
     return MessageSummary(
         id=row["id"],
         name=row["name"],

@@ -77,7 +77,7 @@ class PrivacyPolicyPublished(BaseModel):
     sha256: str
 
 
-PUBLISHES = {
+PUBLISHES: dict[str, type[BaseModel]] = {
     MESSAGE_RECEIVED: MessageReceived,
     MESSAGE_REPLIED: MessageReplied,
     MESSAGE_CLOSED: MessageClosed,

@@ -11,7 +11,7 @@ from spm_common.db import Connection
 from spm_common.envelope import CloudEvent
 from spm_common.handlers import Handlers, Meta
 from spm_common.notifications import NotificationFailed, NotificationOutcome, NotificationSent, outcome_routing_key
-from spm_common.privacy import PrivacyRequestCompleted, PrivacyRequestConfirmed
+from spm_common.privacy import DeadLetterEraser, PrivacyRequestCompleted, PrivacyRequestConfirmed
 
 from contact import inbox, privacy, privacy_answer
 from contact.settings import Settings
@@ -34,7 +34,12 @@ def handlers(settings: Settings) -> Handlers:
         .on(sent, on_mail_outcome, routing_key=outcome_routing_key(sent.event_type, "contact"))
         .on(failed, on_mail_outcome, routing_key=outcome_routing_key(failed.event_type, "contact"))
         .on(PrivacyRequestCompleted, functools.partial(privacy.record_answer, source=settings.source))
-        .on(PrivacyRequestConfirmed, functools.partial(privacy_answer.on_confirmed, source=settings.source))
+        .on(
+            PrivacyRequestConfirmed,
+            functools.partial(
+                privacy_answer.on_confirmed, source=settings.source, dead_letters=DeadLetterEraser.of(settings)
+            ),
+        )
     )
 
 

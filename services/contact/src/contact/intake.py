@@ -19,12 +19,12 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from pydantic_core import PydanticCustomError
 from spm_common import cards
 from spm_common.addresses import is_plain_address
-from spm_common.envelope import OutboxRow, new_event_body
+from spm_common.envelope import OutboxRow, Purpose, new_event_body
 from spm_common.notifications import NOTIFICATION_REQUESTED, message_id_for
 
 from contact.events import MESSAGE_RECEIVED
 
-PURPOSE = "answer-message"
+PURPOSE: Purpose = "answer-message"
 ACK_TEMPLATE = "contact-ack"
 Locale = Literal["vi", "en"]
 
@@ -148,8 +148,10 @@ class Received(BaseModel):
 
 def preferred_locale(explicit: str | None, accept_language: str | None) -> Locale:
     """The form's locale, else the best of vi/en in Accept-Language (by q-value), else English."""
-    if explicit in ("vi", "en"):
-        return explicit  # type: ignore[return-value]
+    if explicit == "vi":
+        return "vi"
+    if explicit == "en":
+        return "en"
     return _locale_of((accept_language or "")[:500])
 
 

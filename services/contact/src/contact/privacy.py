@@ -326,7 +326,7 @@ async def _finish(conn: Connection, request: asyncpg.Record, answers: list[async
     kind = request["kind"]
     now = datetime.now(UTC)
     by_service = {a["service"]: a for a in answers}
-    context: dict[str, Any] = {
+    context: dict[str, Any] = {  # a template's variables
         "answers": [
             {
                 "service": SERVICE_LABELS.get(service, {}).get(locale, service),

@@ -20,12 +20,14 @@ from fastapi import APIRouter, Header, HTTPException, Query, Request, Response, 
 from fastapi.responses import HTMLResponse, JSONResponse
 from prometheus_client import Gauge
 from pydantic import BaseModel
+from spm_common import ratelimit
+from spm_common.addresses import normalise_address
 from spm_common.clientaddr import of_request, rate_limit_key
 from spm_common.http import BAD_BODY, OPERATOR_ONLY, Operator, RuntimeDep, json_body, validated_body
 from spm_common.privacy import ANSWERING_SERVICES, RequestKind
 from spm_common.runtime import Runtime
 
-from contact import privacy, privacy_store, ratelimit, store
+from contact import privacy, privacy_store, store
 from contact.intake import Locale, preferred_locale
 from contact.privacy import (
     AlreadyConfirmed,
@@ -90,6 +92,7 @@ class PrivacyRequestPage(BaseModel):
     items: list[PrivacyRequestView]
 
 
+# FastAPI's own type for `responses=`.
 NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "No such request"}}
 TOKEN_ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"description": "Not a confirmation link this service issued (garbled, forged, or for something else)"},
@@ -125,11 +128,11 @@ async def post_privacy_request(request: Request) -> Response:
     # Counted per client and per address (any case), both known to the counters only as keyed hashes, in
     # buckets of their own (the contact form's are "c:..." and "*").
     counted = ratelimit.buckets(
-        "privacy-" + ratelimit.client_bucket(rate_limit_key(of_request(request, settings.trusted_proxies)), key),
+        ratelimit.keyed("privacy-client", rate_limit_key(of_request(request, settings.trusted_proxies)), key),
         ratelimit.Limit(settings.privacy_rate_per_client, settings.privacy_rate_client_window_seconds),
         ratelimit.Limit(settings.privacy_rate_per_address, settings.privacy_rate_address_window_seconds),
         now.timestamp(),
-        overall_bucket="privacy-address-" + ratelimit.client_bucket(form.email.lower(), key),
+        overall_bucket=ratelimit.keyed("privacy-address", normalise_address(form.email), key),
     )
     try:
         async with runtime.pool.acquire() as conn:

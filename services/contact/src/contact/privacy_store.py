@@ -138,7 +138,7 @@ async def insert_answer(
     service: str,
     summary: str,
     counts: dict[str, int],
-    export: dict[str, Any] | None,
+    export: dict[str, Any] | None,  # the JSON export, stored as it is sent
     answered_at: datetime,
 ) -> bool:
     """The service's first answer to the request; False where it had answered already."""

@@ -11,6 +11,7 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
+from spm_common import ratelimit
 from spm_common.db import DB_ERRORS
 from spm_common.envelope import new_event
 from spm_common.health import LoopHealth
@@ -53,7 +54,7 @@ async def delete_expired(pool: asyncpg.Pool, retention_days: int, source: str, b
         if len(message_ids) < batch:
             break
     async with pool.acquire() as conn:
-        await store.sweep_rate_counters(conn)
+        await ratelimit.sweep(conn)
     if total:
         log.info("expired messages deleted", count=total)
     return total

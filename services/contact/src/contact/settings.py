@@ -57,7 +57,7 @@ class Settings(ServiceSettings):
 
     @field_validator("privacy_holidays", mode="before")
     @classmethod
-    def _comma_separated(cls, value: Any) -> Any:
+    def _comma_separated(cls, value: Any) -> Any:  # raw input, before validation
         if isinstance(value, str):
             return tuple(part.strip() for part in value.split(",") if part.strip())
         return value

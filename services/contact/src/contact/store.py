@@ -8,12 +8,13 @@ from typing import NamedTuple
 
 import asyncpg
 import orjson
+from spm_common.addresses import normalise_address
 from spm_common.db import Connection
 from spm_common.envelope import OutboxRow
 from spm_common.outbox import ENQUEUE_FROM_ARRAYS, NOTIFY, outbox_arrays
+from spm_common.ratelimit import Buckets
 
 from contact.intake import Received
-from contact.ratelimit import Buckets
 
 # Messages
 
@@ -27,6 +28,7 @@ async def insert_messages(conn: Connection, messages: list[tuple[Received, int |
             "id": message.id,
             "name": message.name,
             "email": message.email,
+            "email_key": normalise_address(message.email),
             "subject": message.subject,
             "body": message.body,
             "locale": message.locale,
@@ -40,8 +42,9 @@ async def insert_messages(conn: Connection, messages: list[tuple[Received, int |
     await conn.execute(
         "WITH message AS ("
         "  INSERT INTO messages"
-        "  (id, name, email, subject, body, locale, ack_message_id, received_at, policy_version)"
-        "  SELECT * FROM jsonb_to_recordset($1::jsonb) AS m(id uuid, name text, email text, subject text,"
+        "  (id, name, email, email_key, subject, body, locale, ack_message_id, received_at, policy_version)"
+        "  SELECT * FROM jsonb_to_recordset($1::jsonb) AS m(id uuid, name text, email text, email_key text,"
+        "  subject text,"
         "  body text, locale text, ack_message_id text, received_at timestamptz, policy_version integer)),"
         f" events AS ({ENQUEUE_FROM_ARRAYS.format(ids='$2', types='$3', bodies='$4')})"
         f" SELECT {NOTIFY}",
@@ -162,6 +165,7 @@ async def delete_messages_before(
         cutoff,
         limit,
     )
+    assert row is not None  # a SELECT without FROM: always one row
     return list(row["messages"]), list(row["replies"])
 
 
@@ -274,10 +278,10 @@ async def admit(conn: Connection, attempts: list[tuple[Buckets, datetime]]) -> l
         "  client_end timestamptz, client_limit integer, overall text, overall_start timestamptz,"
         "  overall_end timestamptz, at timestamptz)),"
         " client AS ("
-        "  INSERT INTO rate_counters (bucket, window_start, hits, expires_at)"
+        "  INSERT INTO rate_windows (bucket, window_start, hits, expires_at)"
         "  SELECT client, client_start, count(*), max(client_end) FROM attempt"
         "  GROUP BY client, client_start ORDER BY client, client_start"
-        "  ON CONFLICT (bucket, window_start) DO UPDATE SET hits = rate_counters.hits + excluded.hits"
+        "  ON CONFLICT (bucket, window_start) DO UPDATE SET hits = rate_windows.hits + excluded.hits"
         "  RETURNING bucket, window_start, hits),"
         " client_counted AS ("
         "  SELECT a.*, c.hits - count(*) OVER same_bucket"
@@ -289,10 +293,10 @@ async def admit(conn: Connection, attempts: list[tuple[Buckets, datetime]]) -> l
         "  row_number() OVER (same_bucket ORDER BY n) AS position FROM client_counted"
         "  WHERE client_hits <= client_limit WINDOW same_bucket AS (PARTITION BY overall, overall_start)),"
         " overall AS ("
-        "  INSERT INTO rate_counters (bucket, window_start, hits, expires_at)"
+        "  INSERT INTO rate_windows (bucket, window_start, hits, expires_at)"
         "  SELECT overall, overall_start, count(*), max(overall_end) FROM within"
         "  GROUP BY overall, overall_start ORDER BY overall, overall_start"
-        "  ON CONFLICT (bucket, window_start) DO UPDATE SET hits = rate_counters.hits + excluded.hits"
+        "  ON CONFLICT (bucket, window_start) DO UPDATE SET hits = rate_windows.hits + excluded.hits"
         "  RETURNING bucket, window_start, hits)"
         " SELECT c.client_hits, o.hits - w.in_batch + w.position AS global_hits,"
         "  (SELECT max(version) FROM privacy_policies WHERE effective_from <= c.at) AS policy_version"
@@ -303,7 +307,3 @@ async def admit(conn: Connection, attempts: list[tuple[Buckets, datetime]]) -> l
         orjson.dumps([{"n": n, "at": at, **counted._asdict()} for n, (counted, at) in enumerate(attempts, 1)]).decode(),
     )
     return [Admission(int(row["client_hits"]), row["global_hits"], row["policy_version"]) for row in rows]
-
-
-async def sweep_rate_counters(conn: Connection) -> None:
-    await conn.execute("DELETE FROM rate_counters WHERE expires_at < now()")

@@ -14,11 +14,12 @@ import contextlib
 from dataclasses import dataclass, field
 
 import asyncpg
+from spm_common import ratelimit
 from spm_common.logging import get_contextvars
+from spm_common.ratelimit import Buckets, Decision
 
-from contact import ratelimit, store
+from contact import store
 from contact.intake import Received, receipt_events
-from contact.ratelimit import Buckets, Decision
 
 MAX_BATCH = 200
 

@@ -24,7 +24,7 @@ from prometheus_client import Counter, Gauge
 from spm_common.addresses import is_plain_address
 from spm_common.consumer import PermanentError
 from spm_common.db import DB_ERRORS, Connection
-from spm_common.envelope import OutboxRow, new_event_body
+from spm_common.envelope import OutboxRow, Purpose, new_event_body
 from spm_common.handlers import Meta, Received
 from spm_common.health import Health
 from spm_common.logging import bound_contextvars, get_logger
@@ -39,7 +39,15 @@ from spm_common.pgnotify import Listener
 from spm_common.redaction import describe_error
 
 from notifier import store
-from notifier.mail import Composer, FileAttachment, RenderError, Unsubscribe, stable_message_id, usable_message_id
+from notifier.mail import (
+    Composer,
+    FileAttachment,
+    Outgoing,
+    RenderError,
+    Unsubscribe,
+    stable_message_id,
+    usable_message_id,
+)
 from notifier.policy import (
     CATEGORY_OF,
     PURCHASER_ONLY,
@@ -153,7 +161,7 @@ def _outcome(
     source: str,
     request_event_id: str,
     reference: str | None,
-    purpose: Any,
+    purpose: Purpose,
     template: str,
     error: str | None,
     correlation_id: str | None,
@@ -198,19 +206,19 @@ class Job:
     attempts: int
     request_event_id: str
     recipient_ref: str
-    purpose: str
+    purpose: Purpose  # as recorded, after the request's model had checked it
     template: str
     locale: str
     reference: str | None
     message_id: str
     correlation_id: str | None
-    request: dict[str, Any]
+    request: dict[str, Any]  # the NotificationRequested JSON as stored, validated when it came
     deadline: float  # loop time after which it is not started: its lease would run out under way
 
 
 def backoff_seconds(attempts: int, base: float, ceiling: float) -> float:
     """Exponential backoff with jitter: between half and all of base * 2^(attempts-1), capped."""
-    delay = min(ceiling, base * 2 ** max(0, attempts - 1))
+    delay = min(ceiling, base * 2.0 ** max(0, attempts - 1))
     return delay / 2 + random.uniform(0, delay / 2)
 
 
@@ -358,7 +366,7 @@ class Sender:
                 log.warning("cannot record refused deliveries yet", error=describe_error(exc), count=len(refused))
         return jobs
 
-    def _compose(self, job: Job) -> Any:
+    def _compose(self, job: Job) -> Outgoing:
         recipient = job.request["recipient"]
         category = CATEGORY_OF.get(job.purpose)
         unsubscribe = None

@@ -23,7 +23,7 @@ class Unsubscribed(BaseModel):
     category: Literal["upgrades", "news"]
 
 
-PUBLISHES = {
+PUBLISHES: dict[str, type[BaseModel]] = {
     NOTIFICATION_SENT: NotificationSent,
     NOTIFICATION_FAILED: NotificationFailed,
     NOTIFICATION_UNSUBSCRIBED: Unsubscribed,

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from spm_common.db import Connection
 from spm_common.handlers import Handlers, Received
 from spm_common.notifications import NotificationRequested
-from spm_common.privacy import PrivacyRequestConfirmed
+from spm_common.privacy import DeadLetterEraser, PrivacyRequestConfirmed
 
 from notifier import deliveries, privacy_answer
 from notifier.settings import Settings
@@ -22,5 +22,10 @@ def handlers(settings: Settings) -> Handlers:
     return (
         Handlers()
         .on_batch(NotificationRequested, on_requests)
-        .on(PrivacyRequestConfirmed, functools.partial(privacy_answer.on_confirmed, settings=settings))
+        .on(
+            PrivacyRequestConfirmed,
+            functools.partial(
+                privacy_answer.on_confirmed, settings=settings, dead_letters=DeadLetterEraser.of(settings)
+            ),
+        )
     )

@@ -134,7 +134,7 @@ class Composer:
         locale: str,
         email: str,
         name: str | None,
-        context: dict[str, Any],
+        context: dict[str, Any],  # the template's variables, checked by its model in notifier.policy
         message_id: str,
         in_reply_to: str | None = None,
         unsubscribe: Unsubscribe | None = None,
@@ -188,10 +188,10 @@ class Composer:
                 b">\r\nList-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n",
             ]
         marker = boundary.encode()
+        mixed = marker + b"m"
         headers += [skeleton.language, b"MIME-Version: 1.0\r\n"]
         if attachments:
             # multipart/mixed: the text and HTML alternatives first, then each file.
-            mixed = marker + b"m"
             headers += [b'Content-Type: multipart/mixed; boundary="', mixed, b'"\r\n\r\n--', mixed, b"\r\n"]
         headers += [
             b'Content-Type: multipart/alternative; boundary="',

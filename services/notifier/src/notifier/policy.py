@@ -24,7 +24,7 @@ PURCHASER_ONLY = frozenset({"license-recovery", "free-upgrade", "product-news"})
 URL_PATTERN = r"^https?://[^\s<>\"']+$"
 
 
-def _url() -> Any:
+def _url() -> Any:  # as pydantic's Field() is typed, so that it fits every field
     """An optional http(s) link: anything else (javascript:, data:) has no place in an e-mail."""
     return Field(default=None, pattern=URL_PATTERN, max_length=2000)
 
@@ -155,7 +155,7 @@ def requester_refusal(source: str, purpose: str) -> str | None:
     return f"source {source[:100]!r} may not request {purpose[:50]!r} mail"
 
 
-def check_request(template: str, purpose: str, context: dict[str, Any]) -> str | None:
+def check_request(template: str, purpose: str, context: dict[str, Any]) -> str | None:  # context: any JSON
     """Why a request can never be sent as asked (a reason fit for the delivery log), or None."""
     spec = TEMPLATES.get(template)
     if spec is None:

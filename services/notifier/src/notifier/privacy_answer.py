@@ -3,7 +3,8 @@
 What it keeps about an address is found through its recipient reference: the deliveries (purpose, template,
 status, times; the request itself, address and content, only while an e-mail waits or failed), whether it is
 a purchaser or suppressed after a hard bounce, and what it unsubscribed from. Access exports all of it;
-erasure deletes it, and a pending delivery to the address is deleted with the rest, so nothing more goes out.
+erasure deletes it, and a pending delivery to the address is deleted with the rest, so nothing more goes out;
+the service's dead letters that name the address go too (spm_common.privacy.DeadLetterEraser).
 
 Except the mail of the request itself (purpose `privacy-request`): the final e-mail that tells the person
 what was erased is requested by contact after every service has answered, so after this erasure; nothing
@@ -17,6 +18,7 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
+from spm_common.addresses import normalise_address
 from spm_common.db import Connection
 from spm_common.envelope import CloudEvent
 from spm_common.handlers import Meta
@@ -24,11 +26,11 @@ from spm_common.logging import get_logger
 from spm_common.outbox import enqueue
 from spm_common.privacy import (
     AnsweringService,
+    DeadLetterEraser,
     PrivacyRequestConfirmed,
     completed,
     first_answer,
     forget_published,
-    normalise_address,
 )
 
 from notifier import store
@@ -66,7 +68,14 @@ SELECT (SELECT count(*) FROM gone) AS deliveries,
 """
 
 
-async def on_confirmed(conn: Connection, request: PrivacyRequestConfirmed, meta: Meta, *, settings: Settings) -> None:
+async def on_confirmed(
+    conn: Connection,
+    request: PrivacyRequestConfirmed,
+    meta: Meta,
+    *,
+    settings: Settings,
+    dead_letters: DeadLetterEraser,
+) -> None:
     """Handler of privacy.request.confirmed, in the consumer's transaction."""
     if not await first_answer(conn, request):
         log.info("privacy request answered before", request_id=str(request.request_id))
@@ -75,12 +84,13 @@ async def on_confirmed(conn: Connection, request: PrivacyRequestConfirmed, meta:
     if request.kind == "access":
         answer = await _access(conn, ref, request, settings.source)
     else:
-        answer = await _erase(conn, ref, request, settings.source)
+        answer = await _erase(conn, ref, request, settings.source, dead_letters)
     await enqueue(conn, answer)
     log.info("privacy request answered", request_id=str(request.request_id), kind=request.kind)
 
 
 async def _access(conn: Connection, ref: str, request: PrivacyRequestConfirmed, source: str) -> CloudEvent:
+    # The export as Postgres built it: JSON passed on as it is.
     export: dict[str, Any] = orjson.loads(await conn.fetchval(_EXPORT, ref))
     deliveries = export["deliveries"]
     counts = {
@@ -99,15 +109,18 @@ async def _access(conn: Connection, ref: str, request: PrivacyRequestConfirmed, 
     return completed(source, SERVICE, request, summary, counts, export)
 
 
-async def _erase(conn: Connection, ref: str, request: PrivacyRequestConfirmed, source: str) -> CloudEvent:
+async def _erase(
+    conn: Connection, ref: str, request: PrivacyRequestConfirmed, source: str, dead_letters: DeadLetterEraser
+) -> CloudEvent:
     row = await conn.fetchrow(_ERASE, ref)
     assert row is not None
     # notification.unsubscribed names the address, as the recipient's link carried it.
     events = await forget_published(conn, {request.email.strip(), normalise_address(request.email)})
+    dead = await dead_letters.erase(conn, request)
     counts = {name: int(row[name]) for name in row.keys()}  # noqa: SIM118 (a Record's keys are its columns)
     summary = (
         f"Erased the log of {counts['deliveries']} e-mails to this address ({counts['cancelled']} not yet sent"
         " were cancelled), its unsubscribes and any bounce record. Only the e-mail that confirms this erasure"
         " is still sent, and forgotten once it has left."
     )
-    return completed(source, SERVICE, request, summary, {**counts, "published_events": events})
+    return completed(source, SERVICE, request, summary, {**counts, "published_events": events, "dead_letters": dead})

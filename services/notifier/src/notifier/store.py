@@ -71,6 +71,7 @@ async def insert_deliveries(
         [d.last_error for d in rows],
         list(purchasers),
     )
+    assert new is not None  # the statement ends in a SELECT without FROM: always one row
     return list(zip(new["event_ids"], new["refs"], strict=True))
 
 
@@ -222,6 +223,7 @@ async def is_unsubscribed(conn: Connection, ref: str, category: str) -> bool:
     )
 
 
+# Rows as JSON objects for the operator API, which answers them as they are.
 async def list_deliveries(conn: Connection, status: str | None, after_id: int, limit: int) -> list[dict[str, Any]]:
     rows = await conn.fetch(
         f"SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE ($1::text IS NULL OR status = $1) AND id > $2"

@@ -13,10 +13,12 @@ import binascii
 import functools
 import hmac
 
+from spm_common.addresses import normalise_address
+
 from notifier.policy import CATEGORIES, Category
 
 VERSION = "1"
-_CATEGORY_CODE = {"upgrades": "u", "news": "n"}
+_CATEGORY_CODE: dict[Category, str] = {"upgrades": "u", "news": "n"}
 _CODE_CATEGORY = {v: k for k, v in _CATEGORY_CODE.items()}
 
 
@@ -25,9 +27,10 @@ class InvalidToken(ValueError):
 
 
 def recipient_ref(email: str, key: bytes) -> str:
-    """The pseudonymous reference of an address: the same for every spelling of its case. (`hmac.digest`,
-    OpenSSL's one-shot HMAC, costs a third of an `hmac.new` object; references are made for every request.)"""
-    return hmac.digest(key, email.strip().lower().encode(), "sha256").hex()
+    """The pseudonymous reference of an address: the same for every spelling of it that `normalise_address`
+    makes one (its case, its Unicode composition). (`hmac.digest`, OpenSSL's one-shot HMAC, costs a third of an
+    `hmac.new` object; references are made for every request.)"""
+    return hmac.digest(key, normalise_address(email).encode(), "sha256").hex()
 
 
 @functools.lru_cache(maxsize=8)
@@ -53,7 +56,7 @@ def read_token(token: str, key: bytes) -> tuple[str, Category]:
         head, address, mac = token.split(".")
         if len(head) != 2 or head[0] != VERSION or head[1] not in _CODE_CATEGORY:
             raise InvalidToken("unknown token version or category")
-        category: Category = _CODE_CATEGORY[head[1]]  # type: ignore[assignment]
+        category = _CODE_CATEGORY[head[1]]
         email = _unb64(address).decode()
         given = _unb64(mac)
     except (ValueError, binascii.Error, UnicodeDecodeError) as exc:

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict
 from spm_common.clientaddr import of_request, rate_limit_key
 from spm_common.consumer import PermanentError
 from spm_common.http import BAD_BODY, OPERATOR_ONLY, Operator, RuntimeDep, json_body
+from spm_common.runtime import Runtime
 
 from orders import licenses, recovery, store, webhooks
 from orders.events import Email, InvalidEvent, OrderPlaced, normalise_email
@@ -71,7 +72,7 @@ class PurchaserView(BaseModel):
     email: str | None
     name: str | None
     phone: str | None
-    address: dict[str, Any] | None
+    address: dict[str, Any] | None  # as stored: the JSON of the order's address, answered as it is
 
 
 class OrderView(BaseModel):
@@ -92,7 +93,7 @@ class OrderView(BaseModel):
     license_keys: list[KeyView]
 
 
-def _settings(runtime: Any) -> Settings:
+def _settings(runtime: Runtime) -> Settings:
     settings = runtime.settings
     assert isinstance(settings, Settings)
     return settings
@@ -118,7 +119,7 @@ async def order_webhook(
     request: Request,
     runtime: RuntimeDep,
     x_spm_signature: Annotated[str | None, Header()] = None,
-) -> Any:
+) -> WebhookResult | JSONResponse:
     settings = _settings(runtime)
     body = await request.body()  # the signature covers the raw bytes, so they are read before any parsing
     secret = settings.webhook_secret.get_secret_value() if settings.webhook_secret else None
@@ -148,7 +149,9 @@ async def order_webhook(
     description="Always the same 202 answer, in about the same time, whether or not the address bought anything.",
     responses={**BAD_BODY, 429: {"description": "too many requests from this client; see Retry-After"}},
 )
-async def license_recovery(request: Request, form: RecoveryRequest, runtime: RuntimeDep) -> Any:
+async def license_recovery(
+    request: Request, form: RecoveryRequest, runtime: RuntimeDep
+) -> RecoveryAccepted | JSONResponse:
     settings = _settings(runtime)
     client = rate_limit_key(of_request(request, settings.trusted_proxies))
     limited = await recovery.recover(runtime.pool, settings, form.email, client)
@@ -228,7 +231,7 @@ async def license_keys(_: Operator, runtime: RuntimeDep, order_id: uuid.UUID) ->
     return [RevealedKey(**dict(key)) for key in keys]
 
 
-def _view(detail: dict[str, Any]) -> OrderView:
+def _view(detail: store.OrderDetail) -> OrderView:
     order = detail["order"]
     address = order["address"]
     return OrderView(

@@ -8,7 +8,7 @@ from spm_common.runtime import Runtime
 from spm_common.serve import serve
 from spm_common.settings import load
 
-from orders import fanout, releases, retention
+from orders import fanout, purchasers, releases, retention
 from orders.api import router
 from orders.events import PUBLISHES
 from orders.handlers import handlers
@@ -45,7 +45,7 @@ def create(settings: Settings | None = None) -> FastAPI:
         build(settings),
         title="SPM orders",
         description="Orders in, license keys out, purchaser requests and upgrade fan-out.",
-        routers=[router, releases.router],
+        routers=[router, releases.router, purchasers.router],
     )
 
 

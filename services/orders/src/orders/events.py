@@ -12,7 +12,7 @@ import re
 import unicodedata
 from datetime import datetime
 from decimal import Decimal
-from typing import Annotated, Any, ClassVar, Literal, TypeVar
+from typing import Annotated, ClassVar, Literal, TypedDict, TypeVar
 
 from email_validator import EmailNotValidError, validate_email
 from pydantic import (
@@ -25,7 +25,7 @@ from pydantic import (
     HttpUrl,
     ValidationError,
 )
-from spm_common.addresses import is_plain_address
+from spm_common.addresses import is_plain_address, normalise_address
 from spm_common.asyncapi import Example
 from spm_common.consumer import PermanentError
 from spm_common.envelope import Payload
@@ -45,22 +45,30 @@ CARD_DATA_REMOVED = "security.card-data-removed"
 M = TypeVar("M", bound=BaseModel)
 
 
+class FieldError(TypedDict):
+    """Where and why a field is invalid, without the input (pydantic's `ErrorDetails` less input and context)."""
+
+    loc: list[str | int]
+    msg: str
+    type: str
+
+
 class InvalidEvent(PermanentError):
     """A payload that can never be valid. Its reason says where and why, never what was sent (pydantic's own
     message quotes the input, which may be personal data), so it is fit for logs and dead-letter headers."""
 
-    def __init__(self, model: str, errors: list[dict[str, Any]]) -> None:
+    def __init__(self, model: str, errors: list[FieldError]) -> None:
         self.errors = errors
         reasons = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or '$'}: {e['msg']}" for e in errors[:10])
         super().__init__(f"invalid {model}: {reasons}"[:500])
 
 
-def parse(model: type[M], data: Any) -> M:
+def parse(model: type[M], data: object) -> M:
     """Validate an incoming payload, raising InvalidEvent (dead-lettered at once) if it cannot be valid."""
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        errors = [
+        errors: list[FieldError] = [
             {"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]}
             for e in exc.errors(include_input=False, include_url=False, include_context=False)
         ]
@@ -68,15 +76,16 @@ def parse(model: type[M], data: Any) -> M:
 
 
 def normalise_email(text: str) -> str:
-    """The one spelling of an address that identifies a purchaser: syntax checked, lower case."""
-    plain = text.strip().lower()
+    """A valid address in the one spelling that identifies a purchaser (`normalise_address`): the orders
+    service keeps no other, as nothing shows a purchaser's address as they typed it."""
+    plain = normalise_address(text)
     if is_plain_address(plain):
         return plain
     text = unicodedata.normalize("NFC", text).strip()
     if any(ch in text for ch in "\r\n\x00"):
         raise ValueError("not a valid e-mail address")
     try:
-        return validate_email(text, check_deliverability=False).normalized.lower()
+        return normalise_address(validate_email(text, check_deliverability=False).normalized)
     except EmailNotValidError as exc:
         raise ValueError("not a valid e-mail address") from exc
 
@@ -91,7 +100,7 @@ def _single_line(text: str) -> str:
     return text
 
 
-def _money(value: Any) -> Any:
+def _money(value: object) -> object:
     """Money is a decimal string (or a whole number); a float has already lost cents, so it is refused."""
     if isinstance(value, float | bool):
         raise ValueError("money must be a decimal string")

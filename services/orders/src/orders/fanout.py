@@ -13,14 +13,17 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from typing import Any
+from collections.abc import Mapping
+from typing import Final, TypeAlias, TypedDict
 
+import asyncpg
 import orjson
+from spm_common import ratelimit
 from spm_common.db import Connection
-from spm_common.envelope import CloudEvent, new_event
+from spm_common.envelope import CloudEvent, Purpose, new_event
 from spm_common.handlers import Meta
 from spm_common.logging import get_logger
-from spm_common.notifications import NOTIFICATION_REQUESTED, NotificationRequested, Recipient
+from spm_common.notifications import NOTIFICATION_REQUESTED, Locale, NotificationRequested, Recipient
 from spm_common.pgnotify import Listener
 from spm_common.redaction import describe_error
 from spm_common.runtime import Runtime
@@ -31,7 +34,8 @@ from orders.orders import EVENT_NAMESPACE, product_name
 from orders.settings import Settings
 
 log = get_logger(__name__)
-UPGRADE, NEWS = "upgrade", "news"
+UPGRADE: Final = "upgrade"
+NEWS: Final = "news"
 HOUSEKEEPING_EVERY_SECONDS = 600.0
 
 
@@ -70,7 +74,7 @@ async def run_batch(conn: Connection, source: str, batch_size: int) -> bool:
 
 
 async def _upgrade_notices(
-    conn: Connection, release: UpgradeReleased, recipients: list[Any], source: str
+    conn: Connection, release: UpgradeReleased, recipients: list[asyncpg.Record], source: str
 ) -> list[CloudEvent]:
     products = await store.products(conn, [release.sku])
     product = products.get(release.sku)
@@ -93,11 +97,16 @@ async def _upgrade_notices(
 
 
 async def test_notice(
-    conn: Connection, kind: str, data: UpgradeReleased | ProductAnnounced, email: str, locale: str, source: str
+    conn: Connection, kind: str, data: UpgradeReleased | ProductAnnounced, email: str, locale: Locale, source: str
 ) -> CloudEvent:
     """The e-mail a purchaser would get, addressed to an operator to check it before the real send. Its
     reference says it is a test, so it never counts as the fan-out's mail; no key is issued for it."""
-    recipient = {"id": uuid.uuid4().hex, "email": email, "name": email.split("@", 1)[0], "locale": locale}
+    recipient: TestRecipient = {
+        "id": uuid.uuid4().hex,
+        "email": email,
+        "name": email.split("@", 1)[0],
+        "locale": locale,
+    }
     if isinstance(data, UpgradeReleased):
         product = (await store.products(conn, [data.sku])).get(data.sku)
         context = {
@@ -115,12 +124,27 @@ async def test_notice(
     )
 
 
-def _news(news: ProductAnnounced, r: Any, source: str) -> CloudEvent:
+def _news(news: ProductAnnounced, r: RecipientRow, source: str) -> CloudEvent:
     context = {"title": news.title, "summary": news.summary, "url": str(news.url)}
     return _request("product-news", "product-news", r, context, f"announcement:{news.announcement_id}", source)
 
 
-def _request(purpose: Any, template: str, r: Any, context: dict[str, Any], reference: str, source: str) -> CloudEvent:
+class TestRecipient(TypedDict):
+    """The operator a test send goes to, in the shape of a purchaser's row."""
+
+    id: str
+    email: str
+    name: str
+    locale: Locale
+
+
+# A purchaser as the store reads them (id, email, name, locale), or the operator a test send goes to.
+RecipientRow: TypeAlias = asyncpg.Record | TestRecipient
+
+
+def _request(
+    purpose: Purpose, template: str, r: RecipientRow, context: Mapping[str, object], reference: str, source: str
+) -> CloudEvent:
     return new_event(
         NOTIFICATION_REQUESTED,
         source,
@@ -129,7 +153,7 @@ def _request(purpose: Any, template: str, r: Any, context: dict[str, Any], refer
             template=template,
             locale=r["locale"],
             recipient=Recipient(email=r["email"], name=r["name"]),
-            context=context,
+            context=dict(context),
             reference=reference,
         ),
         purpose=purpose,
@@ -153,7 +177,7 @@ async def worker(runtime: Runtime) -> None:
                     pass
                 if loop.time() >= next_housekeeping:
                     async with runtime.pool.acquire() as conn:
-                        await store.purge_rate_limits(conn, settings.orders_recovery_window_seconds)
+                        await ratelimit.sweep(conn)
                     next_housekeeping = loop.time() + HOUSEKEEPING_EVERY_SECONDS
                 health.ok()
             except asyncio.CancelledError:

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from spm_common.db import Connection
 from spm_common.handlers import Handlers, Meta, Received
 from spm_common.logging import get_logger
-from spm_common.privacy import PrivacyRequestConfirmed
+from spm_common.privacy import DeadLetterEraser, PrivacyRequestConfirmed
 
 from orders import fanout, orders, privacy_answer, store
 from orders.events import NotificationUnsubscribed, OrderPlaced, ProductAnnounced, UpgradeReleased
@@ -41,6 +41,11 @@ def handlers(settings: Settings) -> Handlers:
         .on(NotificationUnsubscribed, on_unsubscribed)
         .on(
             PrivacyRequestConfirmed,
-            functools.partial(privacy_answer.on_confirmed, source=settings.source, hash_key=settings.hash_key()),
+            functools.partial(
+                privacy_answer.on_confirmed,
+                source=settings.source,
+                hash_key=settings.hash_key(),
+                dead_letters=DeadLetterEraser.of(settings),
+            ),
         )
     )

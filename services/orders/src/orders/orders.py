@@ -9,10 +9,11 @@ orders costs a fixed number of statements, not a number per order.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import asyncpg
 from spm_common import cards
 from spm_common.consumer import PermanentError
 from spm_common.db import Connection
@@ -46,7 +47,7 @@ class Incoming:
     event's), who sent it, and what card data was already removed."""
 
     source: str
-    data: Any
+    data: Any  # the order as it came, JSON of any shape: `OrderPlaced` checks it, item by item
     via: Via
     event_id: str | None = None
     removed: cards.Findings | None = None
@@ -129,8 +130,8 @@ async def _record(conn: Connection, candidates: list[_Order], config: Config) ->
     if unknown:
         raise PermanentError(f"unknown product sku: {', '.join(unknown)[:200]}")
 
-    orders: list[tuple[Any, ...]] = []
-    items: list[tuple[Any, ...]] = []
+    orders: list[tuple[object, ...]] = []
+    items: list[tuple[object, ...]] = []
     keys: list[tuple[str, str, int, uuid.UUID]] = []
     events: list[tuple[str, str, bytes, uuid.UUID]] = []
     for o in candidates:
@@ -149,7 +150,7 @@ def _policy(o: _Order, config: Config) -> int:
     return o.order.privacy_policy_version or config.policy_version
 
 
-def _order_row(o: _Order, config: Config) -> tuple[Any, ...]:
+def _order_row(o: _Order, config: Config) -> tuple[object, ...]:
     order, p = o.order, o.order.purchaser
     return (
         o.id,
@@ -171,7 +172,7 @@ def _order_row(o: _Order, config: Config) -> tuple[Any, ...]:
     )
 
 
-def _events(o: _Order, catalogue: dict[str, Any], config: Config) -> list[OutboxRow]:
+def _events(o: _Order, catalogue: Mapping[str, asyncpg.Record], config: Config) -> list[OutboxRow]:
     """The events the order causes, as the outbox stores them. Their payloads are validated by their models; the
     envelope is written by `new_event_body` (what `new_event` would make, without building a CloudEvent)."""
     order, locale = o.order, o.order.purchaser.locale
@@ -239,5 +240,5 @@ def _events(o: _Order, catalogue: dict[str, Any], config: Config) -> list[Outbox
     return events
 
 
-def product_name(product: Any, locale: str) -> str:
+def product_name(product: asyncpg.Record, locale: str) -> str:
     return str(product["name_vi"] if locale == "vi" else product["name_en"])

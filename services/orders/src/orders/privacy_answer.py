@@ -2,14 +2,17 @@
 
 Access exports what the service keeps about the address: the purchaser record (name, phone, postal address,
 language, unsubscribes), every order with its items and license keys, keys issued with upgrades, consents
-to news, and the license-recovery requests of the current rate-limit window.
+to news, the times an operator e-mailed the keys again, and the license-recovery requests of the current
+rate-limit window.
 
 Erasure anonymises rather than deletes: accounting law requires the orders (order id, date, items, amounts),
 so they stay, attached to the purchaser row emptied of address, name, phone and postal address. Consent to
 news is withdrawn, upgrade notices stop, the recovery counter and the published events that named the
-address go. License keys stay valid and attached to the anonymised orders: the licences were paid for, and
-software already activated keeps working; but no one can recover them by e-mail any more, since no address
-leads to them. Everything happens in the transaction that enqueues the answer, in a few set-based statements.
+address go, and so do the service's dead letters that name it (a broken order, say:
+spm_common.privacy.DeadLetterEraser). License keys stay valid and attached to the anonymised orders: the
+licences were paid for, and software already activated keeps working; but no one can recover them by e-mail
+any more, since no address leads to them. Everything happens in the transaction that enqueues the answer, in a
+few set-based statements.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
+from spm_common import ratelimit
+from spm_common.addresses import normalise_address
 from spm_common.db import Connection
 from spm_common.envelope import CloudEvent
 from spm_common.handlers import Meta
@@ -24,11 +29,11 @@ from spm_common.logging import get_logger
 from spm_common.outbox import enqueue
 from spm_common.privacy import (
     AnsweringService,
+    DeadLetterEraser,
     PrivacyRequestConfirmed,
     completed,
     first_answer,
     forget_published,
-    normalise_address,
 )
 
 from orders import recovery
@@ -65,13 +70,16 @@ SELECT jsonb_build_object(
   'news_consents', coalesce((SELECT jsonb_agg(jsonb_build_object('order_id', o.order_id,
     'privacy_policy_version', c.policy_version, 'given_at', c.given_at, 'withdrawn_at', c.withdrawn_at)
     ORDER BY c.given_at, c.id) FROM consents c JOIN o ON o.id = c.order_id), '[]'::jsonb),
+  'license_key_resends', coalesce((SELECT jsonb_agg(jsonb_build_object('requested_at', r.requested_at,
+    'license_keys', r.license_keys) ORDER BY r.id) FROM key_resends r JOIN p ON r.purchaser_id = p.id), '[]'::jsonb),
   'license_recovery', (SELECT jsonb_build_object('requests_this_window', hits, 'window_started_at', window_start)
-    FROM rate_limits WHERE bucket = $2)
+    FROM rate_windows WHERE split_part(bucket, '/', 1) = $2 AND expires_at > now()
+    ORDER BY window_start DESC LIMIT 1)
 )::text
 """
 
-# Anonymises the purchasers of the addresses $1 and drops their recovery counters $2: one request's address, or
-# the purchasers retention lets go of (orders.retention).
+# Anonymises the purchasers of the addresses $1: one request's address, or the purchasers retention lets go of
+# (orders.retention). Their recovery counters go by `erase`, with them.
 ERASE = """
 WITH p AS (
   UPDATE purchasers SET email = NULL, name = NULL, phone = NULL, address = NULL, erased_at = now(),
@@ -81,15 +89,23 @@ WITH p AS (
 withdrawn AS (UPDATE consents SET withdrawn_at = now()
   WHERE purchaser_id IN (SELECT id FROM p) AND withdrawn_at IS NULL RETURNING 1),
 -- Only the upgrade fan-out reads `purchases`: an erased purchaser is no one to notify.
-unlisted AS (DELETE FROM purchases WHERE purchaser_id IN (SELECT id FROM p) RETURNING 1),
-counter AS (DELETE FROM rate_limits WHERE bucket = ANY($2::text[]) RETURNING 1)
+unlisted AS (DELETE FROM purchases WHERE purchaser_id IN (SELECT id FROM p) RETURNING 1)
 SELECT (SELECT count(*) FROM p) AS purchasers,
   (SELECT count(*) FROM orders WHERE purchaser_id IN (SELECT id FROM p)) AS orders,
   (SELECT count(*) FROM license_keys WHERE purchaser_id IN (SELECT id FROM p)) AS license_keys,
   (SELECT count(*) FROM withdrawn) AS consents_withdrawn,
-  (SELECT count(*) FROM unlisted) AS purchases,
-  (SELECT count(*) FROM counter) AS recovery_counters
+  (SELECT count(*) FROM unlisted) AS purchases
 """
+
+
+async def erase(conn: Connection, addresses: list[str], counters: list[str]) -> dict[str, int]:
+    """Anonymise the purchasers of `addresses` (ERASE) and forget their recovery counters; what was done, by
+    kind of record."""
+    row = await conn.fetchrow(ERASE, addresses)
+    assert row is not None
+    counts = {name: int(row[name]) for name in row.keys()}  # noqa: SIM118 (a Record's keys are its columns)
+    return {**counts, "recovery_counters": await ratelimit.forget(conn, counters)}
+
 
 KEPT = (
     "Kept, as accounting law requires: {orders} orders with their order id, date, items and amounts, in a record"
@@ -100,18 +116,24 @@ KEPT = (
 
 
 async def on_confirmed(
-    conn: Connection, request: PrivacyRequestConfirmed, meta: Meta, *, source: str, hash_key: bytes
+    conn: Connection,
+    request: PrivacyRequestConfirmed,
+    meta: Meta,
+    *,
+    source: str,
+    hash_key: bytes,
+    dead_letters: DeadLetterEraser,
 ) -> None:
     """Handler of privacy.request.confirmed, in the consumer's transaction."""
     if not await first_answer(conn, request):
         log.info("privacy request answered before", request_id=str(request.request_id))
         return
     address = _address(request.email)
-    counter = recovery.bucket("email", address, hash_key)
+    counter = recovery.email_bucket(address, hash_key)
     if request.kind == "access":
         answer = await _access(conn, address, counter, request, source)
     else:
-        answer = await _erase(conn, address, counter, request, source)
+        answer = await _erase(conn, address, counter, request, source, dead_letters)
     await enqueue(conn, answer)
     log.info("privacy request answered", request_id=str(request.request_id), kind=request.kind)
 
@@ -128,6 +150,7 @@ def _address(email: str) -> str:
 async def _access(
     conn: Connection, address: str, counter: str, request: PrivacyRequestConfirmed, source: str
 ) -> CloudEvent:
+    # The export as Postgres built it: JSON passed on as it is.
     export: dict[str, Any] = orjson.loads(await conn.fetchval(_EXPORT, address, counter))
     orders = export["orders"]
     counts = {
@@ -148,16 +171,21 @@ async def _access(
 
 
 async def _erase(
-    conn: Connection, address: str, counter: str, request: PrivacyRequestConfirmed, source: str
+    conn: Connection,
+    address: str,
+    counter: str,
+    request: PrivacyRequestConfirmed,
+    source: str,
+    dead_letters: DeadLetterEraser,
 ) -> CloudEvent:
-    row = await conn.fetchrow(ERASE, [address], [counter])
-    assert row is not None
+    counts = await erase(conn, [address], [counter])
     events = await forget_published(conn, [address])
-    if row["purchasers"]:
+    # The spelling purchasers are kept under too (an internationalised domain may normalise otherwise).
+    dead = await dead_letters.erase(conn, request, [address])
+    if counts["purchasers"]:
         summary = "Erased the purchaser's name, e-mail address, phone and postal address. " + KEPT.format(
-            orders=row["orders"], keys=row["license_keys"]
+            orders=counts["orders"], keys=counts["license_keys"]
         )
     else:
         summary = "No order from this address: nothing to erase."
-    counts = {name: int(row[name]) for name in row.keys()}  # noqa: SIM118 (a Record's keys are its columns)
-    return completed(source, SERVICE, request, summary, {**counts, "published_events": events})
+    return completed(source, SERVICE, request, summary, {**counts, "published_events": events, "dead_letters": dead})

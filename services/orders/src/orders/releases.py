@@ -11,15 +11,18 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
+import asyncpg
 import orjson
 from fastapi import APIRouter, Header, HTTPException, Path, Query, status
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, Field
+from spm_common.db import Connection
 from spm_common.http import BAD_BODY, OPERATOR_ONLY, Operator, RuntimeDep
 from spm_common.inputs import DbBigInt
 from spm_common.outbox import enqueue
+from spm_common.runtime import Runtime
 
 from orders import fanout, store
 from orders.events import Email, Line, ProductAnnounced, UpgradeReleased, Url
@@ -53,7 +56,7 @@ class FanoutRequest(BaseModel):
     upgrade: UpgradeReleased | None = None
     news: ProductAnnounced | None = None
 
-    def chosen(self) -> tuple[str, UpgradeReleased | ProductAnnounced, str]:
+    def chosen(self) -> tuple[Literal["upgrade", "news"], UpgradeReleased | ProductAnnounced, str]:
         if (self.upgrade is None) == (self.news is None):
             raise RequestValidationError(
                 [{"loc": ("body", "upgrade"), "msg": "give exactly one of upgrade and news", "type": "value_error"}]
@@ -94,7 +97,7 @@ class FanoutView(BaseModel):
     seconds_left: float | None = Field(description="at that rate, to reach total")
 
 
-def _settings(runtime: Any) -> Settings:
+def _settings(runtime: Runtime) -> Settings:
     settings = runtime.settings
     assert isinstance(settings, Settings)
     return settings
@@ -126,7 +129,7 @@ async def put_product(_: Operator, runtime: RuntimeDep, sku: SkuPath, change: Pr
     )
 
 
-async def _count(conn: Any, kind: str, data: UpgradeReleased | ProductAnnounced) -> int:
+async def _count(conn: Connection, kind: str, data: UpgradeReleased | ProductAnnounced) -> int:
     if isinstance(data, UpgradeReleased):
         return await store.count_upgrade_recipients(conn, data.sku, data.eligible_since)
     return await store.count_news_recipients(conn)
@@ -142,7 +145,7 @@ async def dry_run(_: Operator, runtime: RuntimeDep, request: FanoutRequest) -> D
     kind, data, key = request.chosen()
     async with runtime.pool.acquire() as conn:
         count = await _count(conn, kind, data)
-    return DryRun(kind=kind, key=key, recipients=count)  # type: ignore[arg-type]
+    return DryRun(kind=kind, key=key, recipients=count)
 
 
 @router.post(
@@ -229,7 +232,7 @@ async def control(
     return _view(row)
 
 
-def _view(row: Any) -> FanoutView:
+def _view(row: asyncpg.Record) -> FanoutView:
     payload = orjson.loads(row["payload"])
     state: Literal["running", "paused", "cancelled", "finished"] = (
         "cancelled"

@@ -1,5 +1,5 @@
 """Retention of purchasers: one with no order and no other activity for SPM_ORDERS_PURCHASER_RETENTION_YEARS is
-anonymised exactly as an erasure does it (orders.privacy_answer.ERASE), in batches, hourly.
+anonymised exactly as an erasure does it (orders.privacy_answer.erase), in batches, hourly.
 
 "Activity" is the purchaser row's last change (`updated_at`): an order (the upsert bumps it, and sets
 `last_order_at`), an unsubscribe, a license recovery that sent the keys (`store.touch_purchaser`). An erased
@@ -24,7 +24,7 @@ from spm_common.redaction import describe_error
 from spm_common.retention import report
 
 from orders import recovery
-from orders.privacy_answer import ERASE
+from orders.privacy_answer import erase
 
 log = get_logger(__name__)
 
@@ -51,11 +51,9 @@ async def anonymise_inactive(pool: asyncpg.Pool, years: int, *, hash_key: bytes,
         async with pool.acquire() as conn, conn.transaction():
             addresses = [r["email"] for r in await conn.fetch(STALE, older_than, outbox.PURGE_BATCH)]
             if addresses:
-                counters = [recovery.bucket("email", a, hash_key) for a in addresses]
-                row = await conn.fetchrow(ERASE, addresses, counters)
-                assert row is not None
+                counts = await erase(conn, addresses, [recovery.email_bucket(a, hash_key) for a in addresses])
                 await forget_published(conn, addresses)
-                await report(conn, source, "orders", "purchasers", int(row["purchasers"]), older_than)
+                await report(conn, source, "orders", "purchasers", counts["purchasers"], older_than)
         total += len(addresses)
         if len(addresses) < outbox.PURGE_BATCH:
             break

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TypedDict
 
 import asyncpg
 from spm_common.db import Connection
@@ -127,8 +128,8 @@ SELECT array(SELECT id FROM recorded) AS recorded, {NOTIFY}
 
 async def record_orders(
     conn: Connection,
-    orders: Sequence[tuple[Any, ...]],
-    items: Sequence[tuple[Any, ...]],
+    orders: Sequence[tuple[object, ...]],
+    items: Sequence[tuple[object, ...]],
     keys: Sequence[tuple[str, str, int, uuid.UUID]],
     events: Sequence[tuple[str, str, bytes, uuid.UUID]],
 ) -> set[uuid.UUID]:
@@ -170,7 +171,13 @@ async def license_keys_of(conn: Connection, order_id: uuid.UUID) -> list[asyncpg
     )
 
 
-async def order_detail(conn: Connection, order_id: uuid.UUID) -> dict[str, Any] | None:
+class OrderDetail(TypedDict):
+    order: asyncpg.Record  # with the purchaser's email, name, phone and address
+    items: list[asyncpg.Record]
+    keys: list[asyncpg.Record]
+
+
+async def order_detail(conn: Connection, order_id: uuid.UUID) -> OrderDetail | None:
     order = await conn.fetchrow(
         "SELECT o.id, o.source, o.order_id, o.placed_at, o.currency, o.total, o.locale, o.marketing_consent,"
         " o.privacy_policy_version, o.via, o.card_data_removed, o.recorded_at,"
@@ -236,6 +243,97 @@ async def withdraw_news_consent(conn: Connection, email: str) -> None:
         " UPDATE consents SET withdrawn_at = now() WHERE purchaser_id IN (SELECT id FROM p) AND withdrawn_at IS NULL",
         email,
     )
+
+
+# --- the operators' purchaser page ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PurchaserState:
+    """What the operators' purchaser page shows of the purchaser row itself."""
+
+    id: int
+    email: str
+    name: str
+    locale: str
+    created_at: datetime
+    last_order_at: datetime
+    upgrades_unsubscribed_at: datetime | None
+    news_unsubscribed_at: datetime | None
+    orders: int
+    license_keys: int
+
+
+@dataclass(frozen=True)
+class ConsentRow:
+    order_id: str  # the order's id at the shop
+    policy_version: int
+    given_at: datetime
+    withdrawn_at: datetime | None
+
+
+@dataclass(frozen=True)
+class KeyResendRow:
+    request_id: uuid.UUID
+    purchaser_id: int
+    operator: str
+    license_keys: int
+    requested_at: datetime
+
+
+async def purchaser_state(conn: Connection, email: str) -> PurchaserState | None:
+    row = await conn.fetchrow(
+        "SELECT p.id, p.email, p.name, p.locale, p.created_at, p.last_order_at, p.upgrades_unsubscribed_at,"
+        " p.news_unsubscribed_at,"
+        " (SELECT count(*) FROM orders o WHERE o.purchaser_id = p.id) AS orders,"
+        " (SELECT count(*) FROM license_keys k WHERE k.purchaser_id = p.id) AS license_keys"
+        " FROM purchasers p WHERE p.email = $1",
+        email,
+    )
+    return PurchaserState(**dict(row)) if row is not None else None
+
+
+async def consents_of(conn: Connection, purchaser_id: int) -> list[ConsentRow]:
+    """The purchaser's consents to news (one at most per order), the newest given first."""
+    rows = await conn.fetch(
+        "SELECT o.order_id, c.policy_version, c.given_at, c.withdrawn_at FROM consents c"
+        " JOIN orders o ON o.id = c.order_id WHERE c.purchaser_id = $1 ORDER BY c.given_at DESC, c.id DESC",
+        purchaser_id,
+    )
+    return [ConsentRow(**dict(row)) for row in rows]
+
+
+_KEY_RESEND = "request_id, purchaser_id, operator, license_keys, requested_at"
+
+
+async def key_resends_of(conn: Connection, purchaser_id: int, limit: int) -> list[KeyResendRow]:
+    rows = await conn.fetch(
+        f"SELECT {_KEY_RESEND} FROM key_resends WHERE purchaser_id = $1 ORDER BY requested_at DESC, id DESC LIMIT $2",
+        purchaser_id,
+        limit,
+    )
+    return [KeyResendRow(**dict(row)) for row in rows]
+
+
+async def record_key_resend(
+    conn: Connection, request_id: uuid.UUID, purchaser_id: int, operator: str, license_keys: int, event_id: str
+) -> KeyResendRow | None:
+    """None when this request id was recorded before (a form sent twice): nothing is to be sent again."""
+    row = await conn.fetchrow(
+        "INSERT INTO key_resends (request_id, purchaser_id, operator, license_keys, event_id)"
+        f" VALUES ($1, $2, $3, $4, $5) ON CONFLICT (request_id) DO NOTHING RETURNING {_KEY_RESEND}",
+        request_id,
+        purchaser_id,
+        operator,
+        license_keys,
+        event_id,
+    )
+    return KeyResendRow(**dict(row)) if row is not None else None
+
+
+async def key_resend(conn: Connection, request_id: uuid.UUID) -> KeyResendRow | None:
+    row = await conn.fetchrow(f"SELECT {_KEY_RESEND} FROM key_resends WHERE request_id = $1", request_id)
+    return KeyResendRow(**dict(row)) if row is not None else None
 
 
 # --- fan-outs ----------------------------------------------------------------------------------------------
@@ -413,30 +511,7 @@ async def issue_release_keys(
 # --- rate limits -------------------------------------------------------------------------------------------
 
 
-async def hit(conn: Connection, bucket: str, window_seconds: int) -> tuple[int, float]:
-    """Count one request in `bucket`'s fixed window; returns the count and the seconds the window has left."""
-    record = await conn.fetchrow(
-        "INSERT INTO rate_limits AS r (bucket, window_start, hits) VALUES ($1, now(), 1)"
-        " ON CONFLICT (bucket) DO UPDATE SET"
-        "  hits = CASE WHEN r.window_start <= now() - make_interval(secs => $2) THEN 1 ELSE r.hits + 1 END,"
-        "  window_start = CASE WHEN r.window_start <= now() - make_interval(secs => $2)"
-        "   THEN now() ELSE r.window_start END"
-        " RETURNING hits,"
-        " extract(epoch FROM window_start + make_interval(secs => $2) - now())::float8 AS remaining",
-        bucket,
-        float(window_seconds),
-    )
-    assert record is not None
-    return int(record["hits"]), float(record["remaining"])
-
-
-async def purge_rate_limits(conn: Connection, window_seconds: int) -> None:
-    await conn.execute(
-        "DELETE FROM rate_limits WHERE window_start < now() - make_interval(secs => $1)", float(window_seconds)
-    )
-
-
-def _columns(rows: Sequence[Sequence[Any]], width: int) -> list[list[Any]]:
+def _columns(rows: Sequence[Sequence[object]], width: int) -> list[list[object]]:
     if not rows:
         return [[] for _ in range(width)]
     return [list(column) for column in zip(*rows, strict=True)]

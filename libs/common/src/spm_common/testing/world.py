@@ -24,6 +24,8 @@ from spm_common.topology import Topology
 S = TypeVar("S", bound=ServiceSettings)
 ADMIN_URL = os.environ.get("SPM_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 AMQP_URL = os.environ.get("SPM_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
+# RabbitMQ's management API with an administrator's login: tests make RabbitMQ users through it.
+MANAGEMENT_URL = os.environ.get("SPM_TEST_RABBITMQ_MANAGEMENT_URL", "http://guest:guest@127.0.0.1:15672")
 # At least 32 characters, as every operator token must be (and as production wants every secret).
 OPERATOR_TOKEN = "test-operator-token-of-32-characters-at-least"
 WEBHOOK_SECRET = "test-webhook-secret-of-32-characters-at-least"
@@ -73,7 +75,7 @@ class World:
         env.update(overrides)
         exchange = str(env["exchange"])
         self.exchanges.add(exchange)
-        return cls(**env)  # type: ignore[arg-type]
+        return cls(**env)  # type: ignore[arg-type]  # settings from strings, as from the environment
 
     async def admin(self) -> asyncpg.Connection:
         return await asyncpg.connect(self.database_url)

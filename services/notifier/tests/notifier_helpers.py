@@ -1,4 +1,4 @@
-"""Helpers of the notifier's tests (conftest.py puts this folder on sys.path so tests import it)."""
+"""Helpers of the notifier's tests (on sys.path through `pythonpath` in the root pyproject.toml)."""
 
 from __future__ import annotations
 

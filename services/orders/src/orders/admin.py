@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, TypeVar
 
 import aio_pika
 import asyncpg
@@ -64,7 +64,7 @@ def _run(work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
     return asyncio.run(go())
 
 
-def _validated(model: type[M], values: dict[str, Any]) -> M:
+def _validated(model: type[M], values: Mapping[str, object]) -> M:
     try:
         return model.model_validate(values)
     except ValidationError as exc:
@@ -182,7 +182,7 @@ def purchaser(email: Annotated[str, typer.Argument(help="the purchaser's e-mail 
         typer.echo("not a valid e-mail address", err=True)
         raise typer.Exit(2) from None
 
-    async def work(conn: asyncpg.Connection) -> tuple[Any, list[Any]]:
+    async def work(conn: asyncpg.Connection) -> tuple[asyncpg.Record | None, list[store.OrderDetail | None]]:
         summary = await store.purchaser_summary(conn, address)
         orders = await store.orders_of(conn, address, 20)
         details = [await store.order_detail(conn, row["id"]) for row in orders]

@@ -11,7 +11,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any  # for a template's context: whatever its template shows
 from urllib.parse import urlencode
 
 import httpx
@@ -23,7 +23,7 @@ from starlette.datastructures import FormData
 
 from console import accounts, actions, i18n, sessions, store
 from console.accounts import LoginLimits
-from console.ops_upstream import DeadLetters, Notifier, Privacy, Probes, Trail
+from console.ops_upstream import DeadLetters, Notifier, Privacy, Probes, Queues, Trail
 from console.settings import Settings
 from console.store import SessionRow
 from console.upstream import Contact, Orders, UpstreamError
@@ -52,6 +52,7 @@ class ConsoleState:
     trail: Trail
     probes: Probes
     dead_letters: dict[str, DeadLetters]
+    queues: Queues
 
     @property
     def idle(self) -> timedelta:
