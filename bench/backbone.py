@@ -24,13 +24,15 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import ClassVar
 
 import aio_pika
 import asyncpg
 import uvloop
 from pydantic import Field
 from spm_common.db import Connection
-from spm_common.envelope import CloudEvent, new_event
+from spm_common.envelope import Payload, new_event
+from spm_common.handlers import Handlers, Meta
 from spm_common.logging import configure_logging
 from spm_common.runtime import Runtime
 from spm_common.settings import ServiceSettings
@@ -118,7 +120,16 @@ async def bench_consumer(world: World, admin: asyncpg.Connection, count: int) ->
     await child.wait()
 
 
-async def nothing(conn: Connection, event: CloudEvent) -> None:
+class Consumed(Payload):
+    """The benchmark's event: a number and a note, validated like any service's payload."""
+
+    event_type: ClassVar[str] = CONSUMED
+
+    n: int
+    note: str
+
+
+async def nothing(conn: Connection, payload: Consumed, event: Meta) -> None:
     return None
 
 
@@ -140,7 +151,7 @@ async def run(migrations: Path) -> None:
             f" {settings.consumer_batch}, outbox batch {settings.outbox_batch}"
         )
         print(f"  load average at start: {', '.join(f'{x:.2f}' for x in os.getloadavg())} on {os.cpu_count()} cores")
-        runtime = Runtime(settings, migrations=migrations, handlers={CONSUMED: nothing})
+        runtime = Runtime(settings, migrations=migrations, handlers=Handlers().on(Consumed, nothing))
         await runtime.start()
         admin = await world.admin()
         try:

@@ -19,7 +19,7 @@ from typing import Any
 import aio_pika
 import pytest
 from pydantic import Field
-from spm_common.consumer import Handler
+from spm_common.handlers import Handlers
 from spm_common.runtime import Runtime
 from spm_common.settings import ServiceSettings
 from spm_common.testing.world import AMQP_URL, World, new_world
@@ -70,9 +70,9 @@ async def started(runtime: Runtime) -> AsyncIterator[Runtime]:
 
 @pytest.fixture
 def probe(probe_settings: Callable[..., ProbeSettings]) -> Callable[..., Any]:
-    """`async with probe(handlers={...}, **settings) as runtime:` a started probe service."""
+    """`async with probe(handlers=Handlers().on(...), **settings) as runtime:` a started probe service."""
 
-    def make(handlers: dict[str, Handler] | None = None, **overrides: Any) -> Any:
+    def make(handlers: Handlers | None = None, **overrides: Any) -> Any:
         return started(Runtime(probe_settings(**overrides), migrations=PROBE_MIGRATIONS, handlers=handlers))
 
     return make

@@ -1,6 +1,7 @@
 """The idempotent consumer and its failure routing, against the real Postgres and RabbitMQ: duplicates
 have one effect; failures retry with a delay, then dead-letter with their reason while the queue flows;
-unprocessable messages dead-letter at once; `spm-admin dlq list` and `dlq replay` work."""
+unprocessable messages (a payload its model refuses included) dead-letter at once, before any handler; a
+route may keep an invalid payload instead; `spm-admin dlq list` and `dlq replay` work."""
 
 from __future__ import annotations
 
@@ -9,18 +10,19 @@ import itertools
 import os
 import sys
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import aio_pika
 import orjson
 import pytest
 from prometheus_client import REGISTRY
-from pydantic import BaseModel
-from spm_common.consumer import ATTEMPT_HEADER, ERROR_HEADER, PermanentError, batched
+from pydantic import ConfigDict, Field, ValidationError
+from spm_common.consumer import ATTEMPT_HEADER, ERROR_HEADER, PermanentError
 from spm_common.db import Connection
-from spm_common.envelope import CONTENT_TYPE, CloudEvent, amqp_message, new_event
+from spm_common.envelope import CONTENT_TYPE, CloudEvent, Payload, amqp_message, new_event
+from spm_common.handlers import Handlers, Meta, Received
 from spm_common.testing.world import World
 from spm_common.topology import Topology
 
@@ -35,7 +37,36 @@ def consumed(event_type: str, outcome: str) -> float:
     return value or 0.0
 
 
-async def record_effect(conn: Connection, event: CloudEvent) -> None:
+class Probe(Payload):
+    """Any payload: the probe's events carry whatever a test puts in them."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+class Effect(Probe):
+    event_type: ClassVar[str] = "probe.effect"
+
+
+class Fails(Probe):
+    event_type: ClassVar[str] = "probe.fails"
+
+
+class Permanent(Probe):
+    event_type: ClassVar[str] = "probe.permanent"
+
+
+class Later(Probe):
+    event_type: ClassVar[str] = "probe.later"
+
+
+class Licence(Payload):
+    event_type: ClassVar[str] = "probe.licence"
+
+    sku: str
+    seats: int = Field(ge=1)
+
+
+async def record_effect(conn: Connection, payload: Payload, event: Meta) -> None:
     await conn.execute(
         "INSERT INTO effects (source, event_id, event_type) VALUES ($1, $2, $3)", event.source, event.id, event.type
     )
@@ -89,8 +120,8 @@ async def send(publish: Callable[..., Awaitable[None]], exchange: str, event: Cl
 async def test_the_same_event_twice_has_its_effect_once(
     probe: Callable[..., Any], publish: Callable[..., Awaitable[None]]
 ) -> None:
-    kind = "probe.effect"
-    async with probe(handlers={kind: record_effect}) as runtime:
+    kind = Effect.event_type
+    async with probe(handlers=Handlers().on(Effect, record_effect)) as runtime:
         exchange = runtime.settings.exchange
         duplicates_before = consumed(kind, "duplicate")
         shared_id = str(uuid.uuid4())
@@ -115,13 +146,12 @@ async def test_events_arriving_within_the_linger_are_written_in_one_batch(
 ) -> None:
     calls: list[int] = []
 
-    @batched
-    async def record_all(conn: Connection, events: list[CloudEvent]) -> None:
+    async def record_all(conn: Connection, events: Sequence[Received[Effect]]) -> None:
         calls.append(len(events))
-        for event in events:
-            await record_effect(conn, event)
+        for payload, meta in events:
+            await record_effect(conn, payload, meta)
 
-    async with probe(handlers={"probe.effect": record_all}, consumer_linger_ms=600) as runtime:
+    async with probe(handlers=Handlers().on_batch(Effect, record_all), consumer_linger_ms=600) as runtime:
         channel = await amqp.channel(publisher_confirms=True)
         exchange = await channel.get_exchange(runtime.settings.exchange)
         events = [event_body("probe.effect", n=n) for n in range(5)]
@@ -138,7 +168,7 @@ async def test_a_full_batch_does_not_wait_for_the_linger(
     loop = asyncio.get_running_loop()
 
     async with probe(
-        handlers={"probe.effect": record_effect}, consumer_batch=3, prefetch=3, consumer_linger_ms=1000
+        handlers=Handlers().on(Effect, record_effect), consumer_batch=3, prefetch=3, consumer_linger_ms=1000
     ) as runtime:
         events = [event_body("probe.effect", n=n) for n in range(3)]
         started = loop.time()
@@ -166,19 +196,19 @@ async def test_a_failing_handler_dead_letters_after_max_attempts_while_the_queue
     attempts: list[float] = []
     processed: list[float] = []
 
-    async def always_fails(conn: Connection, event: CloudEvent) -> None:
+    async def always_fails(conn: Connection, payload: Fails, event: Meta) -> None:
         attempts.append(loop.time())
         await conn.execute("INSERT INTO things (id) VALUES ($1)", event.id)  # rolled back with the failure
         raise RuntimeError("cannot reach the licence server for visitor@example.com")
 
-    async def works(conn: Connection, event: CloudEvent) -> None:
-        await record_effect(conn, event)
+    async def works(conn: Connection, payload: Effect, event: Meta) -> None:
+        await record_effect(conn, payload, event)
         processed.append(loop.time())
 
     # No linger: each message is a batch of its own, so every call of the failing handler is one attempt (in a
     # batch with others it would run once more, in the batch that fails before its messages go one by one).
     async with probe(
-        handlers={"probe.fails": always_fails, "probe.effect": works},
+        handlers=Handlers().on(Fails, always_fails).on(Effect, works),
         max_attempts=3,
         retry_delay_ms=300,
         consumer_linger_ms=0,
@@ -211,29 +241,24 @@ async def test_a_failing_handler_dead_letters_after_max_attempts_while_the_queue
         assert await runtime.pool.fetchval("SELECT count(*) FROM inbox WHERE event_id = $1", failing.id) == 0
 
 
-class Licence(BaseModel):
-    sku: str
-    seats: int
-
-
 async def test_unprocessable_messages_dead_letter_at_once(
     probe: Callable[..., Any],
     publish: Callable[..., Awaitable[None]],
     amqp: aio_pika.abc.AbstractRobustConnection,
     queues: Callable[[Topology], Awaitable[dict[str, int]]],
 ) -> None:
-    calls: dict[str, int] = {"permanent": 0, "invalid": 0}
+    calls: dict[str, int] = {"permanent": 0, "licence": 0}
 
-    async def permanent(conn: Connection, event: CloudEvent) -> None:
+    async def permanent(conn: Connection, payload: Permanent, event: Meta) -> None:
         calls["permanent"] += 1
         raise PermanentError("order refers to an unknown product")
 
-    async def invalid(conn: Connection, event: CloudEvent) -> None:
-        calls["invalid"] += 1
-        Licence.model_validate(event.data)
+    async def licence(conn: Connection, payload: Licence, event: Meta) -> None:
+        calls["licence"] += 1
+        await record_effect(conn, payload, event)
 
     async with probe(
-        handlers={"probe.permanent": permanent, "probe.invalid": invalid, "probe.effect": record_effect},
+        handlers=Handlers().on(Permanent, permanent).on(Licence, licence).on(Effect, record_effect),
         max_attempts=5,
         retry_delay_ms=2000,
         consumer_linger_ms=0,  # each message alone: a handler's calls are its attempts (see the test above)
@@ -248,18 +273,26 @@ async def test_unprocessable_messages_dead_letter_at_once(
         for name, (body, content_type) in cases.items():
             await publish(exchange, "probe.effect", body, content_type=content_type, message_id=name)
         await send(publish, exchange, event_body("probe.permanent", "permanent"))
-        await send(publish, exchange, event_body("probe.invalid", "invalid", sku="SPM-DICT-PRO", seats="Trần Thị Thử"))
+        await send(publish, exchange, event_body("probe.licence", "invalid", sku="SPM-DICT-PRO", seats="Trần Thị Thử"))
+        await send(publish, exchange, event_body("probe.licence", "no-seats", sku="SPM-DICT-PRO", seats=0))
+        valid = event_body("probe.licence", sku="SPM-DICT-PRO", seats=2)
+        await send(publish, exchange, valid)
 
-        dead = {m.message_id: m for m in await dead_letters(amqp, topology, 5, timeout=5)}
-        assert set(dead) == {"malformed", "not-a-cloudevent", "wrong-content-type", "permanent", "invalid"}
+        dead = {m.message_id: m for m in await dead_letters(amqp, topology, 6, timeout=5)}
+        assert set(dead) == {"malformed", "not-a-cloudevent", "wrong-content-type", "permanent", "invalid", "no-seats"}
         assert all((m.headers or {})[ATTEMPT_HEADER] == 1 for m in dead.values())
-        assert calls == {"permanent": 1, "invalid": 1}
+        await eventually(lambda: _length_is(effects(runtime, valid.id), 1))
+        # A payload its model refuses never reaches the handler: the consumer validated it first.
+        assert calls == {"permanent": 1, "licence": 1}
         reasons = {name: str((m.headers or {})[ERROR_HEADER]) for name, m in dead.items()}
         assert reasons["malformed"].startswith("JSONDecodeError")
         assert reasons["not-a-cloudevent"].startswith("ValidationError")
         assert "unsupported content type 'text/plain'" in reasons["wrong-content-type"]
         assert reasons["permanent"] == "PermanentError: order refers to an unknown product"
-        assert reasons["invalid"].startswith("ValidationError") and "seats" in reasons["invalid"]
+        assert reasons["invalid"].startswith("ValidationError: 1 validation error(s) for Licence: seats: ")
+        assert reasons["no-seats"].startswith("ValidationError: 1 validation error(s) for Licence: seats: ")
+        assert dead["invalid"].type == "probe.licence"
+        assert await runtime.pool.fetchval("SELECT count(*) FROM inbox WHERE event_id = 'invalid'") == 0
         for reason in reasons.values():
             assert "example.com" not in reason and "Trần" not in reason and "hello" not in reason
         assert dead["wrong-content-type"].body == good.to_json()
@@ -268,10 +301,50 @@ async def test_unprocessable_messages_dead_letter_at_once(
         assert await effects(runtime, good.id) == []
 
 
+async def test_handlers_take_the_validated_payload_and_envelope_and_a_route_may_keep_an_invalid_one(
+    probe: Callable[..., Any],
+    publish: Callable[..., Awaitable[None]],
+    queues: Callable[[Topology], Awaitable[dict[str, int]]],
+) -> None:
+    seen: list[tuple[str, str]] = []
+    taken: list[tuple[Licence, Meta]] = []
+    refused: list[tuple[str, list[Any]]] = []
+
+    async def every(conn: Connection, events: Sequence[CloudEvent]) -> None:
+        seen.extend(("every", event.id) for event in events)
+
+    async def licence(conn: Connection, payload: Licence, meta: Meta) -> None:
+        seen.append(("licence", meta.id))
+        taken.append((payload, meta))
+        await record_effect(conn, payload, meta)
+
+    def keep(meta: Meta, error: ValidationError) -> None:
+        refused.append((meta.id, [e["loc"] for e in error.errors()]))
+
+    async with probe(handlers=Handlers(every=every).on(Licence, licence, on_invalid=keep)) as runtime:
+        exchange = runtime.settings.exchange
+        good = new_event(Licence.event_type, SOURCE, {"sku": "SPM-OCR", "seats": "3"}, correlation_id="corr-1")
+        bad = event_body(Licence.event_type, sku="SPM-OCR", seats="many")
+        other = event_body("probe.other", anything="goes")  # no route: the `every` handler alone sees it
+        for event in (good, bad, other):
+            await send(publish, exchange, event)
+        await eventually(lambda: _length_is(effects(runtime, good.id), 1))
+        await eventually(lambda: _at_least(len(seen), 4))
+
+        [(payload, meta)] = taken
+        assert payload == Licence(sku="SPM-OCR", seats=3)  # as its model made it: "3" is the number 3
+        assert (meta.id, meta.type, meta.source, meta.correlationid) == (good.id, good.type, SOURCE, "corr-1")
+        assert meta.time == good.time
+        assert refused == [(bad.id, [("seats",)])]
+        assert ("every", bad.id) in seen and ("every", other.id) in seen
+        assert seen.index(("every", good.id)) < seen.index(("licence", good.id))
+        assert await queues(runtime.topology) == {"main": 0, "retry": 0, "dlq": 0}
+
+
 async def test_an_event_without_content_type_is_accepted(
     probe: Callable[..., Any], publish: Callable[..., Awaitable[None]]
 ) -> None:
-    async with probe(handlers={"probe.effect": record_effect}) as runtime:
+    async with probe(handlers=Handlers().on(Effect, record_effect)) as runtime:
         event = event_body("probe.effect")
         await publish(runtime.settings.exchange, event.type, event.to_json(), message_id=event.id)
         await eventually(lambda: _length_is(effects(runtime, event.id), 1))
@@ -300,12 +373,12 @@ async def test_dlq_list_shows_and_replay_moves_back(
 ) -> None:
     state = {"broken": True}
 
-    async def until_fixed(conn: Connection, event: CloudEvent) -> None:
+    async def until_fixed(conn: Connection, payload: Later, event: Meta) -> None:
         if state["broken"]:
             raise PermanentError("product SPM-DICT-PRO is not in the catalogue yet")
-        await record_effect(conn, event)
+        await record_effect(conn, payload, event)
 
-    async with probe(handlers={"probe.later": until_fixed}) as runtime:
+    async with probe(handlers=Handlers().on(Later, until_fixed)) as runtime:
         exchange, topology = runtime.settings.exchange, runtime.topology
         event = event_body("probe.later")
         await send(publish, exchange, event)

@@ -16,17 +16,18 @@ import pytest
 from aio_pika.abc import AbstractIncomingMessage
 from spm_common import deadletters
 from spm_common.deadletters import about_address, list_dead_letters, remove_dead_letters
-from spm_common.envelope import CloudEvent
+from spm_common.handlers import Handlers, Meta
 from spm_common.migrations import SchemaRoles, migrate
 from spm_common.privacy import DeadLetterEraser, PrivacyRequestConfirmed
 from spm_common.testing.world import AMQP_URL
 
 from .conftest import PROBE_MIGRATIONS
+from .test_consumer import Effect
 
 SUBJECT = "ada.erased@example.test"
 
 
-async def _nothing(_conn: Any, _event: CloudEvent) -> None:
+async def _nothing(_conn: Any, _payload: Effect, _event: Meta) -> None:
     return None
 
 
@@ -92,7 +93,7 @@ def _erasure(email: str) -> PrivacyRequestConfirmed:
 async def test_erasure_removes_the_dead_letters_about_the_address_and_keeps_the_others_in_order(
     clean: None, probe: Callable[..., Any], amqp: aio_pika.abc.AbstractRobustConnection
 ) -> None:
-    async with probe(handlers={"probe.effect": _nothing}) as runtime:
+    async with probe(handlers=Handlers().on(Effect, _nothing)) as runtime:
         await _stop_parking(runtime)
         queue = runtime.topology.dead_letter_queue_name
         ids = await _dead_letters(
@@ -146,7 +147,7 @@ async def test_a_crash_before_the_acknowledgements_duplicates_survivors_and_lose
     amqp: aio_pika.abc.AbstractRobustConnection,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    async with probe(handlers={"probe.effect": _nothing}) as runtime:
+    async with probe(handlers=Handlers().on(Effect, _nothing)) as runtime:
         await _stop_parking(runtime)
         queue = runtime.topology.dead_letter_queue_name
         ids = await _dead_letters(

@@ -6,15 +6,16 @@ import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator, Callable
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar
 
 import asyncpg
 import pytest
 from fastapi import APIRouter, FastAPI, Header, HTTPException, Request, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from spm_common import outbox
 from spm_common.db import Connection
-from spm_common.envelope import CloudEvent, new_event
+from spm_common.envelope import Payload, new_event
+from spm_common.handlers import Handlers, Meta
 from spm_common.http import Operator, create_app, direct
 from spm_common.runtime import Runtime
 from spm_common.testing.logs import captured_json_logs
@@ -71,12 +72,17 @@ async def operator_only(_: Operator) -> dict[str, bool]:
     return {"ok": True}
 
 
-async def remember(conn: Connection, event: CloudEvent) -> None:
+class Metric(Payload):
+    model_config = ConfigDict(extra="allow")
+    event_type: ClassVar[str] = "probe.metric"
+
+
+async def remember(conn: Connection, metric: Metric, event: Meta) -> None:
     await conn.execute("INSERT INTO things (id) VALUES ($1)", event.id)
 
 
 def probe_app(settings: ProbeSettings) -> FastAPI:
-    runtime = Runtime(settings, migrations=PROBE_MIGRATIONS, handlers={"probe.metric": remember})
+    runtime = Runtime(settings, migrations=PROBE_MIGRATIONS, handlers=Handlers().on(Metric, remember))
     return create_app(runtime, title="probe", description="test-only", routers=[router], max_body_bytes=LIMIT)
 
 

@@ -10,7 +10,7 @@ import contextlib
 import itertools
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
 import orjson
@@ -18,18 +18,23 @@ import pytest
 from spm_common import outbox
 from spm_common.db import Connection
 from spm_common.envelope import CloudEvent, new_event
+from spm_common.handlers import Handlers, Meta
 from spm_common.pgnotify import Listener
 from spm_common.testing.world import World
 
-from .test_consumer import effects, eventually, record_effect, send
+from .test_consumer import Probe, effects, eventually, record_effect, send
 
 pytestmark = pytest.mark.asyncio
 PING, PONG = "probe.ping", "probe.pong"
 
 
-async def on_ping(conn: Connection, event: CloudEvent) -> None:
+class Ping(Probe):
+    event_type: ClassVar[str] = PING
+
+
+async def on_ping(conn: Connection, ping: Ping, event: Meta) -> None:
     """The effect, and an event about it through the outbox: the consumer and the relay both at work."""
-    await record_effect(conn, event)
+    await record_effect(conn, ping, event)
     await outbox.add(conn, new_event(PONG, "urn:spm:orders", {"ping": event.id}))
 
 
@@ -80,7 +85,7 @@ async def test_every_connection_terminated_and_work_flows_again(
 ) -> None:
     # A relay that only polled would wait this long: what goes out sooner was woken by a LISTEN connection.
     poll = 30.0
-    async with probe(handlers={PING: on_ping}, outbox_poll_seconds=poll) as runtime:
+    async with probe(handlers=Handlers().on(Ping, on_ping), outbox_poll_seconds=poll) as runtime:
         exchange = runtime.settings.exchange
         async with tap(exchange, PONG) as pongs:
             sent: list[str] = []
@@ -172,7 +177,7 @@ async def test_connections_that_stop_answering_are_given_up_in_bounded_time(
     timeout = 2.0
     database_url = lab.database_url.replace(f":{urlsplit(lab.database_url).port}/", f":{proxy.port}/")
     async with probe(
-        handlers={PING: on_ping},
+        handlers=Handlers().on(Ping, on_ping),
         database_url=database_url,
         db_command_timeout_seconds=timeout,
         outbox_poll_seconds=0.5,

@@ -13,14 +13,15 @@ import aio_pika
 import orjson
 import pytest
 from spm_common import outbox
-from spm_common.envelope import CloudEvent
+from spm_common.handlers import Handlers, Meta
 from spm_common.migrations import SchemaRoles, migrate
 from spm_common.retention import RETENTION_PURGED, failed_at
 
 from .conftest import PROBE_MIGRATIONS, Tap
+from .test_consumer import Effect
 
 
-async def _nothing(_conn: Any, _event: CloudEvent) -> None:
+async def _nothing(_conn: Any, _payload: Effect, _event: Meta) -> None:
     return None
 
 
@@ -75,7 +76,7 @@ async def test_inbox_rows_older_than_the_retention_are_purged_in_batches_and_rep
     # The relay purges on its first pass after the start, then hourly.
     async with (
         tap(exchange, RETENTION_PURGED) as seen,
-        probe(handlers={"probe.effect": _nothing}, exchange=exchange, inbox_retention_days=30) as runtime,
+        probe(handlers=Handlers().on(Effect, _nothing), exchange=exchange, inbox_retention_days=30) as runtime,
     ):
         reports = await _purged(seen, "inbox", 7)
         kept = await runtime.pool.fetch("SELECT event_id FROM inbox ORDER BY event_id")
@@ -138,7 +139,7 @@ async def test_old_dead_letters_are_parked_masked_then_deleted_and_reported(
     )
     async with (
         tap(exchange, RETENTION_PURGED) as seen,
-        probe(handlers={"probe.effect": _nothing}, exchange=exchange, dlq_retention_days=14) as runtime,
+        probe(handlers=Handlers().on(Effect, _nothing), exchange=exchange, dlq_retention_days=14) as runtime,
     ):
         await _own_rounds_only(runtime)
         topology = runtime.topology
@@ -190,7 +191,7 @@ async def test_a_dead_letter_is_not_acknowledged_unless_its_parked_row_committed
     queues: Callable[..., Any],
 ) -> None:
     exchange = f"{lab.name}.{uuid.uuid4().hex[:8]}"
-    async with probe(handlers={"probe.effect": _nothing}, exchange=exchange, dlq_retention_days=14) as runtime:
+    async with probe(handlers=Handlers().on(Effect, _nothing), exchange=exchange, dlq_retention_days=14) as runtime:
         await _own_rounds_only(runtime)
         channel = await amqp.channel(publisher_confirms=True)
         try:

@@ -14,6 +14,7 @@ import httpx
 import orjson
 import pytest
 from audit import pageviews
+from prometheus_client import REGISTRY
 from spm_common.redaction import EMAIL_RE, IPV4_RE
 
 
@@ -107,8 +108,13 @@ async def test_page_view_events_from_the_log_shipper(
         ),
         kit.event("site.page.viewed", {"url": f"/{tag}/broken", "user_agent": kit.browser}),
     ]
+    invalid = {"channel": "event", "outcome": "invalid"}
+    invalid_before = REGISTRY.get_sample_value("spm_audit_page_views_total", invalid) or 0.0
     await kit.publish(events)
+    # The broken one (no address) does not validate: it is in the trail all the same, counted as invalid, and
+    # not dead-lettered (a dead-letter queue would keep what the audit does not keep).
     entries = await kit.wait_for_entries(admin, [e["id"] for e in events])
+    assert REGISTRY.get_sample_value("spm_audit_page_views_total", invalid) == invalid_before + 1
     rows = await wait_for_views(admin, f"/{tag}/%", 2)
     await asyncio.sleep(0.2)
     rows = await admin.fetch("SELECT * FROM audit.pageviews WHERE path LIKE $1 ORDER BY viewed_at", f"/{tag}/%")

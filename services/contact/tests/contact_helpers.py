@@ -14,7 +14,7 @@ import aio_pika
 import httpx
 import orjson
 from contact.app import create
-from contact.events import ROUTING_KEYS
+from contact.handlers import handlers
 from contact.settings import Settings
 from fastapi import FastAPI
 from spm_common.envelope import CloudEvent, amqp_message
@@ -84,9 +84,13 @@ async def outbox_events(world: World, event_type: str) -> list[CloudEvent]:
     return [CloudEvent.parse(bytes(row["body"])) for row in rows]
 
 
+# The routing keys the service's queue binds where they are not the event type (the notifier's outcomes).
+ROUTING_KEYS = handlers(Settings()).routing_keys
+
+
 async def publish(world: World, event: CloudEvent, routing_key: str | None = None) -> None:
     """Publish an event on the session's exchange as another service's outbox relay would (the notifier's
-    outcomes of this service's mail under the keys this service binds, contact.events.ROUTING_KEYS)."""
+    outcomes of this service's mail under the keys this service binds, from contact.handlers)."""
     connection = await aio_pika.connect(AMQP_URL)
     async with connection:
         channel = await connection.channel()

@@ -109,7 +109,9 @@ async def test_an_invalid_order_is_dead_lettered_with_its_reason(orders: Orders)
     found: list = []
     await eventually(both, what="both dead-lettered")
     reasons = {m.message_id: m.headers["x-spm-error"] for m in found}
-    assert reasons[event_id].startswith("InvalidEvent: invalid OrderPlaced: total: ")
+    # The consumer validated the payload into the model the handler names, before any transaction.
+    assert reasons[event_id].startswith("ValidationError: 2 validation error(s) for OrderPlaced: total: ")
+    assert "purchaser.email: " in reasons[event_id]
     assert "not-an-address" not in reasons[event_id]
     assert "unknown product sku: NO-SUCH-SKU" in reasons[unknown_id]
     rows = await fetch(

@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import aio_pika
 import asyncpg
@@ -28,11 +28,15 @@ from spm_common import asyncapi as event_docs
 from spm_common.bootstrap import ensure_database, ensure_roles, with_database
 from spm_common.brokerusers import USERS, broker_users, ensure_users, user_name
 from spm_common.deadletters import list_dead_letters, replay_dead_letters
+from spm_common.handlers import Handlers
 from spm_common.logging import configure_logging
 from spm_common.migrations import SchemaRoles
 from spm_common.migrations import migrate as apply_migrations
 from spm_common.settings import SERVICES, WITH_SCHEMA, BootstrapSettings, CommonSettings, ServiceSettings, load
 from spm_common.topology import Topology
+
+if TYPE_CHECKING:  # building a runtime imports it; the command line need not, to start
+    from spm_common.runtime import Runtime
 
 cli = typer.Typer(help="Operate the SPM services.", no_args_is_help=True)
 dlq = typer.Typer(help="Inspect and replay dead-lettered messages.", no_args_is_help=True)
@@ -209,51 +213,61 @@ def trail_fields_document() -> tuple[Path, str]:
     """Where the audit package keeps its allow-list, and what it must hold: every event type any service
     publishes or consumes, with the fields of its payload models (`spm_common.allowlist`)."""
     trees: dict[str, allowlist.FieldTree] = {}
-    for service in SERVICES:
-        try:
-            events = importlib.import_module(f"{service}.events")
-        except ModuleNotFoundError as exc:  # a service that publishes and consumes no event of its own
-            if exc.name != f"{service}.events":
-                raise
-            continue
-        for registry in ("PUBLISHES", "CONSUMES"):
-            for event_type, model in getattr(events, registry, {}).items():
+    for service in WITH_SCHEMA:
+        events = service_events(service)
+        for registry in (events.publishes, events.consumes):
+            for event_type, model in registry.items():
                 trees[event_type] = allowlist.merge(trees.get(event_type, {}), allowlist.fields_of(model))
     package = importlib.import_module("audit")
     path = Path(str(package.__file__)).parent / "trail_fields.json"
     return path, json.dumps(trees, indent=2, sort_keys=True) + "\n"
 
 
+def built(service: str) -> tuple[ServiceSettings, Runtime]:
+    """A service's settings and runtime as its `app.build` makes them (nothing is started or connected)."""
+    app_module = importlib.import_module(f"{service}.app")
+    settings = importlib.import_module(f"{service}.settings").Settings(amqp_url="amqp://rabbitmq:5672/")
+    runtime: Runtime = app_module.build(settings)
+    return settings, runtime
+
+
 def generated_documents() -> list[tuple[str, str, str]]:
     documents = []
     for service in WITH_SCHEMA:
-        app_module = importlib.import_module(f"{service}.app")
-        settings_module = importlib.import_module(f"{service}.settings")
-        settings = settings_module.Settings(amqp_url="amqp://rabbitmq:5672/")
-        runtime = app_module.build(settings)
+        settings, runtime = built(service)
         # Sorted, so the document does not depend on the order FastStream happens to register things in.
         base = runtime.asyncapi().schema.to_specification().to_jsonable()
-        spec = event_docs.document(base, settings.exchange, service_events(service))
+        spec = event_docs.document(base, settings.exchange, service_events(service, runtime))
         asyncapi = yaml.safe_dump(spec, sort_keys=True, allow_unicode=True)
-        openapi = json.dumps(app_module.create(settings).openapi(), indent=2, ensure_ascii=False) + "\n"
+        openapi = (
+            json.dumps(
+                importlib.import_module(f"{service}.app").create(settings).openapi(), indent=2, ensure_ascii=False
+            )
+            + "\n"
+        )
         documents.append((service, asyncapi, openapi))
     return documents
 
 
-def service_events(service: str) -> event_docs.Events:
-    """What a service's `events.py` declares (nothing, for a service without one)."""
+def service_events(service: str, runtime: Runtime | None = None) -> event_docs.Events:
+    """What a service consumes, from its handlers (the registry its consumer runs), and what its `events.py`
+    says it publishes (nothing, for a service without one)."""
+    if runtime is None:
+        runtime = built(service)[1]
+    consumed = runtime.consumer.handlers if runtime.consumer else Handlers()
     try:
         events = importlib.import_module(f"{service}.events")
     except ModuleNotFoundError as exc:
         if exc.name != f"{service}.events":
             raise
-        return event_docs.Events()
+        events = None
     return event_docs.Events(
         publishes=getattr(events, "PUBLISHES", {}),
-        consumes=getattr(events, "CONSUMES", {}),
-        routing_keys=getattr(events, "ROUTING_KEYS", {}),
+        consumes=consumed.consumes,
+        # The notifier's outcomes go out under a key of their own; contact binds its own of those.
+        routing_keys={**getattr(events, "ROUTING_KEYS", {}), **consumed.routing_keys},
         examples=getattr(events, "EXAMPLES", {}),
-        consumes_everything=getattr(events, "CONSUMES_EVERYTHING", False),
+        consumes_everything=consumed.every is not None,
     )
 
 

@@ -2,8 +2,9 @@
 
 FastStream documents a subscriber by its handler's signature, and this system's consumer takes raw deliveries
 (one queue, many event types), so FastStream shows consumed events as an empty payload. This module writes the
-channels, operations and messages itself, from the payload models of each service's `events.py` (`CONSUMES`,
-`PUBLISHES`, optional `ROUTING_KEYS` and `EXAMPLES`), and keeps only FastStream's `info` and `servers`.
+channels, operations and messages itself, from the payload models of each service's handlers (what it consumes:
+the registry its consumer runs, spm_common.handlers) and of its `events.py` (`PUBLISHES`, optional
+`ROUTING_KEYS` and `EXAMPLES`), and keeps only FastStream's `info` and `servers`.
 
 Every message is a CloudEvent (structured JSON mode): the envelope is documented once, as the schema
 `CloudEvent`, and each message's payload is that envelope with `type` fixed and `data` set to the event's own
@@ -38,7 +39,8 @@ class Example(BaseModel):
 
 
 class Events(BaseModel):
-    """What one service's `events.py` declares, with the routing keys that differ from the event type."""
+    """What one service consumes (its handlers) and publishes (its `events.py`), with the routing keys that
+    differ from the event type."""
 
     publishes: Mapping[str, type[BaseModel]] = {}
     consumes: Mapping[str, type[BaseModel]] = {}

@@ -1,13 +1,18 @@
 """The idempotent consumer: every service takes its events through here.
 
+Each delivery's envelope is validated, then its `data` into the payload model its handler names (the
+service's `Handlers`, spm_common.handlers): handlers receive typed payloads, and a payload that does not
+validate goes to the dead-letter queue at once, with the reason, before it reaches a transaction.
+
 Messages are taken in batches (whatever arrived while the previous batch was being written, and for
 `SPM_CONSUMER_LINGER_MS` more unless the batch is full, up to `SPM_CONSUMER_BATCH`): one transaction records
 every (source, id) in the service's inbox and runs the handler of each event seen for the first time, then
 every message is acknowledged. A redelivered event finds its row in the inbox and has no second effect. If a
 batch fails, its messages are processed one by one, so only the failing message meets the failure path:
 
-- a message that cannot be valid (bad JSON, not a CloudEvent, a handler's `PermanentError` or pydantic
-  `ValidationError`) goes to the dead-letter queue at once, with its reason in the `x-spm-error` header;
+- a message that cannot be valid (bad JSON, not a CloudEvent, a payload its model refuses, a handler's
+  `PermanentError` or pydantic `ValidationError`) goes to the dead-letter queue at once, with its reason in
+  the `x-spm-error` header;
 - any other error sends a copy to the retry queue, back after `SPM_RETRY_DELAY_MS`, until
   `SPM_MAX_ATTEMPTS`, then to the dead-letter queue.
 
@@ -26,7 +31,7 @@ import asyncio
 import contextlib
 import logging
 from collections import Counter
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -38,7 +43,8 @@ from faststream.rabbit import RabbitBroker, RabbitMessage
 from pydantic import ValidationError
 
 from spm_common.db import Connection
-from spm_common.envelope import ACCEPTED_CONTENT_TYPES, CONTENT_TYPE, CloudEvent
+from spm_common.envelope import ACCEPTED_CONTENT_TYPES, CONTENT_TYPE, CloudEvent, Payload
+from spm_common.handlers import Handlers, Meta, Received, Route
 from spm_common.health import LoopHealth
 from spm_common.internals import deliver_directly
 from spm_common.logging import bound_contextvars, get_logger
@@ -48,12 +54,9 @@ from spm_common.topology import Topology
 
 log = get_logger(__name__)
 
-Handler = Callable[[Connection, CloudEvent], Awaitable[None]]
-BatchHandler = Callable[[Connection, list[CloudEvent]], Awaitable[None]]
 Scrub = Callable[[bytes], bytes]
 ATTEMPT_HEADER = "x-spm-attempt"
 ERROR_HEADER = "x-spm-error"
-CATCH_ALL = "#"
 # A copy to the retry or dead-letter queue that the broker never confirms must not hold the consumer: the
 # original is requeued instead (see `_settle`).
 REPUBLISH_TIMEOUT_SECONDS = 10.0
@@ -61,12 +64,6 @@ REPUBLISH_TIMEOUT_SECONDS = 10.0
 
 class PermanentError(Exception):
     """Raised by a handler for a message that no retry can fix: it goes to the dead-letter queue at once."""
-
-
-def batched(handler: BatchHandler) -> Handler:
-    """Mark a handler that takes a list of events: consecutive events for it arrive in one call."""
-    handler.batched = True  # type: ignore[attr-defined]
-    return handler  # type: ignore[return-value]
 
 
 @dataclass(eq=False, slots=True)
@@ -83,11 +80,19 @@ class _Delivery:
     raw: AbstractIncomingMessage
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class _Item:
     event: CloudEvent
     message: _Delivery
     attempt: int
+    # The event concerns this service (`accepts`); else it is acknowledged with its batch and nothing else.
+    wanted: bool = True
+    route: Route[Any] | None = None  # Any: a batch holds events of every type
+    # Made on arrival for an event with a route (only its handler needs them). `payload` is validated once;
+    # None, with `invalid` set, when the route keeps an invalid payload.
+    meta: Meta | None = None
+    payload: Payload | None = None
+    invalid: ValidationError | None = None
 
 
 class EventConsumer:
@@ -97,7 +102,7 @@ class EventConsumer:
         service: str,
         broker: RabbitBroker,
         topology: Topology,
-        handlers: Mapping[str, Handler],
+        handlers: Handlers,
         pool: Callable[[], asyncpg.Pool],
         max_attempts: int,
         retry_delay_ms: int = 5000,
@@ -106,7 +111,6 @@ class EventConsumer:
         scrub: Scrub | None = None,
         accepts: Callable[[CloudEvent], bool] | None = None,
         health: LoopHealth | None = None,
-        binds: Mapping[str, str] | None = None,
     ) -> None:
         self._service = service
         self._health = health or LoopHealth(service, "consumer")
@@ -118,9 +122,9 @@ class EventConsumer:
         self._settling: set[int] = set()
         self._broker = broker
         self._topology = topology
-        self._handlers = dict(handlers)
-        # The routing key the queue binds for an event type whose key is not its type (the notifier's outcomes).
-        self._binds = dict(binds or {})
+        self._handlers = handlers
+        self._routes = dict(handlers.routes)
+        self._every = handlers.every
         self._pool = pool
         self._max_attempts = max_attempts
         self._retry_delay = retry_delay_ms / 1000
@@ -136,7 +140,7 @@ class EventConsumer:
             topology.consumer_queue,
             ack_policy=AckPolicy.MANUAL,
             title=f"{topology.queue_name}:consume",
-            description=f"{service} consumes: {', '.join(sorted(self._handlers))}",
+            description=f"{service} consumes: {', '.join(handlers.bindings())}",
         )
         subscriber(_documented)
         # FastStream's subscriber declares nothing here (the topology does), owns the channel with its prefetch,
@@ -147,7 +151,11 @@ class EventConsumer:
 
     @property
     def routing_keys(self) -> list[str]:
-        return sorted(self._binds.get(event_type, event_type) for event_type in self._handlers)
+        return self._handlers.bindings()
+
+    @property
+    def handlers(self) -> Handlers:
+        return self._handlers
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name=f"{self._service}-consumer")
@@ -171,19 +179,41 @@ class EventConsumer:
                 raise ValueError(f"unsupported content type {str(message.content_type)[:100]!r}")
             event = CloudEvent.parse(body)
         except (ValidationError, ValueError) as exc:
-            tag = raw.delivery_tag or 0
-            self._settling.add(tag)
-            try:
-                await self._settle(message, self._dead_letter(message, describe_error(exc), attempt, "?"))
-            finally:
-                self._settling.discard(tag)
+            await self._reject(message, describe_error(exc), attempt, "?")
             return
+        item = _Item(event, message, attempt)
+        if self._accepts is not None and not self._accepts(event):
+            item.wanted = False
+        else:
+            route = item.route = self._routes.get(event.type)
+            if route is not None:
+                item.meta = Meta.of(event)
+                try:
+                    # The one validation of the payload: the handler receives it as it is.
+                    item.payload = route.model.model_validate(event.data)
+                except ValidationError as exc:
+                    if route.on_invalid is None:
+                        with bound_contextvars(
+                            event_id=event.id, event_type=event.type, correlation_id=event.correlationid
+                        ):
+                            await self._reject(message, describe_error(exc), attempt, event.type)
+                        return
+                    item.invalid = exc
         await self._room.wait()
-        self._pending.append(_Item(event, message, attempt))
+        self._pending.append(item)
         if len(self._pending) >= self._batch_size:
             self._room.clear()
             self._full.set()
         self._arrived.set()
+
+    async def _reject(self, message: _Delivery, reason: str, attempt: int, event_type: str) -> None:
+        """Dead-letter a delivery that can never be processed, as soon as it arrives."""
+        tag = message.raw.delivery_tag or 0
+        self._settling.add(tag)
+        try:
+            await self._settle(message, self._dead_letter(message, reason, attempt, event_type))
+        finally:
+            self._settling.discard(tag)
 
     async def _run(self) -> None:
         while True:
@@ -206,7 +236,7 @@ class EventConsumer:
                 self._health.failed(describe_error(exc))
 
     async def _process(self, batch: list[_Item]) -> None:
-        wanted = batch if self._accepts is None else [i for i in batch if self._accepts(i.event)]
+        wanted = [item for item in batch if item.wanted]
         try:
             fresh = await self._apply(wanted) if wanted else set()
         except Exception as exc:
@@ -256,29 +286,37 @@ class EventConsumer:
         return {id(item) for item in fresh}
 
     async def _dispatch(self, conn: Connection, items: list[_Item]) -> None:
-        run: list[CloudEvent] = []
-        run_handler: Any = None
+        """Run the handlers of a batch's first-seen events, in order; a batch handler takes the consecutive
+        events of its type in one call."""
+        if self._every is not None and items:
+            await self._every(conn, [item.event for item in items])
+        run: list[Received[Any]] = []
+        run_route: Route[Any] | None = None
         for item in items:
-            handler = self._handlers.get(item.event.type) or self._handlers.get(CATCH_ALL)
-            if handler is None:
-                log.warning("no handler for event type; acknowledged", event_type=item.event.type)
+            route, meta = item.route, item.meta
+            if route is None or meta is None:
+                if self._every is None:
+                    log.warning("no handler for event type; acknowledged", event_type=item.event.type)
                 continue
-            if getattr(handler, "batched", False):
-                if run and handler is not run_handler:
-                    await run_handler(conn, run)
+            if route.many is not None and item.payload is not None:
+                if run and route is not run_route:
+                    await _run_batch(conn, run_route, run)
                     run = []
-                run_handler = handler
-                run.append(item.event)
+                run_route = route
+                run.append(Received(item.payload, meta))
                 continue
             if run:
-                await run_handler(conn, run)
+                await _run_batch(conn, run_route, run)
                 run = []
             with bound_contextvars(
                 event_id=item.event.id, event_type=item.event.type, correlation_id=item.event.correlationid
             ):
-                await handler(conn, item.event)
+                if item.invalid is not None and route.on_invalid is not None:
+                    route.on_invalid(meta, item.invalid)
+                elif route.one is not None:
+                    await route.one(conn, item.payload, meta)
         if run:
-            await run_handler(conn, run)
+            await _run_batch(conn, run_route, run)
 
     async def _fail(self, item: _Item, exc: Exception) -> None:
         """The failure path of one message whose own transaction failed with `exc`."""
@@ -342,6 +380,11 @@ class EventConsumer:
             correlation_id=message.correlation_id,
             timeout=REPUBLISH_TIMEOUT_SECONDS,
         )
+
+
+async def _run_batch(conn: Connection, route: Route[Any] | None, run: list[Received[Any]]) -> None:
+    if route is not None and route.many is not None:
+        await route.many(conn, run)
 
 
 def _delivery(raw: AbstractIncomingMessage, scrub: Scrub | None) -> _Delivery:

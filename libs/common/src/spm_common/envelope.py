@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
-from typing import Any, Literal, NamedTuple
+from typing import Any, ClassVar, Literal, NamedTuple
 
 import aio_pika
 import orjson
@@ -21,6 +21,13 @@ MAX_EVENT_BYTES = 8_000_000
 Purpose = Literal[
     "answer-message", "fulfil-order", "license-recovery", "free-upgrade", "product-news", "privacy-request"
 ]
+
+
+class Payload(BaseModel):
+    """The `data` of one kind of event. `event_type` is that kind's CloudEvents `type` (and routing key): a
+    consumer's handlers are keyed by the payload model (spm_common.handlers), so the type is said once, here."""
+
+    event_type: ClassVar[str]
 
 
 class CloudEvent(BaseModel):

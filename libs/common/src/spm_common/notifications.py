@@ -3,12 +3,12 @@ meaning; it lives here because every service that sends mail publishes it."""
 
 from __future__ import annotations
 
-from typing import Any, Literal, Self
+from typing import Any, ClassVar, Literal, Self
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from spm_common.envelope import Purpose
+from spm_common.envelope import Payload, Purpose
 
 NOTIFICATION_REQUESTED = "notification.requested"
 NOTIFICATION_SENT = "notification.sent"
@@ -40,10 +40,11 @@ class Attachment(BaseModel):
     content: str = Field(max_length=ATTACHMENTS_MAX_BYTES)
 
 
-class NotificationRequested(BaseModel):
+class NotificationRequested(Payload):
     """One e-mail to one person, for one purpose, from one template."""
 
     model_config = ConfigDict(frozen=True)
+    event_type: ClassVar[str] = NOTIFICATION_REQUESTED
 
     purpose: Purpose
     template: str = Field(min_length=1, max_length=100, pattern=r"^[a-z0-9-]+$")
@@ -68,7 +69,7 @@ class NotificationRequested(BaseModel):
         return self
 
 
-class NotificationOutcome(BaseModel):
+class NotificationOutcome(Payload):
     """Payload of notification.sent and notification.failed: no address, no content."""
 
     request_event_id: str
@@ -77,6 +78,19 @@ class NotificationOutcome(BaseModel):
     template: str
     status: Literal["sent", "failed"]
     error: str | None = None
+
+
+class NotificationSent(NotificationOutcome):
+    """`notification.sent`: the SMTP server accepted the e-mail."""
+
+    event_type: ClassVar[str] = NOTIFICATION_SENT
+
+
+class NotificationFailed(NotificationOutcome):
+    """`notification.failed`: the e-mail was refused (the notifier's rules, or the SMTP server) or its retries
+    ran out; `error` says why. It will not be sent."""
+
+    event_type: ClassVar[str] = NOTIFICATION_FAILED
 
 
 def message_id_for(key: str, mail_from: str) -> str:

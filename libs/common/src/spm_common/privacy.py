@@ -13,16 +13,16 @@ import unicodedata
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 from uuid import UUID
 
 from aio_pika.abc import AbstractIncomingMessage
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
 from spm_common import deadletters, outbox
 from spm_common.addresses import normalise_address
 from spm_common.db import Connection
-from spm_common.envelope import CloudEvent, new_event
+from spm_common.envelope import CloudEvent, Payload, new_event
 from spm_common.logging import get_logger
 from spm_common.notifications import Locale
 from spm_common.runtime import connection_named
@@ -40,10 +40,11 @@ AnsweringService = Literal["contact", "orders", "notifier", "audit"]
 ANSWERING_SERVICES: tuple[AnsweringService, ...] = ("contact", "orders", "notifier", "audit")
 
 
-class PrivacyRequestConfirmed(BaseModel):
+class PrivacyRequestConfirmed(Payload):
     """A person followed the confirmation link: every service now answers for its own data."""
 
     model_config = ConfigDict(frozen=True)
+    event_type: ClassVar[str] = PRIVACY_REQUEST_CONFIRMED
 
     request_id: UUID
     kind: RequestKind
@@ -54,10 +55,11 @@ class PrivacyRequestConfirmed(BaseModel):
     confirmed_at: datetime
 
 
-class PrivacyRequestCompleted(BaseModel):
+class PrivacyRequestCompleted(Payload):
     """One service's answer to one request. `export` only for access; never anyone else's data."""
 
     model_config = ConfigDict(frozen=True)
+    event_type: ClassVar[str] = PRIVACY_REQUEST_COMPLETED
 
     request_id: UUID
     service: AnsweringService

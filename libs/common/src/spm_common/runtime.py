@@ -25,8 +25,9 @@ from faststream.rabbit.schemas import Channel
 from faststream.specification import AsyncAPI
 from pydantic import BaseModel
 
-from spm_common.consumer import EventConsumer, Handler, Scrub
+from spm_common.consumer import EventConsumer, Scrub
 from spm_common.envelope import CloudEvent
+from spm_common.handlers import Handlers
 from spm_common.health import Health
 from spm_common.logging import get_logger
 from spm_common.migrations import bring_up_to_date
@@ -59,14 +60,13 @@ class Runtime:
         settings: ServiceSettings,
         *,
         migrations: Path,
-        handlers: Mapping[str, Handler] | None = None,
+        handlers: Handlers | None = None,
         publishes: Mapping[str, type[BaseModel]] | None = None,
         background: Sequence[BackgroundTask] = (),
         scrape: Sequence[ScrapeHook] = (),
         description: str = "",
         scrub: Scrub | None = None,
         accepts: Callable[[CloudEvent], bool] | None = None,
-        binds: Mapping[str, str] | None = None,
         relay: bool = True,
     ) -> None:
         self.settings = settings
@@ -97,7 +97,6 @@ class Runtime:
                 scrub=scrub,
                 accepts=accepts,
                 health=self.health.loop("consumer"),
-                binds=binds,
             )
             if handlers
             else None

@@ -10,21 +10,19 @@ from datetime import UTC, datetime
 from fastapi import FastAPI
 from spm_common import cards
 from spm_common.clientaddr import parse_networks
-from spm_common.consumer import CATCH_ALL, batched
-from spm_common.db import Connection
-from spm_common.envelope import CloudEvent
 from spm_common.health import LoopHealth
 from spm_common.http import create_app
 from spm_common.logging import get_logger
-from spm_common.privacy import PRIVACY_REQUEST_COMPLETED, PRIVACY_REQUEST_CONFIRMED, DeadLetterEraser
+from spm_common.privacy import DeadLetterEraser
 from spm_common.redaction import describe_error
 from spm_common.runtime import Runtime
 from spm_common.serve import serve
 from spm_common.settings import load
 
-from audit import pageviews, privacy_answer, trail
+from audit import pageviews, trail
 from audit.api import AuditState, operator_router, pageviews_router
-from audit.events import PAGE_VIEWED, PUBLISHES
+from audit.events import PUBLISHES
+from audit.handlers import handlers
 from audit.settings import MIGRATIONS, Settings
 
 log = get_logger(__name__)
@@ -36,20 +34,6 @@ def assemble(settings: Settings) -> tuple[Runtime, AuditState]:
     signer = settings.checkpoint_signer()
     salts = pageviews.Salts()
     writer = pageviews.PageViewWriter(salts)
-    # A page-view event is in the trail like every event, reduced to what the page-view table keeps; a privacy
-    # request's answer without the person's data it exports.
-    dead_letters = DeadLetterEraser.of(settings)
-    reducers = {PAGE_VIEWED: pageviews.trail_payload, PRIVACY_REQUEST_COMPLETED: privacy_answer.trail_payload}
-
-    @batched
-    async def on_events(conn: Connection, events: list[CloudEvent]) -> None:
-        await trail.append(conn, events, key, reducers)
-        views = [e for e in events if e.type == PAGE_VIEWED]
-        if views:
-            await pageviews.ingest_events(conn, views, salts)
-        # After the append: the request's own entry is made with the person's key before erasure destroys it.
-        if any(e.type == PRIVACY_REQUEST_CONFIRMED for e in events):
-            await privacy_answer.answer(conn, events, key, settings.source, dead_letters)
 
     async def write_page_views(runtime: Runtime) -> None:
         await writer.run(lambda: runtime.pool, runtime.health.loop("page-view-writer"))
@@ -82,7 +66,7 @@ def assemble(settings: Settings) -> tuple[Runtime, AuditState]:
     runtime = Runtime(
         settings,
         migrations=MIGRATIONS,
-        handlers={CATCH_ALL: on_events},
+        handlers=handlers(settings, key, salts, DeadLetterEraser.of(settings)),
         publishes=PUBLISHES,
         background=[write_page_views, checkpoints, rotate_salts],
         scrub=cards.scrub_body,

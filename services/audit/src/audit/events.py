@@ -1,13 +1,15 @@
-"""Events the audit service consumes (every event on the exchange, page views from the log shipper, and what
-operators see and do in the console) and the one it publishes."""
+"""Events the audit service consumes of its own (page views from the log shipper; beyond them it keeps every
+event on the exchange, audit.handlers) and the ones it publishes."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import ClassVar
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from spm_common.allowlist import FieldTree
+from spm_common.envelope import Payload
 from spm_common.privacy import PRIVACY_REQUEST_COMPLETED, PrivacyRequestCompleted
 from spm_common.retention import RETENTION_PURGED, RetentionPurged
 
@@ -15,7 +17,7 @@ PAGE_VIEWED = "site.page.viewed"
 OPERATOR_ACTION = "operator.action"
 
 
-class PageViewed(BaseModel):
+class PageViewed(Payload):
     """One line of the web server's access log, shipped as an event (routing key `site.page.viewed`).
 
     It carries personal data (the client's address) until the audit service hashes it: the address and the
@@ -24,6 +26,7 @@ class PageViewed(BaseModel):
     """
 
     model_config = ConfigDict(extra="ignore", str_max_length=4096)
+    event_type: ClassVar[str] = PAGE_VIEWED
 
     url: str = Field(min_length=1, description="the page as requested: absolute URL or path")
     referrer: str | None = None
@@ -32,20 +35,6 @@ class PageViewed(BaseModel):
     viewed_at: AwareDatetime | None = None
 
 
-class OperatorAction(BaseModel):
-    """An operator of the console viewed a person's data or acted on it (CONTRACT section 7). Like every event
-    it is pseudonymised in the trail: an address in `operator` or `target` becomes a reference, and the
-    person an address in `target` names is the entry's subject, so the trail finds it by that address."""
-
-    model_config = ConfigDict(extra="ignore", str_max_length=4096)
-
-    operator: str
-    action: str
-    target: str
-    at: AwareDatetime
-
-
-CONSUMES = {PAGE_VIEWED: PageViewed, OPERATOR_ACTION: OperatorAction}
 # Its answer to each confirmed privacy request (audit.privacy_answer); everything else it only records.
 PUBLISHES: dict[str, type[BaseModel]] = {
     PRIVACY_REQUEST_COMPLETED: PrivacyRequestCompleted,
@@ -56,6 +45,3 @@ PUBLISHES: dict[str, type[BaseModel]] = {
 # The payload fields the trail keeps of each event type (and nothing of a type not listed), generated from
 # the payload models of every service by `spm-admin docs` (`make docs`), which a test holds current.
 TRAIL_FIELDS: dict[str, FieldTree] = json.loads((Path(__file__).parent / "trail_fields.json").read_text("utf-8"))
-
-# Its queue is bound with `#`: every event on the exchange reaches the trail, whatever its type.
-CONSUMES_EVERYTHING = True

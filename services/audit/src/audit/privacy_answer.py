@@ -22,9 +22,9 @@ from pydantic import ValidationError
 from spm_common import outbox
 from spm_common.db import Connection
 from spm_common.envelope import CloudEvent
-from spm_common.logging import bound_contextvars, get_logger
+from spm_common.handlers import Meta
+from spm_common.logging import get_logger
 from spm_common.privacy import (
-    PRIVACY_REQUEST_CONFIRMED,
     AnsweringService,
     DeadLetterEraser,
     PrivacyRequestConfirmed,
@@ -58,28 +58,32 @@ async def references(conn: Connection, email: str, secret: bytes) -> list[str]:
     return refs
 
 
-async def answer(
-    conn: Connection, events: list[CloudEvent], secret: bytes, source: str, dead_letters: DeadLetterEraser
+async def on_confirmed(
+    conn: Connection,
+    request: PrivacyRequestConfirmed,
+    meta: Meta,
+    *,
+    secret: bytes,
+    source: str,
+    dead_letters: DeadLetterEraser,
 ) -> None:
-    """Answer the confirmed privacy requests among a batch already appended to the trail, in its transaction."""
-    for event in events:
-        if event.type != PRIVACY_REQUEST_CONFIRMED:
-            continue
-        with bound_contextvars(event_id=event.id, correlation_id=event.correlationid):
-            try:
-                request = PrivacyRequestConfirmed.model_validate(event.data)
-            except ValidationError as exc:  # recorded in the trail as it is; nothing to answer
-                log.warning("privacy request not answered: invalid", error=describe_error(exc))
-                continue
-            if not await first_answer(conn, request):
-                log.info("privacy request answered before", request_id=str(request.request_id))
-                continue
-            if request.kind == "access":
-                reply = await _access(conn, request, secret, source)
-            else:
-                reply = await _erase(conn, request, secret, source, dead_letters)
-            await outbox.add(conn, reply)
-            log.info("privacy request answered", request_id=str(request.request_id), kind=request.kind)
+    """Handler of privacy.request.confirmed, in the consumer's transaction, after the batch it came in was
+    appended to the trail (the consumer runs the trail's handler of every event first)."""
+    if not await first_answer(conn, request):
+        log.info("privacy request answered before", request_id=str(request.request_id))
+        return
+    if request.kind == "access":
+        reply = await _access(conn, request, secret, source)
+    else:
+        reply = await _erase(conn, request, secret, source, dead_letters)
+    await outbox.add(conn, reply)
+    log.info("privacy request answered", request_id=str(request.request_id), kind=request.kind)
+
+
+def not_answered(meta: Meta, error: ValidationError) -> None:
+    """A confirmed request that does not validate is in the trail as it came; there is nothing to answer, and
+    it is not dead-lettered (a dead-letter queue would keep the address the audit does not keep)."""
+    log.warning("privacy request not answered: invalid", error=describe_error(error))
 
 
 async def _access(conn: Connection, request: PrivacyRequestConfirmed, secret: bytes, source: str) -> CloudEvent:

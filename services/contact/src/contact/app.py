@@ -1,22 +1,17 @@
 """Wiring of the contact service: settings, runtime, routes, the events it handles, its periodic job."""
 
-import functools
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
-from spm_common.db import Connection
-from spm_common.envelope import CloudEvent
 from spm_common.http import create_app
-from spm_common.notifications import NOTIFICATION_FAILED, NOTIFICATION_SENT
-from spm_common.privacy import PRIVACY_REQUEST_COMPLETED, PRIVACY_REQUEST_CONFIRMED, DeadLetterEraser
 from spm_common.runtime import Runtime
 from spm_common.serve import serve
 from spm_common.settings import load
 
-from contact import inbox, policy, privacy, privacy_answer, privacy_api, retention
+from contact import handlers, policy, privacy, privacy_api, retention
 from contact.api import operators, public
-from contact.events import PUBLISHES, ROUTING_KEYS
+from contact.events import PUBLISHES
 from contact.settings import MIGRATIONS, Settings
 from contact.writer import MessageWriter
 
@@ -45,28 +40,11 @@ def build(settings: Settings) -> Runtime:
             runtime.pool, SEARCH_MERGE_SECONDS, runtime.health.loop("search-index")
         )
 
-    async def mail_outcome(conn: Connection, event: CloudEvent) -> None:
-        if event.purpose == privacy.PURPOSE:
-            await privacy.record_outcome(conn, event)
-        else:
-            await inbox.record_outcome(conn, event)
-
     return Runtime(
         settings,
         migrations=MIGRATIONS,
-        handlers={
-            NOTIFICATION_SENT: mail_outcome,
-            NOTIFICATION_FAILED: mail_outcome,
-            PRIVACY_REQUEST_COMPLETED: functools.partial(privacy.record_answer, source=settings.source),
-            PRIVACY_REQUEST_CONFIRMED: functools.partial(
-                privacy_answer.on_confirmed, source=settings.source, dead_letters=DeadLetterEraser.of(settings)
-            ),
-        },
-        binds=ROUTING_KEYS,
-        # Only this service's outcomes are bound (ROUTING_KEYS); the check stays for an outcome published before
-        # the notifier routed them, and for the privacy requests' events (purpose privacy-request: the
-        # confirmed ones this service also answers).
-        accepts=lambda event: inbox.concerns_contact(event) or privacy.concerns_privacy(event),
+        handlers=handlers.handlers(settings),
+        accepts=handlers.accepts,
         publishes=PUBLISHES,
         background=[retention_job, privacy_sweep, search_index],
         scrape=[privacy_api.refresh_gauges],

@@ -1,4 +1,4 @@
-"""Events the contact service publishes and consumes (payloads of the CloudEvents `data`).
+"""Events the contact service publishes (payloads of the CloudEvents `data`; what it consumes: contact.handlers).
 
 Every event about a contact message carries the purpose `answer-message`: the address it concerns may be
 used for nothing else. None carries a message's content.
@@ -9,14 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from pydantic import BaseModel
-from spm_common.notifications import (
-    NOTIFICATION_FAILED,
-    NOTIFICATION_REQUESTED,
-    NOTIFICATION_SENT,
-    NotificationOutcome,
-    NotificationRequested,
-    outcome_routing_key,
-)
+from spm_common.notifications import NOTIFICATION_REQUESTED, NotificationRequested
 from spm_common.privacy import (
     PRIVACY_REQUEST_COMPLETED,
     PRIVACY_REQUEST_CONFIRMED,
@@ -97,19 +90,4 @@ PUBLISHES: dict[str, type[BaseModel]] = {
     PRIVACY_REQUEST_COMPLETED: PrivacyRequestCompleted,
     # What its retention jobs removed, counts only (spm_common.retention).
     RETENTION_PURGED: RetentionPurged,
-}
-# The notifier routes each outcome to its requester (`notification.sent.contact`): the queue binds these keys,
-# so the outcomes of the orders' e-mails never reach this service (docs/architecture.md, "Routing keys").
-ROUTING_KEYS = {
-    NOTIFICATION_SENT: outcome_routing_key(NOTIFICATION_SENT, "contact"),
-    NOTIFICATION_FAILED: outcome_routing_key(NOTIFICATION_FAILED, "contact"),
-}
-# The notifier's reports on the e-mails this service asked for: they become each reply's delivery status (and
-# a privacy request's acknowledgement); every service's answer to a privacy request; and the confirmed
-# requests themselves, which this service answers for its own messages like every other service.
-CONSUMES = {
-    NOTIFICATION_SENT: NotificationOutcome,
-    NOTIFICATION_FAILED: NotificationOutcome,
-    PRIVACY_REQUEST_COMPLETED: PrivacyRequestCompleted,
-    PRIVACY_REQUEST_CONFIRMED: PrivacyRequestConfirmed,
 }

@@ -16,6 +16,7 @@ from pydantic import AfterValidator, BaseModel, Field
 from spm_common import outbox
 from spm_common.db import Connection
 from spm_common.envelope import CloudEvent, new_event
+from spm_common.handlers import Meta
 from spm_common.logging import get_logger
 from spm_common.notifications import NOTIFICATION_REQUESTED, NotificationOutcome, NotificationRequested, Recipient
 from spm_common.notifications import message_id_for as mail_id_for
@@ -142,13 +143,12 @@ def concerns_contact(event: CloudEvent) -> bool:
     return event.purpose == PURPOSE
 
 
-async def record_outcome(conn: Connection, event: CloudEvent) -> None:
+async def record_outcome(conn: Connection, outcome: NotificationOutcome, meta: Meta) -> None:
     """Handler of notification.sent / notification.failed: the delivery status of an acknowledgement or a reply.
 
     Outcomes of other services' mail arrive here too (same event types) and are ignored, as are outcomes of
     mail whose message retention has already deleted. A late failure never hides a delivery that succeeded.
     """
-    outcome = NotificationOutcome.model_validate(event.data)
     reference = outcome.reference or ""
     if outcome.purpose != PURPOSE:
         return

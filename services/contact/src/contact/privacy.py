@@ -36,6 +36,7 @@ from spm_common import outbox
 from spm_common.consumer import PermanentError
 from spm_common.db import Connection
 from spm_common.envelope import CloudEvent, Purpose, new_event
+from spm_common.handlers import Meta
 from spm_common.health import LoopHealth
 from spm_common.logging import get_logger
 from spm_common.notifications import (
@@ -296,10 +297,9 @@ def concerns_privacy(event: CloudEvent) -> bool:
     return event.type == PRIVACY_REQUEST_COMPLETED or event.purpose == PURPOSE
 
 
-async def record_answer(conn: Connection, event: CloudEvent, *, source: str) -> None:
+async def record_answer(conn: Connection, answer: PrivacyRequestCompleted, meta: Meta, *, source: str) -> None:
     """Handler of privacy.request.completed: a service's answer. The last one to arrive requests the e-mail
     (`source`: this service's, for the events it publishes)."""
-    answer = PrivacyRequestCompleted.model_validate(event.data)
     request = await store.lock_request(conn, answer.request_id)
     if request is None:
         log.warning("answer to an unknown privacy request ignored", request_id=str(answer.request_id))
@@ -383,10 +383,9 @@ def personal_data(request: asyncpg.Record, answers: list[asyncpg.Record], now: d
     return orjson.dumps(document, option=orjson.OPT_INDENT_2).decode()
 
 
-async def record_outcome(conn: Connection, event: CloudEvent) -> None:
+async def record_outcome(conn: Connection, outcome: NotificationOutcome, event: Meta) -> None:
     """notification.sent / failed of this workflow's e-mails: the confirmation e-mail sent is the
     acknowledgement; the final e-mail's delivery is shown to the operators."""
-    outcome = NotificationOutcome.model_validate(event.data)
     reference = outcome.reference or ""
     for prefix in (CONFIRM_REFERENCE, FINAL_REFERENCE):
         if reference.startswith(prefix):

@@ -18,6 +18,7 @@ from spm_common import outbox
 from spm_common.addresses import normalise_address
 from spm_common.db import Connection
 from spm_common.envelope import CloudEvent
+from spm_common.handlers import Meta
 from spm_common.logging import get_logger
 from spm_common.privacy import (
     AnsweringService,
@@ -56,9 +57,10 @@ SELECT (SELECT count(*) FROM gone) AS messages, (SELECT count(*) FROM gone_repli
 """
 
 
-async def on_confirmed(conn: Connection, event: CloudEvent, *, source: str, dead_letters: DeadLetterEraser) -> None:
+async def on_confirmed(
+    conn: Connection, request: PrivacyRequestConfirmed, meta: Meta, *, source: str, dead_letters: DeadLetterEraser
+) -> None:
     """Handler of privacy.request.confirmed, in the consumer's transaction."""
-    request = PrivacyRequestConfirmed.model_validate(event.data)
     if not await first_answer(conn, request):
         log.info("privacy request answered before", request_id=str(request.request_id))
         return

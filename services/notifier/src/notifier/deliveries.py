@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,7 +25,8 @@ from spm_common import outbox
 from spm_common.addresses import is_plain_address
 from spm_common.consumer import PermanentError
 from spm_common.db import DB_ERRORS, Connection
-from spm_common.envelope import CloudEvent, OutboxRow, Purpose, new_event_body
+from spm_common.envelope import OutboxRow, Purpose, new_event_body
+from spm_common.handlers import Meta, Received
 from spm_common.health import Health
 from spm_common.logging import bound_contextvars, get_logger
 from spm_common.notifications import (
@@ -82,17 +84,17 @@ SMTP_PROBE_SECONDS = 10.0
 # --- recording ------------------------------------------------------------------------------------------
 
 
-async def record(conn: Connection, events: list[CloudEvent], settings: Settings) -> None:
+async def record(conn: Connection, requests: Sequence[Received[NotificationRequested]], settings: Settings) -> None:
     """Handler of notification.requested, batched: one delivery per (event, recipient), pending or refused at
     once, for every event of the consumer's batch in one statement (one more for the outcomes of refused
-    requests). An invalid request, or one from a service that may not ask for its purpose, raises, and the
-    consumer then takes the batch one event at a time, so only that one is dead-lettered (with the reason)."""
+    requests). A request from a service that may not ask for its purpose raises, and the consumer then takes
+    the batch one event at a time, so only that one is dead-lettered (with the reason); one that does not
+    validate never gets here."""
     key = settings.recipient_key()
     new: list[store.NewDelivery] = []
     purchasers: list[str] = []
-    by_key: dict[tuple[str, str], tuple[CloudEvent, NotificationRequested, str | None]] = {}
-    for event in events:
-        request = NotificationRequested.model_validate(event.data)
+    by_key: dict[tuple[str, str], tuple[Meta, NotificationRequested, str | None]] = {}
+    for request, event in requests:
         not_allowed = requester_refusal(event.source, request.purpose)
         if not_allowed is not None:
             raise PermanentError(not_allowed)

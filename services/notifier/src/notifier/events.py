@@ -1,22 +1,16 @@
-"""Events the notifier consumes and publishes."""
+"""Events the notifier publishes (what it consumes: notifier.handlers)."""
 
 from typing import Literal
 
 from pydantic import BaseModel, Field
 from spm_common.notifications import (
     NOTIFICATION_FAILED,
-    NOTIFICATION_REQUESTED,
     NOTIFICATION_SENT,
-    NotificationOutcome,
-    NotificationRequested,
+    NotificationFailed,
+    NotificationSent,
     outcome_routing_key,
 )
-from spm_common.privacy import (
-    PRIVACY_REQUEST_COMPLETED,
-    PRIVACY_REQUEST_CONFIRMED,
-    PrivacyRequestCompleted,
-    PrivacyRequestConfirmed,
-)
+from spm_common.privacy import PRIVACY_REQUEST_COMPLETED, PrivacyRequestCompleted
 from spm_common.retention import RETENTION_PURGED, RetentionPurged
 
 NOTIFICATION_UNSUBSCRIBED = "notification.unsubscribed"
@@ -29,11 +23,9 @@ class Unsubscribed(BaseModel):
     category: Literal["upgrades", "news"]
 
 
-# notification.requested is handled in deliveries.py; privacy.request.confirmed answered in privacy_answer.py.
-CONSUMES = {NOTIFICATION_REQUESTED: NotificationRequested, PRIVACY_REQUEST_CONFIRMED: PrivacyRequestConfirmed}
 PUBLISHES: dict[str, type[BaseModel]] = {
-    NOTIFICATION_SENT: NotificationOutcome,
-    NOTIFICATION_FAILED: NotificationOutcome,
+    NOTIFICATION_SENT: NotificationSent,
+    NOTIFICATION_FAILED: NotificationFailed,
     NOTIFICATION_UNSUBSCRIBED: Unsubscribed,
     PRIVACY_REQUEST_COMPLETED: PrivacyRequestCompleted,
     # What its retention jobs removed, counts only (spm_common.retention).

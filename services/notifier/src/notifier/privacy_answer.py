@@ -22,6 +22,7 @@ from spm_common import outbox
 from spm_common.addresses import normalise_address
 from spm_common.db import Connection
 from spm_common.envelope import CloudEvent
+from spm_common.handlers import Meta
 from spm_common.logging import get_logger
 from spm_common.privacy import (
     AnsweringService,
@@ -68,10 +69,14 @@ SELECT (SELECT count(*) FROM gone) AS deliveries,
 
 
 async def on_confirmed(
-    conn: Connection, event: CloudEvent, *, settings: Settings, dead_letters: DeadLetterEraser
+    conn: Connection,
+    request: PrivacyRequestConfirmed,
+    meta: Meta,
+    *,
+    settings: Settings,
+    dead_letters: DeadLetterEraser,
 ) -> None:
     """Handler of privacy.request.confirmed, in the consumer's transaction."""
-    request = PrivacyRequestConfirmed.model_validate(event.data)
     if not await first_answer(conn, request):
         log.info("privacy request answered before", request_id=str(request.request_id))
         return

@@ -1,8 +1,9 @@
 """Events the orders service consumes and publishes (payloads of the CloudEvents `data`).
 
-Consumed: `order.placed`, `upgrade.released`, `product.announced` (CONTRACT section 3) and
-`notification.unsubscribed` (from the notifier). Published: `order.recorded`, `security.card-data-removed`
-and `notification.requested`, which is the only one that ever carries a license key.
+Consumed (orders.handlers registers each one's handler): `order.placed`, `upgrade.released`,
+`product.announced` (CONTRACT section 3) and `notification.unsubscribed` (from the notifier). Published:
+`order.recorded`, `security.card-data-removed` and `notification.requested`, which is the only one that ever
+carries a license key.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import re
 import unicodedata
 from datetime import datetime
 from decimal import Decimal
-from typing import Annotated, Literal, TypedDict, TypeVar
+from typing import Annotated, ClassVar, Literal, TypedDict, TypeVar
 
 from email_validator import EmailNotValidError, validate_email
 from pydantic import (
@@ -27,6 +28,7 @@ from pydantic import (
 from spm_common.addresses import is_plain_address, normalise_address
 from spm_common.asyncapi import Example
 from spm_common.consumer import PermanentError
+from spm_common.envelope import Payload
 from spm_common.inputs import BoundedAwareDateTime, DbInt
 from spm_common.notifications import NOTIFICATION_REQUESTED, NotificationRequested
 from spm_common.privacy import PRIVACY_REQUEST_COMPLETED, PrivacyRequestCompleted
@@ -145,10 +147,11 @@ class Item(BaseModel):
     unit_price: Money
 
 
-class OrderPlaced(BaseModel):
+class OrderPlaced(Payload):
     """`order.placed`: an order completed at the third-party e-commerce service (also the webhook's body)."""
 
     model_config = ConfigDict(extra="ignore")
+    event_type: ClassVar[str] = ORDER_PLACED
 
     order_id: Annotated[str, Field(min_length=1, max_length=100), AfterValidator(_single_line)]
     placed_at: BoundedAwareDateTime
@@ -161,10 +164,11 @@ class OrderPlaced(BaseModel):
     privacy_policy_version: Annotated[DbInt | None, Field(ge=1)] = None
 
 
-class UpgradeReleased(BaseModel):
+class UpgradeReleased(Payload):
     """`upgrade.released`: a new version of a product is out."""
 
     model_config = ConfigDict(extra="ignore")
+    event_type: ClassVar[str] = UPGRADE_RELEASED
 
     release_id: Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9._:-]+$")]
     sku: Sku
@@ -181,10 +185,11 @@ class UpgradeReleased(BaseModel):
         return int(self.version.split(".", 1)[0])
 
 
-class ProductAnnounced(BaseModel):
+class ProductAnnounced(Payload):
     """`product.announced`: news about a new product or service."""
 
     model_config = ConfigDict(extra="ignore")
+    event_type: ClassVar[str] = PRODUCT_ANNOUNCED
 
     announcement_id: Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9._:-]+$")]
     title: Line
@@ -192,10 +197,11 @@ class ProductAnnounced(BaseModel):
     url: Url
 
 
-class NotificationUnsubscribed(BaseModel):
+class NotificationUnsubscribed(Payload):
     """`notification.unsubscribed` (published by the notifier): a recipient left a category of mail."""
 
     model_config = ConfigDict(extra="ignore")
+    event_type: ClassVar[str] = NOTIFICATION_UNSUBSCRIBED
 
     email: Email
     category: Literal["upgrades", "news"]
@@ -237,12 +243,6 @@ class CardDataRemoved(BaseModel):
     masked_numbers: int
 
 
-CONSUMES: dict[str, type[BaseModel]] = {
-    ORDER_PLACED: OrderPlaced,
-    UPGRADE_RELEASED: UpgradeReleased,
-    PRODUCT_ANNOUNCED: ProductAnnounced,
-    NOTIFICATION_UNSUBSCRIBED: NotificationUnsubscribed,
-}
 PUBLISHES: dict[str, type[BaseModel]] = {
     ORDER_RECORDED: OrderRecorded,
     CARD_DATA_REMOVED: CardDataRemoved,

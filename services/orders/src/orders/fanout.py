@@ -21,6 +21,7 @@ import orjson
 from spm_common import ratelimit
 from spm_common.db import Connection
 from spm_common.envelope import CloudEvent, Purpose, new_event
+from spm_common.handlers import Meta
 from spm_common.logging import get_logger
 from spm_common.notifications import NOTIFICATION_REQUESTED, Locale, NotificationRequested, Recipient
 from spm_common.pgnotify import Listener
@@ -38,14 +39,14 @@ NEWS: Final = "news"
 HOUSEKEEPING_EVERY_SECONDS = 600.0
 
 
-async def record_release(conn: Connection, event: CloudEvent, release: UpgradeReleased) -> bool:
+async def record_release(conn: Connection, release: UpgradeReleased, event: Meta) -> None:
     payload = orjson.dumps(release.model_dump(mode="json")).decode()
-    return await store.record_fanout(conn, UPGRADE, release.release_id, event.source, event.id, payload)
+    await store.record_fanout(conn, UPGRADE, release.release_id, event.source, event.id, payload)
 
 
-async def record_announcement(conn: Connection, event: CloudEvent, news: ProductAnnounced) -> bool:
+async def record_announcement(conn: Connection, news: ProductAnnounced, event: Meta) -> None:
     payload = orjson.dumps(news.model_dump(mode="json")).decode()
-    return await store.record_fanout(conn, NEWS, news.announcement_id, event.source, event.id, payload)
+    await store.record_fanout(conn, NEWS, news.announcement_id, event.source, event.id, payload)
 
 
 async def run_batch(conn: Connection, source: str, batch_size: int) -> bool:

@@ -17,7 +17,8 @@ import asyncpg
 from spm_common import cards, outbox
 from spm_common.consumer import PermanentError
 from spm_common.db import Connection
-from spm_common.envelope import CloudEvent, OutboxRow, Purpose, new_event_body
+from spm_common.envelope import OutboxRow, Purpose, new_event_body
+from spm_common.handlers import Meta
 from spm_common.notifications import NOTIFICATION_REQUESTED, NotificationRequested, Recipient
 
 from orders import licenses, store
@@ -42,18 +43,19 @@ Via = Literal["event", "webhook"]
 
 @dataclass(frozen=True)
 class Incoming:
-    """One order as it arrived: its raw data, who sent it, and what card data was already removed."""
+    """One order as it arrived: its raw data (the webhook's) or its payload as the consumer validated it (an
+    event's), who sent it, and what card data was already removed."""
 
     source: str
     data: Any  # the order as it came, JSON of any shape: `OrderPlaced` checks it, item by item
     via: Via
     event_id: str | None = None
     removed: cards.Findings | None = None
+    order: OrderPlaced | None = None
 
     @classmethod
-    def from_event(cls, event: CloudEvent) -> Incoming:
-        extra = event.model_extra or {}
-        return cls(event.source, event.data, "event", event.id, cards.marker_findings(extra.get(cards.MARKER)))
+    def from_event(cls, order: OrderPlaced, meta: Meta) -> Incoming:
+        return cls(meta.source, None, "event", meta.id, cards.marker_findings(meta.scrubbed), order)
 
 
 @dataclass(frozen=True)
@@ -84,6 +86,10 @@ class _Order:
 
 def accept(incoming: Incoming) -> _Order:
     """Card data out, then validation (InvalidEvent: the order can never be valid)."""
+    if incoming.order is not None:
+        # An event: the consumer's scrubber (`Runtime(scrub=cards.scrub_body)`) took card data out of the whole
+        # delivery, its source included, before the payload was validated; `removed` is what it found.
+        return _Order(incoming, incoming.source, incoming.order, incoming.removed or cards.Findings())
     data, removed = cards.scrub(incoming.data)
     if incoming.removed:
         removed.merge(incoming.removed)

@@ -24,6 +24,7 @@ from spm_common import outbox, ratelimit
 from spm_common.addresses import normalise_address
 from spm_common.db import Connection
 from spm_common.envelope import CloudEvent
+from spm_common.handlers import Meta
 from spm_common.logging import get_logger
 from spm_common.privacy import (
     AnsweringService,
@@ -114,10 +115,15 @@ KEPT = (
 
 
 async def on_confirmed(
-    conn: Connection, event: CloudEvent, *, source: str, hash_key: bytes, dead_letters: DeadLetterEraser
+    conn: Connection,
+    request: PrivacyRequestConfirmed,
+    meta: Meta,
+    *,
+    source: str,
+    hash_key: bytes,
+    dead_letters: DeadLetterEraser,
 ) -> None:
     """Handler of privacy.request.confirmed, in the consumer's transaction."""
-    request = PrivacyRequestConfirmed.model_validate(event.data)
     if not await first_answer(conn, request):
         log.info("privacy request answered before", request_id=str(request.request_id))
         return
