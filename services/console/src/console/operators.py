@@ -48,21 +48,26 @@ async def add(request: Request, session: AdminDep) -> Response:
     return await _page(request, session, one_time=(address, created[1]), notice="operator_added")
 
 
-async def _target(request: Request, operator_id: uuid.UUID) -> OperatorRow | None:
+async def _another_operator(request: Request, session: SessionRow, operator_id: uuid.UUID) -> OperatorRow | Response:
+    """The account a disable or reset form names, once its CSRF token is checked; or the page saying why not:
+    404 unknown, 409 one's own. (The last admin could lock everyone out by disabling themselves; one's own
+    password is changed with the current one, /account/password, not reset.)"""
+    await checked_form(request, session)
     async with state_of(request).runtime.pool.acquire() as conn:
-        return await store.operator_by_id(conn, operator_id)
+        target = await store.operator_by_id(conn, operator_id)
+    if target is None:
+        return await _page(request, session, status.HTTP_404_NOT_FOUND, error="operator_not_found")
+    if target.id == session.operator.id:
+        return await _page(request, session, status.HTTP_409_CONFLICT, error="operator_not_self")
+    return target
 
 
 @operator_pages.post("/operators/{operator_id}/disable")
 async def disable(request: Request, session: AdminDep, operator_id: uuid.UUID) -> Response:
     console = state_of(request)
-    await checked_form(request, session)
-    target = await _target(request, operator_id)
-    if target is None:
-        return await _page(request, session, status.HTTP_404_NOT_FOUND, error="operator_not_found")
-    if target.id == session.operator.id:
-        # The last admin could lock everyone out; another admin (or the shell) disables an admin's own account.
-        return await _page(request, session, status.HTTP_409_CONFLICT, error="operator_not_self")
+    target = await _another_operator(request, session, operator_id)
+    if not isinstance(target, OperatorRow):
+        return target
     await record(request, session, "operator.disabled", f"console.operator:{target.email}")
     async with console.runtime.pool.acquire() as conn, conn.transaction():
         await store.disable_operator(conn, target.email)
@@ -72,13 +77,9 @@ async def disable(request: Request, session: AdminDep, operator_id: uuid.UUID) -
 @operator_pages.post("/operators/{operator_id}/reset")
 async def reset(request: Request, session: AdminDep, operator_id: uuid.UUID) -> Response:
     console = state_of(request)
-    await checked_form(request, session)
-    target = await _target(request, operator_id)
-    if target is None:
-        return await _page(request, session, status.HTTP_404_NOT_FOUND, error="operator_not_found")
-    if target.id == session.operator.id:
-        # One's own password is changed with the current one (/account/password), not reset.
-        return await _page(request, session, status.HTTP_409_CONFLICT, error="operator_not_self")
+    target = await _another_operator(request, session, operator_id)
+    if not isinstance(target, OperatorRow):
+        return target
     await record(request, session, "operator.password_reset", f"console.operator:{target.email}")
     async with console.runtime.pool.acquire() as conn, conn.transaction():
         password = await accounts.reset_password(conn, target.email)

@@ -359,7 +359,8 @@ class Sender:
         if refused:
             try:
                 async with self._pool.acquire() as conn, conn.transaction():
-                    done = set(await store.mark_failed(conn, [(j.id, j.attempts, r, False) for j, r in refused]))
+                    failed = [store.Failed(j.id, j.attempts, r, False) for j, r in refused]
+                    done = set(await store.mark_failed(conn, failed))
                     await outbox.add_many(conn, [self._outcome(j, r) for j, r in refused if j.id in done])
                 DELIVERIES.labels("refused").inc(len(done))
             except DB_ERRORS as exc:  # they stay leased: once the leases run out, a claim refuses them again
@@ -495,10 +496,10 @@ class Sender:
                 done = await store.mark_sent(conn, marked)
                 DELIVERIES.labels("sent").inc(len(done))
             if retry:
-                await store.mark_retry(conn, [(j.id, j.attempts, d, e) for j, d, e in retry])
+                await store.mark_retry(conn, [store.Retry(j.id, j.attempts, d, e) for j, d, e in retry])
                 DELIVERIES.labels("retry").inc(len(retry))
             if failed:
-                done = await store.mark_failed(conn, [(j.id, j.attempts, e, keep) for j, e, keep in failed])
+                done = await store.mark_failed(conn, [store.Failed(j.id, j.attempts, e, keep) for j, e, keep in failed])
                 events += [self._outcome(by_id[i], errors[i]) for i in done]
                 DELIVERIES.labels("failed").inc(len(done))
             if bounced:

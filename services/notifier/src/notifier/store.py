@@ -155,32 +155,50 @@ async def mark_sent(conn: Connection, sent: Sequence[Sent]) -> list[int]:
     return list(rows)
 
 
-async def mark_retry(conn: Connection, items: Sequence[tuple[int, int, float, str | None]]) -> list[int]:
-    """Back to pending, due after the delay: (id, attempts, delay seconds, error)."""
+class Retry(NamedTuple):
+    """A delivery to try again after `delay` seconds; `error` (if any) is why this attempt failed."""
+
+    id: int
+    attempts: int  # the count it was claimed with: marked only if no one claimed it since
+    delay: float
+    error: str | None
+
+
+class Failed(NamedTuple):
+    """A delivery that failed for good; `keep` keeps its request so an operator may retry it."""
+
+    id: int
+    attempts: int
+    error: str
+    keep: bool
+
+
+async def mark_retry(conn: Connection, items: Sequence[Retry]) -> list[int]:
+    """Back to pending, due after each one's delay; the ids marked (those still held under their lease)."""
     rows = await conn.fetch(
         "UPDATE deliveries d SET status = 'pending', lease_until = NULL,"
         " next_attempt_at = now() + make_interval(secs => x.delay), last_error = COALESCE(x.error, d.last_error)"
         " FROM unnest($1::bigint[], $2::int[], $3::float8[], $4::text[]) AS x(id, attempts, delay, error)"
         " WHERE d.id = x.id AND d.attempts = x.attempts AND d.status = 'sending' RETURNING d.id",
-        [i[0] for i in items],
-        [i[1] for i in items],
-        [i[2] for i in items],
-        [i[3] for i in items],
+        [i.id for i in items],
+        [i.attempts for i in items],
+        [i.delay for i in items],
+        [i.error for i in items],
     )
     return [row["id"] for row in rows]
 
 
-async def mark_failed(conn: Connection, items: Sequence[tuple[int, int, str, bool]]) -> list[int]:
-    """Failed with the reason: (id, attempts, error, keep the request so an operator may retry)."""
+async def mark_failed(conn: Connection, items: Sequence[Failed]) -> list[int]:
+    """Failed with the reason; the ids marked (those still held under their lease)."""
     rows = await conn.fetch(
         "UPDATE deliveries d SET status = 'failed', failed_at = now(), lease_until = NULL, last_error = x.error,"
         " request = CASE WHEN x.keep THEN d.request END"
         " FROM unnest($1::bigint[], $2::int[], $3::text[], $4::bool[]) AS x(id, attempts, error, keep)"
         " WHERE d.id = x.id AND d.attempts = x.attempts AND d.status = 'sending' RETURNING d.id",
-        [i[0] for i in items],
-        [i[1] for i in items],
-        [i[2] for i in items],
-        [i[3] for i in items],
+        [i.id for i in items],
+        [i.attempts for i in items],
+        [i.error for i in items],
+        [i.keep for i in items],
     )
     return [row["id"] for row in rows]
 
