@@ -1,9 +1,18 @@
-"""CPU time from Linux's /proc, the figure that moves least with what else runs on a shared machine."""
+"""The benchmarks' services as processes, and CPU time from Linux's /proc, the figure that moves least with
+what else runs on a shared machine."""
 
 from __future__ import annotations
 
+import asyncio
 import os
+import signal
+import subprocess
+import sys
+from collections.abc import Mapping
 from contextlib import suppress
+from pathlib import Path
+
+import httpx
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 POSTGRES, RABBITMQ = "postgres", "beam.smp"  # the command names of Postgres's and RabbitMQ's processes
@@ -39,3 +48,42 @@ def machine_cpu() -> float:
     with open("/proc/stat") as stat:
         ticks = [int(f) for f in stat.readline().split()[1:8]]
     return (sum(ticks) - ticks[3] - ticks[4]) / CLOCK_TICKS  # all but idle and iowait
+
+
+class ServiceProcesses:
+    """Services as processes (`python -m <name>`, as `make run` starts them), each with its own environment,
+    started together and each waited for until its `/readyz` answers 200."""
+
+    def __init__(self) -> None:
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+
+    async def start_all(self, envs: Mapping[str, Mapping[str, str]], ports: Mapping[str, int]) -> None:
+        for name, env in envs.items():
+            self.processes[name] = subprocess.Popen(  # noqa: ASYNC220 - started once, before measuring
+                [sys.executable, "-m", name],
+                env=dict(env),
+                cwd=Path(__file__).parent.parent,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        async with httpx.AsyncClient() as client:
+            for name, port in ports.items():
+                for _ in range(1200):
+                    if self.processes[name].poll() is not None:
+                        raise RuntimeError(f"{name} exited with {self.processes[name].returncode}")
+                    with suppress(httpx.TransportError):
+                        if (await client.get(f"http://127.0.0.1:{port}/readyz")).status_code == 200:
+                            break
+                    await asyncio.sleep(0.1)
+                else:
+                    raise RuntimeError(f"{name} not ready in 120 s")
+
+    def stop(self) -> None:
+        for process in self.processes.values():
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for process in self.processes.values():
+            try:
+                process.wait(20)
+            except subprocess.TimeoutExpired:
+                process.kill()

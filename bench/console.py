@@ -29,19 +29,14 @@ import asyncio
 import os
 import random
 import re
-import signal
 import statistics
-import subprocess
-import sys
 import time
 import unicodedata
 import uuid
 from collections.abc import Iterator, Sequence
-from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import aio_pika
@@ -66,7 +61,7 @@ from spm_common.migrations import SchemaRoles, migrate
 from spm_common.testing.smtp import free_port
 from spm_common.testing.world import AMQP_URL, World, new_world
 
-from bench._proc import cpu_seconds
+from bench._proc import ServiceProcesses, cpu_seconds
 from bench.orders import Sink, connect_admin, postgres_settings
 
 PAGE_TARGET_MS, SEARCH_TARGET_MS = 150.0, 200.0
@@ -983,11 +978,12 @@ def report(timings: list[Timing]) -> None:
     )
 
 
-class Stack:
+class Stack(ServiceProcesses):
     """The four services and the console as processes, as `make run` starts them (the console pointed at the
     others' ports), with the settings' defaults but for the world's database, exchange and SMTP sink."""
 
     def __init__(self, world: World, sink_port: int) -> None:
+        super().__init__()
         self.ports = {name: free_port() for name in SERVICES}
         self.env = {
             **os.environ,
@@ -998,38 +994,9 @@ class Stack:
         # The test worlds' small pools and fast polls are for many test sessions sharing one Postgres.
         for name in ("SPM_DB_POOL_MAX", "SPM_OUTBOX_POLL_SECONDS", "SPM_RETRY_DELAY_MS", "SPM_MAX_ATTEMPTS"):
             self.env.pop(name, None)
-        self.processes: dict[str, subprocess.Popen[bytes]] = {}
 
     async def start(self) -> None:
-        for name in SERVICES:
-            self.processes[name] = subprocess.Popen(  # noqa: ASYNC220 - started once, before measuring
-                [sys.executable, "-m", name],
-                env=self.env,
-                cwd=Path(__file__).parent.parent,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-        async with httpx.AsyncClient() as client:
-            for name, port in self.ports.items():
-                for _ in range(1200):
-                    if self.processes[name].poll() is not None:
-                        raise RuntimeError(f"{name} exited with {self.processes[name].returncode}")
-                    with suppress(httpx.TransportError):
-                        if (await client.get(f"http://127.0.0.1:{port}/readyz")).status_code == 200:
-                            break
-                    await asyncio.sleep(0.1)
-                else:
-                    raise RuntimeError(f"{name} not ready in 120 s")
-
-    def stop(self) -> None:
-        for process in self.processes.values():
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-        for process in self.processes.values():
-            try:
-                process.wait(20)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        await self.start_all(dict.fromkeys(SERVICES, self.env), self.ports)
 
 
 async def run(args: argparse.Namespace) -> None:

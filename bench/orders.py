@@ -16,10 +16,8 @@ import argparse
 import asyncio
 import os
 import shutil
-import signal
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -30,7 +28,6 @@ from typing import Any
 
 import aio_pika
 import asyncpg
-import httpx
 import orjson
 from notifier.settings import Settings as NotifierSettings
 from notifier.tokens import recipient_ref
@@ -39,7 +36,7 @@ from spm_common.outbox import AmqpPublisher
 from spm_common.testing.smtp import free_port
 from spm_common.testing.world import AMQP_URL, World, new_world
 
-from bench._proc import RABBITMQ, cpu_by_command, cpu_seconds
+from bench._proc import RABBITMQ, ServiceProcesses, cpu_by_command, cpu_seconds
 
 SMTP_SINK = "/usr/sbin/smtp-sink"
 # Where smtp-sink dumps the messages: memory. On ext4, a file created where thousands were just deleted (each
@@ -182,8 +179,9 @@ class Sink:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-class Services:
+class Services(ServiceProcesses):
     def __init__(self, world: World, sink_port: int, audit: bool, notifier: bool = True) -> None:
+        super().__init__()
         self.world = world
         self.env = {
             **os.environ,
@@ -195,39 +193,12 @@ class Services:
             ),
         }
         self.names = ["orders"] + (["notifier"] if notifier else []) + (["audit"] if audit else [])
-        self.processes: dict[str, subprocess.Popen[bytes]] = {}
 
     async def start(self) -> None:
-        ports = {}
-        for name in self.names:
-            ports[name] = free_port()
-            env = {**self.env, f"SPM_{name.upper()}_PORT": str(ports[name])}
-            self.processes[name] = subprocess.Popen(  # noqa: ASYNC220 - started once, before measuring
-                [sys.executable, "-m", name],
-                env=env,
-                cwd=Path(__file__).parent.parent,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-        async with httpx.AsyncClient() as client:
-            for name, port in ports.items():
-                for _ in range(600):
-                    if self.processes[name].poll() is not None:
-                        raise RuntimeError(f"{name} exited with {self.processes[name].returncode}")
-                    with suppress(httpx.TransportError):
-                        if (await client.get(f"http://127.0.0.1:{port}/readyz")).status_code == 200:
-                            break
-                    await asyncio.sleep(0.1)
-
-    def stop(self) -> None:
-        for process in self.processes.values():
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-        for process in self.processes.values():
-            try:
-                process.wait(20)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        ports = {name: free_port() for name in self.names}
+        await self.start_all(
+            {name: {**self.env, f"SPM_{name.upper()}_PORT": str(ports[name])} for name in ports}, ports
+        )
 
 
 async def phase_cpu(admin: asyncpg.Connection, pids: dict[str, int], sink: Sink) -> dict[str, float]:
