@@ -158,7 +158,7 @@ def test_compose_gives_each_container_what_its_code_reads_and_needs(
             reaches["mailpit"] = settings.smtp_host
         if name == "console":
             # The console reaches the services' operator APIs by their container names.
-            for service in ("contact", "orders", "audit"):
+            for service in ("contact", "orders", "audit", "notifier"):
                 reaches[service] = urlsplit(getattr(settings, f"console_{service}_url")).hostname
         assert reaches == {container: container for container in reaches}, f"{name} would reach {reaches}"
 

@@ -109,6 +109,10 @@ def test_card_security_codes_in_text_are_redacted(text: str, code: str) -> None:
         "std::vector<int> of 12 items, port 8443",
         "retried 123 times; cvv missing; code 404",
         "50% of 40 requests, 100%40 is not an address",
+        # SMTP replies with their enhanced status codes: the reason a delivery was retried or failed.
+        "550 5.1.1 no such user here",
+        "535 5.7.8 Authentication credentials invalid",
+        "451 4.7.1 greylisted, try again later",
     ],
 )
 def test_times_ratios_and_counts_are_kept(text: str) -> None:

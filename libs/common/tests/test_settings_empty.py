@@ -4,13 +4,16 @@ default (the notifier once took SPM_SMTP_USERNAME="" for a user name and tried S
 from __future__ import annotations
 
 import os
+import re
+from pathlib import Path
 
 import pytest
 from audit.settings import Settings as AuditSettings
+from console.settings import Settings as ConsoleSettings
 from contact.settings import Settings as ContactSettings
 from notifier.settings import Settings as NotifierSettings
 from orders.settings import Settings as OrdersSettings
-from spm_common.settings import BootstrapSettings, CommonSettings, SpmSettings, load
+from spm_common.settings import BootstrapSettings, CommonSettings, SpmSettings, from_environment, load
 
 CLASSES: list[type[SpmSettings]] = [
     CommonSettings,
@@ -19,6 +22,7 @@ CLASSES: list[type[SpmSettings]] = [
     OrdersSettings,
     NotifierSettings,
     AuditSettings,
+    ConsoleSettings,
 ]
 FIELDS = [(cls, name) for cls in CLASSES for name in cls.model_fields]
 
@@ -45,3 +49,39 @@ def test_empty_smtp_credentials_mean_no_smtp_login(monkeypatch: pytest.MonkeyPat
     monkeypatch.setenv("SPM_SMTP_PASSWORD", "")
     settings = load(NotifierSettings)
     assert settings.smtp_username is None and settings.smtp_password is None
+
+
+ROOT = Path(__file__).resolve().parents[3]
+SOURCES = sorted(
+    path for folder in (ROOT / "libs/common/src", *ROOT.glob("services/*/src")) for path in folder.rglob("*.py")
+)
+# Every SPM_* variable the code reads outside a settings class, with the default it gives there.
+READ_OUTSIDE = sorted(
+    {
+        (match[1], match[2])
+        for path in SOURCES
+        for match in re.finditer(r'from_environment\(\s*"(SPM_\w+)",\s*"([^"]*)"', path.read_text(encoding="utf-8"))
+    }
+)
+
+
+def test_no_variable_is_read_around_the_rule() -> None:
+    # os.environ.get("SPM_X", default) would give "" for `SPM_X=`; from_environment gives the default.
+    direct = [
+        f"{path.relative_to(ROOT)}: {line.strip()}"
+        for path in SOURCES
+        for line in path.read_text(encoding="utf-8").splitlines()
+        if re.search(r"(os\.environ(\.get)?[\[(]|os\.getenv\()\s*[\"']SPM_", line)
+    ]
+    assert not direct, direct
+    assert {name for name, _ in READ_OUTSIDE} >= {"SPM_LOG_FORMAT", "SPM_TEST_DATABASE_URL", "SPM_TEST_AMQP_URL"}
+
+
+@pytest.mark.parametrize(("variable", "default"), READ_OUTSIDE, ids=[f"{v}={d}" for v, d in READ_OUTSIDE])
+def test_a_variable_read_outside_the_settings_takes_its_default_when_empty(
+    monkeypatch: pytest.MonkeyPatch, variable: str, default: str
+) -> None:
+    monkeypatch.setenv(variable, "")
+    assert from_environment(variable, default) == default
+    monkeypatch.setenv(variable, "set")
+    assert from_environment(variable, default) == "set"

@@ -278,3 +278,98 @@ def test_the_bootstrap_with_compose_development_passwords_exits_in_production() 
     for variable in ("SPM_DATABASE_URL", *(f"SPM_{s.upper()}_DB_PASSWORD" for s in WITH_SCHEMA)):
         assert f"  {variable}: production refuses a development-only default" in done.stderr
     assert "dev-only" not in done.stderr + done.stdout
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        f"amqp://guest:{STRONG}@rabbitmq:5672/",
+        "amqp://spm_{service}:dev-only-{service}-rabbitmq-password@rabbitmq:5672/",  # compose's development default
+        f"amqp://spm_{{service}}:{SHORT}@rabbitmq:5672/",
+        "amqp://spm_{service}@rabbitmq:5672/",
+    ],
+    ids=["guest", "compose", "short", "none"],
+)
+@pytest.mark.parametrize("service", WITH_SCHEMA)
+def test_a_weak_own_rabbitmq_login_is_refused(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], service: str, url: str
+) -> None:
+    # Compose gives each service a RabbitMQ user of its own (SPM_<SERVICE>_AMQP_URL) and no SPM_AMQP_URL.
+    variable = f"SPM_{service.upper()}_AMQP_URL"
+    url = url.format(service=service)
+    in_production(monkeypatch, **{variable: url, "SPM_AMQP_URL": None})
+    err = refused(SERVICE_CLASSES[service], capsys)
+    assert f"  {variable}: production " in err
+    assert "  SPM_AMQP_URL:" not in err, "the shared URL is not used, so not judged"
+    password = url.split("://")[1].split("@")[0].partition(":")[2]
+    assert not password or password not in err
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://spm_monitor:dev-only-monitor-rabbitmq-password@rabbitmq:15672",
+        f"http://spm_monitor:{SHORT}@rabbitmq:15672",
+    ],
+    ids=["compose", "short"],
+)
+def test_a_weak_console_monitor_login_is_refused(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], url: str
+) -> None:
+    in_production(monkeypatch, SPM_CONSOLE_RABBITMQ_MONITOR_URL=url)
+    err = refused(ConsoleSettings, capsys)
+    assert "  SPM_CONSOLE_RABBITMQ_MONITOR_URL: production " in err
+    assert url.split(":")[2].split("@")[0] not in err
+
+
+def test_the_development_checkpoint_key_is_refused(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    default = AuditSettings.model_fields["audit_checkpoint_key"].default.get_secret_value()
+    in_production(monkeypatch, SPM_AUDIT_CHECKPOINT_KEY=default)
+    err = refused(AuditSettings, capsys)
+    assert "  SPM_AUDIT_CHECKPOINT_KEY: production refuses a development-only default" in err
+    assert default not in err
+
+
+BROKER_USERS = ("contact", "orders", "notifier", "audit", "console", "shop", "releases", "logs", "monitor")
+MANAGED = {
+    "SPM_RABBITMQ_MANAGEMENT_URL": f"http://spm:{strong('rabbitmq-admin')}@rabbitmq:15672",
+    **{f"SPM_{who.upper()}_AMQP_PASSWORD": strong(f"{who}-amqp") for who in BROKER_USERS},
+}
+
+
+def test_bootstrap_making_the_broker_users_starts_with_strong_passwords(monkeypatch: pytest.MonkeyPatch) -> None:
+    in_production(monkeypatch, **MANAGED)
+    assert load(BootstrapSettings).rabbitmq_management_url is not None
+
+
+@pytest.mark.parametrize("who", BROKER_USERS)
+@pytest.mark.parametrize("value", [SHORT, "dev-only-{who}-rabbitmq-password"], ids=["short", "compose"])
+def test_a_weak_broker_user_password_stops_the_bootstrap(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], who: str, value: str
+) -> None:
+    variable = f"SPM_{who.upper()}_AMQP_PASSWORD"
+    value = value.format(who=who)
+    in_production(monkeypatch, **{**MANAGED, variable: value})
+    err = refused(BootstrapSettings, capsys)
+    assert f"  {variable}: production " in err and value not in err
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://spm:dev-only-rabbitmq-password@rabbitmq:15672",  # compose's development default
+        f"http://spm:{SHORT}@rabbitmq:15672",
+        f"http://guest:{STRONG}@rabbitmq:15672",
+    ],
+    ids=["compose", "short", "guest"],
+)
+def test_a_weak_broker_administrator_stops_the_bootstrap(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], url: str
+) -> None:
+    in_production(monkeypatch, **{**MANAGED, "SPM_RABBITMQ_MANAGEMENT_URL": url})
+    err = refused(BootstrapSettings, capsys)
+    assert "  SPM_RABBITMQ_MANAGEMENT_URL: production " in err
+    password = url.split(":")[2].split("@")[0]
+    assert password == STRONG or password not in err

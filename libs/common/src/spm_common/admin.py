@@ -10,7 +10,6 @@ import asyncio
 import importlib
 import importlib.util
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -32,7 +31,15 @@ from spm_common.handlers import Handlers
 from spm_common.logging import configure_logging
 from spm_common.migrations import SchemaRoles
 from spm_common.migrations import migrate as apply_migrations
-from spm_common.settings import SERVICES, WITH_SCHEMA, BootstrapSettings, CommonSettings, ServiceSettings, load
+from spm_common.settings import (
+    SERVICES,
+    WITH_SCHEMA,
+    BootstrapSettings,
+    CommonSettings,
+    ServiceSettings,
+    from_environment,
+    load,
+)
 from spm_common.topology import Topology
 
 if TYPE_CHECKING:  # building a runtime imports it; the command line need not, to start
@@ -160,8 +167,8 @@ def _processes(services: list[str]) -> list[tuple[str, str]]:
 def check() -> None:
     """Say whether Postgres and RabbitMQ answer, and if not, which variable to set and how to start them."""
     settings = load(CommonSettings)
-    database_url = os.environ.get("SPM_TEST_DATABASE_URL", settings.database_url)
-    amqp_url = os.environ.get("SPM_TEST_AMQP_URL", settings.amqp_url)
+    database_url = from_environment("SPM_TEST_DATABASE_URL", settings.database_url)
+    amqp_url = from_environment("SPM_TEST_AMQP_URL", settings.amqp_url)
     problems = []
 
     async def postgres() -> None:
@@ -292,5 +299,5 @@ def dlq_replay(service: ServiceArg, limit: int = 1000) -> None:
 
 
 def main() -> None:
-    configure_logging("admin", os.environ.get("SPM_LOG_FORMAT", "console"))
+    configure_logging("admin", from_environment("SPM_LOG_FORMAT", "console"))
     cli()

@@ -75,6 +75,9 @@ CVV_RE = re.compile(
 )
 # International or local phone shapes: 8+ digits with common separators.
 PHONE_RE = re.compile(r"(?<![\w])\+?\(?\d[\d ().-]{6,}\d(?![\w])")
+# An SMTP reply code with its enhanced status code (RFC 3463), "550 5.1.1": the reason a delivery failed, which
+# PHONE_RE's shape would otherwise take for a phone number.
+SMTP_STATUS_RE = re.compile(r"[2-5]\d\d [2-5]\.\d{1,3}\.\d{1,3}")
 IPV4_RE = re.compile(r"(?<![\d.])(?:\d{1,3}\.){3}\d{1,3}(?![\d.])")
 # What may be an IPv6 address (with a zone: fe80::1%eth0); `is_ipv6` decides, so that times (04:00:00),
 # ratios and C++ names stay as they are.
@@ -98,6 +101,10 @@ def is_ipv6(candidate: str) -> bool:
     return True
 
 
+def _redact_phone(match: re.Match[str]) -> str:
+    return match.group(0) if SMTP_STATUS_RE.fullmatch(match.group(0)) else REDACTED
+
+
 def _redact_ipv6(match: re.Match[str]) -> str:
     return REDACTED if is_ipv6(match.group(0)) else match.group(0)
 
@@ -117,7 +124,7 @@ def redact_text(text: str) -> str:
     if _MAYBE_CVV.search(text):
         text = CVV_RE.sub(rf"\1{REDACTED}", text)
     text = IPV4_RE.sub(REDACTED, text)
-    text = PHONE_RE.sub(REDACTED, text)
+    text = PHONE_RE.sub(_redact_phone, text)
     # Last: no shape above can take part of an IPv6 address (none spans a ":"), and an IPv4-mapped one
     # (::ffff:192.0.2.1) has lost its IPv4 part by now.
     if ":" in text and _MAYBE_IPV6.search(text):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -395,6 +396,12 @@ def with_user(url: str, user: str, password: str | None = None) -> str:
 
 def database_name(url: str) -> str:
     return urlsplit(url).path.lstrip("/") or "postgres"
+
+
+def from_environment(name: str, default: str) -> str:
+    """A variable read outside a settings class (an admin command's SPM_LOG_FORMAT, the tests' SPM_TEST_*), by
+    the classes' rule: empty is unset, so `NAME=` in a .env or compose's `${NAME:-}` gives the default."""
+    return os.environ.get(name) or default
 
 
 S = TypeVar("S", bound=BaseSettings)

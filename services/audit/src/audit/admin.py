@@ -4,7 +4,6 @@ signed checkpoints to a file kept elsewhere, and the checkpoint key's public hal
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, TypeVar
@@ -13,7 +12,7 @@ import asyncpg
 import orjson
 import typer
 from spm_common.logging import configure_logging
-from spm_common.settings import load
+from spm_common.settings import from_environment, load
 
 from audit import signing, store, trail
 from audit.settings import Settings
@@ -172,5 +171,5 @@ def new_key() -> None:
 
 
 def main() -> None:
-    configure_logging("audit-admin", os.environ.get("SPM_LOG_FORMAT", "console"))
+    configure_logging("audit-admin", from_environment("SPM_LOG_FORMAT", "console"))
     cli()

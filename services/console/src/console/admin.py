@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import Awaitable, Callable
 from typing import Annotated, TypeVar
 
@@ -11,7 +10,7 @@ import asyncpg
 import typer
 from spm_common.logging import configure_logging
 from spm_common.migrations import migrate
-from spm_common.settings import load
+from spm_common.settings import from_environment, load
 
 from console import accounts, store
 from console.settings import MIGRATIONS, Settings
@@ -92,5 +91,5 @@ def reset(email: str) -> None:
 
 
 def main() -> None:
-    configure_logging("console-admin", os.environ.get("SPM_LOG_FORMAT", "console"))
+    configure_logging("console-admin", from_environment("SPM_LOG_FORMAT", "console"))
     cli()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
@@ -12,7 +11,7 @@ import asyncpg
 import typer
 from spm_common.logging import configure_logging
 from spm_common.migrations import bring_up_to_date
-from spm_common.settings import load
+from spm_common.settings import from_environment, load
 
 from contact import policy, retention
 from contact.settings import MIGRATIONS, Settings
@@ -74,5 +73,5 @@ def delete_expired_command() -> None:
 
 
 def main() -> None:
-    configure_logging("contact-admin", os.environ.get("SPM_LOG_FORMAT", "console"))
+    configure_logging("contact-admin", from_environment("SPM_LOG_FORMAT", "console"))
     cli()

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import getpass
-import os
 import re
 from collections.abc import Awaitable, Callable
 from enum import StrEnum
@@ -21,7 +20,7 @@ import asyncpg
 import typer
 from spm_common.logging import configure_logging, get_logger
 from spm_common.migrations import bring_up_to_date
-from spm_common.settings import load
+from spm_common.settings import from_environment, load
 
 from notifier import store
 from notifier.api import Delivery, Suppression
@@ -165,5 +164,5 @@ def remove(
 
 
 def main() -> None:
-    configure_logging("notifier-admin", os.environ.get("SPM_LOG_FORMAT", "console"))
+    configure_logging("notifier-admin", from_environment("SPM_LOG_FORMAT", "console"))
     cli()

@@ -5,7 +5,6 @@ purchaser. Nothing here lists or exports purchasers in bulk."""
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from typing import Annotated, TypeVar
@@ -16,7 +15,7 @@ import typer
 from pydantic import BaseModel, Field, ValidationError
 from spm_common.envelope import CloudEvent, amqp_message, new_event
 from spm_common.logging import configure_logging
-from spm_common.settings import load
+from spm_common.settings import from_environment, load
 
 from orders import store
 from orders.events import (
@@ -217,5 +216,5 @@ def fanouts(limit: int = 20) -> None:
 
 
 def main() -> None:
-    configure_logging("orders-admin", os.environ.get("SPM_LOG_FORMAT", "console"))
+    configure_logging("orders-admin", from_environment("SPM_LOG_FORMAT", "console"))
     cli()

@@ -6,6 +6,7 @@ import asyncio
 import email
 import email.policy
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -127,10 +128,12 @@ class AuthSmtpServer(SmtpServer):
     """An SMTP server that asks for authentication, or cannot do it: `auth` "absent" does not offer AUTH (a
     client with credentials gives up: "The SMTP AUTH extension is not supported by this server"), "refuse"
     offers it and refuses every credential (535), "accept" takes any. `set_auth` changes it for the
-    connections that follow."""
+    connections that follow. With a `tls_context` it also offers STARTTLS (`set_tls`); without one, a client
+    that insists on STARTTLS gives up ("The SMTP STARTTLS extension is not supported by this server")."""
 
-    def __init__(self, auth: SmtpAuth = "absent") -> None:
+    def __init__(self, auth: SmtpAuth = "absent", tls_context: ssl.SSLContext | None = None) -> None:
         self.auth: SmtpAuth = auth
+        self.tls_context = tls_context
         super().__init__()
 
     def _new_controller(self) -> Controller:
@@ -141,6 +144,7 @@ class AuthSmtpServer(SmtpServer):
             # aiosmtpd offers AUTH only over TLS unless told otherwise: "absent" is its default.
             auth_require_tls=self.auth == "absent",
             authenticator=self._authenticate,
+            tls_context=self.tls_context,
         )
 
     def _authenticate(self, server: Any, session: Any, envelope: Any, mechanism: str, auth_data: Any) -> AuthResult:
@@ -149,7 +153,14 @@ class AuthSmtpServer(SmtpServer):
 
     def set_auth(self, auth: SmtpAuth) -> None:
         self.auth = auth
-        if self._running:  # whether AUTH is offered is fixed when the server starts
+        self._restart()
+
+    def set_tls(self, tls_context: ssl.SSLContext | None) -> None:
+        self.tls_context = tls_context
+        self._restart()
+
+    def _restart(self) -> None:
+        if self._running:  # what the server offers is fixed when it starts
             self.stop()
             self._controller = self._new_controller()
             self.start()

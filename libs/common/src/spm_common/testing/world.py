@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -18,14 +17,14 @@ import uvicorn
 from fastapi import FastAPI
 
 from spm_common.bootstrap import ensure_database, ensure_roles, with_database
-from spm_common.settings import SERVICES, WITH_SCHEMA, ServiceSettings
+from spm_common.settings import SERVICES, WITH_SCHEMA, ServiceSettings, from_environment
 from spm_common.topology import Topology
 
 S = TypeVar("S", bound=ServiceSettings)
-ADMIN_URL = os.environ.get("SPM_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
-AMQP_URL = os.environ.get("SPM_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
+ADMIN_URL = from_environment("SPM_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+AMQP_URL = from_environment("SPM_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 # RabbitMQ's management API with an administrator's login: tests make RabbitMQ users through it.
-MANAGEMENT_URL = os.environ.get("SPM_TEST_RABBITMQ_MANAGEMENT_URL", "http://guest:guest@127.0.0.1:15672")
+MANAGEMENT_URL = from_environment("SPM_TEST_RABBITMQ_MANAGEMENT_URL", "http://guest:guest@127.0.0.1:15672")
 # At least 32 characters, as every operator token must be (and as production wants every secret).
 OPERATOR_TOKEN = "test-operator-token-of-32-characters-at-least"
 WEBHOOK_SECRET = "test-webhook-secret-of-32-characters-at-least"
