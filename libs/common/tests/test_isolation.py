@@ -126,6 +126,13 @@ async def test_a_login_uses_its_tables_as_data_and_cannot_change_them(
         "CREATE TABLE extra (id int)",
         f"ALTER SCHEMA {service} OWNER TO CURRENT_USER",
         "INSERT INTO schema_migrations (version, checksum) VALUES ('x', 'x')",
+        "UPDATE schema_migrations SET checksum = 'x'",
+        "DELETE FROM schema_migrations",
+        "ALTER TABLE inbox OWNER TO CURRENT_USER",
+        "ALTER TABLE inbox DISABLE TRIGGER USER",
+        "CREATE TRIGGER t BEFORE INSERT ON inbox FOR EACH ROW EXECUTE FUNCTION suppress_redundant_updates_trigger()",
+        "CREATE INDEX extra ON inbox (event_type)",
+        f"GRANT spm_{service}_owner TO CURRENT_USER",
         f"SET ROLE spm_{service}_owner",
         # No login may create a schema: none can take another service's name before its bootstrap.
         "CREATE SCHEMA squatter",

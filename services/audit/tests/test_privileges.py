@@ -33,6 +33,16 @@ REWRITES = (
     "DELETE FROM checkpoints",
     "UPDATE checkpoints SET hash = 'x'",
     "UPDATE chain_head SET seq = 1",
+    "DELETE FROM chain_head",
+    "TRUNCATE chain_head",
+    "TRUNCATE checkpoints",
+    "INSERT INTO chain_head (seq, hash) VALUES (1, 'x')",
+    "ALTER TABLE chain_head DISABLE TRIGGER ALL",
+    "ALTER TABLE checkpoints DISABLE TRIGGER USER",
+    "ALTER TABLE chain_head OWNER TO CURRENT_USER",
+    "ALTER FUNCTION advance_head(bigint, text) OWNER TO CURRENT_USER",
+    "ALTER FUNCTION advance_head(bigint, text) RESET search_path",
+    "CREATE OR REPLACE FUNCTION advance_head(new_seq bigint, new_hash text) RETURNS void LANGUAGE sql AS $$ SELECT $$",
     "DROP TRIGGER entries_append_only ON entries",
     "ALTER FUNCTION refuse_change() OWNER TO CURRENT_USER",
     "CREATE OR REPLACE FUNCTION refuse_change() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NULL; END $$",
@@ -105,6 +115,16 @@ async def test_the_audit_login_cannot_rewrite_the_trail(
             back: "InsufficientPrivilegeError",
             beyond: "InsufficientPrivilegeError",
         }
+        # The head's two functions run as the owner with a search path of their own, so a temporary table or
+        # function of the caller's cannot stand in for the trail.
+        settings = await login.fetch(
+            "SELECT proname, prosecdef, proconfig FROM pg_proc WHERE pronamespace = 'audit'::regnamespace"
+            " AND proname IN ('advance_head', 'lock_head') ORDER BY proname"
+        )
+        assert [(r["proname"], r["prosecdef"], r["proconfig"]) for r in settings] == [
+            ("advance_head", True, ["search_path=audit, pg_temp"]),
+            ("lock_head", True, ["search_path=audit, pg_temp"]),
+        ]
         # What the service needs still works for it.
         assert await login.fetchval("SELECT count(*) FROM entries") >= 3
     finally:

@@ -6,7 +6,7 @@ import aiosmtplib
 import pytest
 from email_validator import EmailNotValidError, validate_email
 from notifier.deliveries import _address_problem, _outcome, backoff_seconds
-from notifier.policy import RecipientFacts, check_request, refusal
+from notifier.policy import TEMPLATES, RecipientFacts, check_request, refusal, requester_refusal
 from notifier.smtp import classify
 from notifier.tokens import InvalidToken, make_token, read_token, recipient_ref
 from notifier_helpers import SAMPLE_CONTEXTS
@@ -173,3 +173,37 @@ def test_outcome_events_are_what_new_event_makes_of_a_notification_outcome(
     )
     assert (row.id, row.type) == (stored.id, made.type)
     assert row.body == made.model_copy(update={"id": row.id, "time": stored.time}).to_json()
+
+
+# Who may ask for which mail, as the issue and CONTRACT sections 6 and 7 have it: the contact service answers
+# messages and mails each privacy request's confirmation link, acknowledgement and answers; the orders service
+# fulfils, recovers keys, announces upgrades and news. No one else asks for anything.
+ALLOWED = {
+    "urn:spm:contact": {"answer-message", "privacy-request"},
+    "urn:spm:orders": {"fulfil-order", "license-recovery", "free-upgrade", "product-news"},
+}
+ASKERS = (
+    *ALLOWED,
+    "urn:spm:notifier",
+    "urn:spm:audit",
+    "urn:spm:console",
+    "urn:spm:shop",
+    "https://shop.example/orders",
+    "urn:spm:releases",
+    "urn:spm:logs",
+    "urn:spm:contact ",
+    "URN:SPM:ORDERS",
+    "",
+)
+
+
+@pytest.mark.parametrize("source", ASKERS)
+def test_only_the_allowed_source_and_purpose_pairs_are_taken(source: str) -> None:
+    purposes = {spec.purpose for spec in TEMPLATES.values()}
+    assert purposes == set().union(*ALLOWED.values()), "a purpose no one may ask for, or one unlisted here"
+    for purpose in (*sorted(purposes), "other"):
+        refused = requester_refusal(source, purpose)
+        if purpose in ALLOWED.get(source, set()):
+            assert refused is None, (source, purpose)
+        else:
+            assert refused == f"source {source!r} may not request {purpose!r} mail", (source, purpose)
