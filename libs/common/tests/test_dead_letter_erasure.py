@@ -128,7 +128,7 @@ async def test_erasure_removes_the_dead_letters_about_the_address_and_keeps_the_
         assert removed == 3  # two dead letters, one parked row
 
         # What an operator sees (`spm-admin dlq list`, the console): everyone else's, in their order, reasons kept.
-        shown = await list_dead_letters(AMQP_URL, runtime.topology, 100)
+        shown = await list_dead_letters(AMQP_URL, runtime.topology, 100, runtime.pool)
         assert [d.message_id for d in shown] == [ids[0], ids[2], ids[3], *ids[5:]]
         assert {d.reason for d in shown} == {"ValidationError: items: too short"}
         assert [r["message_id"] for r in await runtime.pool.fetch("SELECT message_id FROM dead_letters_parked")] == [
@@ -138,7 +138,27 @@ async def test_erasure_removes_the_dead_letters_about_the_address_and_keeps_the_
         # The same request again (a batch rolled back and run once more): nothing left, the count stands.
         async with runtime.pool.acquire() as conn, conn.transaction():
             assert await eraser.erase(conn, request) == 2  # the queue's two, remembered; the parked row is gone
-        assert len(await list_dead_letters(AMQP_URL, runtime.topology, 100)) == 64
+        assert len(await list_dead_letters(AMQP_URL, runtime.topology, 100, runtime.pool)) == 64
+
+
+async def test_a_listing_waits_for_an_erasure_going_through_the_queue(
+    clean: None, probe: Callable[..., Any], amqp: aio_pika.abc.AbstractRobustConnection
+) -> None:
+    """A listing holds the messages it shows unacknowledged, out of an erasure's sight: run at the same time,
+    the erasure would miss them and they would go back to the queue. The two take turns on the queue's lock."""
+    async with probe(handlers=Handlers().on(Effect, _nothing)) as runtime:
+        await _stop_parking(runtime)
+        queue = runtime.topology.dead_letter_queue_name
+        ids = await _dead_letters(amqp, queue, [_order(SUBJECT, "Ada"), _order("bob@example.test", "Bob")])
+        async with runtime.pool.acquire() as erasing, erasing.transaction():
+            await erasing.execute(deadletters.LOCK, queue)  # an erasure is going through the queue
+            listing = asyncio.create_task(list_dead_letters(AMQP_URL, runtime.topology, 100, runtime.pool))
+            await asyncio.sleep(0.5)
+            assert not listing.done()  # it waits: no message of the queue is held by the listing
+            assert await remove_dead_letters(AMQP_URL, queue, about_address(SUBJECT)) == deadletters.DeadLetterRemoval(
+                removed=1, kept=1
+            )
+        assert [d.message_id for d in await asyncio.wait_for(listing, 10)] == [ids[1]]
 
 
 async def test_a_crash_before_the_acknowledgements_duplicates_survivors_and_loses_nothing(
@@ -164,13 +184,13 @@ async def test_a_crash_before_the_acknowledgements_duplicates_survivors_and_lose
                 await remove_dead_letters(AMQP_URL, queue, about_address(SUBJECT))
         await asyncio.sleep(0.3)  # the connection closed: the unacknowledged originals are back
 
-        left = [str(d.message_id) for d in await list_dead_letters(AMQP_URL, runtime.topology, 100)]
+        left = [str(d.message_id) for d in await list_dead_letters(AMQP_URL, runtime.topology, 100, runtime.pool)]
         assert sorted(left) == sorted([*ids, ids[0], ids[2]])  # every original, and the copies: duplicates only
 
         # Run again (the erasure's transaction rolled back, the request comes again): the subject's one goes.
         again = await remove_dead_letters(AMQP_URL, queue, about_address(SUBJECT))
         assert again == deadletters.DeadLetterRemoval(removed=1, kept=4)
-        left = [str(d.message_id) for d in await list_dead_letters(AMQP_URL, runtime.topology, 100)]
+        left = [str(d.message_id) for d in await list_dead_letters(AMQP_URL, runtime.topology, 100, runtime.pool)]
         assert ids[1] not in left and sorted(set(left)) == sorted([ids[0], ids[2]])
 
 

@@ -284,7 +284,8 @@ def dlq_list(service: ServiceArg, limit: int = 20) -> None:
     spm_common.deadletters: each goes back to the end of the queue; --limit at least the queue's length
     leaves the order as it was)."""
     settings, _ = service_settings(service)
-    found = asyncio.run(list_dead_letters(settings.role_amqp_url(), Topology(settings.exchange, service), limit))
+    topology = Topology(settings.exchange, service)
+    found = asyncio.run(list_dead_letters(settings.role_amqp_url(), topology, limit, settings.role_database_url()))
     for letter in found:
         typer.echo(letter.model_dump_json())
 
@@ -294,7 +295,7 @@ def dlq_replay(service: ServiceArg, limit: int = 1000) -> None:
     """Move dead-lettered messages back to the service's queue for another round of attempts."""
     settings, _ = service_settings(service)
     topology = Topology(settings.exchange, service)
-    moved = asyncio.run(replay_dead_letters(settings.role_amqp_url(), topology, limit))
+    moved = asyncio.run(replay_dead_letters(settings.role_amqp_url(), topology, limit, settings.role_database_url()))
     typer.echo(f"{moved} message(s) replayed to {topology.queue_name}")
 
 

@@ -11,11 +11,13 @@ from __future__ import annotations
 import asyncio
 import re
 import unicodedata
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
 from typing import Any, NamedTuple
 from urllib.parse import unquote
 
 import aio_pika
+import asyncpg
 import orjson
 from aio_pika.abc import AbstractConnection, AbstractIncomingMessage
 from pydantic import BaseModel
@@ -39,9 +41,11 @@ class DeadLetter(BaseModel):
 # connection for every listing had cost each service ~5-15 ms of CPU and the broker more (the console's
 # dead-letter page opened four at once: 340 ms p50 among a loaded machine's other work, bench.console).
 Broker = str | Callable[[], Awaitable[AbstractConnection]]
+# Where the queue's lock is taken (`LOCK`): the service's pool, or a database URL (spm-admin).
+Database = asyncpg.Pool | str
 
 
-async def list_dead_letters(amqp_url: Broker, topology: Topology, limit: int) -> list[DeadLetter]:
+async def list_dead_letters(amqp_url: Broker, topology: Topology, limit: int, database: Database) -> list[DeadLetter]:
     """Up to `limit` dead letters, oldest first, left in the queue.
 
     Each message shown goes back to the end of the queue as a copy, and the original is acknowledged.
@@ -54,11 +58,13 @@ async def list_dead_letters(amqp_url: Broker, topology: Topology, limit: int) ->
         found.append(_described(message))
         await _back_to_the_end(message, channel, topology)
 
-    await _each_waiting(amqp_url, topology, limit, show)
+    await _each_waiting(amqp_url, topology, limit, show, database)
     return found
 
 
-async def replay_dead_letters(amqp_url: Broker, topology: Topology, limit: int, message_id: str | None = None) -> int:
+async def replay_dead_letters(
+    amqp_url: Broker, topology: Topology, limit: int, database: Database, message_id: str | None = None
+) -> int:
     """Move dead letters (all, up to `limit`, or only the one with `message_id`) back to the service's queue
     for another round of attempts; returns how many moved. Others looked at on the way go back to the end of
     the dead-letter queue, as `list_dead_letters` leaves them."""
@@ -74,17 +80,38 @@ async def replay_dead_letters(amqp_url: Broker, topology: Topology, limit: int, 
         await message.ack()
         moved += 1
 
-    await _each_waiting(amqp_url, topology, limit, replay)
+    await _each_waiting(amqp_url, topology, limit, replay, database)
     return moved
 
 
-async def _each_waiting(amqp_url: Broker, topology: Topology, limit: int, handle: Any) -> None:
-    if isinstance(amqp_url, str):
-        connection = await aio_pika.connect(amqp_url)
-        async with connection:
-            await _each_on(connection, topology, limit, handle)
+async def _each_waiting(amqp_url: Broker, topology: Topology, limit: int, handle: Any, database: Database) -> None:
+    # Listing and replaying hold the messages they look at unacknowledged, out of an erasure's sight: they take
+    # the queue's lock, as an erasure and the parking of old dead letters do, or an erasure running meanwhile
+    # would leave behind the dead letters about its person that a listing held (and put back).
+    async with _queue_held(database, topology.dead_letter_queue_name):
+        if isinstance(amqp_url, str):
+            connection = await aio_pika.connect(amqp_url)
+            async with connection:
+                await _each_on(connection, topology, limit, handle)
+        else:
+            await _each_on(await amqp_url(), topology, limit, handle)
+
+
+@asynccontextmanager
+async def _queue_held(database: Database, queue: str) -> AsyncIterator[None]:
+    """Hold `LOCK` for `queue` in a transaction of its own for the duration of the block."""
+    if isinstance(database, str):
+        conn = await asyncpg.connect(database)
+        try:
+            async with conn.transaction():
+                await conn.execute(LOCK, queue)
+                yield
+        finally:
+            await conn.close()
     else:
-        await _each_on(await amqp_url(), topology, limit, handle)
+        async with database.acquire() as pooled, pooled.transaction():
+            await pooled.execute(LOCK, queue)
+            yield
 
 
 async def _each_on(connection: AbstractConnection, topology: Topology, limit: int, handle: Any) -> None:

@@ -639,14 +639,14 @@ def _dead_letters(runtime: Runtime) -> APIRouter:
     @router.get("", summary="Dead-lettered messages, oldest first (type, time, attempts, reason; never the body)")
     async def list_letters(_: Operator, limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[DeadLetter]:
         async with broker_answers():
-            return await list_dead_letters(amqp_url(), runtime.topology, limit)
+            return await list_dead_letters(amqp_url(), runtime.topology, limit, runtime.pool)
 
     @router.post("/replay", summary="Replay every dead letter waiting now to the service's queue")
     async def replay_all(
         _: Operator, operator: ActingOperator = None, limit: Annotated[int, Query(ge=1, le=100_000)] = 10_000
     ) -> Replayed:
         async with broker_answers():
-            moved = await replay_dead_letters(amqp_url(), runtime.topology, limit)
+            moved = await replay_dead_letters(amqp_url(), runtime.topology, limit, runtime.pool)
         log.info("dead letters replayed", operator=operator, replayed=moved)
         return Replayed(replayed=moved)
 
@@ -659,7 +659,7 @@ def _dead_letters(runtime: Runtime) -> APIRouter:
         _: Operator, message_id: Annotated[str, Path(min_length=1, max_length=200)], operator: ActingOperator = None
     ) -> Replayed:
         async with broker_answers():
-            moved = await replay_dead_letters(amqp_url(), runtime.topology, 100_000, message_id)
+            moved = await replay_dead_letters(amqp_url(), runtime.topology, 100_000, runtime.pool, message_id)
         if not moved:
             raise HTTPException(status.HTTP_404_NOT_FOUND, "no dead letter with that message id")
         log.info("dead letter replayed", operator=operator, message_id=message_id)
