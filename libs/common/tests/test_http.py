@@ -325,6 +325,30 @@ async def test_operator_endpoints_refuse_everyone_while_no_token_is_set(
             assert (await client.get("/v1/operator-only", headers=header)).status_code == 401
 
 
+@pytest.mark.parametrize("behind_a_proxy", [True, False], ids=["trusted-proxy", "no-trusted-proxy"])
+async def test_wrong_operator_tokens_count_against_the_client_behind_a_trusted_proxy(
+    probe_settings: Callable[..., ProbeSettings], behind_a_proxy: bool
+) -> None:
+    """Every request comes from the proxy (the test client's peer, 127.0.0.1): keyed on it, one guesser would
+    shut every operator out. An untrusted peer's X-Forwarded-For is the client's own claim, and ignored."""
+    settings = probe_settings(operator_auth_failures=2, trusted_proxies=["127.0.0.1/32"] if behind_a_proxy else [])
+    right, wrong = {"Authorization": f"Bearer {OPERATOR_TOKEN}"}, {"Authorization": "Bearer not-the-token"}
+    async with running(probe_app(settings)) as client:
+
+        async def ask(token: dict[str, str], forwarded_for: str) -> int:
+            headers = {**token, "X-Forwarded-For": forwarded_for}
+            return (await client.get("/v1/operator-only", headers=headers)).status_code
+
+        guesser, colleague = "198.51.100.7", "2001:db8:7:1::1"
+        assert [await ask(wrong, guesser) for _ in range(2)] == [401, 401]
+        assert await ask(right, guesser) == 429
+        assert await ask(right, colleague) == (200 if behind_a_proxy else 429)
+        # An IPv6 client is counted by its /64 (it picks any address inside it).
+        if behind_a_proxy:
+            assert [await ask(wrong, f"2001:db8:7:1::{i}") for i in (2, 3)] == [401, 401]
+            assert await ask(right, "2001:db8:7:1:ffff::9") == 429
+
+
 async def test_readyz_is_503_while_the_database_is_unreachable(lab: World) -> None:
     # A database of its own, since this test shuts everyone out of it for a moment.
     world = new_world()

@@ -24,7 +24,9 @@ BROWSER = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.
 
 
 def audit_settings(world: World, **overrides: Any) -> Settings:
-    return world.settings(Settings, trusted_proxies="127.0.0.1/32", audit_checkpoint_seconds=3600, **overrides)
+    return world.settings(
+        Settings, **{"trusted_proxies": "127.0.0.1/32", "audit_checkpoint_seconds": 3600, **overrides}
+    )
 
 
 @pytest.fixture(scope="session")

@@ -14,8 +14,11 @@ import httpx
 import orjson
 import pytest
 from audit import pageviews
+from audit.app import create
 from prometheus_client import REGISTRY
 from spm_common.redaction import EMAIL_RE, IPV4_RE
+
+from .conftest import audit_settings
 
 
 async def wait_for_views(admin: asyncpg.Connection, pattern: str, count: int, timeout: float = 20) -> list[Any]:
@@ -81,6 +84,28 @@ async def test_addresses_of_one_network_are_one_visitor(
         assert response.status_code == 202
     hashes = [r["visitor_hash"] for r in await wait_for_views(admin, f"/{tag}/%", 5)]
     assert hashes[0] == hashes[1] != hashes[2] != hashes[3] == hashes[4]
+
+
+async def test_without_a_trusted_proxy_the_peer_is_the_visitor(admin: asyncpg.Connection, kit: Any, world: Any) -> None:
+    """A peer that is not a trusted proxy (SPM_TRUSTED_PROXIES empty) may write any X-Forwarded-For: it is the
+    client's own claim, so the peer is hashed; the session's audit trusts its test client's 127.0.0.1, and
+    there the forwarded address counts (the test above)."""
+    tag = uuid.uuid4().hex[:8]
+    settings = audit_settings(world, exchange=f"{world.exchange}.{uuid.uuid4().hex[:6]}", trusted_proxies=[])
+    app = create(settings)
+    async with app.router.lifespan_context(app):
+        for peer, forwarded_for in [("192.0.2.10", "198.51.100.10"), ("192.0.2.11", "198.51.101.10")] * 2:
+            transport = httpx.ASGITransport(app=app, client=(peer, 40000))
+            async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+                response = await client.post(
+                    "/v1/pageviews",
+                    json={"url": f"/{tag}/p"},
+                    headers={"User-Agent": kit.browser, "X-Forwarded-For": forwarded_for},
+                )
+            assert response.status_code == 202
+        hashes = [r["visitor_hash"] for r in await wait_for_views(admin, f"/{tag}/%", 4)]
+    # Both peers are in 192.0.2.0/24: one visitor, though the forwarded addresses are two networks apart.
+    assert len(set(hashes)) == 1
 
 
 async def test_page_view_events_from_the_log_shipper(

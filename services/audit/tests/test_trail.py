@@ -120,12 +120,28 @@ async def test_fields_no_payload_model_declares_never_enter_the_trail(
             "contact.message.received", {"message_id": "m-2", "email": email, "locale": "vi", "note": "secret stuff"}
         ),
         kit.event("shop.something.new", {"note": "secret stuff"}),
+        # The two types whose entry a reducer makes narrow the declared fields further; they never widen them.
+        kit.event(
+            "privacy.request.completed",
+            {"request_id": "r-1", "service": "orders", "kind": "access", "summary": "none", "note": "secret stuff"},
+        ),
+        kit.event(
+            "site.page.viewed",
+            {
+                "url": "https://shop.example/",
+                "viewed_at": datetime.now(UTC).isoformat(),
+                "user_agent": "Mozilla/5.0 (X11; Linux x86_64) Firefox/133.0",
+                "note": "secret stuff",
+            },
+        ),
     ]
     await kit.publish(events)
     rows = await kit.wait_for_entries(admin, [e["id"] for e in events])
 
     assert all("secret stuff" not in row["payload"] and "note" not in row["payload"] for row in rows)
-    order_entry, message_entry, unknown = (json.loads(row["payload"]) for row in rows)
+    order_entry, message_entry, unknown, answer, view = (json.loads(row["payload"]) for row in rows)
+    assert answer == {"request_id": "r-1", "service": "orders", "kind": "access", "summary": "none"}
+    assert view == {"path": "/", "referrer_host": None, "counted": True}
     assert order_entry["order_id"] == placed["order_id"] and order_entry["items"][0]["sku"] == "SPM-DICT-PRO"
     assert message_entry == {"message_id": "m-2", "email_ref": rows[1]["subject_ref"], "locale": "vi"}
     assert unknown == {}  # an event type no service declares: recorded, without its data

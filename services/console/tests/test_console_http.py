@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import html
+import ipaddress
 import re
 import uuid
 from typing import Any
 
 import httpx
+import pytest
 from console import store
+from console.app import create as create_console
 from console_helpers import PASSWORD, System, csrf_of, eventually, logged_in
 from spm_common.testing.clock import clear_of_window_edges
 
@@ -63,6 +66,40 @@ async def test_wrong_password_is_refused_then_the_account_is_rate_limited(system
         limited = await client.post("/login", data={"email": email, "password": PASSWORD, "csrf_token": token})
         assert limited.status_code == 429 and int(limited.headers["retry-after"]) > 0
         assert "spm_console_session" not in limited.headers.get("set-cookie", "")
+
+
+@pytest.mark.parametrize("behind_a_proxy", [True, False], ids=["trusted-proxy", "no-trusted-proxy"])
+async def test_login_failures_count_against_the_client_behind_a_trusted_proxy(
+    system: System, behind_a_proxy: bool
+) -> None:
+    """Behind the TLS proxy every login comes from the proxy: keyed on the TCP peer, one guesser would lock
+    every operator out. An untrusted peer's X-Forwarded-For is the client's own claim, and ignored."""
+    await clear_of_window_edges(system.console.console_login_window_seconds)
+    proxy = f"198.51.100.{uuid.uuid4().int % 250 + 1}"
+    settings = system.console.model_copy(
+        update={
+            "console_login_failures_per_client": 3,
+            "trusted_proxies": [ipaddress.ip_network(proxy)] if behind_a_proxy else [],
+        }
+    )
+    email = await system.operator()
+    app = create_console(settings)
+    transport = httpx.ASGITransport(app=app, client=(proxy, 40000))
+    async with app.router.lifespan_context(app), httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        token = csrf_of((await client.get("/login")).text)
+
+        async def login(forwarded_for: str, address: str, password: str) -> int:
+            data = {"email": address, "password": password, "csrf_token": token}
+            return (await client.post("/login", data=data, headers={"X-Forwarded-For": forwarded_for})).status_code
+
+        guesser = f"2001:db8:{uuid.uuid4().hex[:4]}:1::7"
+        colleague = f"2001:db8:{uuid.uuid4().hex[:4]}:1::8"
+        # Accounts that do not exist, so that no account's own limit is what refuses.
+        assert [await login(guesser, f"nobody-{i}@example.com", "nope") for i in range(3)] == [401] * 3
+        assert await login(guesser, email, PASSWORD) == 429
+        # An IPv6 client is counted by its /64.
+        assert await login(guesser.replace("::7", ":ffff::9"), email, PASSWORD) == 429
+        assert await login(colleague, email, PASSWORD) == (303 if behind_a_proxy else 429)
 
 
 async def test_login_without_its_csrf_token_is_refused(system: System) -> None:

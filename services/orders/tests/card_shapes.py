@@ -148,6 +148,27 @@ def digit_runs(text: str) -> list[str]:
     return [re.sub(r"\D", "", run) for run in re.findall(r"\d(?:[^a\d]{0,3}\d)*", "".join(reading))]
 
 
+# An escape as JSON (`\n`, `\u2009`) and Python's repr (`\xa0`, `\U0001d7d2`) write it: a person reading a
+# log line, a JSON column or a dead letter's headers reads the character, so the reader must too.
+_ESCAPE = re.compile(r"\\(?:u([0-9a-fA-F]{4})|U([0-9a-fA-F]{8})|x([0-9a-fA-F]{2})|([nrtbf]))")
+_CONTROL = {"n": "\n", "r": "\r", "t": "\t", "b": "\b", "f": "\f"}
+
+
+def unescaped(text: str) -> str:
+    """`text` with every JSON or repr escape of a character replaced by the character, and again for text
+    escaped twice (a JSON document inside a JSON string)."""
+
+    def one(match: re.Match[str]) -> str:
+        code = match.group(1) or match.group(2) or match.group(3)
+        return chr(int(code, 16)) if code else _CONTROL[match.group(4)]
+
+    for _ in range(3):
+        if "\\" not in text:
+            break
+        text = _ESCAPE.sub(one, text.replace("\\\\", "\\"))
+    return text
+
+
 def survives(pan: str, text: str) -> bool:
     """Whether any of `pan`'s digits but the last four can still be read, as a run, in `text`."""
     return any(pan[:-4] in run for run in digit_runs(text))

@@ -85,8 +85,9 @@ _serial = itertools.count()
 
 def leaked(text: str) -> list[str]:
     """The test numbers that can still be read whole in `text`: digits in any script, with up to three
-    separators of any kind between them."""
-    runs = [run for run in card_shapes.digit_runs(text) if len(run) >= 13]
+    separators of any kind between them, escaped or not (`4111\\n1111...` in a JSON line reads as a card)."""
+    readings = {text, card_shapes.unescaped(text)}
+    runs = [run for reading in readings for run in card_shapes.digit_runs(reading) if len(run) >= 13]
     return [pan for pan in ALL_PANS if any(pan in run for run in runs)] if runs else []
 
 
@@ -198,6 +199,11 @@ def envelopes(draw: st.DrawFn) -> dict[str, Any]:
                 {"source": f"{SHOP}/{value}"},
                 {"event_id": f"evt-{uuid.uuid4().hex[:8]}-{value}"},
                 {"headers": {"x-card": value}},
+                # Headers nested at any depth, and one named by the number, on a body that is always dead-lettered.
+                {
+                    "body": f"not json {value}".encode(),
+                    "headers": {"x-meta": {"ref": value, "refs": [value, {"deeper": value}]}, _header_name(value): 1},
+                },
                 {"message_id": f"m-{value}"},
                 {"body": f"not json at all {value}".encode()},
                 {"body": orjson.dumps({"card_number": value, "note": value})},
@@ -370,6 +376,11 @@ async def contact_delivered(world: World, message_ids: list[str]) -> bool:
         message_ids,
     )
     return row["events"] >= 2 * len(message_ids) and row["pending"] == row["unaudited"] == row["unrecorded"] == 0
+
+
+def _header_name(value: str) -> str:
+    """`x-<value>`, cut to what an AMQP field name may be (255 bytes)."""
+    return f"x-{value}".encode()[:250].decode("utf-8", "ignore")
 
 
 def generate_envelopes(count: int) -> list[dict[str, Any]]:

@@ -375,3 +375,26 @@ unicode_digit_text = st.text(
 @given(unicode_digit_text)
 def test_the_precheck_of_mask_text_holds_for_unicode_digits_and_separators(text: str) -> None:
     assert cards.mask_text(text) == _mask_text_without_the_precheck(text)
+
+
+def test_headers_are_scrubbed_at_any_depth_names_too() -> None:
+    """A delivery's headers go on with it into the retry and dead-letter queues: their names, and the values of
+    the tables and arrays they nest, are scrubbed like the body."""
+    from types import SimpleNamespace
+
+    from spm_common.consumer import _delivery
+
+    card = "4111\u20091111\n1111 - 1111"
+    headers = {
+        "x-delivery-count": 0,
+        "x-card": card,
+        f"x-{card}": 1,
+        "x-meta": {"ref": card, "refs": [card, {"deeper": card.encode()}], "number": 4111111111111111},
+        "x-death": [{"count": 1, "queue": "spm.events.orders.retry", "routing-keys": ["order.placed"]}],
+    }
+    raw = SimpleNamespace(
+        body=b"{}", headers=headers, content_type="application/json", message_id="m", correlation_id="c", type="t"
+    )
+    scrubbed = _delivery(raw, cards.scrub_body).headers  # raw: the fields _delivery reads
+    assert not card_shapes.survives("4111111111111111", card_shapes.unescaped(repr(scrubbed)))
+    assert scrubbed["x-delivery-count"] == 0 and scrubbed["x-death"] == headers["x-death"]

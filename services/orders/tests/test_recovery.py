@@ -4,6 +4,7 @@ rate limits per client and per address that hold across restarts."""
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import AsyncIterator
 
 import pytest
@@ -116,3 +117,7 @@ async def test_behind_a_trusted_proxy_clients_are_limited_apart(world: World) ->
                 "/v1/license-recovery", json={"email": new_address()}, headers={"X-Forwarded-For": two}
             )
         assert response.status_code == 429
+        # An IPv6 client is counted by its /64: it can pick any address inside it.
+        prefix = f"2001:db8:{uuid.uuid4().hex[:4]}:{uuid.uuid4().hex[:4]}"
+        assert [await ask_as(f"{prefix}::{i + 1:x}") for i in range(limit + 1)] == [202] * limit + [429]
+        assert await ask_as(f"{prefix}:ffff::9") == 429

@@ -26,6 +26,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ValidationError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from spm_common.clientaddr import of_request, rate_limit_key
 from spm_common.deadletters import Broker, DeadLetter, list_dead_letters, replay_dead_letters
 from spm_common.logging import bind_contextvars, clear_contextvars, get_logger
 from spm_common.metrics import HTTP_LATENCY
@@ -279,7 +280,10 @@ async def require_operator(
     that sent too many wrong tokens gets 429 with Retry-After, even with the right one (see OperatorGuard).
     (Async, like `runtime_of`, only so FastAPI does not hand it to a worker thread on every request.)"""
     guard: OperatorGuard = request.app.state.operator_guard
-    client = request.client.host if request.client else "unknown"
+    runtime: Runtime = request.app.state.runtime
+    # The client behind the trusted proxies (keyed as every rate limit is): keyed on the TCP peer, the proxy,
+    # ten wrong tokens from anyone would shut every operator out.
+    client = rate_limit_key(of_request(request, runtime.settings.trusted_proxies))
     wait = guard.retry_after(client)
     if wait is not None:
         raise HTTPException(
@@ -287,7 +291,7 @@ async def require_operator(
             "too many wrong operator tokens from this client; try again later",
             {"Retry-After": str(wait)},
         )
-    expected = request.app.state.runtime.settings.operator_token
+    expected = runtime.settings.operator_token
     given = credentials.credentials if credentials else ""
     if expected is None or not hmac.compare_digest(given.encode(), expected.get_secret_value().encode()):
         if credentials is not None:  # a request without a token guesses nothing

@@ -282,7 +282,11 @@ def make_entry(
     reducer: PayloadReducer | None = None,
 ) -> dict[str, Any]:
     email = subject_email(event)
-    data = reducer(event.data) if reducer else declared_fields(event.type, event.data)
+    # The allow-list first, for every type: a reducer narrows what is declared further, never widens it (a
+    # privacy answer's reducer drops one field and would keep an undeclared one).
+    data = declared_fields(event.type, event.data)
+    if reducer:
+        data = reducer(data)
     entry: dict[str, Any] = {
         "seq": seq,
         "event_id": scrub_text(event.id, key),

@@ -18,6 +18,7 @@ import httpx
 from fastapi import APIRouter, Depends, Query, Request, status
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
+from spm_common.clientaddr import of_request, rate_limit_key
 from spm_common.runtime import Runtime
 from starlette.datastructures import FormData
 
@@ -196,7 +197,8 @@ async def login(request: Request) -> Response:
     console = state_of(request)
     form = await checked_form(request, None)
     email, password = field(form, "email"), field(form, "password")
-    client = request.client.host if request.client else "unknown"
+    # Behind the TLS proxy the TCP peer is the proxy: keyed on it, one guesser would lock every operator out.
+    client = rate_limit_key(of_request(request, console.settings.trusted_proxies))
     async with console.runtime.pool.acquire() as conn, conn.transaction():
         outcome = await accounts.login(conn, email, password, client, console.limits)
         token = await sessions.open_session(conn, outcome.operator, console.lifetime) if outcome.operator else None
