@@ -128,6 +128,24 @@ async def test_a_reply_is_stored_and_requested_in_the_thread_of_the_acknowledgem
     assert replied.data["message_id"] == message_id and "body" not in replied.data
 
 
+async def test_card_numbers_in_a_reply_are_masked_before_it_is_stored_and_sent(contact: Contact, world: World) -> None:
+    message_id = await post(contact, email=new_address(), subject="Thanh toán")
+    body = "We did not charge 4111 1111 1111 1111; please use 4242\n4242\n4242\n4242. Order FS-2026-000123."
+    async with contact.operator as operator:
+        response = await operator.post(f"/v1/messages/{message_id}/replies", json={"body": body})
+        assert response.status_code == 202, response.text
+        reply = response.json()
+        detail = (await operator.get(f"/v1/messages/{message_id}")).json()
+    masked = "We did not charge **** **** **** 1111; please use ****\n****\n****\n4242. Order FS-2026-000123."
+    assert [r["body"] for r in detail["replies"]] == [masked]
+    [request] = [
+        e
+        for e in await outbox_events(world, "notification.requested")
+        if e.data["reference"] == f"contact.reply:{reply['id']}"
+    ]
+    assert request.data["context"]["reply_body"] == masked
+
+
 async def test_replies_are_validated_and_closed_messages_take_none(contact: Contact, world: World) -> None:
     message_id = await post(contact)
     async with contact.operator as operator:
