@@ -94,6 +94,10 @@ def test_percent_encoded_email_addresses_are_redacted(encoded: str, rest: str) -
         ("card_cvv=123", "123"),
         ("security code 456", "456"),
         ('cvv": "789', "789"),
+        ("CVN 852", "852"),
+        ("cid: 1234", "1234"),
+        ("Verification value 741", "741"),
+        ("verification_code=963", "963"),
     ],
 )
 def test_card_security_codes_in_text_are_redacted(text: str, code: str) -> None:
@@ -108,6 +112,7 @@ def test_card_security_codes_in_text_are_redacted(text: str, code: str) -> None:
         "started 12:30:45.123, ratio 3:2:1, next at 04:00:00",
         "std::vector<int> of 12 items, port 8443",
         "retried 123 times; cvv missing; code 404",
+        "decided 123 times, a valid cidr 10/8 holds 4096 more, verified 3 of 5",
         "50% of 40 requests, 100%40 is not an address",
         # SMTP replies with their enhanced status codes: the reason a delivery was retried or failed.
         "550 5.1.1 no such user here",

@@ -69,9 +69,12 @@ EMAIL_RE = re.compile(r"[\w.!#$%&'*+/=?^`{|}~-]+@[\w-]+(?:\.[\w-]+)+", re.UNICOD
 ENCODED_EMAIL_RE = re.compile(r"[\w.!#$'*+^`{|}~%-]+%(?:25)*40[\w-]+(?:\.[\w-]+)+")
 # 13-19 digits, optionally separated by single spaces or dashes: card-number shaped.
 CARD_RE = re.compile(r"(?<![\d])(?:\d[ -]?){12,18}\d(?![\d])")
-# A card's security code named as such ("cvv 123", "CVC: 1234", "card_cvv=123"): the digits go, the word stays.
+# A card's security code named as such ("cvv 123", "CVC: 1234", "card_cvv=123", "CID 1234", "verification
+# value: 123"), by the names `spm_common.cards` recognises in field names: the digits go, the word stays.
 CVV_RE = re.compile(
-    r"(?<![a-z])((?:cvv2?|cvc2?|csc|security[ _-]?code)(?![a-z])[\s\"':=#]{0,4})\d{3,4}(?!\d)", re.IGNORECASE
+    r"(?<![a-z])((?:cvv2?|cvc2?|cvn2?|csc|cid|security[ _-]?code|verification[ _-]?(?:value|code))(?![a-z])"
+    r"[\s\"':=#]{0,4})\d{3,4}(?!\d)",
+    re.IGNORECASE,
 )
 # International or local phone shapes: 8+ digits with common separators.
 PHONE_RE = re.compile(r"(?<![\w])\+?\(?\d[\d ().-]{6,}\d(?![\w])")
@@ -89,7 +92,7 @@ IPV6_CANDIDATE_RE = re.compile(r"(?<![\w:])[0-9A-Fa-f]{0,4}(?::[0-9A-Fa-f]{0,4})
 _MAYBE_PERSONAL = re.compile(r"@|\d\D*\d")
 # Cheap first looks (patterns that start with a character class, which the regex engine skips to) before
 # the costlier ones above: the word of a security code; two colons or a colon between hex digits.
-_MAYBE_CVV = re.compile(r"[cCsS](?:[vV][vVcC]|[sS][cC]|[eE][cC][uU][rR])")
+_MAYBE_CVV = re.compile(r"[cCsSvV](?:[vV][vVcCnN]|[sS][cC]|[iI][dD]|[eE][cC][uU][rR]|[eE][rR][iI][fF])")
 _MAYBE_IPV6 = re.compile(r"[0-9A-Fa-f:]:[0-9A-Fa-f:]")
 
 
