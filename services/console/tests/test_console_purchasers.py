@@ -103,6 +103,24 @@ async def test_a_support_operator_resends_the_keys_once_and_the_purchaser_gets_t
         assert buyer not in str(entry["data"]) and support not in str(entry["data"])
 
 
+async def test_a_fourth_resend_within_the_hour_is_refused_on_the_page(system: System, smtp: SmtpServer) -> None:
+    buyer = f"nhieu-{uuid.uuid4().hex[:8]}@example.vn"
+    await system.place_order(buyer)
+    support = await system.operator("support")
+    async with logged_in(system, support) as client:
+        client.cookies.set("spm_console_lang", "en")
+        for _ in range(3):
+            page = await client.get("/purchasers", params={"email": buyer})
+            form = {"csrf_token": csrf_of(page.text), "email": buyer, "request_id": request_id_of(page.text)}
+            assert (await client.post("/purchasers/resend-keys", data=form)).status_code == 303
+        page = await client.get("/purchasers", params={"email": buyer})
+        form = {"csrf_token": csrf_of(page.text), "email": buyer, "request_id": request_id_of(page.text)}
+        refused = await client.post("/purchasers/resend-keys", data=form)
+    assert refused.status_code == 429
+    assert "Nothing was sent: this purchaser&#39;s keys were resent several times recently." in refused.text
+    assert await resent_by_orders(system, buyer) == [support] * 3
+
+
 async def test_the_page_shows_an_unsubscribe_made_at_the_notifier(system: System) -> None:
     buyer = f"huy-{uuid.uuid4().hex[:8]}@example.vn"
     await system.place_order(buyer, consent=True)

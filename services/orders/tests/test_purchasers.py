@@ -151,3 +151,25 @@ async def test_resend_refusals_send_nothing(orders: Orders) -> None:
     assert response.status_code == 401
     assert await resends(orders, email) == []
     assert len(await resends(orders, other)) == 1
+
+
+async def test_an_operator_cannot_fill_a_purchasers_mailbox_with_their_keys(orders: Orders) -> None:
+    """Three resends of one purchaser's keys in the recovery window (the default); the fourth is refused with
+    Retry-After, sends nothing and records nothing. A form sent twice is one resend; another purchaser is not
+    held back."""
+    email, other = new_address("flooded"), new_address("neighbour")
+    await bought(orders, email)
+    await bought(orders, other)
+    first = uuid.uuid4()
+    assert (await resend(orders, email, first)).status_code == 202
+    assert (await resend(orders, email, first)).json()["duplicate"] is True  # a double click: not counted
+    for _ in range(2):
+        assert (await resend(orders, email, uuid.uuid4())).status_code == 202
+    refused_id = uuid.uuid4()
+    refused = await resend(orders, email, refused_id)
+    assert refused.status_code == 429, refused.text
+    assert 3500 <= int(refused.headers["Retry-After"]) <= 3600
+    assert email not in refused.text
+    assert len(await resends(orders, email)) == 3
+    assert await fetch(orders.world, "SELECT 1 FROM orders.key_resends WHERE request_id = $1", refused_id) == []
+    assert (await resend(orders, other, uuid.uuid4())).status_code == 202

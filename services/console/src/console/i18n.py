@@ -165,6 +165,10 @@ TEXTS: dict[str, tuple[str, str]] = {
         "Không gửi lại được: người mua này không có khoá bản quyền nào, hoặc biểu mẫu đã cũ. Hãy tải lại trang.",
         "Nothing was sent: this purchaser has no license key, or the form is stale. Reload the page.",
     ),
+    "resend_limited": (
+        "Không gửi: khoá của người mua này đã được gửi lại nhiều lần gần đây. Hãy thử lại sau.",
+        "Nothing was sent: this purchaser's keys were resent several times recently. Try again later.",
+    ),
     "resend_bad_form": (
         "Biểu mẫu gửi lại khoá không hợp lệ. Hãy tải lại trang rồi thử lại.",
         "The resend form is not valid. Reload the page and try again.",

@@ -83,6 +83,8 @@ async def resend_keys(request: Request, session: OperatorDep) -> Response:
     try:
         resent = await console.orders.resend_keys(session.operator.email, email, request_id)
     except UpstreamError as exc:
+        if exc.status == status.HTTP_429_TOO_MANY_REQUESTS:
+            return await _purchaser_page(request, session, email, 429, error="resend_limited")
         if exc.status != status.HTTP_409_CONFLICT:
             raise
         return await _purchaser_page(request, session, email, 409, error="resend_refused")

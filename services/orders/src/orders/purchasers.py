@@ -17,6 +17,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, HTTPException, Query, status
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field
+from spm_common import ratelimit
 from spm_common.http import BAD_BODY, OPERATOR_ONLY, Operator, RuntimeDep
 from spm_common.logging import get_logger
 
@@ -177,19 +178,28 @@ async def purchaser(
         **NO_PURCHASER,
         409: {"description": "the purchaser has no license key, or request_id was used for another purchaser"},
         422: {"description": "invalid address or request id, or no X-SPM-Operator"},
+        429: {"description": "the purchaser's keys were resent as often as the window allows; see Retry-After"},
     },
 )
 async def resend_keys(_: Operator, runtime: RuntimeDep, request: ResendRequest, operator: OperatorName) -> KeysResent:
     settings = _settings(runtime)
+    limit = ratelimit.Limit(settings.orders_key_resends_per_purchaser, settings.orders_recovery_window_seconds)
     try:
         async with runtime.pool.acquire() as conn, conn.transaction():
-            resent = await recovery.resend(conn, request.email, operator, request.request_id, settings.source)
+            resent = await recovery.resend(conn, request.email, operator, request.request_id, settings.source, limit)
     except recovery.NoSuchPurchaser:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "no purchaser with this address") from None
     except recovery.NoLicenseKeys:
         raise HTTPException(status.HTTP_409_CONFLICT, "this purchaser has no license key") from None
     except recovery.RequestIdTaken:
         raise HTTPException(status.HTTP_409_CONFLICT, "this request_id was used for another purchaser") from None
+    except recovery.TooManyResends as exc:
+        log.warning("license key resend refused: too many", request_id=str(request.request_id))
+        raise HTTPException(
+            status.HTTP_429_TOO_MANY_REQUESTS,
+            "this purchaser's keys were resent as often as the window allows",
+            headers={"Retry-After": str(exc.retry_after)},
+        ) from None
     log.info(
         "license keys resent",
         request_id=str(request.request_id),

@@ -15,9 +15,11 @@ limit applies, the operator is recorded (`key_resends`), and the console's reque
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 import uuid
 from dataclasses import dataclass
+from datetime import timedelta
 
 import asyncpg
 from spm_common import outbox, ratelimit
@@ -81,9 +83,20 @@ class Resent:
     duplicate: bool  # sent before under this request id: nothing was sent now
 
 
-async def resend(conn: Connection, email: str, operator: str, request_id: uuid.UUID, source: str) -> Resent:
+class TooManyResends(Exception):
+    """The purchaser was sent their keys by operators as often as the window allows."""
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(f"retry after {retry_after} s")
+        self.retry_after = retry_after
+
+
+async def resend(
+    conn: Connection, email: str, operator: str, request_id: uuid.UUID, source: str, limit: ratelimit.Limit
+) -> Resent:
     """In the caller's transaction: the recovery e-mail with every key `email` (normalised) owns, asked for by
-    `operator`, recorded with them and put in the outbox together."""
+    `operator`, recorded with them and put in the outbox together. At most `limit.requests` resends reach one
+    purchaser in `limit.window_seconds` (TooManyResends; the caller's transaction then rolls back)."""
     purchaser = await store.purchaser_state(conn, email)
     if purchaser is None:
         raise NoSuchPurchaser
@@ -97,6 +110,14 @@ async def resend(conn: Connection, email: str, operator: str, request_id: uuid.U
         if before is None or before.purchaser_id != purchaser.id:
             raise RequestIdTaken
         return Resent(before, duplicate=True)
+    # Counted from the resends themselves (this one included), not in `rate_windows`: the record is already
+    # kept, goes with the purchaser in an erasure, and a form sent twice is one resend. An operator's session
+    # or a support script cannot fill someone's mailbox with their keys.
+    window = timedelta(seconds=limit.window_seconds)
+    recent = await store.key_resends_since(conn, purchaser.id, recorded.requested_at - window)
+    if len(recent) > limit.requests:
+        ends = recent[-limit.requests - 1] + window
+        raise TooManyResends(max(1, math.ceil((ends - recorded.requested_at).total_seconds())))
     await outbox.add(conn, event)
     await store.touch_purchaser(conn, email)  # the purchaser asked support: activity, as a recovery is
     return Resent(recorded, duplicate=False)

@@ -34,6 +34,8 @@ class Settings(ServiceSettings):
     orders_recovery_per_email: int = Field(default=3, ge=1)
     orders_recovery_window_seconds: int = Field(default=3600, ge=1)
     orders_recovery_min_seconds: float = Field(default=0.25, ge=0, le=5)
+    # Operators' resends of one purchaser's keys (the console) in each recovery window.
+    orders_key_resends_per_purchaser: int = Field(default=3, ge=1, le=1000)
     # A purchaser with no order and no other activity (an unsubscribe, a privacy request) for this many years
     # is anonymised as in an erasure (orders.retention); the orders themselves stay, as accounting law requires.
     orders_purchaser_retention_years: int = Field(default=5, ge=1, le=100)

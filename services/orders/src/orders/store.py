@@ -386,6 +386,16 @@ async def record_key_resend(
     return KeyResendRow(**dict(row)) if row is not None else None
 
 
+async def key_resends_since(conn: Connection, purchaser_id: int, since: datetime) -> list[datetime]:
+    """When each of the purchaser's key resends since `since` was asked for, oldest first."""
+    rows = await conn.fetch(
+        "SELECT requested_at FROM key_resends WHERE purchaser_id = $1 AND requested_at >= $2 ORDER BY requested_at",
+        purchaser_id,
+        since,
+    )
+    return [r["requested_at"] for r in rows]
+
+
 async def key_resend(conn: Connection, request_id: uuid.UUID) -> KeyResendRow | None:
     row = await conn.fetchrow(f"SELECT {_KEY_RESEND} FROM key_resends WHERE request_id = $1", request_id)
     return KeyResendRow(**dict(row)) if row is not None else None
