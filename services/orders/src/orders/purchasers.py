@@ -178,7 +178,10 @@ async def purchaser(
         **NO_PURCHASER,
         409: {"description": "the purchaser has no license key, or request_id was used for another purchaser"},
         422: {"description": "invalid address or request id, or no X-SPM-Operator"},
-        429: {"description": "the purchaser's keys were resent as often as the window allows; see Retry-After"},
+        429: {
+            "description": "the purchaser's keys were resent as often as the window allows, or too many wrong"
+            " operator tokens came from this client; see Retry-After"
+        },
     },
 )
 async def resend_keys(_: Operator, runtime: RuntimeDep, request: ResendRequest, operator: OperatorName) -> KeysResent:
