@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import uuid
 from typing import Any
 
 import asyncpg
 import pytest
-from contact import retention, store
+from contact import admin, retention, store
 from contact_helpers import Contact, eventually, form, new_address, outbox_events, started
 from spm_common.testing.world import World
+from typer.testing import CliRunner
 
 
 async def age(world: World, message_id: str, days: int) -> None:
@@ -120,3 +122,45 @@ async def test_the_periodic_job_outlives_a_connection_the_server_had_ended(
         with contextlib.suppress(asyncio.CancelledError):
             await job
     assert len(failures) == 1
+
+
+async def test_card_numbers_kept_by_an_earlier_version_are_masked_by_the_operators_command(world: World) -> None:
+    """Messages and replies stored as written, before masking on arrival: `spm-contact-admin
+    mask-card-numbers` masks them once; run again, it changes nothing; other text stays as it was."""
+    message_id, reply_id = uuid.uuid4(), uuid.uuid4()
+    conn = await world.admin()
+    try:
+        await conn.execute(
+            "INSERT INTO contact.messages (id, name, email, email_key, subject, body, locale, ack_message_id)"
+            " VALUES ($1, 'Khách Cũ', 'cu@example.com', 'cu@example.com', $2, $3, 'vi', 'ack')",
+            message_id,
+            "thẻ 4111-1111-1111-1111",
+            "Trừ tiền thẻ 4242\n4242\n4242\n4242 giúp tôi. Đơn FS-2026-000123.",
+        )
+        await conn.execute(
+            "INSERT INTO contact.replies (id, message_id, body, mail_message_id) VALUES ($1, $2, $3, 'm')",
+            reply_id,
+            message_id,
+            "Chúng tôi không dùng 5555 5555 5555 4444.",
+        )
+    finally:
+        await conn.close()
+
+    async def command() -> str:
+        result = await asyncio.to_thread(CliRunner().invoke, admin.cli, ["mask-card-numbers"], env=world.env())
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    output = await command()
+    conn = await world.admin()
+    try:
+        message = await conn.fetchrow("SELECT subject, body FROM contact.messages WHERE id = $1", message_id)
+        reply = await conn.fetchval("SELECT body FROM contact.replies WHERE id = $1", reply_id)
+    finally:
+        await conn.close()
+    assert message is not None
+    assert message["subject"] == "thẻ ****-****-****-1111"
+    assert message["body"] == "Trừ tiền thẻ ****\n****\n****\n4242 giúp tôi. Đơn FS-2026-000123."
+    assert reply == "Chúng tôi không dùng **** **** **** 4444."
+    assert "card numbers masked in" in output and "0 message(s)" not in output
+    assert await command() == "card numbers masked in 0 message(s) and 0 reply(ies)\n"

@@ -72,6 +72,26 @@ def delete_expired_command() -> None:
     typer.echo(f"{asyncio.run(go())} message(s) deleted")
 
 
+@cli.command("mask-card-numbers")
+def mask_card_numbers_command() -> None:
+    """Mask card numbers in messages and replies stored before this version masked them on arrival (once,
+    after upgrading; running it again changes nothing)."""
+    settings = load(Settings)
+
+    async def go() -> retention.Masked:
+        await bring_up_to_date(settings, MIGRATIONS)
+        pool = await asyncpg.create_pool(
+            settings.role_database_url(), min_size=1, max_size=2, server_settings={"search_path": settings.db_schema}
+        )
+        try:
+            return await retention.mask_card_numbers(pool)
+        finally:
+            await pool.close()
+
+    masked = asyncio.run(go())
+    typer.echo(f"card numbers masked in {masked.messages} message(s) and {masked.replies} reply(ies)")
+
+
 def main() -> None:
     configure_logging("contact-admin", from_environment("SPM_LOG_FORMAT", "console"))
     cli()

@@ -8,10 +8,12 @@ deleting anything twice (SKIP LOCKED). Expired rate-limit counters are swept on 
 from __future__ import annotations
 
 import asyncio
+import uuid
 from datetime import UTC, datetime, timedelta
+from typing import NamedTuple
 
 import asyncpg
-from spm_common import outbox, ratelimit
+from spm_common import cards, outbox, ratelimit
 from spm_common.db import DB_ERRORS
 from spm_common.envelope import new_event
 from spm_common.health import LoopHealth
@@ -82,3 +84,48 @@ async def merge_search_entries_periodically(pool: asyncpg.Pool, interval_seconds
         except DB_ERRORS as exc:
             health.failed(describe_error(exc))
         await asyncio.sleep(interval_seconds)
+
+
+class Masked(NamedTuple):
+    """How many stored messages and replies had card numbers masked."""
+
+    messages: int
+    replies: int
+
+
+async def mask_card_numbers(pool: asyncpg.Pool, batch: int = BATCH) -> Masked:
+    """Mask card numbers kept by an earlier version, which stored the form's text and operators' replies as
+    written (now both are masked before they are stored): every message's subject and body and every reply's
+    body, a batch a transaction. A row changed meanwhile (an erasure) is left as it now is."""
+    return Masked(
+        messages=await _mask_table(pool, "messages", ("subject", "body"), batch),
+        replies=await _mask_table(pool, "replies", ("body",), batch),
+    )
+
+
+async def _mask_table(pool: asyncpg.Pool, table: str, columns: tuple[str, ...], batch: int) -> int:
+    listed = ", ".join(columns)
+    select = f"SELECT id, {listed} FROM {table} WHERE id > $1 ORDER BY id LIMIT $2"
+    # Only if each column still holds what was read: the masked text never overwrites a newer one.
+    update = (
+        f"UPDATE {table} SET "
+        + ", ".join(f"{c} = ${i + 2}" for i, c in enumerate(columns))
+        + " WHERE id = $1 AND "
+        + " AND ".join(f"{c} IS NOT DISTINCT FROM ${i + 2 + len(columns)}" for i, c in enumerate(columns))
+    )
+    after, changed = uuid.UUID(int=0), 0
+    while True:
+        async with pool.acquire() as conn, conn.transaction():
+            rows = await conn.fetch(select, after, batch)
+            updates = []
+            for row in rows:
+                before = [row[c] for c in columns]
+                masked = [cards.mask_text(text)[0] if text else text for text in before]
+                if masked != before:
+                    updates.append((row["id"], *masked, *before))
+            if updates:
+                await conn.executemany(update, updates)
+        changed += len(updates)
+        if len(rows) < batch:
+            return changed
+        after = rows[-1]["id"]
