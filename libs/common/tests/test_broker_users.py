@@ -11,9 +11,10 @@ import secrets
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import ClassVar
 from urllib.parse import urlsplit
 
 import aio_pika
@@ -35,9 +36,14 @@ from spm_common.brokerusers import (
     user_name,
     with_credentials,
 )
-from spm_common.settings import SERVICES, WITH_SCHEMA
+from spm_common.db import Connection
+from spm_common.deadletters import list_dead_letters
+from spm_common.envelope import CloudEvent, Payload, amqp_message, new_event
+from spm_common.handlers import Handlers, Meta
+from spm_common.runtime import Runtime
+from spm_common.settings import SERVICES, WITH_SCHEMA, ServiceSettings
 from spm_common.testing.world import AMQP_URL, MANAGEMENT_URL, World, new_world
-from spm_common.topology import Topology
+from spm_common.topology import Topology, TopologyMissing
 
 pytestmark = pytest.mark.asyncio
 _management = urlsplit(MANAGEMENT_URL)
@@ -453,3 +459,122 @@ async def test_spm_admin_bootstrap_makes_the_users_with_only_an_admin_login(vhos
             await publish(url["contact"], "spm.events", "order.placed")
     finally:
         await world.destroy()
+
+
+# --- A service run with its own user ----------------------------------------------------------------------
+
+
+class Works(Payload):
+    event_type: ClassVar[str] = "probe.works"
+
+
+class Breaks(Payload):
+    event_type: ClassVar[str] = "probe.breaks"
+
+
+PROBE_MIGRATIONS = Path(__file__).parent / "probe_migrations"
+
+
+@asynccontextmanager
+async def own_users(lab: World) -> AsyncIterator[Users]:
+    """Users of an exchange of its own (a user's permissions name its exchange and queues)."""
+    made = Users(f"{lab.name}.{uuid.uuid4().hex[:6]}", f"{lab.name}_{uuid.uuid4().hex[:4]}_")
+    lab.exchanges.add(made.exchange)  # its queues and exchanges go with the world
+    await ensure_users(MANAGEMENT_URL, AMQP_URL, broker_users(made.exchange, made.prefix), made.passwords)
+    try:
+        yield made
+    finally:
+        async with httpx.AsyncClient(base_url=MANAGEMENT_API, auth=MANAGEMENT_AUTH) as client:
+            for name in made.passwords:
+                await client.delete(f"/api/users/{name}")
+
+
+async def test_a_service_run_as_its_own_user_consumes_retries_and_dead_letters(
+    lab: World, probe_settings: Callable[..., ServiceSettings]
+) -> None:
+    attempts: list[str] = []
+    worked: list[str] = []
+
+    async def breaks(conn: Connection, payload: Breaks, event: Meta) -> None:
+        attempts.append(event.id)
+        raise RuntimeError("the licence server is away")
+
+    async def works(conn: Connection, payload: Works, event: Meta) -> None:
+        worked.append(event.id)
+
+    handlers = Handlers().on(Breaks, breaks).on(Works, works)
+    async with own_users(lab) as users:
+        await ensure_topology(AMQP_URL, users.exchange, {"orders": tuple(handlers.bindings())})
+        settings = probe_settings(
+            exchange=users.exchange, amqp_url=users.url("orders"), max_attempts=2, consumer_linger_ms=0
+        )
+        runtime = Runtime(settings, migrations=PROBE_MIGRATIONS, handlers=handlers)
+        topology = runtime.topology
+        await runtime.start()
+        try:
+            failing, working = new_event("probe.breaks", SOURCE, {}), new_event("probe.works", SOURCE, {})
+            for event in (failing, working):
+                await publish_event(users.exchange, event)
+            settled = {topology.queue_name: 0, topology.retry_queue_name: 0, topology.dead_letter_queue_name: 1}
+            async with asyncio.timeout(15):
+                while not (worked and await queue_depths(users.exchange) == settled):
+                    await asyncio.sleep(0.05)
+            assert worked == [working.id] and attempts == [failing.id, failing.id]
+            # The operator's listing of its dead letters, through the service's own user, puts them back.
+            [shown] = await list_dead_letters(users.url("orders"), topology, 10, runtime.pool)
+            assert shown.message_id == failing.id and shown.reason == "RuntimeError: the licence server is away"
+            connection = await aio_pika.connect(AMQP_URL)
+            async with connection:
+                channel = await connection.channel()
+                queue = await channel.get_queue(topology.dead_letter_queue_name, ensure=False)
+                dead = await queue.get(no_ack=True, timeout=10)
+            # Put back by the listing, dead-lettered by the consumer, retried before: all through its own exchange.
+            assert dead.exchange == topology.requeue_exchange_name
+            assert dead.message_id == failing.id and (dead.headers or {})["x-spm-attempt"] == 2
+            deaths = (dead.headers or {})["x-death"]
+            assert isinstance(deaths, list) and isinstance(deaths[0], dict)
+            assert (deaths[0]["queue"], deaths[0]["exchange"], deaths[0]["reason"]) == (
+                topology.retry_queue_name,
+                topology.requeue_exchange_name,
+                "expired",
+            )
+        finally:
+            await runtime.stop()
+
+
+async def test_a_service_run_as_its_own_user_without_bootstrap_stops_and_says_so(
+    lab: World, probe_settings: Callable[..., ServiceSettings]
+) -> None:
+    handlers = Handlers().on(Works, _nothing)
+    async with own_users(lab) as users:
+        settings = probe_settings(exchange=users.exchange, amqp_url=users.url("orders"))
+        runtime = Runtime(settings, migrations=PROBE_MIGRATIONS, handlers=handlers)
+        try:
+            with pytest.raises(TopologyMissing) as raised:
+                await runtime.start()
+        finally:
+            await runtime.stop()
+        topology = runtime.topology
+        assert str(raised.value) == (
+            f"RabbitMQ lacks {users.exchange}, {users.exchange}.dlx, {topology.requeue_exchange_name}, "
+            f"{topology.queue_name}, {topology.retry_queue_name}, {topology.dead_letter_queue_name} and this "
+            "service's broker user may not declare them: run `spm-admin bootstrap` (compose's db-init) with the "
+            "administrator's login first"
+        )
+        # It declared nothing on its way.
+        assert len(await topology.missing(AMQP_URL, handlers.bindings())) == 6
+
+
+async def _nothing(conn: Connection, payload: Works, event: Meta) -> None:
+    return None
+
+
+SOURCE = "https://shop.example/orders"
+
+
+async def publish_event(exchange: str, event: CloudEvent) -> None:
+    connection = await aio_pika.connect(AMQP_URL)
+    async with connection:
+        channel = await connection.channel(publisher_confirms=True)
+        target = await channel.get_exchange(exchange, ensure=False)
+        await target.publish(amqp_message(event), routing_key=event.type, timeout=10)

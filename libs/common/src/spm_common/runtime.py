@@ -105,7 +105,7 @@ class Runtime:
         for event_type, schema in (publishes or {}).items():
             # Declared so the AsyncAPI document lists every event the service publishes, with its payload.
             self.broker.publisher(
-                event_type, exchange=self.topology.exchange, schema=schema, title=f"{event_type}:publish"
+                event_type, exchange=self.topology.existing_exchange, schema=schema, title=f"{event_type}:publish"
             )
         self._background = background
         self._scrape = scrape

@@ -61,6 +61,11 @@ class Topology:
         return RabbitExchange(self.exchange_name, type=ExchangeType.TOPIC, durable=True)
 
     @property
+    def existing_exchange(self) -> RabbitExchange:
+        """The exchange as a service's publishers see it: made by `declare`, so only looked up (passively)."""
+        return RabbitExchange(self.exchange_name, type=ExchangeType.TOPIC, durable=True, declare=False)
+
+    @property
     def dead_letter_exchange(self) -> RabbitExchange:
         return RabbitExchange(self.dead_letter_exchange_name, type=ExchangeType.DIRECT, durable=True)
 
