@@ -19,6 +19,7 @@ import aio_pika
 import orjson
 from spm_common.deadletters import about_address, remove_dead_letters
 from spm_common.testing.world import AMQP_URL
+from spm_common.topology import Topology
 
 SUBJECT = "ada.bench@example.test"
 
@@ -34,11 +35,15 @@ def body(i: int) -> bytes:
 
 
 async def run(size: int) -> None:
-    name = f"bench.dlq-erasure.{uuid.uuid4().hex[:8]}"
+    topology = Topology(f"bench.dlq-erasure.{uuid.uuid4().hex[:8]}", "bench")
+    name = topology.dead_letter_queue_name
     connection = await aio_pika.connect(AMQP_URL)
     async with connection:
         channel = await connection.channel(publisher_confirms=True)
         queue = await channel.declare_queue(name, durable=True, arguments={"x-queue-type": "quorum"})
+        # The survivors go back through the service's own exchange, as Topology.declare binds it.
+        requeue = await channel.declare_exchange(topology.requeue_exchange_name, aio_pika.ExchangeType.DIRECT)
+        await queue.bind(requeue, routing_key=name)
         try:
             await asyncio.gather(
                 *(
@@ -50,7 +55,7 @@ async def run(size: int) -> None:
                 )
             )
             started = time.perf_counter()
-            removal = await remove_dead_letters(AMQP_URL, name, about_address(SUBJECT))
+            removal = await remove_dead_letters(AMQP_URL, topology, about_address(SUBJECT))
             elapsed = time.perf_counter() - started
             print(
                 f"{size:>6} dead letters: removed {removal.removed}, kept {removal.kept} in {elapsed:.2f} s"
@@ -59,6 +64,7 @@ async def run(size: int) -> None:
             )
         finally:
             await queue.delete(if_unused=False, if_empty=False)
+            await requeue.delete()
 
 
 def main() -> None:

@@ -11,8 +11,10 @@ import secrets
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import ClassVar
 from urllib.parse import urlsplit
 
 import aio_pika
@@ -21,6 +23,7 @@ import pytest
 from aio_pika.exceptions import ChannelClosed
 from aiormq.exceptions import ChannelAccessRefused
 from faststream.rabbit import RabbitBroker
+from spm_common.bootstrap import ensure_topology
 from spm_common.brokerusers import (
     BINDS,
     MONITOR,
@@ -33,9 +36,14 @@ from spm_common.brokerusers import (
     user_name,
     with_credentials,
 )
-from spm_common.settings import SERVICES, WITH_SCHEMA
+from spm_common.db import Connection
+from spm_common.deadletters import list_dead_letters
+from spm_common.envelope import CloudEvent, Payload, amqp_message, new_event
+from spm_common.handlers import Handlers, Meta
+from spm_common.runtime import Runtime
+from spm_common.settings import SERVICES, WITH_SCHEMA, ServiceSettings
 from spm_common.testing.world import AMQP_URL, MANAGEMENT_URL, World, new_world
-from spm_common.topology import Topology
+from spm_common.topology import Topology, TopologyMissing
 
 pytestmark = pytest.mark.asyncio
 _management = urlsplit(MANAGEMENT_URL)
@@ -60,11 +68,8 @@ async def users(lab: World) -> AsyncIterator[Users]:
     exchange = f"{lab.name}.{uuid.uuid4().hex[:6]}"
     made = Users(exchange, f"{lab.name}_{uuid.uuid4().hex[:4]}_")
     await ensure_users(MANAGEMENT_URL, AMQP_URL, broker_users(exchange, made.prefix), made.passwords)
-    # The exchange exists before anyone publishes, as the services' start makes it.
-    connection = await aio_pika.connect(AMQP_URL)
-    async with connection:
-        channel = await connection.channel()
-        await channel.declare_exchange(exchange, aio_pika.ExchangeType.TOPIC, durable=True)
+    # Every service's queues and exchanges exist before anyone publishes, as `spm-admin bootstrap` makes them.
+    await ensure_topology(AMQP_URL, exchange, BINDS)
     yield made
     async with httpx.AsyncClient(base_url=MANAGEMENT_API, auth=MANAGEMENT_AUTH) as client:
         for name in made.passwords:
@@ -77,6 +82,9 @@ async def users(lab: World) -> AsyncIterator[Users]:
                 channel = await connection.channel()
                 with contextlib.suppress(Exception):
                     await channel.queue_delete(queue)
+            channel = await connection.channel()
+            with contextlib.suppress(Exception):
+                await channel.exchange_delete(topology.requeue_exchange_name)
         for name in (exchange, f"{exchange}.dlx"):
             channel = await connection.channel()
             with contextlib.suppress(Exception):
@@ -92,12 +100,17 @@ async def publish(url: str, exchange: str, routing_key: str) -> None:
         await target.publish(aio_pika.Message(b"{}"), routing_key=routing_key, timeout=10)
 
 
-async def declare_own_queues(users: Users, service: str) -> None:
-    """What the service does at start, as its own user: the same code (Topology.declare)."""
-    broker = RabbitBroker(users.url(service), logger=None)
+async def bootstrap_declares(users: Users, service: str) -> None:
+    """What `spm-admin bootstrap` declares for the service, with the administrator's login (the same code)."""
+    await ensure_topology(AMQP_URL, users.exchange, {service: BINDS[service]})
+
+
+@asynccontextmanager
+async def as_user(users: Users, who: str) -> AsyncIterator[RabbitBroker]:
+    broker = RabbitBroker(users.url(who), logger=None)
     await broker.connect()
     try:
-        await Topology(users.exchange, service).declare(broker, BINDS[service])
+        yield broker
     finally:
         await broker.stop()
 
@@ -113,9 +126,17 @@ async def test_the_users_match_what_each_service_publishes_and_binds() -> None:
         assert sorted(PUBLISHES[service]) == published, service
 
 
-async def test_each_service_declares_binds_and_publishes_what_it_owns(users: Users) -> None:
+async def test_each_service_finds_what_bootstrap_declared_and_publishes_what_it_owns(users: Users) -> None:
     for service in WITH_SCHEMA:
-        await declare_own_queues(users, service)
+        topology = Topology(users.exchange, service)
+        # What its start does: everything is there, so it declares nothing.
+        assert await topology.missing(users.url(service), BINDS[service]) == []
+        async with as_user(users, service) as broker:
+            await topology.ensure(broker, users.url(service), BINDS[service])
+        # Declaring, even what exists already, it may not: bootstrap does, with the administrator's login.
+        async with as_user(users, service) as broker:
+            with pytest.raises(REFUSED, match="ACCESS_REFUSED"):
+                await topology.declare(broker, BINDS[service])
     for service, keys in PUBLISHES.items():
         for key in (*keys, *ROUTED.get(service, ())):
             await publish(users.url(service), users.exchange, key)
@@ -184,7 +205,7 @@ async def test_publishing_a_routing_key_one_does_not_own_is_refused(users: Users
 async def test_no_service_but_the_audit_may_bind_its_queue_to_everything(users: Users, who: str) -> None:
     """Nor to the mail requests, unless it is the notifier: a queue bound to them would receive every name,
     address, license key and reply body the notifier is asked to send."""
-    await declare_own_queues(users, who)  # its own bindings: allowed
+    await bootstrap_declares(users, who)  # its own bindings: allowed
     keys = ["#", "*.*", "notification.*", "#.requested"]
     if who != "notifier":
         keys.append("notification.requested")
@@ -212,7 +233,7 @@ async def test_an_outside_publisher_may_not_even_make_a_queue(users: Users, who:
     [*((w, "notifier") for w in USERS if w != "notifier"), ("notifier", "orders"), ("contact", "audit")],
 )
 async def test_no_user_may_consume_another_services_queue(users: Users, who: str, other: str) -> None:
-    await declare_own_queues(users, other)
+    await bootstrap_declares(users, other)
     for queue_name in (f"{users.exchange}.{other}", f"{users.exchange}.{other}.retry", f"{users.exchange}.{other}.dlq"):
         connection = await aio_pika.connect(users.url(who))
         async with connection:
@@ -241,29 +262,40 @@ async def test_an_outside_publisher_may_not_put_a_message_straight_into_a_servic
     await _no_straight_writes(users, who)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=pytest.fail.Exception,
-    reason="known gap: a service user writes to the default exchange and X.dlx (its retry queue's and main "
-    "queue's dead-letter targets, which RabbitMQ checks at every declaration), so it can put a message into "
-    "any queue whose name it knows (spm_common.brokerusers)",
-)
-@pytest.mark.parametrize("who", [s for s in WITH_SCHEMA if s != "console"])
+@pytest.mark.parametrize("who", WITH_SCHEMA)
 async def test_no_service_may_put_a_message_straight_into_another_services_queue(users: Users, who: str) -> None:
+    """Not through the default exchange, nor `X.dlx`, nor another service's requeue exchange; through its own,
+    its copies reach its own queues."""
     await _no_straight_writes(users, who)
+    if who == "console":  # it consumes nothing: it has no queues
+        return
+    topology = Topology(users.exchange, who)
+    try:
+        for queue in (topology.queue_name, topology.retry_queue_name, topology.dead_letter_queue_name):
+            await publish_to(users.url(who), topology.requeue_exchange_name, queue)
+        depths = await queue_depths(users.exchange)
+        assert {name: n for name, n in depths.items() if n} == {
+            topology.queue_name: 1,
+            topology.retry_queue_name: 1,
+            topology.dead_letter_queue_name: 1,
+        }
+    finally:
+        await purge_all(users.exchange)
 
 
 async def _no_straight_writes(users: Users, who: str) -> None:
     await purge_all(users.exchange)  # what the tests before published, as its owners may
     try:
         for other in (s for s in WITH_SCHEMA if s not in (who, "console")):
-            await declare_own_queues(users, other)
+            await bootstrap_declares(users, other)
             topology = Topology(users.exchange, other)
             for exchange, key in (
                 ("", topology.queue_name),
                 ("", topology.retry_queue_name),
                 ("", topology.dead_letter_queue_name),
                 (topology.dead_letter_exchange_name, topology.dead_letter_queue_name),
+                (topology.requeue_exchange_name, topology.queue_name),
+                (topology.requeue_exchange_name, topology.dead_letter_queue_name),
             ):
                 with pytest.raises(REFUSED, match="ACCESS_REFUSED"):
                     await publish_to(users.url(who), exchange, key)
@@ -300,7 +332,7 @@ async def queue_depths(exchange: str) -> dict[str, int]:
 
 async def test_the_monitor_reads_queue_depths_and_is_refused_everything_else(users: Users, vhost: str) -> None:
     """The console's `spm_monitor` login: the depth of each queue of its vhost, and nothing more."""
-    await declare_own_queues(users, "notifier")
+    await bootstrap_declares(users, "notifier")
     dlq = Topology(users.exchange, "notifier").dead_letter_queue_name
     connection = await aio_pika.connect(AMQP_URL)
     async with connection:
@@ -408,15 +440,141 @@ async def test_spm_admin_bootstrap_makes_the_users_with_only_an_admin_login(vhos
                 "RabbitMQ users ready: spm_contact, spm_orders, spm_notifier, spm_audit, spm_console, spm_shop"
                 in done.stdout
             )
+            # With the management URL's administrator over AMQP (SPM_AMQP_URL holds no login, as in compose).
+            assert "RabbitMQ queues and exchanges ready on spm.events: contact, orders" in done.stdout
         url = {who: f"amqp://spm_{who}:dev-only-{who}-rabbitmq-password@127.0.0.1:5672/{vhost}" for who in USERS}
+        # Every service's own user finds its queues made, and the shop's order reaches the orders queue.
+        for service in WITH_SCHEMA:
+            assert await Topology("spm.events", service).missing(url[service], BINDS[service]) == [], service
+        await publish(url["shop"], "spm.events", "order.placed")
         connection = await aio_pika.connect(url["orders"])
         async with connection:
             channel = await connection.channel()
-            await channel.declare_exchange("spm.events", aio_pika.ExchangeType.TOPIC, durable=True)
-        await publish(url["shop"], "spm.events", "order.placed")
+            queue = await channel.get_queue("spm.events.orders", ensure=False)
+            message = await queue.get(no_ack=True, timeout=10)
+            assert message.routing_key == "order.placed"
         with pytest.raises(REFUSED, match="ACCESS_REFUSED"):
             await publish(url["shop"], "spm.events", "upgrade.released")
         with pytest.raises(REFUSED, match="ACCESS_REFUSED"):
             await publish(url["contact"], "spm.events", "order.placed")
     finally:
         await world.destroy()
+
+
+# --- A service run with its own user ----------------------------------------------------------------------
+
+
+class Works(Payload):
+    event_type: ClassVar[str] = "probe.works"
+
+
+class Breaks(Payload):
+    event_type: ClassVar[str] = "probe.breaks"
+
+
+PROBE_MIGRATIONS = Path(__file__).parent / "probe_migrations"
+
+
+@asynccontextmanager
+async def own_users(lab: World) -> AsyncIterator[Users]:
+    """Users of an exchange of its own (a user's permissions name its exchange and queues)."""
+    made = Users(f"{lab.name}.{uuid.uuid4().hex[:6]}", f"{lab.name}_{uuid.uuid4().hex[:4]}_")
+    lab.exchanges.add(made.exchange)  # its queues and exchanges go with the world
+    await ensure_users(MANAGEMENT_URL, AMQP_URL, broker_users(made.exchange, made.prefix), made.passwords)
+    try:
+        yield made
+    finally:
+        async with httpx.AsyncClient(base_url=MANAGEMENT_API, auth=MANAGEMENT_AUTH) as client:
+            for name in made.passwords:
+                await client.delete(f"/api/users/{name}")
+
+
+async def test_a_service_run_as_its_own_user_consumes_retries_and_dead_letters(
+    lab: World, probe_settings: Callable[..., ServiceSettings]
+) -> None:
+    attempts: list[str] = []
+    worked: list[str] = []
+
+    async def breaks(conn: Connection, payload: Breaks, event: Meta) -> None:
+        attempts.append(event.id)
+        raise RuntimeError("the licence server is away")
+
+    async def works(conn: Connection, payload: Works, event: Meta) -> None:
+        worked.append(event.id)
+
+    handlers = Handlers().on(Breaks, breaks).on(Works, works)
+    async with own_users(lab) as users:
+        await ensure_topology(AMQP_URL, users.exchange, {"orders": tuple(handlers.bindings())})
+        settings = probe_settings(
+            exchange=users.exchange, amqp_url=users.url("orders"), max_attempts=2, consumer_linger_ms=0
+        )
+        runtime = Runtime(settings, migrations=PROBE_MIGRATIONS, handlers=handlers)
+        topology = runtime.topology
+        await runtime.start()
+        try:
+            failing, working = new_event("probe.breaks", SOURCE, {}), new_event("probe.works", SOURCE, {})
+            for event in (failing, working):
+                await publish_event(users.exchange, event)
+            settled = {topology.queue_name: 0, topology.retry_queue_name: 0, topology.dead_letter_queue_name: 1}
+            async with asyncio.timeout(15):
+                while not (worked and await queue_depths(users.exchange) == settled):
+                    await asyncio.sleep(0.05)
+            assert worked == [working.id] and attempts == [failing.id, failing.id]
+            # The operator's listing of its dead letters, through the service's own user, puts them back.
+            [shown] = await list_dead_letters(users.url("orders"), topology, 10, runtime.pool)
+            assert shown.message_id == failing.id and shown.reason == "RuntimeError: the licence server is away"
+            connection = await aio_pika.connect(AMQP_URL)
+            async with connection:
+                channel = await connection.channel()
+                queue = await channel.get_queue(topology.dead_letter_queue_name, ensure=False)
+                dead = await queue.get(no_ack=True, timeout=10)
+            # Put back by the listing, dead-lettered by the consumer, retried before: all through its own exchange.
+            assert dead.exchange == topology.requeue_exchange_name
+            assert dead.message_id == failing.id and (dead.headers or {})["x-spm-attempt"] == 2
+            deaths = (dead.headers or {})["x-death"]
+            assert isinstance(deaths, list) and isinstance(deaths[0], dict)
+            assert (deaths[0]["queue"], deaths[0]["exchange"], deaths[0]["reason"]) == (
+                topology.retry_queue_name,
+                topology.requeue_exchange_name,
+                "expired",
+            )
+        finally:
+            await runtime.stop()
+
+
+async def test_a_service_run_as_its_own_user_without_bootstrap_stops_and_says_so(
+    lab: World, probe_settings: Callable[..., ServiceSettings]
+) -> None:
+    handlers = Handlers().on(Works, _nothing)
+    async with own_users(lab) as users:
+        settings = probe_settings(exchange=users.exchange, amqp_url=users.url("orders"))
+        runtime = Runtime(settings, migrations=PROBE_MIGRATIONS, handlers=handlers)
+        try:
+            with pytest.raises(TopologyMissing) as raised:
+                await runtime.start()
+        finally:
+            await runtime.stop()
+        topology = runtime.topology
+        assert str(raised.value) == (
+            f"RabbitMQ lacks {users.exchange}, {users.exchange}.dlx, {topology.requeue_exchange_name}, "
+            f"{topology.queue_name}, {topology.retry_queue_name}, {topology.dead_letter_queue_name} and this "
+            "service's broker user may not declare them: run `spm-admin bootstrap` (compose's db-init) with the "
+            "administrator's login first"
+        )
+        # It declared nothing on its way.
+        assert len(await topology.missing(AMQP_URL, handlers.bindings())) == 6
+
+
+async def _nothing(conn: Connection, payload: Works, event: Meta) -> None:
+    return None
+
+
+SOURCE = "https://shop.example/orders"
+
+
+async def publish_event(exchange: str, event: CloudEvent) -> None:
+    connection = await aio_pika.connect(AMQP_URL)
+    async with connection:
+        channel = await connection.channel(publisher_confirms=True)
+        target = await channel.get_exchange(exchange, ensure=False)
+        await target.publish(amqp_message(event), routing_key=event.type, timeout=10)

@@ -155,9 +155,9 @@ async def test_a_listing_waits_for_an_erasure_going_through_the_queue(
             listing = asyncio.create_task(list_dead_letters(AMQP_URL, runtime.topology, 100, runtime.pool))
             await asyncio.sleep(0.5)
             assert not listing.done()  # it waits: no message of the queue is held by the listing
-            assert await remove_dead_letters(AMQP_URL, queue, about_address(SUBJECT)) == deadletters.DeadLetterRemoval(
-                removed=1, kept=1
-            )
+            assert await remove_dead_letters(
+                AMQP_URL, runtime.topology, about_address(SUBJECT)
+            ) == deadletters.DeadLetterRemoval(removed=1, kept=1)
         assert [d.message_id for d in await asyncio.wait_for(listing, 10)] == [ids[1]]
 
 
@@ -181,14 +181,14 @@ async def test_a_crash_before_the_acknowledgements_duplicates_survivors_and_lose
         with monkeypatch.context() as patch:
             patch.setattr(aio_pika.IncomingMessage, "ack", dies)
             with pytest.raises(ConnectionError):
-                await remove_dead_letters(AMQP_URL, queue, about_address(SUBJECT))
+                await remove_dead_letters(AMQP_URL, runtime.topology, about_address(SUBJECT))
         await asyncio.sleep(0.3)  # the connection closed: the unacknowledged originals are back
 
         left = [str(d.message_id) for d in await list_dead_letters(AMQP_URL, runtime.topology, 100, runtime.pool)]
         assert sorted(left) == sorted([*ids, ids[0], ids[2]])  # every original, and the copies: duplicates only
 
         # Run again (the erasure's transaction rolled back, the request comes again): the subject's one goes.
-        again = await remove_dead_letters(AMQP_URL, queue, about_address(SUBJECT))
+        again = await remove_dead_letters(AMQP_URL, runtime.topology, about_address(SUBJECT))
         assert again == deadletters.DeadLetterRemoval(removed=1, kept=4)
         left = [str(d.message_id) for d in await list_dead_letters(AMQP_URL, runtime.topology, 100, runtime.pool)]
         assert ids[1] not in left and sorted(set(left)) == sorted([ids[0], ids[2]])

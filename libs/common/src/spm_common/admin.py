@@ -24,8 +24,8 @@ import yaml
 
 from spm_common import allowlist
 from spm_common import asyncapi as event_docs
-from spm_common.bootstrap import ensure_database, ensure_roles, with_database
-from spm_common.brokerusers import USERS, broker_users, ensure_users, user_name
+from spm_common.bootstrap import ensure_database, ensure_roles, ensure_topology, with_database
+from spm_common.brokerusers import BINDS, USERS, broker_users, ensure_users, user_name
 from spm_common.deadletters import list_dead_letters, replay_dead_letters
 from spm_common.handlers import Handlers
 from spm_common.logging import configure_logging
@@ -64,7 +64,9 @@ def service_settings(service: str) -> tuple[ServiceSettings, object]:
 @cli.command()
 def bootstrap() -> None:
     """Create the database, its extensions, each service's owner and login roles and schema, and apply the
-    migrations of every service installed here (needs SPM_DATABASE_URL with admin rights). Safe to run again."""
+    migrations of every service installed here (needs SPM_DATABASE_URL with admin rights); make the RabbitMQ
+    users (with SPM_RABBITMQ_MANAGEMENT_URL) and declare every installed service's queues, exchanges and
+    bindings (as SPM_AMQP_URL's login, else the management URL's administrator). Safe to run again."""
     settings = load(BootstrapSettings)
     installed = [s for s in WITH_SCHEMA if importlib.util.find_spec(s) is not None]
     management = settings.rabbitmq_management_url
@@ -78,6 +80,8 @@ def bootstrap() -> None:
             await ensure_users(
                 management.get_secret_value(), settings.amqp_url, broker_users(settings.exchange), passwords
             )
+        # BINDS: what each service's consumer binds (a test compares them), and its user's topic permissions.
+        await ensure_topology(settings.admin_amqp_url(), settings.exchange, {s: BINDS[s] for s in installed})
         return applied
 
     for service, applied in asyncio.run(go()).items():
@@ -85,6 +89,7 @@ def bootstrap() -> None:
     typer.echo("database, roles and schemas ready")
     if management is not None:
         typer.echo(f"RabbitMQ users ready: {', '.join(user_name(who) for who in USERS)}")
+    typer.echo(f"RabbitMQ queues and exchanges ready on {settings.exchange}: {', '.join(installed)}")
 
 
 @cli.command()

@@ -1,5 +1,6 @@
 """Creates the database, and per service an owner role, a login role and the schema: the only step that
-needs Postgres admin rights.
+needs Postgres admin rights. Declares each service's queues, exchanges and bindings on RabbitMQ
+(`ensure_topology`), the only step that needs the right to configure the broker.
 
 `spm_<service>_owner` cannot log in; it owns the schema `<service>` and everything in it, and migrations run
 as it (`spm_common.migrations`). `spm_<service>` is the service's login: it may use its own schema's tables
@@ -13,10 +14,12 @@ from __future__ import annotations
 import contextlib
 
 import asyncpg
+from faststream.rabbit import RabbitBroker
 
 from spm_common.logging import get_logger
 from spm_common.migrations import SchemaRoles
 from spm_common.settings import database_name, with_user
+from spm_common.topology import Topology
 
 log = get_logger(__name__)
 
@@ -120,6 +123,18 @@ async def _own_schema(conn: asyncpg.Connection, schema: str, owner: str, login: 
     await conn.execute(
         f"ALTER DEFAULT PRIVILEGES FOR ROLE {owner} IN SCHEMA {schema} GRANT USAGE, SELECT ON SEQUENCES TO {login}"
     )
+
+
+async def ensure_topology(amqp_url: str, exchange: str, bindings: dict[str, tuple[str, ...]]) -> None:
+    """Declare each service's topology (`Topology.declare`), its queue bound to its routing keys in `bindings`,
+    with a login allowed to configure the broker: a service's own broker user may not, and finds it made."""
+    broker = RabbitBroker(amqp_url, logger=None)
+    await broker.connect()
+    try:
+        for service, keys in bindings.items():
+            await Topology(exchange, service).declare(broker, keys)
+    finally:
+        await broker.stop()
 
 
 def with_database(url: str, database: str) -> str:

@@ -1,15 +1,16 @@
 """RabbitMQ users: one per service and one per outside publisher, each limited to what it does.
 
-A service's user may declare, bind, read and write its own queues (`X.S`, `X.S.retry`, `X.S.dlq`) and the
-exchanges it needs (`X`, `X.dlx`); on the topic exchange `X` its topic permissions let it publish only the
-routing keys it publishes and bind only the keys it consumes (the audit service consumes everything). An
-outside publisher may only publish its own routing keys to `X`. So whoever holds one login can neither
-read another service's queue nor bind a queue to `#`, nor publish an event someone else owns: the broker
-refuses with 403 ACCESS_REFUSED (for a publish, by closing the channel).
-
-The services' consumers send their retry and dead-letter copies through the default exchange
-(`amq.default`): that exchange routes by queue name and has no topic permissions, so a service user may put
-a message into any queue whose name it knows. Routing those copies through `X.dlx` instead would close that.
+A service's user may configure nothing: `spm-admin bootstrap` declares every queue, exchange and binding with
+the administrator's login (spm_common.topology), and the service only checks at start that they exist. It may
+read (consume) its own queues (`X.S`, `X.S.retry`, `X.S.dlq`) and nothing else, and write to two exchanges:
+the topic exchange `X`, where its topic permissions let it publish only the routing keys it publishes, and
+its own `X.S.requeue`, which routes to its own three queues only (its retry and dead-letter copies, and the
+dead letters it replays, lists or keeps). It may write neither to the default exchange (`amq.default`) nor to
+`X.dlx`: both deliver by queue name, with no topic permissions, so a user allowed either could put a forged
+event into any service's queue. An outside publisher may only publish its own routing keys to `X`. So
+whoever holds one login can neither read another service's queue nor bind a queue at all, nor publish an
+event someone else owns, nor put a message straight into a queue: the broker refuses with 403 ACCESS_REFUSED
+(for a publish, by closing the channel).
 
 One more user, `spm_monitor`, is the console's, to show each queue's depth on its system page: the
 management HTTP API's `management` tag with permissions matching nothing on the vhost. It may list the
@@ -30,6 +31,7 @@ import httpx
 
 from spm_common.notifications import NOTIFICATION_FAILED, NOTIFICATION_SENT, outcome_routing_key
 from spm_common.settings import WITH_SCHEMA
+from spm_common.topology import Topology
 
 # The routing keys each service publishes and binds, as its code does (a test compares them with each
 # service's PUBLISHES and its consumer's bindings).
@@ -103,7 +105,6 @@ OUTSIDE_PUBLISHERS: dict[str, tuple[str, ...]] = {
 MONITOR = "monitor"
 USERS = (*WITH_SCHEMA, *OUTSIDE_PUBLISHERS, MONITOR)
 NOTHING = "^$"
-DEFAULT_EXCHANGE = "amq.default"
 
 
 @dataclass(frozen=True)
@@ -129,16 +130,16 @@ def broker_users(exchange: str, prefix: str = "spm_") -> list[BrokerUser]:
     """Every user of the system on `exchange`; `prefix` keeps test users apart (users are broker-wide)."""
     users = []
     for service in WITH_SCHEMA:
-        own = [f"{exchange}.{service}", f"{exchange}.{service}.retry", f"{exchange}.{service}.dlq"]
-        exchanges = [exchange, f"{exchange}.dlx"]
+        topology = Topology(exchange, service)
+        own = [topology.queue_name, topology.retry_queue_name, topology.dead_letter_queue_name]
         binds = BINDS[service]
         users.append(
             BrokerUser(
                 name=user_name(service, prefix),
-                configure=_any_of(*exchanges, *own),
-                # Its retry and dead-letter copies go through the default exchange (see the module's docstring).
-                write=_any_of(*exchanges, *own, DEFAULT_EXCHANGE),
-                read=_any_of(*exchanges, *own),
+                # Bootstrap declares and binds everything (see the module's docstring).
+                configure=NOTHING,
+                write=_any_of(exchange, topology.requeue_exchange_name),
+                read=_any_of(*own),
                 exchange=exchange,
                 topic_write=_any_of(*PUBLISHES[service], *ROUTED.get(service, ())),
                 topic_read=".*" if "#" in binds else _any_of(*binds),

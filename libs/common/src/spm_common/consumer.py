@@ -38,6 +38,7 @@ from typing import Any
 
 import asyncpg
 from aio_pika.abc import AbstractIncomingMessage
+from aiormq import spec
 from faststream import AckPolicy
 from faststream.rabbit import RabbitBroker, RabbitMessage
 from pydantic import ValidationError
@@ -122,6 +123,7 @@ class EventConsumer:
         self._settling: set[int] = set()
         self._broker = broker
         self._topology = topology
+        self._requeue = topology.requeue_exchange
         self._handlers = handlers
         self._routes = dict(handlers.routes)
         self._every = handlers.every
@@ -368,8 +370,11 @@ class EventConsumer:
     async def _republish(
         self, message: _Delivery, queue: str, extra: dict[str, Any], expiration: float | None = None
     ) -> None:
-        await self._broker.publish(
+        # Through the service's own exchange (Topology.requeue_exchange): its user may write nowhere else that
+        # routes by queue name. Mandatory: a copy the broker cannot route comes back instead of a confirmation.
+        confirmation = await self._broker.publish(
             message.body,
+            exchange=self._requeue,
             routing_key=queue,
             persist=True,
             expiration=expiration,
@@ -379,7 +384,10 @@ class EventConsumer:
             message_type=message.type,
             correlation_id=message.correlation_id,
             timeout=REPUBLISH_TIMEOUT_SECONDS,
+            mandatory=True,
         )
+        if not isinstance(confirmation, spec.Basic.Ack):  # returned unroutable, or refused: the original stays
+            raise RuntimeError(f"copy to {queue} not routed")
 
 
 async def _run_batch(conn: Connection, route: Route[Any] | None, run: list[Received[Any]]) -> None:

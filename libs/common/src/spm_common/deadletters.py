@@ -76,7 +76,9 @@ async def replay_dead_letters(
             await _back_to_the_end(message, channel, topology)
             return
         headers = {k: v for k, v in (message.headers or {}).items() if not k.startswith("x-")}
-        await channel.default_exchange.publish(copy_message(message, headers), routing_key=topology.queue_name)
+        await (await requeue_exchange(channel, topology)).publish(
+            copy_message(message, headers), routing_key=topology.queue_name
+        )
         await message.ack()
         moved += 1
 
@@ -115,7 +117,7 @@ async def _queue_held(database: Database, queue: str) -> AsyncIterator[None]:
 
 
 async def _each_on(connection: AbstractConnection, topology: Topology, limit: int, handle: Any) -> None:
-    channel = await connection.channel(publisher_confirms=True)
+    channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
     async with channel:
         queue = await channel.get_queue(topology.dead_letter_queue_name, ensure=True)
         # Only what is waiting now: a message put back (or failing again at once) is not seen twice.
@@ -131,8 +133,18 @@ async def _back_to_the_end(
     message: AbstractIncomingMessage, channel: aio_pika.abc.AbstractChannel, topology: Topology
 ) -> None:
     headers = {k: v for k, v in (message.headers or {}).items() if k != "x-delivery-count"}
-    await channel.default_exchange.publish(copy_message(message, headers), routing_key=topology.dead_letter_queue_name)
+    await (await requeue_exchange(channel, topology)).publish(
+        copy_message(message, headers), routing_key=topology.dead_letter_queue_name
+    )
     await message.ack()
+
+
+async def requeue_exchange(channel: aio_pika.abc.AbstractChannel, topology: Topology) -> aio_pika.abc.AbstractExchange:
+    """The service's own exchange to its queues (`Topology.requeue_exchange`), where every copy it puts back
+    goes: its broker user may write to no exchange that routes by queue name but this one. Open `channel`
+    with `on_return_raises=True`: a copy the broker cannot route (a binding missing) then raises, mandatory
+    being aio-pika's default, instead of being confirmed and lost."""
+    return await channel.get_exchange(topology.requeue_exchange_name, ensure=False)
 
 
 def _described(message: AbstractIncomingMessage) -> DeadLetter:
@@ -240,9 +252,9 @@ def about_address(address: str) -> Callable[[AbstractIncomingMessage], bool]:
 
 
 async def remove_dead_letters(
-    amqp_url: str, queue_name: str, doomed: Callable[[AbstractIncomingMessage], bool]
+    amqp_url: str, topology: Topology, doomed: Callable[[AbstractIncomingMessage], bool]
 ) -> DeadLetterRemoval:
-    """Remove from a dead-letter queue every message `doomed` says must go; the others stay, in their order.
+    """Remove from a service's dead-letter queue every message `doomed` says must go; the others stay, in their order.
 
     RabbitMQ cannot delete one message from the middle of a queue: every message waiting now is taken off
     (unacknowledged, REMOVE_CHUNK at a time), the ones that stay are published again at the end of the queue
@@ -256,9 +268,11 @@ async def remove_dead_letters(
     Only what waits when it starts is looked at: a message dead-lettered meanwhile stays where it arrives
     (before the copies). Callers hold `LOCK` so that no other taker hides messages from this one."""
     removed = kept = 0
+    queue_name = topology.dead_letter_queue_name
     connection = await aio_pika.connect(amqp_url)
     async with connection:
-        channel = await connection.channel(publisher_confirms=True)
+        channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+        requeue = await requeue_exchange(channel, topology)
         queue = await channel.declare_queue(queue_name, passive=True)
         waiting = queue.declaration_result.message_count or 0
         while waiting > 0:
@@ -273,9 +287,7 @@ async def remove_dead_letters(
             # Started in order, the publishes reach the broker in order: each takes the channel's lock, which
             # is first come first served, before anything else it waits for (test_dead_letter_erasure checks
             # the order with more messages than this can reorder by chance).
-            await asyncio.gather(
-                *(channel.default_exchange.publish(_without_count(m), routing_key=queue_name) for m in staying)
-            )
+            await asyncio.gather(*(requeue.publish(_without_count(m), routing_key=queue_name) for m in staying))
             # Every copy is confirmed: now, and only now, the originals go (all of this channel's, at once).
             await taken[-1].ack(multiple=True)
             removed += len(taken) - len(staying)

@@ -139,9 +139,10 @@ class DeadLetterEraser:
     person some other way only (a name alone may be someone else's) waits for the retention to park it masked
     (SPM_DLQ_RETENTION_DAYS)."""
 
-    def __init__(self, amqp_url: str, queue: str) -> None:
+    def __init__(self, amqp_url: str, topology: Topology) -> None:
         self._amqp_url = amqp_url
-        self._queue = queue
+        self._topology = topology
+        self._queue = topology.dead_letter_queue_name
         # Removed from the queue so far per request, by this process. The queue is not rolled back with the
         # transaction: a batch that fails for another message's sake runs its handlers again one by one, and
         # that run finds nothing left to remove, but its answer must still count what the first took away.
@@ -151,7 +152,7 @@ class DeadLetterEraser:
     def of(cls, settings: ServiceSettings) -> DeadLetterEraser:
         """The eraser of this service's dead letters, through its own broker user (it may read its queues)."""
         url = connection_named(settings.role_amqp_url(), f"spm-{settings.service} dead-letter erasure")
-        return cls(url, Topology(settings.exchange, settings.service).dead_letter_queue_name)
+        return cls(url, Topology(settings.exchange, settings.service))
 
     async def erase(self, conn: Connection, request: PrivacyRequestConfirmed, spellings: Iterable[str] = ()) -> int:
         """Remove the dead letters that name the request's address (or one of these other spellings of it), in
@@ -159,7 +160,7 @@ class DeadLetterEraser:
         table. Holds the queue's lock (deadletters.LOCK) until that transaction ends."""
         addresses = sorted({normalise_address(request.email), *(normalise_address(s) for s in spellings if s)})
         await conn.execute(deadletters.LOCK, self._queue)
-        removal = await deadletters.remove_dead_letters(self._amqp_url, self._queue, _naming(addresses))
+        removal = await deadletters.remove_dead_letters(self._amqp_url, self._topology, _naming(addresses))
         parked = await _forget_parked(conn, addresses)
         queued = self._removed.pop(request.request_id, 0) + removal.removed
         self._removed[request.request_id] = queued

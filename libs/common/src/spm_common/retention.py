@@ -28,12 +28,13 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict
 
 from spm_common import outbox
 from spm_common.db import Connection
-from spm_common.deadletters import SESSION_LOCK, SESSION_UNLOCK, copy_message
+from spm_common.deadletters import SESSION_LOCK, SESSION_UNLOCK, copy_message, requeue_exchange
 from spm_common.envelope import new_event
 from spm_common.health import LoopHealth
 from spm_common.logging import get_logger
 from spm_common.outbox import PURGE_EVERY_SECONDS, PURGE_TIMEOUT_SECONDS
 from spm_common.redaction import describe_error, redact, redact_text
+from spm_common.topology import Topology
 
 log = get_logger(__name__)
 
@@ -157,7 +158,7 @@ class DeadLetterParking:
         self,
         pool: Callable[[], asyncpg.Pool],
         connect: Callable[[], Awaitable[AbstractRobustConnection]],
-        queue: str,
+        topology: Topology,
         retention_days: float,
         *,
         service: str,
@@ -167,7 +168,8 @@ class DeadLetterParking:
     ) -> None:
         self._pool = pool
         self._connect = connect
-        self._queue = queue
+        self._topology = topology
+        self._queue = topology.dead_letter_queue_name
         self._retention = timedelta(days=retention_days)
         self._service = service
         self._source = source
@@ -197,7 +199,7 @@ class DeadLetterParking:
             await conn.execute(SESSION_LOCK, self._queue)
             try:
                 connection = await self._connect()
-                channel = await connection.channel(publisher_confirms=True)
+                channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
                 try:
                     parked = await self._park_waiting(conn, channel, cutoff)
                 finally:
@@ -218,6 +220,7 @@ class DeadLetterParking:
     async def _park_waiting(self, conn: Connection, channel: AbstractChannel, cutoff: datetime) -> int:
         parked = 0
         queue = await channel.declare_queue(self._queue, passive=True)
+        requeue = await requeue_exchange(channel, self._topology)
         # Only what waits now: a younger message put back at the end is not looked at twice in one round.
         waiting = min(queue.declaration_result.message_count or 0, PARK_BATCH)
         old: list[AbstractIncomingMessage] = []
@@ -228,7 +231,7 @@ class DeadLetterParking:
             when = failed_at(message)
             # Of unknown age: kept, rather than parked the day it failed (`spm-admin dlq list` shows it).
             if when is None or when >= cutoff:
-                await channel.default_exchange.publish(_copy(message), routing_key=self._queue)
+                await requeue.publish(_copy(message), routing_key=self._queue)
                 await message.ack()
                 continue
             old.append(message)

@@ -1,8 +1,9 @@
 """A service's moving parts in one object: its pool, its broker, its subscription and its outbox relay.
 
 `start` connects (waiting for Postgres and RabbitMQ if they are not up yet), migrates the service's schema,
-declares its topology, starts consuming and starts the relay (unless `relay=False`: a service may leave its
-outbox to a relay process of its own, a Runtime with no handlers); `stop` undoes it in reverse order.
+checks its topology (declares it only where it is missing and it may: `Topology.ensure`), starts consuming and
+starts the relay (unless `relay=False`: a service may leave its outbox to a relay process of its own, a Runtime
+with no handlers); `stop` undoes it in reverse order.
 """
 
 from __future__ import annotations
@@ -104,7 +105,7 @@ class Runtime:
         for event_type, schema in (publishes or {}).items():
             # Declared so the AsyncAPI document lists every event the service publishes, with its payload.
             self.broker.publisher(
-                event_type, exchange=self.topology.exchange, schema=schema, title=f"{event_type}:publish"
+                event_type, exchange=self.topology.existing_exchange, schema=schema, title=f"{event_type}:publish"
             )
         self._background = background
         self._scrape = scrape
@@ -150,7 +151,10 @@ class Runtime:
         # A migration may take longer than any statement of the running service: a connection of its own.
         await bring_up_to_date(self.settings, self.migrations)
         await _retry_until_up("rabbitmq", self.broker.connect)
-        await self.topology.declare(self.broker, self.consumer.routing_keys if self.consumer else [])
+        # Declares nothing where `spm-admin bootstrap` did (the service's own broker user may configure nothing).
+        await self.topology.ensure(
+            self.broker, self.settings.role_amqp_url(), self.consumer.routing_keys if self.consumer else []
+        )
         if self.consumer:
             self.consumer.start()
         await self.broker.start()
@@ -182,7 +186,7 @@ class Runtime:
             self.dead_letters = DeadLetterParking(
                 lambda: self.pool,
                 self.broker.connect,
-                self.topology.dead_letter_queue_name,
+                self.topology,
                 self.settings.dlq_retention_days,
                 service=self.settings.service,
                 source=self.settings.source,

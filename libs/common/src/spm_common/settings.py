@@ -336,7 +336,8 @@ class BootstrapSettings(SpmSettings):
     audit_db_password: Annotated[SecretStr | None, STRONG_SECRET] = None
     console_db_password: Annotated[SecretStr | None, STRONG_SECRET] = None
 
-    # The broker's vhost (the path of this URL) and exchange the RabbitMQ users are made for.
+    # The broker's vhost (the path of this URL) and exchange the RabbitMQ users and queues are made for; its
+    # login, if it has one, declares the queues (else the management URL's administrator: `admin_amqp_url`).
     amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/"
     exchange: str = Field(default="spm.events", min_length=1, max_length=200)
     # Set, bootstrap makes the RabbitMQ users through the management HTTP API with this URL's administrator
@@ -381,6 +382,16 @@ class BootstrapSettings(SpmSettings):
     def broker_password(self, who: str) -> str:
         password: SecretStr | None = getattr(self, f"{who}_amqp_password")
         return password.get_secret_value() if password is not None else ""
+
+    def admin_amqp_url(self) -> str:
+        """The AMQP URL bootstrap declares the queues with: SPM_AMQP_URL as it is where it holds a login, else
+        with the administrator's login of SPM_RABBITMQ_MANAGEMENT_URL (compose's db-init: one secret, not two)."""
+        parts = urlsplit(self.amqp_url)
+        if parts.username or self.rabbitmq_management_url is None:
+            return self.amqp_url
+        admin = urlsplit(self.rabbitmq_management_url.get_secret_value())
+        login = f"{admin.username or ''}:{admin.password or ''}@"  # as the URL spells them: quoted already
+        return urlunsplit(parts._replace(netloc=login + parts.netloc))
 
 
 def with_user(url: str, user: str, password: str | None = None) -> str:

@@ -103,6 +103,9 @@ class World:
                         channel = await connection.channel()
                         with contextlib.suppress(Exception):
                             await channel.queue_delete(queue)
+                    channel = await connection.channel()
+                    with contextlib.suppress(Exception):
+                        await channel.exchange_delete(topology.requeue_exchange_name)
                 for name in (exchange, f"{exchange}.dlx"):
                     channel = await connection.channel()
                     with contextlib.suppress(Exception):
