@@ -16,9 +16,10 @@ from notifier.settings import Settings as NotifierSettings
 from spm_common.envelope import new_event
 from spm_common.metrics import EVENTS_CONSUMED
 from spm_common.notifications import NOTIFICATION_FAILED, NOTIFICATION_SENT, NotificationRequested
+from spm_common.publishers import amqp_login
 from spm_common.testing.outside import publish
 from spm_common.testing.smtp import SmtpServer
-from spm_common.testing.world import World, new_world, running
+from spm_common.testing.world import AMQP_URL, World, new_world, running
 
 OUTCOMES = (NOTIFICATION_SENT, NOTIFICATION_FAILED)
 RESULTS = ("processed", "duplicate", "ignored")
@@ -83,7 +84,14 @@ async def test_the_orders_mail_outcomes_never_reach_the_contact_service(world: W
         # arrival, one at rendering (its context lacks what the template needs); each path enqueues an outcome.
         for template in ("order-confirmation", "no-such-template"):
             request = new_event("notification.requested", "urn:spm:orders", order_mail(buyer, template))
-            await publish(world.exchange, request.type, request.data, source=request.source, event_id=request.id)
+            await publish(
+                world.exchange,
+                request.type,
+                request.data,
+                source=request.source,
+                event_id=request.id,
+                user_id=amqp_login(AMQP_URL),
+            )
         # Then a visitor's message: its acknowledgement's outcome is the contact service's own.
         response = await contact.post(
             "/v1/messages",

@@ -40,6 +40,7 @@ from spm_common.db import Connection
 from spm_common.deadletters import list_dead_letters
 from spm_common.envelope import CloudEvent, Payload, amqp_message, new_event
 from spm_common.handlers import Handlers, Meta
+from spm_common.outbox import AmqpPublisher
 from spm_common.runtime import Runtime
 from spm_common.settings import SERVICES, WITH_SCHEMA, ServiceSettings
 from spm_common.testing.world import AMQP_URL, MANAGEMENT_URL, World, new_world
@@ -159,6 +160,43 @@ async def test_each_service_finds_what_bootstrap_declared_and_publishes_what_it_
         "product.announced",
         "upgrade.released",
     ]
+
+
+async def test_the_broker_refuses_a_user_id_not_the_publishers_login_and_the_relay_says_its_own(
+    users: Users,
+) -> None:
+    """RabbitMQ validates `user_id`: the contact service's login may publish notification.requested, but not
+    as the orders service's user. The relay's publish (AmqpPublisher) carries its own login, which the
+    consumer then reads (the notifier believes a request's source only from its service's user)."""
+    queue_name = f"{users.exchange}.probe-{uuid.uuid4().hex[:6]}"
+    admin = await aio_pika.connect(AMQP_URL)
+    async with admin:
+        channel = await admin.channel()
+        queue = await channel.declare_queue(queue_name, auto_delete=True)
+        await queue.bind(users.exchange, "notification.requested")
+        connection = await aio_pika.connect_robust(users.url("contact"))
+        async with connection:
+
+            async def same() -> aio_pika.abc.AbstractRobustConnection:
+                return connection
+
+            own = AmqpPublisher(same, users.exchange, timeout=5, user_id=user_name("contact", users.prefix))
+            forged = AmqpPublisher(same, users.exchange, timeout=5, user_id=user_name("orders", users.prefix))
+            batch = [("notification.requested", "own", b"{}", "notification.requested")]
+            [confirmed] = await own.publish_many(batch)
+            assert not isinstance(confirmed, BaseException)
+            [refused] = await forged.publish_many(
+                [("notification.requested", "forged", b"{}", "notification.requested")]
+            )
+            assert isinstance(refused, BaseException)
+            with pytest.raises(REFUSED, match="PRECONDITION_FAILED"):
+                await forged("notification.requested", "forged-one", b"{}")
+            await own.close()
+            await forged.close()
+        taken = []
+        while (message := await queue.get(no_ack=True, fail=False, timeout=5)) is not None:
+            taken.append((message.message_id, message.user_id))
+    assert taken == [("own", user_name("contact", users.prefix))]
 
 
 # Every user, with routing keys it does not own: another's event, a request for mail (which names people and

@@ -11,7 +11,7 @@ from aiormq import spec
 from pamqp.body import ContentBody
 from pamqp.header import ContentHeader
 from spm_common.envelope import CONTENT_TYPE
-from spm_common.internals import publish_frames
+from spm_common.internals import publish_frames, user_id_property
 
 
 @pytest.mark.parametrize(
@@ -22,13 +22,15 @@ from spm_common.internals import publish_frames
         (str(uuid.uuid4()), b""),  # no body frame at all
     ],
 )
-def test_publish_frames_are_byte_for_byte_what_pamqp_marshals(event_id: str, body: bytes) -> None:
+@pytest.mark.parametrize("user_id", [None, "spm_contact", "người_dùng"])  # the relay's login, where it says one
+def test_publish_frames_are_byte_for_byte_what_pamqp_marshals(event_id: str, body: bytes, user_id: str | None) -> None:
     exchange, event_type, channel, max_content = "spm_test_1.events", "contact.message.received", 3, 1000
     properties = spec.Basic.Properties(
         content_type=CONTENT_TYPE,
         delivery_mode=aio_pika.DeliveryMode.PERSISTENT.value,
         message_id=event_id,
         message_type=event_type,
+        user_id=user_id,
     )
     frames: list[pamqp.frame.FrameTypes] = [
         spec.Basic.Publish(exchange=exchange, routing_key=event_type),
@@ -36,7 +38,8 @@ def test_publish_frames_are_byte_for_byte_what_pamqp_marshals(event_id: str, bod
         *(ContentBody(body[i : i + max_content]) for i in range(0, len(body), max_content)),
     ]
     expected = b"".join(pamqp.frame.marshal(frame, channel) for frame in frames)
-    assert publish_frames(channel, exchange, event_type, event_id, body, max_content) == expected
+    packed = publish_frames(channel, exchange, event_type, event_id, body, max_content, None, user_id_property(user_id))
+    assert packed == expected
 
 
 def test_a_name_over_255_bytes_is_refused_as_pamqp_refuses_it() -> None:

@@ -43,6 +43,8 @@ PRODUCTION = {
     "SPM_OPERATOR_TOKEN": strong("operator"),
     "SPM_WEBHOOK_SECRET": strong("webhook"),
     "SPM_AMQP_URL": f"amqp://spm:{strong('rabbitmq')}@rabbitmq:5672/",
+    # The notifier tells which service published a mail request by its RabbitMQ user: it logs in as its own.
+    "SPM_NOTIFIER_AMQP_URL": f"amqp://spm_notifier:{strong('notifier-rabbitmq')}@rabbitmq:5672/",
     "SPM_DATABASE_URL": f"postgresql://postgres:{strong('postgres')}@postgres:5432/spm",
     "SPM_NOTIFIER_PUBLIC_URL": "https://spmgroup.vn/notifier",
     "SPM_SMTP_HOST": "smtp.example.net",
@@ -144,7 +146,7 @@ def test_the_development_default_of_a_service_secret_is_refused(
 def test_a_weak_rabbitmq_login_is_refused(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], url: str, cls: type[SpmSettings]
 ) -> None:
-    in_production(monkeypatch, SPM_AMQP_URL=url)
+    in_production(monkeypatch, SPM_AMQP_URL=url, SPM_NOTIFIER_AMQP_URL=None)
     err = refused(cls, capsys)
     assert "  SPM_AMQP_URL: production " in err
     password = url.split("://")[1].split("@")[0].partition(":")[2]
@@ -303,6 +305,24 @@ def test_a_weak_own_rabbitmq_login_is_refused(
     assert "  SPM_AMQP_URL:" not in err, "the shared URL is not used, so not judged"
     password = url.split("://")[1].split("@")[0].partition(":")[2]
     assert not password or password not in err
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"SPM_NOTIFIER_AMQP_URL": None},  # the strong shared login of the other services
+        {"SPM_NOTIFIER_AMQP_URL": f"amqp://spm_contact:{strong('contact-rabbitmq')}@rabbitmq:5672/"},
+    ],
+    ids=["shared", "another-services"],
+)
+def test_the_notifier_refuses_a_login_not_its_own_in_production(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], changes: dict[str, str | None]
+) -> None:
+    """A shared login tells no one apart: the notifier would have to take a mail request's source on trust."""
+    in_production(monkeypatch, **changes)
+    err = refused(NotifierSettings, capsys)
+    assert "  SPM_NOTIFIER_AMQP_URL: production needs SPM_NOTIFIER_AMQP_URL logging in as the notifier's own" in err
+    assert strong("rabbitmq") not in err and strong("contact-rabbitmq") not in err
 
 
 @pytest.mark.parametrize(

@@ -14,6 +14,7 @@ import pytest
 from notifier.settings import Settings
 from notifier_helpers import FAST
 from spm_common.envelope import CloudEvent, amqp_message
+from spm_common.publishers import amqp_login
 from spm_common.testing.world import AMQP_URL, World
 
 
@@ -27,7 +28,8 @@ Publish = Callable[..., Awaitable[None]]
 
 @pytest.fixture
 async def publish(world: World) -> AsyncIterator[Publish]:
-    """Publish CloudEvents to the world's exchange as another service's outbox relay would."""
+    """Publish CloudEvents to the world's exchange as another service's outbox relay would: with the login the
+    tests share (the notifier's too, so the login tells no one apart: notifier.policy.Publishers) as user_id."""
     connection = await aio_pika.connect(AMQP_URL)
     async with connection:
         channel = await connection.channel()
@@ -35,10 +37,9 @@ async def publish(world: World) -> AsyncIterator[Publish]:
 
         async def send(*events: CloudEvent) -> None:
             for event in events:
-                await exchange.publish(
-                    amqp_message(event),
-                    routing_key=event.type,
-                )
+                message = amqp_message(event)
+                message.user_id = amqp_login(AMQP_URL)
+                await exchange.publish(message, routing_key=event.type)
 
         yield send
 

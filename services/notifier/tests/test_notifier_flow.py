@@ -8,11 +8,13 @@ import re
 import secrets
 import urllib.parse
 import uuid
+from collections.abc import AsyncIterator
 
 import aio_pika
 import asyncpg
 import httpx
 import orjson
+import pytest
 from notifier import store
 from notifier.app import create
 from notifier.settings import Settings
@@ -20,9 +22,11 @@ from notifier.tokens import make_token, recipient_ref
 from notifier_helpers import FAST, address, dead_letters, delivery_of, eventually, request_event, settled
 from spm_common.brokerusers import broker_users, ensure_users, with_credentials
 from spm_common.db import INDEX_SCAN_CLAIM
-from spm_common.envelope import amqp_message, new_event
+from spm_common.envelope import CloudEvent, amqp_message, new_event
+from spm_common.publishers import PUBLISHER_HEADER
 from spm_common.testing.smtp import SmtpServer
 from spm_common.testing.world import AMQP_URL, OPERATOR_TOKEN, World, running
+from spm_common.topology import Topology
 
 OPERATOR = {"Authorization": f"Bearer {OPERATOR_TOKEN}"}
 MANAGEMENT_URL = os.environ.get("SPM_TEST_RABBITMQ_MANAGEMENT_URL", "http://guest:guest@127.0.0.1:15672")
@@ -468,46 +472,166 @@ async def test_the_senders_claim_reads_due_deliveries_by_index_after_thousands_w
     assert '"Index Name": "deliveries_due"' in plan
 
 
-async def test_the_notifier_works_as_its_own_rabbitmq_user(world: World, db, smtp) -> None:
+class ServiceUsers:
+    """Real RabbitMQ users of every service (`ensure_users`), under a prefix of their own (users are broker-wide)."""
+
+    def __init__(self, world: World) -> None:
+        self.prefix = f"{world.name}_{uuid.uuid4().hex[:4]}_"
+        self.users = broker_users(world.exchange, self.prefix)
+        self.passwords = {u.name: secrets.token_urlsafe(16) for u in self.users}
+
+    def login(self, service: str) -> str:
+        return f"{self.prefix}{service}"
+
+    def url(self, service: str) -> str:
+        return with_credentials(AMQP_URL, self.login(service), self.passwords[self.login(service)])
+
+    async def publish(
+        self, service: str, exchange_name: str, *events: CloudEvent, headers: dict[str, str] | None = None
+    ) -> None:
+        """Publish as that service's outbox relay does: with its login as the validated user_id."""
+        connection = await aio_pika.connect(self.url(service))
+        async with connection:
+            channel = await connection.channel(publisher_confirms=True)
+            exchange = await channel.get_exchange(exchange_name, ensure=False)
+            for event in events:
+                message = amqp_message(event)
+                message.user_id = self.login(service)
+                message.headers = headers or {}
+                await exchange.publish(message, routing_key=event.type)
+
+
+@pytest.fixture
+async def service_users(world: World) -> AsyncIterator[ServiceUsers]:
+    made = ServiceUsers(world)
+    await ensure_users(MANAGEMENT_URL, AMQP_URL, made.users, made.passwords)
+    yield made
+    async with httpx.AsyncClient() as client:
+        for name in made.passwords:
+            await client.delete(f"{MANAGEMENT_API}/api/users/{name}", auth=MANAGEMENT_AUTH)
+
+
+async def test_the_notifier_works_as_its_own_rabbitmq_user(world: World, db, smtp, service_users: ServiceUsers) -> None:
     """Its own user may declare its queues, consume, publish its outcomes and dead-letter; the requests come
     from the contact service's user, which may publish notification.requested."""
-    prefix = f"{world.name}_{uuid.uuid4().hex[:4]}_"
-    users = broker_users(world.exchange, prefix)
-    passwords = {u.name: secrets.token_urlsafe(16) for u in users}
-    await ensure_users(MANAGEMENT_URL, AMQP_URL, users, passwords)
-    own = with_credentials(AMQP_URL, f"{prefix}notifier", passwords[f"{prefix}notifier"])
-    as_contact = with_credentials(AMQP_URL, f"{prefix}contact", passwords[f"{prefix}contact"])
     to = address("own-user")
     allowed = request_event("contact-ack", to)
     refused = request_event("order-confirmation", to, source="urn:spm:contact")
-    try:
-        settings = world.settings(Settings, **FAST, notifier_amqp_url=own)
-        async with running(create(settings)):
-            connection = await aio_pika.connect(as_contact)
-            async with connection:
-                channel = await connection.channel(publisher_confirms=True)
-                exchange = await channel.get_exchange(world.exchange, ensure=False)
-                for event in (allowed, refused):
-                    await exchange.publish(amqp_message(event), routing_key=event.type)
-            await settled(db, allowed, "sent")
-            # The notifier connected as its own user, not with SPM_AMQP_URL's.
-            async with httpx.AsyncClient() as client:
-
-                async def connected_as_own_user() -> bool:
-                    response = await client.get(f"{MANAGEMENT_API}/api/connections", auth=MANAGEMENT_AUTH)
-                    return any(c.get("user") == f"{prefix}notifier" for c in response.json())
-
-                await eventually(connected_as_own_user, timeout=30)
-            [dead] = await dead_letters(world.exchange, 1)
-            assert dead.message_id == refused.id
-            await eventually(
-                lambda: db.fetchval(
-                    "SELECT count(*) FROM notifier.outbox WHERE event_type = 'notification.sent'"
-                    " AND published_at IS NOT NULL AND position($1::bytea IN body) > 0",
-                    allowed.id.encode(),
-                )
-            )
-    finally:
+    prefix = service_users.prefix
+    settings = world.settings(Settings, **FAST, notifier_amqp_url=service_users.url("notifier"))
+    async with running(create(settings)):
+        await service_users.publish("contact", world.exchange, allowed, refused)
+        await settled(db, allowed, "sent")
+        # The notifier connected as its own user, not with SPM_AMQP_URL's.
         async with httpx.AsyncClient() as client:
-            for name in passwords:
-                await client.delete(f"{MANAGEMENT_API}/api/users/{name}", auth=MANAGEMENT_AUTH)
+
+            async def connected_as_own_user() -> bool:
+                response = await client.get(f"{MANAGEMENT_API}/api/connections", auth=MANAGEMENT_AUTH)
+                return any(c.get("user") == f"{prefix}notifier" for c in response.json())
+
+            await eventually(connected_as_own_user, timeout=30)
+        [dead] = await dead_letters(world.exchange, 1)
+        assert dead.message_id == refused.id
+        await eventually(
+            lambda: db.fetchval(
+                "SELECT count(*) FROM notifier.outbox WHERE event_type = 'notification.sent'"
+                " AND published_at IS NOT NULL AND position($1::bytea IN body) > 0",
+                allowed.id.encode(),
+            )
+        )
+
+
+# --- who published a request: the validated user_id (README, "Notification requests") ---------------------
+
+
+async def test_a_request_in_another_services_name_is_dead_lettered_and_its_own_is_sent(
+    world: World, db, smtp: SmtpServer, service_users: ServiceUsers
+) -> None:
+    """The contact service's login may publish notification.requested, and writes the orders service's source
+    and an order e-mail with license keys of its choosing: the notifier refuses it, as the broker vouches that
+    the contact service's user published it. The same request from the orders service's user is sent."""
+    forged_to, genuine_to = address("forged"), address("genuine")
+    forged = request_event("order-confirmation", forged_to)  # source urn:spm:orders, purpose fulfil-order
+    genuine = request_event("order-confirmation", genuine_to)
+    settings = world.settings(Settings, **FAST, notifier_amqp_url=service_users.url("notifier"))
+    async with running(create(settings)):
+        await service_users.publish("contact", world.exchange, forged)
+        await service_users.publish("orders", world.exchange, genuine)
+        await settled(db, genuine, "sent")
+        [dead] = await dead_letters(world.exchange, 1)
+        await asyncio.sleep(0.3)
+    assert dead.message_id == forged.id
+    reason = str((dead.headers or {}).get("x-spm-error"))
+    assert "'urn:spm:orders'" in reason and repr(service_users.login("contact")) in reason
+    assert forged_to not in reason
+    assert smtp.to(forged_to) == [] and len(smtp.to(genuine_to)) == 1
+    assert await delivery_of(db, forged) is None
+
+
+async def test_a_request_retried_by_the_notifier_keeps_its_publisher(
+    world: World, db, smtp: SmtpServer, service_users: ServiceUsers
+) -> None:
+    """A request whose recording fails once goes round the retry queue as the notifier's own copy (published by
+    the notifier's user): the copy says the orders service's user published the original, and is sent."""
+    to = address("retried")
+    request = request_event("order-confirmation", to)
+    settings = world.settings(Settings, **FAST, notifier_amqp_url=service_users.url("notifier"), retry_delay_ms=200)
+    async with running(create(settings)):
+        # The first delivery row written fails (a transient database error), the next ones do not.
+        await db.execute(FAIL_ONCE)
+        try:
+            await service_users.publish("orders", world.exchange, request)
+            await settled(db, request, "sent", timeout=20)
+            # Its recording was tried twice: failed, then taken from the retry queue.
+            assert await db.fetchval("SELECT last_value FROM notifier.test_fail_once") == 2
+        finally:
+            await db.execute(UNDO_FAIL_ONCE)
+    assert len(smtp.to(to)) == 1
+
+
+async def test_a_copy_forged_by_another_user_is_not_believed(
+    world: World, db, smtp: SmtpServer, service_users: ServiceUsers
+) -> None:
+    """Only the notifier's own copies carry a publisher in a header it believes: the contact service's user
+    writing that header, onto the exchange or straight into the notifier's queue by its name, is refused."""
+    to = address("forged-copy")
+    through_exchange = request_event("order-confirmation", to)
+    into_queue = request_event("order-confirmation", to)
+    as_orders = {PUBLISHER_HEADER: service_users.login("orders")}
+    settings = world.settings(Settings, **FAST, notifier_amqp_url=service_users.url("notifier"))
+    async with running(create(settings)):
+        await service_users.publish("contact", world.exchange, through_exchange, headers=as_orders)
+        connection = await aio_pika.connect(service_users.url("contact"))
+        async with connection:
+            channel = await connection.channel(publisher_confirms=True)
+            message = amqp_message(into_queue)
+            message.user_id = service_users.login("contact")
+            message.headers = {**as_orders, "x-spm-attempt": 2}
+            await channel.default_exchange.publish(message, routing_key=Topology(world.exchange, "notifier").queue_name)
+        dead = await dead_letters(world.exchange, 2)
+        await asyncio.sleep(0.3)
+    assert {d.message_id for d in dead} == {through_exchange.id, into_queue.id}
+    for letter in dead:
+        assert repr(service_users.login("contact")) in str((letter.headers or {}).get("x-spm-error"))
+    assert smtp.to(to) == []
+
+
+# A transient failure of the first delivery row written (a sequence: its value outlives the rolled-back
+# transaction), so the consumer sends the request round its retry queue once.
+FAIL_ONCE = """
+CREATE SEQUENCE notifier.test_fail_once;
+CREATE FUNCTION notifier.test_fail_once() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER AS $$
+BEGIN
+    IF nextval('notifier.test_fail_once') = 1 THEN
+        RAISE EXCEPTION 'a transient failure, once';
+    END IF;
+    RETURN NEW;
+END $$;
+CREATE TRIGGER test_fail_once BEFORE INSERT ON notifier.deliveries
+    FOR EACH ROW EXECUTE FUNCTION notifier.test_fail_once();
+"""
+UNDO_FAIL_ONCE = """
+DROP TRIGGER IF EXISTS test_fail_once ON notifier.deliveries;
+DROP FUNCTION IF EXISTS notifier.test_fail_once();
+DROP SEQUENCE IF EXISTS notifier.test_fail_once;
+"""

@@ -6,7 +6,7 @@ import aiosmtplib
 import pytest
 from email_validator import EmailNotValidError, validate_email
 from notifier.deliveries import _address_problem, _outcome, backoff_seconds
-from notifier.policy import TEMPLATES, RecipientFacts, check_request, refusal, requester_refusal
+from notifier.policy import TEMPLATES, Publishers, RecipientFacts, check_request, refusal, requester_refusal
 from notifier.smtp import classify
 from notifier.tokens import InvalidToken, make_token, read_token, recipient_ref
 from notifier_helpers import SAMPLE_CONTEXTS
@@ -207,3 +207,35 @@ def test_only_the_allowed_source_and_purpose_pairs_are_taken(source: str) -> Non
             assert refused is None, (source, purpose)
         else:
             assert refused == f"source {source!r} may not request {purpose!r} mail", (source, purpose)
+
+
+@pytest.mark.parametrize(
+    ("login", "production", "source", "publisher", "taken"),
+    [
+        # Each service's own user, as spm-admin bootstrap makes them (and under a test prefix).
+        ("spm_notifier", True, "urn:spm:orders", "spm_orders", True),
+        ("spm_notifier", True, "urn:spm:contact", "spm_contact", True),
+        ("t1_ab_notifier", False, "urn:spm:orders", "t1_ab_orders", True),
+        # Another service's user writing the source, or no publisher the broker vouches for.
+        ("spm_notifier", True, "urn:spm:orders", "spm_contact", False),
+        ("spm_notifier", False, "urn:spm:orders", "spm_contact", False),
+        ("spm_notifier", True, "urn:spm:orders", None, False),
+        ("spm_notifier", True, "urn:spm:orders", "t1_ab_orders", False),
+        ("spm_notifier", True, "urn:spm:orders", "spm_notifier", False),
+        ("spm_notifier", True, "https://shop.example", "spm_shop", False),
+        # A shared login (development, the tests): only in development, and only that login.
+        ("guest", False, "urn:spm:orders", "guest", True),
+        ("guest", False, "urn:spm:orders", None, False),
+        ("guest", False, "urn:spm:orders", "spm_contact", False),
+        ("guest", True, "urn:spm:orders", "guest", False),
+        ("spm", True, "urn:spm:orders", "spm", False),
+    ],
+)
+def test_a_request_is_believed_only_from_its_sources_own_rabbitmq_user(
+    login: str, production: bool, source: str, publisher: str | None, taken: bool
+) -> None:
+    reason = Publishers(login, production=production).refusal(source, publisher)
+    assert (reason is None) == taken
+    if reason is not None:
+        assert repr(source) in reason
+        assert publisher is None or repr(publisher) in reason

@@ -64,8 +64,9 @@ def document(base: Mapping[str, Any], exchange: str, events: Events) -> dict[str
     components: dict[str, Any] = dict(sorted(schemas.get("$defs", {}).items()))
     components[ENVELOPE]["description"] = (
         "The CloudEvents 1.0 envelope (structured JSON mode, content type application/cloudevents+json) every "
-        "event travels in; AMQP properties: message_id = id, type = type, content_type, persistent delivery. "
-        "`data` is the payload of the event `type` names."
+        "event travels in; AMQP properties: message_id = id, type = type, content_type, persistent delivery, "
+        "and user_id = the publisher's RabbitMQ login (the broker validates it; the notifier takes a "
+        "notification.requested from its source's own user only). `data` is the payload of the event `type` names."
     )
 
     def schema_of(model: type[BaseModel], mode: Mode) -> dict[str, Any]:

@@ -16,6 +16,10 @@ batch fails, its messages are processed one by one, so only the failing message 
 - any other error sends a copy to the retry queue, back after `SPM_RETRY_DELAY_MS`, until
   `SPM_MAX_ATTEMPTS`, then to the dead-letter queue.
 
+Each delivery's publisher, the RabbitMQ user the broker vouches for (`user_id`), reaches the handlers in
+`Meta.publisher`; the retry and dead-letter copies, published by the service's own login (`login`), carry it
+in a header that only the service's own copies are believed for (spm_common.publishers).
+
 A service may pass `scrub`, applied to each delivery's body, ids and header values before anything else
 looks at them: the inbox, the handlers, the logs and every copy sent to the retry or dead-letter queue see
 only what it returns (the orders service removes card data this way).
@@ -50,6 +54,7 @@ from spm_common.health import LoopHealth
 from spm_common.internals import deliver_directly
 from spm_common.logging import bound_contextvars, get_logger
 from spm_common.metrics import EVENTS_CONSUMED
+from spm_common.publishers import carried, publisher_of
 from spm_common.redaction import describe_error
 from spm_common.topology import Topology
 
@@ -79,6 +84,8 @@ class _Delivery:
     correlation_id: str | None
     type: str | None
     raw: AbstractIncomingMessage
+    # Who published it, as the broker vouches (`publisher_of`): what its retry and dead-letter copies carry on.
+    publisher: str | None = None
 
 
 @dataclass(eq=False, slots=True)
@@ -112,8 +119,11 @@ class EventConsumer:
         scrub: Scrub | None = None,
         accepts: Callable[[CloudEvent], bool] | None = None,
         health: LoopHealth | None = None,
+        login: str | None = None,
     ) -> None:
         self._service = service
+        # The RabbitMQ user the broker connection logs in as: its copies carry it as their `user_id`.
+        self._login = login
         self._health = health or LoopHealth(service, "consumer")
         self._scrub = scrub
         # Events bound to the queue that concern another service (the routing key is only the event type):
@@ -173,6 +183,7 @@ class EventConsumer:
     async def on_message(self, raw: AbstractIncomingMessage) -> None:
         """Called for each delivery, in order; never raises (acknowledgement is manual)."""
         message = _delivery(raw, self._scrub)
+        message.publisher = publisher_of(raw.user_id, raw.headers or {}, self._login)
         body = message.body
         attempt = _int(message.headers.get(ATTEMPT_HEADER), 1)
         try:
@@ -189,7 +200,7 @@ class EventConsumer:
         else:
             route = item.route = self._routes.get(event.type)
             if route is not None:
-                item.meta = Meta.of(event)
+                item.meta = Meta.of(event, message.publisher)
                 try:
                     # The one validation of the payload: the handler receives it as it is.
                     item.payload = route.model.model_validate(event.data)
@@ -378,7 +389,10 @@ class EventConsumer:
             routing_key=queue,
             persist=True,
             expiration=expiration,
-            headers={**message.headers, **extra},
+            # Published by the service's own login: the copy says who published the original (never what a
+            # header of the original claimed: `publisher_of` decided that already).
+            headers={**message.headers, **extra, **carried(message.publisher)},
+            user_id=self._login,
             content_type=message.content_type or CONTENT_TYPE,
             message_id=message.message_id,
             message_type=message.type,

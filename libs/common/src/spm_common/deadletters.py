@@ -23,6 +23,7 @@ from aio_pika.abc import AbstractConnection, AbstractIncomingMessage
 from pydantic import BaseModel
 
 from spm_common.addresses import normalise_address
+from spm_common.publishers import DEFAULT_LOGIN, PUBLISHER_HEADER, amqp_login, carried, publisher_of
 from spm_common.topology import Topology
 
 
@@ -54,9 +55,9 @@ async def list_dead_letters(amqp_url: Broker, topology: Topology, limit: int, da
     messages. Listing at least the queue's length leaves the order as it was."""
     found: list[DeadLetter] = []
 
-    async def show(message: AbstractIncomingMessage, channel: aio_pika.abc.AbstractChannel) -> None:
+    async def show(message: AbstractIncomingMessage, channel: aio_pika.abc.AbstractChannel, login: str) -> None:
         found.append(_described(message))
-        await _back_to_the_end(message, channel, topology)
+        await _back_to_the_end(message, channel, topology, login)
 
     await _each_waiting(amqp_url, topology, limit, show, database)
     return found
@@ -70,14 +71,14 @@ async def replay_dead_letters(
     the dead-letter queue, as `list_dead_letters` leaves them."""
     moved = 0
 
-    async def replay(message: AbstractIncomingMessage, channel: aio_pika.abc.AbstractChannel) -> None:
+    async def replay(message: AbstractIncomingMessage, channel: aio_pika.abc.AbstractChannel, login: str) -> None:
         nonlocal moved
         if message_id is not None and message.message_id != message_id:
-            await _back_to_the_end(message, channel, topology)
+            await _back_to_the_end(message, channel, topology, login)
             return
         headers = {k: v for k, v in (message.headers or {}).items() if not k.startswith("x-")}
         await (await requeue_exchange(channel, topology)).publish(
-            copy_message(message, headers), routing_key=topology.queue_name
+            copy_message(message, headers, login), routing_key=topology.queue_name
         )
         await message.ack()
         moved += 1
@@ -117,6 +118,7 @@ async def _queue_held(database: Database, queue: str) -> AsyncIterator[None]:
 
 
 async def _each_on(connection: AbstractConnection, topology: Topology, limit: int, handle: Any) -> None:
+    login = connection_login(connection)
     channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
     async with channel:
         queue = await channel.get_queue(topology.dead_letter_queue_name, ensure=True)
@@ -126,15 +128,15 @@ async def _each_on(connection: AbstractConnection, topology: Topology, limit: in
             message = await queue.get(no_ack=False, fail=False)
             if message is None:
                 break
-            await handle(message, channel)
+            await handle(message, channel, login)
 
 
 async def _back_to_the_end(
-    message: AbstractIncomingMessage, channel: aio_pika.abc.AbstractChannel, topology: Topology
+    message: AbstractIncomingMessage, channel: aio_pika.abc.AbstractChannel, topology: Topology, login: str
 ) -> None:
     headers = {k: v for k, v in (message.headers or {}).items() if k != "x-delivery-count"}
     await (await requeue_exchange(channel, topology)).publish(
-        copy_message(message, headers), routing_key=topology.dead_letter_queue_name
+        copy_message(message, headers, login), routing_key=topology.dead_letter_queue_name
     )
     await message.ack()
 
@@ -161,12 +163,21 @@ def _described(message: AbstractIncomingMessage) -> DeadLetter:
     )
 
 
-def copy_message(message: AbstractIncomingMessage, headers: dict[str, Any]) -> aio_pika.Message:
+def copy_message(message: AbstractIncomingMessage, headers: dict[str, Any], login: str | None) -> aio_pika.Message:
     """A persistent copy of a message taken off a queue, with these headers: what goes back to a queue in its
-    stead (the listing and the replay here, and the parking of old dead letters in spm_common.retention)."""
+    stead (the listing and the replay here, and the parking of old dead letters in spm_common.retention).
+
+    `login` is the user the copy is published as: the copy carries it as its `user_id` and the message's
+    publisher in its header (spm_common.publishers), so the publisher survives the copy; with no login, the
+    copy says no publisher at all (and a consumer believes none)."""
+    if login is None:
+        headers = {k: v for k, v in headers.items() if k != PUBLISHER_HEADER}
+    else:
+        headers = {**headers, **carried(publisher_of(message.user_id, message.headers or {}, login))}
     return aio_pika.Message(
         message.body,
         headers=headers,
+        user_id=login,
         content_type=message.content_type,
         content_encoding=message.content_encoding,
         message_id=message.message_id,
@@ -269,6 +280,7 @@ async def remove_dead_letters(
     (before the copies). Callers hold `LOCK` so that no other taker hides messages from this one."""
     removed = kept = 0
     queue_name = topology.dead_letter_queue_name
+    login = amqp_login(amqp_url)
     connection = await aio_pika.connect(amqp_url)
     async with connection:
         channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
@@ -287,7 +299,7 @@ async def remove_dead_letters(
             # Started in order, the publishes reach the broker in order: each takes the channel's lock, which
             # is first come first served, before anything else it waits for (test_dead_letter_erasure checks
             # the order with more messages than this can reorder by chance).
-            await asyncio.gather(*(requeue.publish(_without_count(m), routing_key=queue_name) for m in staying))
+            await asyncio.gather(*(requeue.publish(_without_count(m, login), routing_key=queue_name) for m in staying))
             # Every copy is confirmed: now, and only now, the originals go (all of this channel's, at once).
             await taken[-1].ack(multiple=True)
             removed += len(taken) - len(staying)
@@ -331,9 +343,15 @@ async def _take(
     return sorted(taken, key=lambda m: m.delivery_tag or 0)
 
 
-def _without_count(message: AbstractIncomingMessage) -> aio_pika.Message:
+def _without_count(message: AbstractIncomingMessage, login: str) -> aio_pika.Message:
     # The copy is a message of its own, not this one delivered again.
-    return copy_message(message, {k: v for k, v in (message.headers or {}).items() if k != "x-delivery-count"})
+    return copy_message(message, {k: v for k, v in (message.headers or {}).items() if k != "x-delivery-count"}, login)
+
+
+def connection_login(connection: AbstractConnection) -> str:
+    """The user an aio-pika connection logged in as (its URL's)."""
+    url = getattr(connection, "url", None)
+    return str(url.user) if url is not None and url.user else DEFAULT_LOGIN
 
 
 def _death_reason(headers: Mapping[str, object]) -> str | None:

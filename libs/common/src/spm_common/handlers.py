@@ -37,9 +37,12 @@ class Meta:
     # What the service's scrubber removed from the delivery (`spmscrubbed`), as it arrived: it came from the
     # outside, so whoever reads it checks it (cards.marker_findings).
     scrubbed: object = None
+    # The RabbitMQ user that published the event, as the broker vouches for it (the validated `user_id`,
+    # carried through the service's own retries: spm_common.publishers); None when nothing vouches for one.
+    publisher: str | None = None
 
     @classmethod
-    def of(cls, event: CloudEvent) -> Meta:
+    def of(cls, event: CloudEvent, publisher: str | None = None) -> Meta:
         extra = event.__pydantic_extra__
         return cls(
             event.id,
@@ -50,6 +53,7 @@ class Meta:
             event.purpose,
             event.subject,
             extra.get(MARKER) if extra else None,
+            publisher,
         )
 
 

@@ -55,8 +55,11 @@ _FRAME = struct.Struct(">BHI")  # type, channel, payload size; the payload; then
 _METHOD, _HEADER, _BODY, _FRAME_END = 1, 2, 3, b"\xce"
 _BASIC_PUBLISH = struct.pack(">HHH", 60, 40, 0)  # class Basic, method Publish, reserved ticket
 _CONTENT = struct.Struct(">HHQH")  # class Basic, weight 0, body size, property flags
-# The properties of CONTRACT section 3 (content-type, delivery-mode, message-id, type), in that order.
+# The properties of CONTRACT section 3 (content-type, delivery-mode, message-id, type), in that order, and
+# user-id after them where the publisher names its login (RabbitMQ refuses a user-id other than the
+# connection's: the consumer learns who published, spm_common.publishers).
 _PROPERTY_FLAGS = 0x8000 | 0x1000 | 0x0080 | 0x0020
+_WITH_USER_ID = _PROPERTY_FLAGS | 0x0010
 _PERSISTENT = bytes((aio_pika.DeliveryMode.PERSISTENT.value,))
 
 
@@ -78,16 +81,19 @@ def publish_frames(
     body: bytes,
     max_content_size: int,
     routing_key: str | None = None,
+    user_id: bytes = b"",
 ) -> bytes:
     """What `basic_publish` writes for one event: Basic.Publish to `exchange` with the routing key (the event
     type unless given: see `spm_common.envelope.OutboxRow`), not mandatory, not immediate; the content header
-    with CONTRACT section 3's properties (persistent, `type` the event type), and the body in frames of at
-    most `max_content_size` bytes (none for an empty body)."""
+    with CONTRACT section 3's properties (persistent, `type` the event type) and, where given, `user_id`
+    (packed once for a batch by `user_id_property`), and the body in frames of at most `max_content_size`
+    bytes (none for an empty body)."""
     message_type = _short_string(event_type)
     key = message_type if routing_key is None or routing_key == event_type else _short_string(routing_key)
     method = b"".join((_BASIC_PUBLISH, _short_string(exchange), key, b"\x00"))
-    properties = b"".join((_CONTENT_TYPE, _PERSISTENT, _short_string(event_id), message_type))
-    header = _CONTENT.pack(60, 0, len(body), _PROPERTY_FLAGS) + properties
+    properties = b"".join((_CONTENT_TYPE, _PERSISTENT, _short_string(event_id), message_type, user_id))
+    flags = _WITH_USER_ID if user_id else _PROPERTY_FLAGS
+    header = _CONTENT.pack(60, 0, len(body), flags) + properties
     parts = [
         _FRAME.pack(_METHOD, channel, len(method)),
         method,
@@ -102,12 +108,21 @@ def publish_frames(
     return b"".join(parts)
 
 
+def user_id_property(user_id: str | None) -> bytes:
+    """The packed `user_id` property for `publish_frames` (empty: none)."""
+    return b"" if user_id is None else _short_string(user_id)
+
+
 async def write_publishes(
-    channel: AbstractChannel, exchange: str, messages: Sequence[tuple[str, str, bytes, str]]
+    channel: AbstractChannel,
+    exchange: str,
+    messages: Sequence[tuple[str, str, bytes, str]],
+    user_id: str | None = None,
 ) -> list[asyncio.Future[Any]]:
     """Queue a batch of (event_type, event_id, body, routing_key) on a confirm-mode aiormq channel for one socket write;
     return each message's confirmation future, in order (settled by the broker's ack or nack, cancelled if
-    the channel closes first). Raises, with nothing queued, if the channel is closed.
+    the channel closes first). Raises, with nothing queued, if the channel is closed. `user_id`: the login of
+    the channel's connection, set on every message (another is refused by the broker).
 
     The frames of each message are exactly those `basic_publish` writes (`publish_frames`), and its delivery
     tag and confirmation are registered the same way under the channel's lock; only the write is one instead
@@ -115,6 +130,7 @@ async def write_publishes(
     underlay: Any = channel
     frames: list[bytes] = []
     confirmations: list[asyncio.Future[Any]] = []
+    user = user_id_property(user_id)
     async with underlay.lock:
         for event_type, event_id, body, routing_key in messages:
             underlay.delivery_tag += 1
@@ -123,7 +139,14 @@ async def write_publishes(
             confirmations.append(confirmation)
             frames.append(
                 publish_frames(
-                    underlay.number, exchange, event_type, event_id, body, underlay.max_content_size, routing_key
+                    underlay.number,
+                    exchange,
+                    event_type,
+                    event_id,
+                    body,
+                    underlay.max_content_size,
+                    routing_key,
+                    user,
                 )
             )
         await underlay.write_queue.put(ChannelFrame(payload=b"".join(frames), should_close=False))

@@ -226,14 +226,24 @@ class AmqpPublisher:
     It writes straight to a confirm-mode channel of its own (aio-pika's robust channel, so it comes back
     with the connection) and builds only the AMQP properties: a publish through FastStream's broker or an
     aio-pika `Message` costs several times the CPU, and every event of every service goes through here.
+
+    `user_id` is the login `connect` logs in as (`spm_common.publishers.amqp_login`): every message carries it,
+    and RabbitMQ refuses a publish whose user-id is not the connection's, so a consumer knows which user
+    published an event whatever its `source` says (the notifier's requests: README, "Notification requests").
     """
 
     def __init__(
-        self, connect: Callable[[], Awaitable[AbstractRobustConnection]], exchange: str, *, timeout: float
+        self,
+        connect: Callable[[], Awaitable[AbstractRobustConnection]],
+        exchange: str,
+        *,
+        timeout: float,
+        user_id: str | None = None,
     ) -> None:
         self._connect = connect
         self._exchange = exchange
         self._timeout = timeout
+        self._user_id = user_id
         self._channel: AbstractRobustChannel | None = None
         self._opening = asyncio.Lock()
 
@@ -251,6 +261,7 @@ class AmqpPublisher:
                 delivery_mode=aio_pika.DeliveryMode.PERSISTENT.value,
                 message_id=event_id,
                 message_type=event_type,
+                user_id=self._user_id,
             ),
             timeout=self._timeout,
         )
@@ -267,7 +278,7 @@ class AmqpPublisher:
         if channel is None or channel.is_closed:
             channel = await self._open()
         underlay = await channel.get_underlay_channel()
-        confirmations = await write_publishes(underlay, self._exchange, messages)
+        confirmations = await write_publishes(underlay, self._exchange, messages, self._user_id)
         written()
         await asyncio.wait(confirmations, timeout=self._timeout)
         results: list[object] = []

@@ -28,7 +28,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict
 
 from spm_common import outbox
 from spm_common.db import Connection
-from spm_common.deadletters import SESSION_LOCK, SESSION_UNLOCK, copy_message, requeue_exchange
+from spm_common.deadletters import SESSION_LOCK, SESSION_UNLOCK, connection_login, copy_message, requeue_exchange
 from spm_common.envelope import new_event
 from spm_common.health import LoopHealth
 from spm_common.logging import get_logger
@@ -201,7 +201,7 @@ class DeadLetterParking:
                 connection = await self._connect()
                 channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
                 try:
-                    parked = await self._park_waiting(conn, channel, cutoff)
+                    parked = await self._park_waiting(conn, channel, cutoff, connection_login(connection))
                 finally:
                     with contextlib.suppress(Exception):
                         await channel.close()
@@ -217,7 +217,7 @@ class DeadLetterParking:
             log.info("dead letters parked", count=parked, queue=self._queue)
         return parked
 
-    async def _park_waiting(self, conn: Connection, channel: AbstractChannel, cutoff: datetime) -> int:
+    async def _park_waiting(self, conn: Connection, channel: AbstractChannel, cutoff: datetime, login: str) -> int:
         parked = 0
         queue = await channel.declare_queue(self._queue, passive=True)
         requeue = await requeue_exchange(channel, self._topology)
@@ -231,7 +231,7 @@ class DeadLetterParking:
             when = failed_at(message)
             # Of unknown age: kept, rather than parked the day it failed (`spm-admin dlq list` shows it).
             if when is None or when >= cutoff:
-                await requeue.publish(_copy(message), routing_key=self._queue)
+                await requeue.publish(_copy(message, login), routing_key=self._queue)
                 await message.ack()
                 continue
             old.append(message)
@@ -278,6 +278,6 @@ class DeadLetterParking:
                 return total
 
 
-def _copy(message: AbstractIncomingMessage) -> aio_pika.Message:
+def _copy(message: AbstractIncomingMessage, login: str) -> aio_pika.Message:
     # Without the count of deliveries: the copy is a message of its own, not this one delivered again.
-    return copy_message(message, {k: v for k, v in (message.headers or {}).items() if k != "x-delivery-count"})
+    return copy_message(message, {k: v for k, v in (message.headers or {}).items() if k != "x-delivery-count"}, login)

@@ -33,6 +33,7 @@ from spm_common.health import Health
 from spm_common.logging import get_logger
 from spm_common.migrations import bring_up_to_date
 from spm_common.outbox import AmqpPublisher, OutboxRelay
+from spm_common.publishers import amqp_login
 from spm_common.redaction import describe_error
 from spm_common.retention import DeadLetterParking, outbox_purged, purge_inbox
 from spm_common.settings import ServiceSettings
@@ -75,6 +76,9 @@ class Runtime:
         # Every background loop reports here; /readyz and /metrics read it.
         self.health = Health(settings.service)
         self.topology = Topology(settings.exchange, settings.service)
+        # The user the broker connection logs in as: every event and copy this service publishes says so
+        # (`user_id`, which RabbitMQ validates: spm_common.publishers).
+        self.login = amqp_login(settings.role_amqp_url())
         self.broker = RabbitBroker(
             connection_named(settings.role_amqp_url(), f"spm-{settings.service} {settings.exchange}"),
             default_channel=Channel(prefetch_count=settings.prefetch),
@@ -98,6 +102,7 @@ class Runtime:
                 scrub=scrub,
                 accepts=accepts,
                 health=self.health.loop("consumer"),
+                login=self.login,
             )
             if handlers
             else None
@@ -114,7 +119,7 @@ class Runtime:
         self.relay: OutboxRelay | None = None
         self.dead_letters: DeadLetterParking | None = None
         self._publisher = AmqpPublisher(
-            self.broker.connect, self.topology.exchange_name, timeout=PUBLISH_TIMEOUT_SECONDS
+            self.broker.connect, self.topology.exchange_name, timeout=PUBLISH_TIMEOUT_SECONDS, user_id=self.login
         )
         self._tasks: list[asyncio.Task[None]] = []
 

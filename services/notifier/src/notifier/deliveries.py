@@ -52,6 +52,7 @@ from notifier.policy import (
     CATEGORY_OF,
     PURCHASER_ONLY,
     REQUESTER_OF,
+    Publishers,
     RecipientFacts,
     check_request,
     refusal,
@@ -84,18 +85,25 @@ SMTP_PROBE_SECONDS = 10.0
 # --- recording ------------------------------------------------------------------------------------------
 
 
-async def record(conn: Connection, requests: Sequence[Received[NotificationRequested]], settings: Settings) -> None:
+async def record(
+    conn: Connection,
+    requests: Sequence[Received[NotificationRequested]],
+    settings: Settings,
+    publishers: Publishers,
+) -> None:
     """Handler of notification.requested, batched: one delivery per (event, recipient), pending or refused at
     once, for every event of the consumer's batch in one statement (one more for the outcomes of refused
-    requests). A request from a service that may not ask for its purpose raises, and the consumer then takes
-    the batch one event at a time, so only that one is dead-lettered (with the reason); one that does not
-    validate never gets here."""
+    requests). A request from a service that may not ask for its purpose, or published by another RabbitMQ
+    user than that service's (`publishers`), raises, and the consumer then takes the batch one event at a
+    time, so only that one is dead-lettered (with the reason); one that does not validate never gets here."""
     key = settings.recipient_key()
     new: list[store.NewDelivery] = []
     purchasers: list[str] = []
     by_key: dict[tuple[str, str], tuple[Meta, NotificationRequested, str | None]] = {}
     for request, event in requests:
-        not_allowed = requester_refusal(event.source, request.purpose)
+        not_allowed = requester_refusal(event.source, request.purpose) or publishers.refusal(
+            event.source, event.publisher
+        )
         if not_allowed is not None:
             raise PermanentError(not_allowed)
         ref = recipient_ref(request.recipient.email, key)

@@ -16,8 +16,10 @@ from notifier.settings import Settings
 
 
 def handlers(settings: Settings) -> Handlers:
+    publishers = settings.publishers()
+
     async def on_requests(conn: Connection, requests: Sequence[Received[NotificationRequested]]) -> None:
-        await deliveries.record(conn, requests, settings)
+        await deliveries.record(conn, requests, settings, publishers)
 
     return (
         Handlers()

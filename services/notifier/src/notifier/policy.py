@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from spm_common.brokerusers import user_name
 from spm_common.envelope import Purpose
 
 Category = Literal["upgrades", "news"]
@@ -153,6 +154,50 @@ def requester_refusal(source: str, purpose: str) -> str | None:
     if purpose in REQUESTERS.get(source, frozenset()):
         return None
     return f"source {source[:100]!r} may not request {purpose[:50]!r} mail"
+
+
+SERVICE_SOURCE = "urn:spm:"
+
+
+@dataclass(frozen=True)
+class Publishers:
+    """Which RabbitMQ user may publish a request in the name of a source: the source's own service's
+    (`urn:spm:orders`: `<prefix>orders`), the prefix being that of the notifier's own login
+    (`<prefix>notifier`; `spm-admin bootstrap` makes `spm_orders` and `spm_notifier`). Every user that may
+    publish `notification.requested` could otherwise write any source: the broker validates the publisher
+    (`Meta.publisher`, spm_common.publishers), never the source.
+
+    A notifier not logged in as a notifier user shares its login with the other services (development and
+    the tests run everything as `guest`): the login then tells no one apart, and a request published with
+    that login is taken on its (source, purpose) pair alone. Production never does this (`production`), and
+    refuses to start with such a login (notifier.settings).
+    """
+
+    login: str
+    production: bool = False
+
+    @property
+    def prefix(self) -> str | None:
+        """The prefix of the services' users, or None when the notifier's login is no notifier user."""
+        own = user_name("notifier", "")
+        if self.login.endswith(own) and len(self.login) > len(own):
+            return self.login[: -len(own)]
+        return None
+
+    def refusal(self, source: str, publisher: str | None) -> str | None:
+        """Why a request with this `source` published by `publisher` is not believed, or None. Names the
+        claimed source and the login, nothing of the request."""
+        prefix = self.prefix
+        if prefix is None and not self.production and publisher == self.login:
+            return None  # a shared login (see the class): the (source, purpose) pair alone decides
+        claimed = source[:100]
+        if publisher is None:
+            return f"source {claimed!r} came with no publisher the broker vouches for (AMQP user_id)"
+        if prefix is not None and source.startswith(SERVICE_SOURCE):
+            expected = user_name(source.removeprefix(SERVICE_SOURCE), prefix)
+            if publisher == expected:
+                return None
+        return f"source {claimed!r} was published by RabbitMQ user {publisher[:100]!r}, not by that service's user"
 
 
 def check_request(template: str, purpose: str, context: dict[str, Any]) -> str | None:  # context: any JSON

@@ -2,19 +2,34 @@
 
 from email.utils import parseaddr
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr
+from spm_common.publishers import amqp_login
 from spm_common.settings import (
     HTTPS_URL,
+    STRONG_OWN_URL,
     TLS_UNLESS_LOCAL_SMTP,
+    InProduction,
     Secret,
-    ServiceAmqpUrl,
     ServiceDatabaseUrl,
     ServiceSettings,
 )
 
+from notifier.policy import Publishers
+
 MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def own_notifier_user(settings: Any, _: str) -> str | None:  # Any: as every InProduction check is typed
+    """The notifier logs in as a notifier user of its own: a shared login cannot tell which service published
+    a mail request (notifier.policy.Publishers)."""
+    if Publishers(amqp_login(settings.role_amqp_url()), production=True).prefix is None:
+        return (
+            "production needs SPM_NOTIFIER_AMQP_URL logging in as the notifier's own RabbitMQ user"
+            " (spm_notifier, made by spm-admin bootstrap): a shared login cannot tell who published a mail request"
+        )
+    return None
 
 
 class Settings(ServiceSettings):
@@ -22,7 +37,7 @@ class Settings(ServiceSettings):
     notifier_port: int = Field(default=8083, ge=1, le=65535)
     notifier_database_url: ServiceDatabaseUrl = None
     # This service's own RabbitMQ user (see README, "Users, roles and permissions"); unset: SPM_AMQP_URL.
-    notifier_amqp_url: ServiceAmqpUrl = None
+    notifier_amqp_url: Annotated[str | None, STRONG_OWN_URL, InProduction(own_notifier_user)] = None
     # Keys the pseudonymous recipient references and the unsubscribe tokens. Set it in production.
     notifier_secret: Secret = SecretStr("development-only-notifier-secret")
     # Where recipients reach this service from the outside: the base of the unsubscribe links (https in production).
@@ -59,6 +74,10 @@ class Settings(ServiceSettings):
     notifier_smtp_unready_seconds: float = Field(default=60.0, gt=0, le=86400)
     # A failed delivery keeps what it needs to be retried by an operator this long, then only its log remains.
     notifier_failed_retention_days: float = Field(default=7.0, ge=0)
+
+    def publishers(self) -> Publishers:
+        """Which RabbitMQ user may publish a request in a service's name, as this notifier logs in."""
+        return Publishers(amqp_login(self.role_amqp_url()), production=self.environment == "production")
 
     def recipient_key(self) -> bytes:
         return self.notifier_secret.get_secret_value().encode()

@@ -27,8 +27,10 @@ async def publish(
     body: bytes | None = None,
     message_id: str | None = None,
     amqp_url: str = AMQP_URL,
+    user_id: str | None = None,
 ) -> str:
-    """Publish one CloudEvent on `exchange` with routing key = its type; returns its id."""
+    """Publish one CloudEvent on `exchange` with routing key = its type; returns its id. `user_id`: the login
+    of `amqp_url`, as this system's outbox relay sets it (the notifier believes a mail request only with it)."""
     event_id = event_id or str(uuid.uuid4())
     document = {
         "specversion": "1.0",
@@ -51,6 +53,7 @@ async def publish(
                 message_id=message_id or event_id,
                 type=event_type,
                 headers=headers or {},
+                user_id=user_id,
                 delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
             ),
             routing_key=event_type,

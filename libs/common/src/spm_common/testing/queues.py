@@ -7,6 +7,7 @@ from collections.abc import Iterable
 import aio_pika
 
 from spm_common.deadletters import copy_message
+from spm_common.publishers import amqp_login
 from spm_common.testing.world import AMQP_URL
 from spm_common.topology import Topology
 
@@ -47,7 +48,7 @@ async def peek_queues(exchange: str, services: Iterable[str], amqp_url: str = AM
                         break
                     found[name].append(message_text(message))
                     headers = {k: v for k, v in (message.headers or {}).items() if k != "x-delivery-count"}
-                    copy = copy_message(message, headers)
+                    copy = copy_message(message, headers, amqp_login(amqp_url))
                     copy.expiration = message.expiration
                     await channel.default_exchange.publish(copy, routing_key=name)
                     await message.ack()
