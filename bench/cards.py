@@ -4,7 +4,8 @@
 
 No servers: `spm_common.cards` alone. The corpus is what the system's own data looks like: order ids (the
 shop's `FS-2026-...` and purely numeric ones), Vietnamese phone numbers (+84 and 0-prefixed, in the usual
-groupings) and license keys as `orders.licenses` makes them; each alone, and all of one kind in one text
+groupings), license keys as `orders.licenses` makes them and references (SHA-256 hex digests, as recipient
+and subject references and chain hashes are); each alone, and all of one kind in one text
 (as an operator's note or a message would list them). A false positive is a text `mask_text` changes.
 The cost is `scrub_body` on an `order.placed` CloudEvent as the shop publishes it (the consumer's hook:
 it runs on every delivery to orders and audit), with and without a non-ASCII name, and on one carrying
@@ -14,6 +15,7 @@ a card number.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import random
 import timeit
 import uuid
@@ -66,6 +68,10 @@ def phones(rng: random.Random, n: int) -> list[str]:
     return [rng.choice(shapes)(rng.choice(prefixes), digits(7)) for _ in range(n)]
 
 
+def hex_digests(rng: random.Random, n: int) -> list[str]:
+    return [hashlib.sha256(rng.randbytes(16)).hexdigest() for _ in range(n)]
+
+
 def license_keys(n: int) -> list[str]:
     return licenses.new_keys(n)
 
@@ -113,6 +119,7 @@ def main() -> None:
         **order_ids(rng, n),
         "phone numbers (VN)": phones(rng, n),
         "license keys": license_keys(n),
+        "references (SHA-256 hex digests)": hex_digests(rng, n),
     }
     print(f"false positives of mask_text, {n:,} texts each:")
     for name, texts in corpora.items():

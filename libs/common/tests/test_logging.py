@@ -3,8 +3,10 @@ and lines rendered through `configure_logging` as a service would."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import re
 import unicodedata
 from collections.abc import Iterator
 from typing import Any
@@ -172,6 +174,19 @@ def test_names_and_addresses_are_redacted_by_key_at_any_depth() -> None:
 def test_ids_and_times_are_kept() -> None:
     text = "event 5f0c2a8e-4b1e-4a8e-9d1b-2a7c6f1e9b10 at 2026-11-29T04:00:00Z took 12 ms, attempt 3 of 5"
     assert redact_text(text) == text
+
+
+def test_hex_digests_are_kept_whole() -> None:
+    # Recipient and subject references are SHA-256 digests; about one in twenty holds 13-19 decimal digits in
+    # a row, which was redacted out of the middle of it (a log line an operator could no longer search by).
+    digests = [hashlib.sha256(str(i).encode()).hexdigest() for i in range(2_000)]
+    assert sum(bool(re.search(r"(?<![0-9])[0-9]{13,19}(?![0-9])", d)) for d in digests) > 20
+    for digest in digests:
+        for text in (digest, f"recipient_ref={digest}", digest.upper()):
+            assert redact_text(text) == text
+    # A card number glued to letters is still one.
+    assert "4111111111111111" not in redact_text("card_4111111111111111")
+    assert "41111111111" not in redact_text("cc4111111111111111x")
 
 
 class Recipient(BaseModel):

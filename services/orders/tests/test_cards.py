@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import unicodedata
@@ -11,7 +12,7 @@ import orjson
 from audit.events import TRAIL_FIELDS
 from contact import intake
 from email_validator import EmailNotValidError, validate_email
-from hypothesis import example, given, settings
+from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 from orders import licenses, webhooks
 from orders.events import normalise_email
@@ -51,6 +52,31 @@ def test_uuids_are_identifiers_not_card_numbers() -> None:
     for text in ("12345678-1234-5678-9012-345678901234", "order:e4debf96-1241-5678-9012-345630983f91 ok"):
         assert cards.mask_text(text) == (text, 0)
     assert cards.mask_text("12345678-1234-5678-9012-345678901234 4111111111111111")[1] == 1
+
+
+def luhn_windows(digest: str) -> int:
+    """How many 13-19 digit windows of `digest`'s decimal runs pass Luhn (read apart from the scrubber)."""
+    found = 0
+    for run in re.findall(r"[0-9]{13,}", digest):
+        for start in range(len(run) - 12):
+            for end in range(start + 13, min(start + 19, len(run)) + 1):
+                body = run[start : end - 1]
+                found += run[start] != "0" and card_shapes.luhn_check_digit(body) == run[end - 1]
+    return found
+
+
+def test_hex_digests_are_references_not_card_numbers() -> None:
+    # Recipient and subject references, chain hashes: one SHA-256 digest in 67 holds a Luhn-valid window of
+    # decimal digits, which was masked, breaking the reference wherever it went (events, audit trail, logs).
+    digests = [hashlib.sha256(str(i).encode()).hexdigest() for i in range(2_000)]
+    digests += [hashlib.md5(str(i).encode()).hexdigest() for i in range(2_000)]  # noqa: S324 - a test corpus
+    assert sum(luhn_windows(d) > 0 for d in digests) > 10
+    for digest in digests:
+        for text in (digest, digest.upper(), f"ref {digest}.", {"recipient_ref": digest}):
+            assert cards.scrub(text)[0] == text
+    # Not a digest: too short, letters of both cases, or letters past "f". A card in it is masked.
+    for text in ("deadbeef4111111111111111deadbee", "deadbeef4111111111111111DEADBEEF", "4111111111111111" + "g" * 20):
+        assert cards.mask_text(text)[1] == 1, text
 
 
 def test_a_card_inside_a_longer_digit_run_is_masked_too() -> None:
@@ -262,6 +288,7 @@ def nested_cards(draw: st.DrawFn) -> tuple[str, object]:
     pan, written = draw(card_shapes.written_cards())
     where = draw(st.sampled_from(["value", "key", "integer"]))
     text = draw(card_shapes.surrounding_text) + written + draw(card_shapes.surrounding_text)
+    assume(not card_shapes.makes_a_hex_digest(text))
     value: object = {text: draw(json_values)} if where == "key" else text
     if where == "integer" and written.isascii() and written.isdigit():
         value = int(written)

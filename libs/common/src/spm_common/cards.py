@@ -84,6 +84,12 @@ _NOT_A_NUMBER = re.compile(
     r"|(?<![0-9])[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}(?::[0-9]{2}(?:[.,][0-9]{1,9})?)?"
     r"(?:Z|[+-][0-9]{2}(?::?[0-9]{2})?)?(?![0-9])"
 )
+# A hex digest: a token of 32 or more hex digits in one case, with a letter among them (a recipient or
+# subject reference, a chain hash, a token's digest). One SHA-256 digest in 67 holds a Luhn-valid window of
+# 13-19 decimal digits in a row; masking it broke the reference in the events, the audit trail and the logs
+# that carry it (BENCHMARKS.md, "Card scrubber"). Nobody writes a card number inside such a token.
+_HEX_DIGEST = re.compile(r"(?<![0-9A-Za-z])(?=[0-9]*[a-fA-F])(?:[0-9a-f]{32,}|[0-9A-F]{32,})(?![0-9A-Za-z])")
+_HEX_RUN = re.compile(r"[0-9a-fA-F]{32}")  # the cheap first look: a third of the cost on text without one
 
 # ---- Field names.
 #
@@ -212,7 +218,9 @@ def mask_text(text: str) -> tuple[str, int]:
     pieces: list[str] = []
     last = 0
     if "-" in reading:
-        reading = _NOT_A_NUMBER.sub(lambda m: "x" * len(m.group()), reading)
+        reading = _NOT_A_NUMBER.sub(_unreadable, reading)
+    if _HEX_RUN.search(reading):
+        reading = _HEX_DIGEST.sub(_unreadable, reading)
     for match in _DIGIT_RUN.finditer(reading):
         run = match.group()
         positions = [i for i, ch in enumerate(run) if "0" <= ch <= "9"]
@@ -232,6 +240,11 @@ def mask_text(text: str) -> tuple[str, int]:
         return text, 0
     pieces.append(text[last:])
     return "".join(pieces), masked_runs
+
+
+def _unreadable(match: re.Match[str]) -> str:
+    """A span that is never scanned, as letters of the same length (positions stay positions)."""
+    return "x" * len(match.group())
 
 
 def _card_digits(run: str, positions: list[int]) -> set[int]:

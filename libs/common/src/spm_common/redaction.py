@@ -67,8 +67,10 @@ EMAIL_RE = re.compile(r"[\w.!#$%&'*+/=?^`{|}~-]+@[\w-]+(?:\.[\w-]+)+", re.UNICOD
 # the "@", other characters possibly encoded too (alice%2Btag%40example.com). Its local part stops at what
 # delimits a URL's parts ("/", "?", "=", "&"), which an encoded address holds only encoded.
 ENCODED_EMAIL_RE = re.compile(r"[\w.!#$'*+^`{|}~%-]+%(?:25)*40[\w-]+(?:\.[\w-]+)+")
-# 13-19 digits, optionally separated by single spaces or dashes: card-number shaped.
-CARD_RE = re.compile(r"(?<![\d])(?:\d[ -]?){12,18}\d(?![\d])")
+# 13-19 digits, optionally separated by single spaces or dashes: card-number shaped. Not inside a word: a run
+# of digits inside a hex digest (a recipient reference) is no card, and one glued to letters ("cc4111...")
+# is still masked by `cards.mask_text` below when it is Luhn-valid.
+CARD_RE = re.compile(r"(?<![^\W_])(?:\d[ -]?){12,18}\d(?![^\W_])")  # [^\W_]: a letter or a digit
 # A card's security code named as such ("cvv 123", "CVC: 1234", "card_cvv=123", "CID 1234", "verification
 # value: 123"), by the names `spm_common.cards` recognises in field names: the digits go, the word stays.
 CVV_RE = re.compile(
