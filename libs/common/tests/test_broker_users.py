@@ -45,6 +45,7 @@ from spm_common.runtime import Runtime
 from spm_common.settings import SERVICES, WITH_SCHEMA, ServiceSettings
 from spm_common.testing.world import AMQP_URL, MANAGEMENT_URL, World, new_world
 from spm_common.topology import Topology, TopologyMissing
+from typer.testing import CliRunner
 
 pytestmark = pytest.mark.asyncio
 _management = urlsplit(MANAGEMENT_URL)
@@ -160,6 +161,43 @@ async def test_each_service_finds_what_bootstrap_declared_and_publishes_what_it_
         "product.announced",
         "upgrade.released",
     ]
+
+
+def release_tool(users: Users, lab: World, who: str, *args: str, exchange: str = "") -> tuple[int, str]:
+    """`spm-orders-admin` with `SPM_AMQP_URL` set to `who`'s login, as README tells a release manager to."""
+    from orders.admin import cli  # the orders service's tool; the users and the broker are this module's
+
+    env = lab.env(SPM_AMQP_URL=users.url(who), SPM_EXCHANGE=exchange or users.exchange)
+    result = CliRunner().invoke(cli, list(args), env=env)
+    return result.exit_code, result.output
+
+
+async def test_the_release_tool_publishes_with_the_releases_login_and_is_refused_with_others(
+    users: Users, lab: World
+) -> None:
+    """The tool once declared the exchange, which the releases login (configure: nothing) is refused: the
+    documented way to announce a release failed with a traceback."""
+    news = ["publish", "news", "--announcement-id", f"tool-{uuid.uuid4().hex[:8]}", "--title", "Tin mới",
+            "--summary", "Bản cập nhật mới", "--url", "https://spmgroup.vn/news/test"]  # fmt: skip
+    code, out = await asyncio.to_thread(release_tool, users, lab, "releases", *news)
+    assert code == 0, out
+    event_id = out.split("id ")[-1].strip()
+    connection = await aio_pika.connect(users.url("orders"))
+    async with connection:
+        channel = await connection.channel()
+        queue = await channel.get_queue(f"{users.exchange}.orders", ensure=False)
+        taken = {}
+        while (message := await queue.get(no_ack=True, fail=False, timeout=10)) is not None:
+            taken[message.message_id] = (message.routing_key, message.user_id)
+    assert taken[event_id] == ("product.announced", user_name("releases", users.prefix))
+
+    # The shop's login may not announce anything: refused in one line, with no traceback and no password.
+    code, out = await asyncio.to_thread(release_tool, users, lab, "shop", *news)
+    assert code == 1 and out.startswith("not published:") and "ACCESS_REFUSED" in out, out
+    assert "Traceback" not in out and users.passwords[user_name("shop", users.prefix)] not in out
+    # An exchange bootstrap never made: named, with what to do.
+    code, out = await asyncio.to_thread(release_tool, users, lab, "releases", *news, exchange=f"{users.exchange}.x")
+    assert code == 1 and "does not exist" in out and "spm-admin bootstrap" in out, out
 
 
 async def test_the_broker_refuses_a_user_id_not_the_publishers_login_and_the_relay_says_its_own(

@@ -128,12 +128,14 @@ def new_event_body(
     return OutboxRow(event_id, type, pydantic_core.to_json(envelope), routing_key)
 
 
-def amqp_message(event: CloudEvent) -> aio_pika.Message:
-    """The event as another system publishes it: CONTRACT section 3's properties, persistent."""
+def amqp_message(event: CloudEvent, user_id: str | None = None) -> aio_pika.Message:
+    """The event as another system publishes it: CONTRACT section 3's properties, persistent, and `user_id`
+    (the publisher's login, which the broker checks) when given."""
     return aio_pika.Message(
         event.to_json(),
         content_type=CONTENT_TYPE,
         message_id=event.id,
         type=event.type,
         delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        user_id=user_id,
     )

@@ -15,6 +15,8 @@ import typer
 from pydantic import BaseModel, Field, ValidationError
 from spm_common.envelope import CloudEvent, amqp_message, new_event
 from spm_common.logging import configure_logging
+from spm_common.publishers import amqp_login
+from spm_common.redaction import describe_error
 from spm_common.settings import from_environment, load
 
 from orders import store
@@ -155,20 +157,34 @@ def publish_news(
 
 
 def _publish(event_type: str, data: BaseModel) -> None:
+    """Publish as the login of `SPM_AMQP_URL` (README: the `spm_releases` user's), which may write the exchange
+    and its two routing keys and configure nothing: the exchange is looked up, never declared. Mandatory, with
+    the broker's confirmation, so a release that reaches no queue is an error here, not an event lost."""
     settings = load(Settings)
     event = new_event(event_type, f"{settings.source}:operator", data)
 
     async def go(event: CloudEvent) -> None:
         connection = await aio_pika.connect(settings.amqp_url)
         async with connection:
-            channel = await connection.channel(publisher_confirms=True)
-            exchange = await channel.declare_exchange(settings.exchange, aio_pika.ExchangeType.TOPIC, durable=True)
-            await exchange.publish(
-                amqp_message(event),
-                routing_key=event.type,
-            )
+            channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+            exchange = await channel.get_exchange(settings.exchange)
+            message = amqp_message(event, user_id=amqp_login(settings.amqp_url))
+            await exchange.publish(message, routing_key=event.type, mandatory=True, timeout=30)
 
-    asyncio.run(go(event))
+    try:
+        asyncio.run(go(event))
+    except aio_pika.exceptions.ChannelNotFoundEntity:
+        typer.echo(f"not published: exchange {settings.exchange!r} does not exist; run `spm-admin bootstrap`", err=True)
+        raise typer.Exit(1) from None
+    except aio_pika.exceptions.PublishError:
+        typer.echo(
+            f"not published: no queue takes {event_type} on {settings.exchange!r}; run `spm-admin bootstrap`",
+            err=True,
+        )
+        raise typer.Exit(1) from None
+    except (aio_pika.exceptions.AMQPError, OSError, TimeoutError) as exc:
+        typer.echo(f"not published: {describe_error(exc)}", err=True)
+        raise typer.Exit(1) from None
     typer.echo(f"{event_type} published: id {event.id}")
 
 
