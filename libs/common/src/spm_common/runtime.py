@@ -13,6 +13,7 @@ import contextlib
 import functools
 import gc
 import signal
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,12 @@ PUBLISH_TIMEOUT_SECONDS = 10.0
 # Stopping must not hang on a broker that is away (cancelling a consumer waits for an answer).
 STOP_TIMEOUT_SECONDS = 20.0
 TASKS_STOP_TIMEOUT_SECONDS = 60.0
+# A background task that raised is started again after 1 s, then 2, 4... up to 30; once it has run a minute
+# again without raising, it counts as recovered (`spm_loop_consecutive_failures{loop="task:<name>"}` back to
+# 0) and the next failure waits 1 s again.
+TASK_RESTART_FIRST_DELAY_SECONDS = 1.0
+TASK_RESTART_MAX_DELAY_SECONDS = 30.0
+TASK_RECOVERED_AFTER_SECONDS = 60.0
 
 
 class Runtime:
@@ -275,20 +282,36 @@ class Runtime:
 
     def _spawn(self, run: Callable[[], Awaitable[None]], name: str) -> None:
         """Run a long-lived task; if it fails, log it and start it again, so a service never stays up
-        (and ready) with a part of it silently dead."""
+        (and ready) with a part of it silently dead. A task that keeps failing is loud as every loop is
+        (spm_common.health): the warning, and the gauges of loop `task:<name>`; each failure a round."""
+        tracker = self.health.loop(f"task:{name}")
 
         async def supervised() -> None:
-            delay = 1.0
+            delay = TASK_RESTART_FIRST_DELAY_SECONDS
             while True:
+                # Run long enough again, the task has recovered: the gauge goes back to 0.
+                recovery = (
+                    asyncio.get_running_loop().call_later(TASK_RECOVERED_AFTER_SECONDS, tracker.ok)
+                    if tracker.failing
+                    else None
+                )
+                started = time.monotonic()
                 try:
                     await run()
                     return
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:
-                    log.error("background task failed; restarting it", task=name, error=describe_error(exc))
+                    reason = describe_error(exc)
+                    log.error("background task failed; restarting it", task=name, error=reason)
+                    if time.monotonic() - started >= TASK_RECOVERED_AFTER_SECONDS:
+                        delay = TASK_RESTART_FIRST_DELAY_SECONDS
+                    tracker.failed(reason)
                     await asyncio.sleep(delay)
-                    delay = min(delay * 2, 30.0)
+                    delay = min(delay * 2, TASK_RESTART_MAX_DELAY_SECONDS)
+                finally:
+                    if recovery is not None:
+                        recovery.cancel()
 
         self._tasks.append(asyncio.create_task(supervised(), name=name))
 
