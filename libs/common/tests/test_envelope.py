@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 import pytest
 import structlog
 from spm_common.envelope import CloudEvent, Purpose, new_event, new_event_body
@@ -40,6 +41,19 @@ def test_new_event_body_takes_the_correlation_id_of_the_request_being_handled() 
     with structlog.contextvars.bound_contextvars(correlation_id="req-7"):
         body = new_event_body("probe.ping", "urn:spm:test", {}).body
     assert CloudEvent.parse(body).correlationid == "req-7"
+
+
+def test_only_a_plain_token_is_taken_as_a_correlation_id() -> None:
+    def received(correlationid: str) -> str | None:
+        body = orjson.dumps(
+            {"id": "e-1", "type": "probe.ping", "source": "https://shop.example", "correlationid": correlationid}
+        )
+        return CloudEvent.parse(body).correlationid
+
+    for token in ("req-7", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", "a.b_C", "x" * 64):
+        assert received(token) == token
+    for odd in ("", "x" * 65, "a b", "buyer@example.com", "id\r\nBcc: x", "<b>", "tr\u00e1ce", "x" * 300):
+        assert received(odd) is None, odd
 
 
 def test_new_event_body_of_a_payload_model_with_its_own_id_is_what_new_event_makes() -> None:

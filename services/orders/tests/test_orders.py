@@ -119,3 +119,22 @@ async def test_an_invalid_order_is_dead_lettered_with_its_reason(orders: Orders)
     )
     assert rows == []
     assert re.fullmatch(r"[0-9a-f-]{36}", event_id)
+
+
+async def test_a_correlation_id_is_carried_on_only_when_it_is_a_plain_token(orders: Orders) -> None:
+    """A shop's `correlationid` is logged and copied into every event the order causes: a plain token is,
+    anything else (here an address with a header line after it) is dropped, and the order is still taken."""
+    plain, odd = order_data(new_address()), order_data(new_address())
+    await orders.publish("order.placed", plain, envelope={"correlationid": "shop-trace.42_A"})
+    await orders.publish("order.placed", odd, envelope={"correlationid": "buyer@example.com\r\nBcc: x@example.com"})
+    await recorded(orders, plain["purchaser"]["email"])
+    await recorded(orders, odd["purchaser"]["email"])
+    [fact] = await outbox(orders.world, "order.recorded", plain["order_id"])
+    assert fact["correlationid"] == "shop-trace.42_A"
+    for event_type in ("order.recorded", "notification.requested"):
+        [made] = await outbox(orders.world, event_type, odd["order_id"])
+        assert "correlationid" not in made, made
+    # Once refused by length alone (over 200 characters): the order was dead-lettered.
+    long = order_data(new_address())
+    await orders.publish("order.placed", long, envelope={"correlationid": "x" * 300})
+    await recorded(orders, long["purchaser"]["email"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Literal, NamedTuple
@@ -10,13 +11,19 @@ import aio_pika
 import orjson
 import pydantic_core
 import structlog
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
 CONTENT_TYPE = "application/cloudevents+json"
 ACCEPTED_CONTENT_TYPES = frozenset({CONTENT_TYPE, "application/json", ""})
 # Most events are a few hundred bytes; the bound is set by the largest legitimate one, the e-mail that answers
 # a privacy access request with its attachment (up to ATTACHMENTS_MAX_BYTES, spm_common.notifications).
 MAX_EVENT_BYTES = 8_000_000
+
+# A correlation id is logged and carried into every event a request or an event causes: only a plain token
+# is taken from outside (an HTTP client's X-Request-ID, an event's `correlationid`), so no address, markup or
+# line break travels on. The system's own are request ids and UUIDs.
+CORRELATION_ID_PATTERN = r"[A-Za-z0-9._-]{1,64}"
+_CORRELATION_ID_RE = re.compile(CORRELATION_ID_PATTERN)
 
 Purpose = Literal[
     "answer-message", "fulfil-order", "license-recovery", "free-upgrade", "product-news", "privacy-request"
@@ -43,9 +50,19 @@ class CloudEvent(BaseModel):
     datacontenttype: str = "application/json"
     dataschema: str | None = None
     subject: str | None = Field(default=None, max_length=500)
-    correlationid: str | None = Field(default=None, max_length=200)
+    correlationid: str | None = Field(
+        default=None,
+        description=f"Ties together the events one request or event caused: {CORRELATION_ID_PATTERN}. Any other"
+        " value is dropped on receipt; the event itself is taken.",
+    )
     purpose: Purpose | None = None
     data: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("correlationid")
+    @classmethod
+    def _plain_token_or_none(cls, value: str | None) -> str | None:
+        """Dropped, not refused: an order must not be dead-lettered over a tracing attribute."""
+        return value if value is None or _CORRELATION_ID_RE.fullmatch(value) else None
 
     def to_json(self) -> bytes:
         return orjson.dumps(self.model_dump(mode="json", exclude_none=True))

@@ -28,6 +28,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from spm_common.clientaddr import of_request, rate_limit_key
 from spm_common.deadletters import Broker, DeadLetter, list_dead_letters, replay_dead_letters
+from spm_common.envelope import CORRELATION_ID_PATTERN
 from spm_common.logging import bind_contextvars, clear_contextvars, get_logger
 from spm_common.metrics import HTTP_LATENCY
 from spm_common.runtime import Runtime
@@ -36,8 +37,8 @@ log = get_logger(__name__)
 REQUEST_ID_HEADER = "X-Request-ID"
 _REQUEST_ID_KEY = REQUEST_ID_HEADER.lower().encode()
 # A client's request id is logged and becomes the correlation id of every event the request causes: only a
-# plain token is taken (no address, markup or line breaks in logs and events); anything else gets a fresh id.
-REQUEST_ID_RE = re.compile(rb"[A-Za-z0-9._-]{1,64}")
+# plain token is taken (spm_common.envelope); anything else gets a fresh id.
+REQUEST_ID_RE = re.compile(CORRELATION_ID_PATTERN.encode())
 DEFAULT_MAX_BODY_BYTES = 64 * 1024
 # The services' metrics are Prometheus (GET /metrics); FastAPI's own OpenTelemetry hooks would only cost a
 # look-up of the global providers on every request.

@@ -52,10 +52,14 @@ class Incoming:
     event_id: str | None = None
     removed: cards.Findings | None = None
     order: OrderPlaced | None = None
+    # The event's, carried into the events the order causes (a batch is handled outside any one event's
+    # logging context); None: the request's (a webhook's X-Request-ID), as `new_event_body` finds it.
+    correlation_id: str | None = None
 
     @classmethod
     def from_event(cls, order: OrderPlaced, meta: Meta) -> Incoming:
-        return cls(meta.source, None, "event", meta.id, cards.marker_findings(meta.scrubbed), order)
+        findings = cards.marker_findings(meta.scrubbed)
+        return cls(meta.source, None, "event", meta.id, findings, order, correlation_id=meta.correlationid)
 
 
 @dataclass(frozen=True)
@@ -197,6 +201,7 @@ def _events(o: _Order, catalogue: Mapping[str, asyncpg.Record], config: Config) 
         ),
         purpose=PURPOSE,
         event_id=str(uuid.uuid5(EVENT_NAMESPACE, f"order.recorded\x00{key}")),
+        correlation_id=o.incoming.correlation_id,
     )
     lines = [
         {
@@ -220,6 +225,7 @@ def _events(o: _Order, catalogue: Mapping[str, asyncpg.Record], config: Config) 
         ),
         purpose=PURPOSE,
         event_id=str(uuid.uuid5(EVENT_NAMESPACE, f"{TEMPLATE}\x00{key}")),
+        correlation_id=o.incoming.correlation_id,
     )
     events = [recorded, confirmation]
     if o.removed:
@@ -235,6 +241,7 @@ def _events(o: _Order, catalogue: Mapping[str, asyncpg.Record], config: Config) 
                     masked_numbers=o.removed.masked,
                 ),
                 event_id=str(uuid.uuid5(EVENT_NAMESPACE, f"{CARD_DATA_REMOVED}\x00{key}")),
+                correlation_id=o.incoming.correlation_id,
             )
         )
     return events
