@@ -509,7 +509,7 @@ async def test_spm_admin_bootstrap_makes_the_users_with_only_an_admin_login(vhos
     try:
         missing = bootstrap({**env, "SPM_SHOP_AMQP_PASSWORD": ""})
         assert missing.returncode == 2 and "SPM_SHOP_AMQP_PASSWORD: required" in missing.stderr
-        for _ in range(2):  # and again: the same state
+        for run in range(2):  # and again: the same state
             done = await asyncio.to_thread(bootstrap, env)
             assert done.returncode == 0, done.stderr[-2000:]
             assert (
@@ -518,6 +518,21 @@ async def test_spm_admin_bootstrap_makes_the_users_with_only_an_admin_login(vhos
             )
             # With the management URL's administrator over AMQP (SPM_AMQP_URL holds no login, as in compose).
             assert "RabbitMQ queues and exchanges ready on spm.events: contact, orders" in done.stdout
+            removed = sorted(line for line in done.stdout.splitlines() if line.startswith("stale binding removed"))
+            if run == 0:
+                assert removed == []
+                # What an earlier version left: contact bound to every outcome of anyone's mail, and to all.
+                admin = await aio_pika.connect(f"{AMQP_URL.rstrip('/')}/{vhost}")
+                async with admin:
+                    channel = await admin.channel()
+                    queue = await channel.get_queue("spm.events.contact", ensure=False)
+                    for stale in ("notification.sent", "#"):
+                        await queue.bind("spm.events", routing_key=stale)
+            else:
+                assert removed == [
+                    "stale binding removed: spm.events.contact <- #",
+                    "stale binding removed: spm.events.contact <- notification.sent",
+                ]
         url = {who: f"amqp://spm_{who}:dev-only-{who}-rabbitmq-password@127.0.0.1:5672/{vhost}" for who in USERS}
         # Every service's own user finds its queues made, and the shop's order reaches the orders queue.
         for service in WITH_SCHEMA:
@@ -529,6 +544,12 @@ async def test_spm_admin_bootstrap_makes_the_users_with_only_an_admin_login(vhos
             queue = await channel.get_queue("spm.events.orders", ensure=False)
             message = await queue.get(no_ack=True, timeout=10)
             assert message.routing_key == "order.placed"
+        # Contact's queue, unbound from what it no longer takes, got no copy of the order.
+        connection = await aio_pika.connect(url["contact"])
+        async with connection:
+            channel = await connection.channel()
+            contact = await channel.get_queue("spm.events.contact", ensure=False)
+            assert await contact.get(no_ack=True, fail=False, timeout=5) is None
         with pytest.raises(REFUSED, match="ACCESS_REFUSED"):
             await publish(url["shop"], "spm.events", "upgrade.released")
         with pytest.raises(REFUSED, match="ACCESS_REFUSED"):

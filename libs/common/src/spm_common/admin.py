@@ -24,7 +24,13 @@ import yaml
 
 from spm_common import allowlist
 from spm_common import asyncapi as event_docs
-from spm_common.bootstrap import ensure_database, ensure_roles, ensure_topology, with_database
+from spm_common.bootstrap import (
+    ensure_database,
+    ensure_roles,
+    ensure_topology,
+    remove_stale_bindings,
+    with_database,
+)
 from spm_common.brokerusers import BINDS, USERS, broker_users, ensure_users, user_name
 from spm_common.deadletters import list_dead_letters, replay_dead_letters
 from spm_common.handlers import Handlers
@@ -71,7 +77,7 @@ def bootstrap() -> None:
     installed = [s for s in WITH_SCHEMA if importlib.util.find_spec(s) is not None]
     management = settings.rabbitmq_management_url
 
-    async def go() -> dict[str, list[str]]:
+    async def go() -> tuple[dict[str, list[str]], list[str]]:
         await ensure_database(settings.database_url)
         await ensure_roles(settings.database_url, settings.role_passwords())
         applied = {service: await _migrate_as_owner(settings.database_url, service) for service in installed}
@@ -81,14 +87,23 @@ def bootstrap() -> None:
                 management.get_secret_value(), settings.amqp_url, broker_users(settings.exchange), passwords
             )
         # BINDS: what each service's consumer binds (a test compares them), and its user's topic permissions.
-        await ensure_topology(settings.admin_amqp_url(), settings.exchange, {s: BINDS[s] for s in installed})
-        return applied
+        bindings = {s: BINDS[s] for s in installed}
+        await ensure_topology(settings.admin_amqp_url(), settings.exchange, bindings)
+        removed = []
+        if management is not None:
+            removed = await remove_stale_bindings(
+                management.get_secret_value(), settings.amqp_url, settings.exchange, bindings
+            )
+        return applied, removed
 
-    for service, applied in asyncio.run(go()).items():
-        typer.echo(f"{service}: {len(applied)} migration(s) applied")
+    applied, removed = asyncio.run(go())
+    for service, done in applied.items():
+        typer.echo(f"{service}: {len(done)} migration(s) applied")
     typer.echo("database, roles and schemas ready")
     if management is not None:
         typer.echo(f"RabbitMQ users ready: {', '.join(user_name(who) for who in USERS)}")
+        for binding in removed:
+            typer.echo(f"stale binding removed: {binding}")
     typer.echo(f"RabbitMQ queues and exchanges ready on {settings.exchange}: {', '.join(installed)}")
 
 

@@ -12,10 +12,13 @@ schema (CONTRACT section 2), and no login may create a schema, so none can take 
 from __future__ import annotations
 
 import contextlib
+from urllib.parse import quote
 
 import asyncpg
+import httpx
 from faststream.rabbit import RabbitBroker
 
+from spm_common.brokerusers import management_api, vhost_of
 from spm_common.logging import get_logger
 from spm_common.migrations import SchemaRoles
 from spm_common.settings import database_name, with_user
@@ -135,6 +138,38 @@ async def ensure_topology(amqp_url: str, exchange: str, bindings: dict[str, tupl
             await Topology(exchange, service).declare(broker, keys)
     finally:
         await broker.stop()
+
+
+async def remove_stale_bindings(
+    management_url: str, amqp_url: str, exchange: str, bindings: dict[str, tuple[str, ...]]
+) -> list[str]:
+    """Unbind from `exchange` every routing key a service's queue is bound to but no longer takes (an upgrade
+    narrowed what it consumes): the queue would otherwise go on receiving, and keeping, events it has no use
+    for. Only bindings of `exchange` to the services' own queues are looked at. AMQP cannot list bindings, so
+    this needs the management API (`management_url` holds an administrator's login). Returns what it removed,
+    as `queue <- routing key`."""
+    api = management_api(management_url)
+    vhost = vhost_of(amqp_url)
+    removed: list[str] = []
+    async with httpx.AsyncClient(base_url=api.base_url, auth=api.auth, timeout=30) as client:
+        for service, keys in bindings.items():
+            queue = Topology(exchange, service).queue_name
+            path = f"/api/bindings/{vhost}/e/{quote(exchange, safe='')}/q/{quote(queue, safe='')}"
+            listed = await client.get(path)
+            if listed.status_code != 200:
+                raise RuntimeError(f"RabbitMQ management API refused GET {path}: {listed.status_code}")
+            for binding in listed.json():
+                key = str(binding.get("routing_key", ""))
+                if key in keys:
+                    continue
+                gone = await client.delete(f"{path}/{quote(str(binding['properties_key']), safe='')}")
+                if gone.status_code not in (200, 204, 404):  # 404: another bootstrap removed it first
+                    raise RuntimeError(
+                        f"RabbitMQ management API refused to unbind {queue} <- {key}: {gone.status_code}"
+                    )
+                log.info("stale binding removed", queue=queue, routing_key=key)
+                removed.append(f"{queue} <- {key}")
+    return removed
 
 
 def with_database(url: str, database: str) -> str:
