@@ -156,6 +156,8 @@ async def remove_stale_bindings(
             queue = Topology(exchange, service).queue_name
             path = f"/api/bindings/{vhost}/e/{quote(exchange, safe='')}/q/{quote(queue, safe='')}"
             listed = await client.get(path)
+            if listed.status_code == 404:  # no such queue (the console declares none): nothing bound to it
+                continue
             if listed.status_code != 200:
                 raise RuntimeError(f"RabbitMQ management API refused GET {path}: {listed.status_code}")
             for binding in listed.json():
