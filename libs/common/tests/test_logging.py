@@ -6,8 +6,10 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import random
 import re
 import unicodedata
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -187,6 +189,21 @@ def test_hex_digests_are_kept_whole() -> None:
     # A card number glued to letters is still one.
     assert "4111111111111111" not in redact_text("card_4111111111111111")
     assert "41111111111" not in redact_text("cc4111111111111111x")
+
+
+def test_uuids_are_kept_whole_and_what_is_around_them_is_redacted() -> None:
+    # Event, order and delivery ids: one in eleven has a group of eight digits, or two groups in a row, that
+    # the phone shape took ("[redacted]-8b52-4b4a-97b7-50923ceb3ffd").
+    rng = random.Random(20261206)
+    ids = [str(uuid.UUID(int=rng.getrandbits(128), version=4)) for _ in range(5_000)]
+    assert sum(bool(re.search(r"(?:^|-)[0-9]{4,}(?:-[0-9]{4})*(?:-|$)", i)) for i in ids) > 300
+    for identifier in ids:
+        for text in (identifier, f"order {identifier} recorded", f"ref=order:{identifier}", identifier.upper()):
+            assert redact_text(text) == text
+    beside = "delivery 21636369-8b52-4b4a-97b7-50923ceb3ffd to +84 912 345 678, card 4111 1111 1111 1111"
+    assert redact_text(beside) == f"delivery 21636369-8b52-4b4a-97b7-50923ceb3ffd to {REDACTED}, card {REDACTED}"
+    # An address whose local part is an id is an address.
+    assert redact_text("reply+21636369-8b52-4b4a-97b7-50923ceb3ffd@example.com") == REDACTED
 
 
 class Recipient(BaseModel):

@@ -89,6 +89,19 @@ IPV4_RE = re.compile(r"(?<![\d.])(?:\d{1,3}\.){3}\d{1,3}(?![\d.])")
 IPV6_CANDIDATE_RE = re.compile(r"(?<![\w:])[0-9A-Fa-f]{0,4}(?::[0-9A-Fa-f]{0,4}){2,7}(?:%\w+)?(?![\w:])")
 
 
+# Identifiers a log line carries that are no one's data, whose digit groups the shapes below would take for a
+# phone or card number: a UUID (event, order and delivery ids; one in eleven has a group of digits PHONE_RE
+# took) and a hex digest of 32 or more (recipient and subject references, chain hashes). Their spans are kept
+# as they are; the text around them is redacted as any other.
+IDENTIFIER_RE = re.compile(
+    r"(?<![0-9A-Za-z])("
+    r"[0-9a-fA-F]{8}(?:-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}"
+    r"|(?=[0-9]*[a-fA-F])(?:[0-9a-f]{32,}|[0-9A-F]{32,})"
+    r")(?![0-9A-Za-z])"
+)
+# The cheap first look: 8 hex digits in a row, which both start with.
+_MAYBE_IDENTIFIER = re.compile(r"[0-9a-fA-F]{8}")
+
 # Every shape above needs an "@" or at least two digits: text without (most log messages, route templates
 # such as /v1/messages) is returned as it is, after one scan instead of several substitutions.
 _MAYBE_PERSONAL = re.compile(r"@|\d\D*\d")
@@ -118,10 +131,20 @@ def redact_text(text: str) -> str:
     if not _MAYBE_PERSONAL.search(text):
         # Digits the pattern does not know (superscripts) can still spell a card number.
         return text if text.isascii() else cards.mask_text(text)[0]
+    # Addresses first, on the whole text: a UUID may be the local part of one (reply+<uuid>@example.com).
     if "%" in text:
         text = ENCODED_EMAIL_RE.sub(REDACTED, text)
     if "@" in text:
         text = EMAIL_RE.sub(REDACTED, text)
+    if _MAYBE_IDENTIFIER.search(text):
+        pieces = IDENTIFIER_RE.split(text)  # identifiers at the odd indexes
+        if len(pieces) > 1:
+            return "".join(piece if i % 2 else _redact_shapes(piece) for i, piece in enumerate(pieces))
+    return _redact_shapes(text)
+
+
+def _redact_shapes(text: str) -> str:
+    """`text` (addresses already gone) without card numbers, security codes, IP addresses and phone numbers."""
     text = CARD_RE.sub(REDACTED, text)
     # The shapes CARD_RE does not cover (runs of separators, line breaks, thin spaces, full-width digits),
     # masked as the scrubber masks them everywhere else.
