@@ -69,6 +69,8 @@ async def test_an_operator_lifts_a_suppression_by_address_or_reference(world: Wo
     bounced, other = address("Bounced"), address("other")
     ref = recipient_ref(bounced, settings.recipient_key())
     other_ref = recipient_ref(other, settings.recipient_key())
+    async with running(create(settings)):
+        pass  # its migrations, so this test also runs alone
     # As a hard bounce leaves them (test_notifier_flow's bounce test).
     await db.executemany(
         "INSERT INTO notifier.recipients (recipient_ref, suppressed_at, suppressed_reason) VALUES ($1, now(), $2)",
