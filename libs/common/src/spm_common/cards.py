@@ -76,20 +76,24 @@ _DIGIT = re.compile(r"[0-9]")
 _ASCII_DIGITS = b"0123456789"
 # A run this long is no identifier anyone needs; masking it whole bounds the work on hostile input.
 _MASK_WHOLE_RUN_OVER = 64
-# Identifiers and times, whose digit groups can line up like a card number's once any punctuation separates
-# digits: a UUID (event ids, references) and an ISO 8601 date and time with a space or "T" ("2026-12-05
-# 21:40:07.830137+00:00" is 20 digits). Their spans are never scanned.
+# Identifiers, which no one writes a card number inside, and times, whose digit groups can line up like a card
+# number's once any punctuation separates digits. Their spans are never scanned:
+# - a UUID (event ids, references);
+# - a hex digest: a token of 32 or more hex digits in one case, with a letter among them (a recipient or
+#   subject reference, a chain hash). One SHA-256 digest in 67 holds a Luhn-valid window of 13-19 decimal
+#   digits in a row; masking it broke the reference in the events, the audit trail and the logs that carry it
+#   (BENCHMARKS.md, "Card scrubber");
+# - an ISO 8601 date and time with a space or "T" ("2026-12-05 21:40:07.830137+00:00" is 20 digits).
+# The log redactor keeps the identifiers whole too (spm_common.redaction).
+UUID_PATTERN = r"[0-9a-fA-F]{8}(?:-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}"
+HEX_DIGEST_PATTERN = r"(?=[0-9]*[a-fA-F])(?:[0-9a-f]{32,}|[0-9A-F]{32,})"
 _NOT_A_NUMBER = re.compile(
-    r"(?<![0-9A-Za-z])[0-9a-fA-F]{8}(?:-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}(?![0-9A-Za-z])"
+    rf"(?<![0-9A-Za-z])(?:{UUID_PATTERN}|{HEX_DIGEST_PATTERN})(?![0-9A-Za-z])"
     r"|(?<![0-9])[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}(?::[0-9]{2}(?:[.,][0-9]{1,9})?)?"
     r"(?:Z|[+-][0-9]{2}(?::?[0-9]{2})?)?(?![0-9])"
 )
-# A hex digest: a token of 32 or more hex digits in one case, with a letter among them (a recipient or
-# subject reference, a chain hash, a token's digest). One SHA-256 digest in 67 holds a Luhn-valid window of
-# 13-19 decimal digits in a row; masking it broke the reference in the events, the audit trail and the logs
-# that carry it (BENCHMARKS.md, "Card scrubber"). Nobody writes a card number inside such a token.
-_HEX_DIGEST = re.compile(r"(?<![0-9A-Za-z])(?=[0-9]*[a-fA-F])(?:[0-9a-f]{32,}|[0-9A-F]{32,})(?![0-9A-Za-z])")
-_HEX_RUN = re.compile(r"[0-9a-fA-F]{32}")  # the cheap first look: a third of the cost on text without one
+# The cheap first look for a digest (a third of the cost on text without one); the others hold a "-".
+_HEX_RUN = re.compile(r"[0-9a-fA-F]{32}")
 
 # ---- Field names.
 #
@@ -217,10 +221,8 @@ def mask_text(text: str) -> tuple[str, int]:
     masked_runs = 0
     pieces: list[str] = []
     last = 0
-    if "-" in reading:
+    if "-" in reading or _HEX_RUN.search(reading):
         reading = _NOT_A_NUMBER.sub(_unreadable, reading)
-    if _HEX_RUN.search(reading):
-        reading = _HEX_DIGEST.sub(_unreadable, reading)
     for match in _DIGIT_RUN.finditer(reading):
         run = match.group()
         positions = [i for i, ch in enumerate(run) if "0" <= ch <= "9"]

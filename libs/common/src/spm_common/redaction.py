@@ -67,10 +67,8 @@ EMAIL_RE = re.compile(r"[\w.!#$%&'*+/=?^`{|}~-]+@[\w-]+(?:\.[\w-]+)+", re.UNICOD
 # the "@", other characters possibly encoded too (alice%2Btag%40example.com). Its local part stops at what
 # delimits a URL's parts ("/", "?", "=", "&"), which an encoded address holds only encoded.
 ENCODED_EMAIL_RE = re.compile(r"[\w.!#$'*+^`{|}~%-]+%(?:25)*40[\w-]+(?:\.[\w-]+)+")
-# 13-19 digits, optionally separated by single spaces or dashes: card-number shaped. Not inside a word: a run
-# of digits inside a hex digest (a recipient reference) is no card, and one glued to letters ("cc4111...")
-# is still masked by `cards.mask_text` below when it is Luhn-valid.
-CARD_RE = re.compile(r"(?<![^\W_])(?:\d[ -]?){12,18}\d(?![^\W_])")  # [^\W_]: a letter or a digit
+# 13-19 digits, optionally separated by single spaces or dashes: card-number shaped.
+CARD_RE = re.compile(r"(?<![\d])(?:\d[ -]?){12,18}\d(?![\d])")
 # A card's security code named as such ("cvv 123", "CVC: 1234", "card_cvv=123", "CID 1234", "verification
 # value: 123"), by the names `spm_common.cards` recognises in field names: the digits go, the word stays.
 CVV_RE = re.compile(
@@ -93,12 +91,7 @@ IPV6_CANDIDATE_RE = re.compile(r"(?<![\w:])[0-9A-Fa-f]{0,4}(?::[0-9A-Fa-f]{0,4})
 # phone or card number: a UUID (event, order and delivery ids; one in eleven has a group of digits PHONE_RE
 # took) and a hex digest of 32 or more (recipient and subject references, chain hashes). Their spans are kept
 # as they are; the text around them is redacted as any other.
-IDENTIFIER_RE = re.compile(
-    r"(?<![0-9A-Za-z])("
-    r"[0-9a-fA-F]{8}(?:-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}"
-    r"|(?=[0-9]*[a-fA-F])(?:[0-9a-f]{32,}|[0-9A-F]{32,})"
-    r")(?![0-9A-Za-z])"
-)
+IDENTIFIER_RE = re.compile(rf"(?<![0-9A-Za-z])({cards.UUID_PATTERN}|{cards.HEX_DIGEST_PATTERN})(?![0-9A-Za-z])")
 # The cheap first look: 8 hex digits in a row, which both start with.
 _MAYBE_IDENTIFIER = re.compile(r"[0-9a-fA-F]{8}")
 

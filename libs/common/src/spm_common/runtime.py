@@ -13,7 +13,6 @@ import contextlib
 import functools
 import gc
 import signal
-import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -295,7 +294,6 @@ class Runtime:
                     if tracker.failing
                     else None
                 )
-                started = time.monotonic()
                 try:
                     await run()
                     return
@@ -304,7 +302,7 @@ class Runtime:
                 except Exception as exc:
                     reason = describe_error(exc)
                     log.error("background task failed; restarting it", task=name, error=reason)
-                    if time.monotonic() - started >= TASK_RECOVERED_AFTER_SECONDS:
+                    if not tracker.failing:  # the first failure, or the first since it recovered
                         delay = TASK_RESTART_FIRST_DELAY_SECONDS
                     tracker.failed(reason)
                     await asyncio.sleep(delay)
